@@ -1,0 +1,202 @@
+"""Settings: a YAML file, then environment overrides, then defaults, validated once (SPEC §9).
+
+Here: the settings model and `load_settings`. Every key the seed names works as it says, and
+every scalar key `section.key` can also be set as `INGEST_SECTION_KEY`. A bad value fails at
+start-up with a ConfigError naming the key and what was expected. Not here: reading settings
+anywhere else; the rest of the package is handed a Settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+CONFIG_FILE_ENV = "INGEST_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HecToken(_Section):
+    name: str = Field(min_length=1)
+    token: str = Field(min_length=1)
+    default_index: str | None = None
+    default_sourcetype: str | None = None
+    default_source: str | None = None
+    allowed_indexes: list[str] | None = None
+    allow_query_string: bool = False
+
+
+class HecSettings(_Section):
+    tokens: list[HecToken] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Optional remote token validation: POST {auth_url}/api/v1/auth/validate-hec.
+    auth_url: str | None = None
+    auth_timeout_seconds: float = Field(default=2.0, gt=0)
+    auth_cache_seconds: float = Field(default=30.0, ge=0)
+
+
+class OperatorToken(_Section):
+    name: str = Field(min_length=1)
+    token: str = Field(min_length=16)
+
+
+class OperatorSettings(_Section):
+    tokens: list[OperatorToken] = Field(default_factory=list)
+    metrics_require_auth: bool = False
+
+
+class DlqSettings(_Section):
+    enabled: bool = True
+    base_path: Path = Path("/var/lib/telhawk/dlq")
+    # The DLQ refuses new files (and ingest answers 503) past either limit; 0 means no limit.
+    max_pending_files: int = Field(default=0, ge=0)
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+
+class CoreSettings(_Section):
+    """The storage connection and its retry schedule (the seed's `core` section)."""
+
+    url: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_ms: int = Field(default=100, ge=0)
+    retry_multiplier: float = Field(default=2.0, ge=1)
+    retry_max_delay_ms: int = Field(default=30_000, ge=0)
+    jitter: bool = False
+    # A Retry-After from storage lengthens a wait up to this many seconds.
+    max_retry_after_seconds: float = Field(default=5.0, ge=0)
+    username: str | None = None
+    password: str | None = None
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+class StorageSettings(_Section):
+    # auto: opensearch when core.url is set, else local.
+    backend: Literal["auto", "local", "opensearch"] = "auto"
+    data_dir: Path = Path("/var/lib/telhawk/data")
+    index_prefix: str = "telhawk-"
+    bulk_max_events: int = Field(default=500, gt=0)
+
+
+class Settings(_Section):
+    hec: HecSettings = Field(default_factory=HecSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
+    core: CoreSettings = Field(default_factory=CoreSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @property
+    def storage_backend(self) -> str:
+        if self.storage.backend == "auto":
+            return "opensearch" if self.core.url else "local"
+        return self.storage.backend
+
+    @property
+    def state_path(self) -> Path:
+        """Shared counters and the audit log live beside the DLQ files, on the same volume."""
+        return self.dlq.base_path / ".state"
+
+
+# Environment names the seed documents, beyond the generic INGEST_SECTION_KEY form. Where two
+# names set the same key, the first one present wins.
+ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "dlq.enabled": ("INGEST_DLQ_ENABLED", "CORE_DLQ_ENABLED"),
+    "dlq.base_path": ("INGEST_DLQ_BASE_PATH", "CORE_DLQ_BASE_PATH"),
+    "core.url": ("INGEST_OPENSEARCH_URL", "INGEST_CORE_URL", "CORE_URL"),
+    "core.timeout_seconds": ("INGEST_CORE_TIMEOUT_SECONDS",),
+}
+
+
+def _scalar_keys() -> list[str]:
+    keys = []
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, field in model.model_fields.items():
+            if field.annotation is not None and "list" not in str(field.annotation):
+                keys.append(f"{section}.{name}")
+    return keys
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """key -> (environment variable, value) for every override present."""
+    found: dict[str, tuple[str, str]] = {}
+    for key in _scalar_keys():
+        names = ENV_ALIASES.get(key, ()) or ()
+        generic = "INGEST_" + key.replace(".", "_").upper()
+        for name in (*names, generic):
+            if name in env:
+                found[key] = (name, env[name])
+                break
+    # Tokens from the environment, for container set-ups: "name:token[,name:token]".
+    for key, name in (("hec.tokens", "INGEST_HEC_TOKENS"), ("operator.tokens", "INGEST_OPERATOR_TOKENS")):
+        if name in env:
+            found[key] = (name, env[name])
+    return found
+
+
+def _parse_tokens(var: str, text: str) -> list[dict[str, str]]:
+    tokens = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, token = part.partition(":")
+        if not sep or not name or not token:
+            raise ConfigError(f"{var}: expected name:token[,name:token], got an entry without ':'")
+        tokens.append({"name": name, "token": token})
+    return tokens
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (argument, else INGEST_CONFIG_FILE), apply environment overrides, validate."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_FILE_ENV)
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{CONFIG_FILE_ENV}: cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        data = loaded or {}
+    sources: dict[str, str] = {}
+    for key, (var, value) in _env_overrides(env).items():
+        section, name = key.split(".")
+        parsed: Any = _parse_tokens(var, value) if key.endswith(".tokens") else value
+        if not isinstance(data.get(section), dict):
+            data[section] = {}
+        data[section][name] = parsed
+        sources[key] = var
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None
+
+
+def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(".".join(str(p) for p in err["loc"][:2]))
+        where = f"{key} (from {origin})" if origin else key
+        given = err.get("input")
+        shown = "" if isinstance(given, dict | list) or key.endswith("token") else f", got {given!r}"
+        lines.append(f"{where}: {err['msg'].lower()}{shown}")
+    return "invalid configuration: " + "; ".join(lines)

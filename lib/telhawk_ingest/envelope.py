@@ -1,0 +1,95 @@
+"""The envelope: one received event as the pipeline carries it and the DLQ stores it (SPEC §4).
+
+Here: the Envelope type, its id (UUIDv7, assigned once at ingest and reused as the storage
+document `_id`), and RFC 3339 time helpers. Not here: parsing HEC requests (hec.py) or what
+happens to an envelope (service.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Format = Literal["json", "raw"]
+
+
+def new_id(now_ns: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit unix milliseconds, then 74 random bits.
+
+    Time-ordered, so ids sort by arrival, and unique across processes without coordination.
+    """
+    ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    return str(uuid.UUID(int=value))
+
+
+def rfc3339(ts: float | None = None) -> str:
+    """UTC time as RFC 3339 with millisecond precision and a `Z` suffix."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: str | float | int) -> float:
+    """Unix seconds from RFC 3339 text, or from unix seconds as a number or numeric string."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One event as received. `payload` is the event exactly as sent, as text; never re-encoded."""
+
+    id: str
+    source: str
+    source_type: str
+    format: Format
+    payload: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    received_at: str = ""
+
+    @property
+    def index(self) -> str | None:
+        return self.attributes.get("index")
+
+    @property
+    def time(self) -> float | None:
+        """Event time in unix seconds when the client gave one."""
+        return self.attributes.get("time")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "source_type": self.source_type,
+            "format": self.format,
+            "payload": self.payload,
+            "attributes": self.attributes,
+            "received_at": self.received_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        return cls(
+            id=str(data["id"]),
+            source=str(data.get("source") or ""),
+            source_type=str(data.get("source_type") or ""),
+            format=data.get("format") or "raw",
+            payload=data.get("payload") if isinstance(data.get("payload"), str) else "",
+            attributes=dict(data.get("attributes") or {}),
+            received_at=str(data.get("received_at") or ""),
+        )
