@@ -1,0 +1,59 @@
+"""The operator audit log: who did what to the DLQ, and to how many entries (SPEC §8).
+
+One JSON line per operator call, appended and fsync'd to this process's own file under
+`<dlq.base_path>/.state/audit/`, so instances sharing the volume never interleave writes. The
+operator's name is logged, never a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .envelope import rfc3339
+
+log = logging.getLogger(__name__)
+
+
+class AuditLog:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._pid = 0
+
+    def record(self, operator: str, action: str, count: int, params: Mapping[str, Any] | None = None) -> None:
+        entry = {"time": rfc3339(), "operator": operator, "action": action, "count": count,
+                 "params": dict(params or {})}
+        line = orjson.dumps(entry) + b"\n"
+        with self._lock:
+            try:
+                if self._path is None or self._pid != os.getpid():  # a new file after fork
+                    self._pid = os.getpid()
+                    self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    name = f"{socket.gethostname()}-{self._pid}-{uuid.uuid4().hex[:8]}.log"
+                    self._path = self.directory / name
+                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                # The call itself has happened; say so loudly rather than fail it after the fact.
+                log.error("audit log not writable (%s): %s", exc, line.decode())
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every instance's entries, file by file."""
+        for path in sorted(self.directory.glob("*.log")):
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    yield orjson.loads(line)

@@ -1,0 +1,432 @@
+"""The dead-letter queue: one JSON file per failed event in a directory (SPEC §7).
+
+Here: writing records durably (temp file in the same directory, fsync, atomic rename, fsync of the
+directory), reading, listing, deleting and purging them, and the statistics `healthz` shows. Not
+here: deciding what fails (service.py) or counting across instances (stats.py).
+
+File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
+of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
+(file locks are unreliable on NFS and bucket-backed mounts). A reader never sees a partial file:
+temp files are named `.tmp-*`, which the file pattern never matches.
+
+Files are written once and never changed, so what a process learned by parsing a file (its
+summary, or that it is corrupt) stays true while the name exists; the `_Catalog` caches that and
+only reads names it has not seen, keeping listings and health fast with 100,000 pending files.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import DlqSettings
+from .envelope import new_id, rfc3339
+from .errors import ApiError, DLQUnavailable
+
+log = logging.getLogger(__name__)
+
+FILE_RE = re.compile(r"^failed_(\d{1,12})_([0-9a-f]{32})\.json$")
+ID_RE = re.compile(r"^failed_\d{1,12}_[0-9a-f]{32}$")
+REASONS = ("normalization_failed", "validation_failed", "storage_failed")
+STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
+
+
+def check_id(entry_id: str) -> str:
+    """Reject anything that is not a DLQ entry name before it comes near the filesystem."""
+    if not ID_RE.fullmatch(entry_id):
+        raise ApiError(400, f"not a DLQ entry id: {entry_id[:80]!r} (expected failed_<seconds>_<32 hex>)")
+    return entry_id
+
+
+def make_record(
+    envelope: dict[str, Any],
+    reason: str,
+    error: str,
+    attempts: int = 1,
+    details: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A DLQ record: the seed's fields first, exactly as the seed names them, then ours.
+
+    `id` is filled in by `DeadLetterQueue.write`, since it is the file's name.
+    """
+    stamp = rfc3339(now)
+    return {
+        "timestamp": stamp,
+        "envelope": envelope,
+        "error": error,
+        "reason": reason,
+        "attempts": attempts,
+        "last_attempt": stamp,
+        "id": "",
+        "stage": STAGES[reason],
+        "details": details or {},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What listings filter on, kept per file so filtering needs no re-read."""
+
+    reason: str
+    source_type: str
+    error: str
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DlqFilter:
+    reason: str | None = None
+    source_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    error: str | None = None
+
+    def matches_name(self, seconds: int) -> bool:
+        return (self.since is None or seconds >= self.since) and (self.until is None or seconds <= self.until)
+
+    def matches(self, s: Summary) -> bool:
+        return (
+            (self.reason is None or s.reason == self.reason)
+            and (self.source_type is None or s.source_type == self.source_type)
+            and (self.error is None or self.error in s.error)
+            and self.matches_name(s.seconds)
+        )
+
+    @property
+    def needs_content(self) -> bool:
+        return any(v is not None for v in (self.reason, self.source_type, self.error))
+
+
+NO_FILTER = DlqFilter()
+CORRUPT = None  # the catalog's mark for a file that matches the pattern but does not parse
+
+
+class _Catalog:
+    """Per-process cache of file name -> Summary (or CORRUPT); files are immutable once named."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, Summary | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Summary | bool | None:
+        """The summary, CORRUPT (None), or False when this process has not read the file yet."""
+        return self._known.get(name, False)
+
+    def put(self, name: str, summary: Summary | None) -> None:
+        with self._lock:
+            self._known[name] = summary
+
+    def forget(self, names: Iterable[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._known.pop(name, None)
+
+    def retain(self, present: set[str]) -> None:
+        with self._lock:
+            for name in [n for n in self._known if n not in present]:
+                del self._known[name]
+
+
+def _summarize(record: dict[str, Any], seconds: int) -> Summary:
+    envelope = record.get("envelope") or {}
+    return Summary(
+        reason=str(record.get("reason", "")),
+        source_type=str(envelope.get("source_type", "")) if isinstance(envelope, dict) else "",
+        error=str(record.get("error", "")),
+        seconds=seconds,
+    )
+
+
+class DeadLetterQueue:
+    """The DLQ directory. Thread-safe; any number of processes may share the directory."""
+
+    def __init__(self, settings: DlqSettings) -> None:
+        self.enabled = settings.enabled
+        self.path = Path(settings.base_path)
+        self.max_pending_files = settings.max_pending_files
+        self.min_free_bytes = settings.min_free_bytes
+        self._catalog = _Catalog()
+        self._pending_cache: tuple[float, int] = (0.0, 0)
+        if self.enabled:
+            self._prepare()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Create the directory 0700; an existing one is tightened when we own it."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.path.stat().st_uid == os.getuid():
+                self.path.chmod(0o700)
+        except OSError as exc:
+            # Not fatal at start-up: ingest answers 503 while the DLQ cannot be written.
+            log.error("dlq.base_path: %s cannot be prepared: %s", self.path, exc)
+
+    def check_writable(self) -> None:
+        """Raise DLQUnavailable when a write would certainly fail or overfill the volume."""
+        if not self.enabled:
+            raise DLQUnavailable("the DLQ is disabled (dlq.enabled: false)")
+        try:
+            fs = os.statvfs(self.path)
+        except OSError as exc:
+            raise DLQUnavailable(f"dlq.base_path: {self.path} is not usable (errno {exc.errno})") from exc
+        if fs.f_bavail * fs.f_frsize < self.min_free_bytes:
+            raise DLQUnavailable(
+                f"dlq.base_path: {self.path} has less than dlq.min_free_bytes={self.min_free_bytes} free"
+            )
+        if self.max_pending_files and self._pending_estimate() >= self.max_pending_files:
+            raise DLQUnavailable(f"the DLQ holds dlq.max_pending_files={self.max_pending_files} files")
+
+    def _pending_estimate(self) -> int:
+        """The pending count, re-counted at most once a second: a listdir per write would not scale."""
+        at, count = self._pending_cache
+        now = time.monotonic()
+        if now - at > 1.0:
+            count = len(self._names())
+            self._pending_cache = (now, count)
+        return count
+
+    def write(self, record: dict[str, Any], now: float | None = None) -> str:
+        return self.write_many([record], now)[0]
+
+    def write_many(self, records: list[dict[str, Any]], now: float | None = None) -> list[str]:
+        """Write records durably; return their ids. All or nothing: raise DLQUnavailable on failure.
+
+        Each file is fsync'd before its rename; the directory is fsync'd once after all renames,
+        which makes the renames durable for the whole batch at the cost of one extra fsync.
+        """
+        if not records:
+            return []
+        self.check_writable()
+        seconds = int(time.time() if now is None else now)
+        done: list[Path] = []
+        tmp: Path | None = None
+        try:
+            for record in records:
+                stem = f"failed_{seconds}_{uuid.UUID(new_id()).hex}"
+                record["id"] = stem
+                data = orjson.dumps(record)
+                tmp = self.path / f".tmp-{stem}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                final = self.path / f"{stem}.json"
+                os.replace(tmp, final)
+                tmp = None
+                done.append(final)
+                self._catalog.put(final.name, _summarize(record, seconds))
+            self._fsync_dir()
+        except OSError as exc:
+            self._undo(done, tmp)
+            hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
+            raise DLQUnavailable(
+                f"dlq.base_path: {self.path} is not writable (errno {exc.errno}{hint})"
+            ) from exc
+        return [p.stem for p in done]
+
+    def _undo(self, done: list[Path], tmp: Path | None) -> None:
+        """A failed batch leaves nothing behind: the caller answers 503 and the client resends."""
+        for path in [*done, *([tmp] if tmp else [])]:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        self._catalog.forget(p.name for p in done)
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        """Entry file names, oldest first. Names not matching the pattern are ignored entirely."""
+        try:
+            with os.scandir(self.path) as it:
+                names = [e.name for e in it if e.name.startswith("failed_") and FILE_RE.match(e.name)]
+        except FileNotFoundError:
+            return []
+        names.sort()
+        return names
+
+    def _load(self, name: str) -> dict[str, Any] | None:
+        """Parse one file; None when it is corrupt (or vanished under a concurrent purge)."""
+        try:
+            data = (self.path / name).read_bytes()
+            record = orjson.loads(data)
+        except FileNotFoundError:
+            self._catalog.forget([name])
+            return None
+        except (OSError, orjson.JSONDecodeError):
+            self._catalog.put(name, CORRUPT)
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("envelope"), dict):
+            self._catalog.put(name, CORRUPT)
+            return None
+        match = FILE_RE.match(name)
+        assert match
+        self._catalog.put(name, _summarize(record, int(match.group(1))))
+        return record
+
+    def _summary(self, name: str) -> Summary | None:
+        known = self._catalog.get(name)
+        if known is not False:
+            return known  # type: ignore[return-value]
+        record = self._load(name)
+        return self._catalog.get(name) if record is not None else None  # type: ignore[return-value]
+
+    def get(self, entry_id: str) -> dict[str, Any]:
+        check_id(entry_id)
+        path = self.path / f"{entry_id}.json"
+        if not path.exists():
+            raise ApiError(404, f"no DLQ entry {entry_id}")
+        record = self._load(path.name)
+        if record is None:
+            raise ApiError(409, f"DLQ entry {entry_id} is corrupt and cannot be read")
+        return record
+
+    def list(
+        self, flt: DlqFilter = NO_FILTER, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """A page of records, oldest first: (records, total matching, next cursor or None).
+
+        Without content filters only the page's files are read; with them, every candidate is
+        summarized once per process and cached.
+        """
+        if cursor is not None:
+            check_id(cursor)
+        candidates = [n for n in self._names() if flt.matches_name(int(FILE_RE.match(n).group(1)))]  # type: ignore[union-attr]
+        page: list[dict[str, Any]] = []
+        if flt.needs_content:
+            matching = [n for n in candidates if (s := self._summary(n)) is not None and flt.matches(s)]
+            total = len(matching)
+            start = _after(matching, cursor)
+            for name in matching[start:]:
+                if len(page) == limit:
+                    break
+                if (record := self._load(name)) is not None:
+                    page.append(record)
+            last_index = start + len(page)
+            more = last_index < len(matching)
+        else:
+            start = _after(candidates, cursor)
+            i = start
+            while i < len(candidates) and len(page) < limit:
+                if (record := self._load(candidates[i])) is not None:
+                    page.append(record)
+                i += 1
+            known_corrupt = sum(1 for n in candidates if self._catalog.get(n) is CORRUPT)
+            total = len(candidates) - known_corrupt
+            more = any(self._catalog.get(n) is not CORRUPT for n in candidates[i:])
+        next_cursor = page[-1]["id"] if page and more else None
+        return page, total, next_cursor
+
+    def iter_matching(self, flt: DlqFilter) -> Iterator[str]:
+        """Ids of parseable entries that match, oldest first."""
+        for name in self._names():
+            summary = self._summary(name)
+            if summary is not None and flt.matches(summary):
+                yield name[:-5]
+
+    # -- removing ------------------------------------------------------------------------
+
+    def delete(self, entry_id: str) -> None:
+        check_id(entry_id)
+        try:
+            (self.path / f"{entry_id}.json").unlink()
+        except FileNotFoundError:
+            raise ApiError(404, f"no DLQ entry {entry_id}") from None
+        self._catalog.forget([f"{entry_id}.json"])
+
+    def purge(self, flt: DlqFilter = NO_FILTER) -> int:
+        """Delete matching entries; without a filter every entry, corrupt ones included."""
+        if flt == NO_FILTER:
+            names = self._names()
+        else:
+            names = [f"{i}.json" for i in self.iter_matching(flt)]
+        purged = 0
+        for name in names:
+            try:
+                (self.path / name).unlink()
+                purged += 1
+            except FileNotFoundError:
+                pass  # another instance purged it first
+        self._catalog.forget(names)
+        if purged:
+            self._fsync_dir()
+        return purged
+
+    # -- health --------------------------------------------------------------------------
+
+    def stats(self, verify_budget_s: float = 0.02) -> dict[str, Any]:
+        """Pending files, and corrupt files among those this process has verified.
+
+        Verifying means parsing; with a large backlog a cold process would need seconds, so each
+        call verifies files it has not seen for at most `verify_budget_s` and says how many it
+        has not verified yet (`unverified_files`); repeated calls converge on the full answer.
+        """
+        names = self._names()
+        self._catalog.retain(set(names))
+        deadline = time.monotonic() + verify_budget_s
+        unverified = 0
+        corrupt: list[str] = []
+        for name in names:
+            state = self._catalog.get(name)
+            if state is False:
+                if time.monotonic() < deadline:
+                    self._load(name)
+                    state = self._catalog.get(name)
+                else:
+                    unverified += 1
+            if state is CORRUPT:
+                corrupt.append(name)
+        self._pending_cache = (time.monotonic(), len(names))
+        out: dict[str, Any] = {
+            "enabled": self.enabled,
+            "pending_files": len(names),
+            "base_path": str(self.path),
+            "corrupt_files": corrupt,
+            "unverified_files": unverified,
+        }
+        try:
+            out["free_bytes"] = shutil.disk_usage(self.path).free
+        except OSError:
+            out["free_bytes"] = None
+        out["accepting"] = self._accepting()
+        return out
+
+    def _accepting(self) -> bool:
+        try:
+            self.check_writable()
+        except DLQUnavailable:
+            return False
+        return os.access(self.path, os.W_OK)
+
+
+def _after(names: list[str], cursor: str | None) -> int:
+    """Index of the first name after the cursor (an entry id); names are sorted."""
+    if cursor is None:
+        return 0
+    return bisect.bisect_right(names, f"{cursor}.json")

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import backoff._sync
+import pytest
+from freezegun import freeze_time
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Frozen time; backoff's sleeps are recorded and advance the frozen clock instead of waiting."""
+    with freeze_time("2026-01-02T03:04:05Z") as frozen:
+        recorded: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            recorded.append(seconds)
+            frozen.tick(seconds)
+
+        monkeypatch.setattr(backoff._sync.time, "sleep", sleep)
+        yield recorded

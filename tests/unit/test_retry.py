@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from telhawk_ingest.retry import RetryPolicy, store_with_retries
+from telhawk_ingest.storage.base import STORED, Status, permanent, retry
+
+from tests.fakes import ScriptedBackend, every, item
+
+POLICY = RetryPolicy()
+
+
+def test_default_schedule_is_the_seeds_100_200_400_ms():
+    assert POLICY.schedule() == [0.1, 0.2, 0.4]
+
+
+def test_retryable_failures_wait_100_200_400_ms_then_give_up_after_four_attempts(waits):
+    backend = ScriptedBackend(*[every(retry("503 from storage", status=503))] * 4)
+    start = time.time()
+
+    finals = store_with_retries(backend, [item(1)], POLICY)
+
+    assert waits == [0.1, 0.2, 0.4]
+    assert time.time() - start == pytest.approx(0.7)
+    assert len(backend.calls) == 4
+    assert finals[0].outcome.status is Status.RETRY
+    assert finals[0].attempts == 4
+    assert finals[0].outcome.error == "503 from storage"
+
+
+def test_success_on_the_third_try_stops_retrying(waits):
+    backend = ScriptedBackend(every(retry("503")), every(retry("503")))
+
+    finals = store_with_retries(backend, [item(1)], POLICY)
+
+    assert waits == [0.1, 0.2]
+    assert finals[0].outcome.stored and finals[0].attempts == 3
+
+
+def test_a_permanent_failure_is_not_retried(waits):
+    backend = ScriptedBackend(every(permanent("400 bad request", status=400)))
+
+    finals = store_with_retries(backend, [item(1)], POLICY)
+
+    assert waits == []
+    assert len(backend.calls) == 1
+    assert finals[0].outcome.status is Status.PERMANENT and finals[0].attempts == 1
+
+
+def test_only_the_retryable_items_are_sent_again(waits):
+    def mixed(batch):
+        return [STORED, retry("429 item", status=429), permanent("mapper_parsing_exception")]
+
+    backend = ScriptedBackend(mixed)
+
+    finals = store_with_retries(backend, [item(1), item(2), item(3)], POLICY)
+
+    assert backend.calls == [["id-1", "id-2", "id-3"], ["id-2"]]
+    assert [f.outcome.status for f in finals] == [Status.STORED, Status.STORED, Status.PERMANENT]
+    assert [f.attempts for f in finals] == [1, 2, 1]
+
+
+def test_retry_after_lengthens_the_wait_up_to_the_cap(waits):
+    backend = ScriptedBackend(every(retry("429", retry_after=2.0)), every(retry("503", retry_after=60.0)))
+
+    store_with_retries(backend, [item(1)], RetryPolicy(max_retry_after_seconds=5.0))
+
+    assert waits == [2.0, 5.0]
+
+
+def test_retry_after_never_shortens_the_backoff(waits):
+    backend = ScriptedBackend(*[every(retry("429", retry_after=0.05))] * 3)
+
+    store_with_retries(backend, [item(1)], POLICY)
+
+    assert waits == [0.1, 0.2, 0.4]
+
+
+def test_settings_change_the_schedule(waits):
+    backend = ScriptedBackend(*[every(retry("503"))] * 10)
+
+    finals = store_with_retries(backend, [item(1)], RetryPolicy(max_retries=5, delay_ms=50, multiplier=3))
+
+    assert waits == pytest.approx([0.05, 0.15, 0.45, 1.35, 4.05])
+    assert finals[0].attempts == 6
+
+
+def test_zero_retries_means_one_attempt(waits):
+    backend = ScriptedBackend(every(retry("503")))
+
+    finals = store_with_retries(backend, [item(1)], RetryPolicy(max_retries=0))
+
+    assert waits == [] and finals[0].attempts == 1
+
+
+def test_jitter_stays_within_the_exponential_wait():
+    policy = RetryPolicy(jitter=True)
+    for _ in range(200):
+        assert 0 <= policy.delay(3) <= 0.4
+
+
+def test_a_backend_answering_the_wrong_number_of_results_loses_nothing(waits):
+    backend = ScriptedBackend(lambda batch: [STORED])
+
+    finals = store_with_retries(backend, [item(1), item(2)], POLICY)
+
+    assert len(backend.calls) == 2  # both retried, then stored
+    assert all(f.outcome.stored for f in finals)
