@@ -99,7 +99,11 @@ if [ ! -d target/classes ] || [ ! -d target/lib ] || [ ! -f "$STAMP" ] \
   command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed for the first build)"
   echo "Building local OpenSearch launcher (mvn package)..."
   rm -rf target/lib
-  mvn -q -B package dependency:copy-dependencies || die "maven build failed"
+  BUILD_LOG="$RUN_DIR/build.log"
+  if ! mvn -B -Dstyle.color=never package dependency:copy-dependencies >"$BUILD_LOG" 2>&1; then
+    tail -n 40 "$BUILD_LOG" >&2
+    die "maven build failed (full log: $BUILD_LOG)"
+  fi
   touch "$STAMP"
 fi
 
@@ -108,7 +112,6 @@ echo "$NODE_HOME" > "$HOME_FILE"
 
 # shellcheck disable=SC2086  # OPENSEARCH_JAVA_OPTS is intentionally word-split
 nohup java -Xms"$HEAP" -Xmx"$HEAP" \
-  -XX:+UseG1GC \
   -Dfile.encoding=UTF-8 \
   -Djava.io.tmpdir="$NODE_HOME" \
   -Dlog4j2.disable.jmx=true \

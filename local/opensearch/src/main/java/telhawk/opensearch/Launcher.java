@@ -71,8 +71,15 @@ public final class Launcher {
         Settings settings = builder.build();
         String nodeName = settings.get("node.name", DEFAULT_NODE_NAME);
 
-        Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), null, () -> nodeName);
-        Node node = new LocalNode(environment, loadPlugins());
+        List<Class<? extends Plugin>> plugins = loadPlugins();
+        Node node;
+        try {
+            Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), null, () -> nodeName);
+            node = new LocalNode(environment, plugins);
+        } catch (Throwable t) {
+            failStartup(t);
+            return;
+        }
 
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -91,14 +98,22 @@ public final class Launcher {
         try {
             node.start();
         } catch (Throwable t) {
-            System.err.println("failed to start node");
-            t.printStackTrace();
-            // Halt rather than exit: the shutdown hook would try to close a half-started node.
-            Runtime.getRuntime().halt(1);
+            failStartup(t);
         }
         System.out.println("local-opensearch started: http://" + settings.get("network.host") + ":" + settings.get("http.port")
             + " home=" + home);
         stopped.await();
+    }
+
+    /**
+     * Halts rather than exits: a half-constructed node may have started non-daemon threads,
+     * and the shutdown hook must not try to close a node that never started.
+     */
+    private static void failStartup(Throwable t) {
+        System.err.println("failed to start node: " + t);
+        t.printStackTrace();
+        System.err.flush();
+        Runtime.getRuntime().halt(1);
     }
 
     private static Map<String, String> parseOverrides(String[] args) {
