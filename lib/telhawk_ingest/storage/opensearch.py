@@ -1,0 +1,544 @@
+"""The OpenSearch storage backend: `_bulk` over httpx, daily indices, the OCSF index template (SPEC §6).
+
+Here: `OpenSearchBackend`, how an event's index is named, the index template, and how a bulk
+answer becomes one Outcome per event. Not here: waiting and retrying (retry.py acts on the
+Outcomes), building the document (the caller hands over the normalized OCSF event and it is
+indexed as is), or the embedded file backend (local.py).
+
+Index naming
+    `<storage.index_prefix><HEC index>-YYYY.MM.DD`, e.g. `telhawk-main-2024.05.01`, the day taken
+    from the event time (`Item.time`, UTC). Event time rather than arrival time because the name
+    must be the same on every attempt: a retry, or a DLQ replay days later, goes to the index of
+    the first attempt, where `create` with `_id` = envelope id finds the copy already there (409,
+    counted as stored) instead of writing a second one into today's index. An event time that is
+    not a usable date falls back to the time inside the UUIDv7 id, which is just as stable.
+    Names are lower-cased; every character outside `[a-z0-9._-]` becomes `_` (OpenSearch forbids
+    upper case, spaces and `\\ / * ? " < > | , # :`); characters an index name may not start with
+    are dropped from the front; an empty HEC index becomes `main`; the HEC part is cut so the
+    name stays within OpenSearch's 255 bytes. Spellings that differ only in case or punctuation
+    ("Web Logs", "web_logs") therefore share an index.
+
+Index template
+    `_index_template/<prefix>ocsf`, matching `<prefix>*`, is PUT once per backend instance,
+    lazily before the first bulk (see `index_template` for the mapping and why). A template
+    failure never costs an event: the bulk goes ahead, and an index it creates meanwhile just
+    gets dynamic mappings.
+
+Outcomes where SPEC §6 is silent
+    - A whole-request 5xx other than 500/502/503/504 (e.g. 501, 507) is retried like them, as an
+      item 5xx is: the server side failed, and the retry budget is small and ends in the DLQ.
+    - A whole-request 3xx is permanent: redirects are not followed (a bulk body re-posted to
+      wherever a proxy points is not what `core.url` says), and a wrong `core.url` is not fixed
+      by asking again.
+    - A success status whose body does not account for every event, or an item entry without a
+      status, is retried (see `_item_outcomes`).
+    - An httpx error that is not a transport error (e.g. an answer body that cannot be decoded)
+      is retried like one: the request may or may not have been applied.
+    - An event whose document cannot be encoded as JSON is permanent and is not sent.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from ..config import CoreSettings, StorageSettings
+from ..errors import ConfigError
+from .base import DEFAULT_INDEX, STORED, Item, Outcome, permanent, retry
+
+log = logging.getLogger(__name__)
+
+# Whole-request statuses SPEC §6 names as transient: the node, or a proxy in front of it, is
+# overloaded or restarting.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# healthy() feeds the HEC health endpoint, which must answer quickly even when storage hangs.
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+# Bumped whenever index_template() changes, so an operator can see which one a cluster holds.
+TEMPLATE_VERSION = 1
+
+# OpenSearch refuses index names longer than 255 bytes; the date suffix takes 11 of them.
+_MAX_INDEX_NAME_BYTES = 255
+_DAY_SUFFIX_LEN = len("-YYYY.MM.DD")
+_MAX_PREFIX_LEN = 200
+_NOT_IN_INDEX_NAME = re.compile(r"[^a-z0-9._-]")
+# An index name may not start with these (a leading "." would also make it a hidden index).
+_BAD_FIRST_CHARS = "._-+"
+# Error text from a non-JSON body (an HTML page from a proxy, "Unauthorized") is cut to this.
+_MAX_BODY_SNIPPET = 200
+
+
+def sanitize_prefix(prefix: str) -> str:
+    """`storage.index_prefix` as OpenSearch accepts it: lower case, no forbidden characters."""
+    return _NOT_IN_INDEX_NAME.sub("_", prefix.lower()).lstrip(_BAD_FIRST_CHARS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _index_part(hec_index: str, prefix: str) -> str:
+    part = _NOT_IN_INDEX_NAME.sub("_", (hec_index or "").lower())
+    if not prefix:
+        part = part.lstrip(_BAD_FIRST_CHARS)
+    part = part or DEFAULT_INDEX
+    return part[: _MAX_INDEX_NAME_BYTES - _DAY_SUFFIX_LEN - len(prefix)]
+
+
+def _event_day(item: Item) -> str:
+    """The item's UTC day as YYYY.MM.DD; the same answer on every attempt for the same item."""
+    try:
+        if not math.isfinite(item.time):
+            raise ValueError(item.time)
+        day = datetime.fromtimestamp(item.time, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        day = _id_time(item.id)
+    return f"{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def _id_time(item_id: str) -> datetime:
+    """The millisecond timestamp inside a UUIDv7 id; the epoch for any other id."""
+    try:
+        value = uuid.UUID(item_id)
+        millis = value.int >> 80 if value.version == 7 else 0
+        return datetime.fromtimestamp(millis / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, tz=UTC)
+
+
+def index_name(prefix: str, item: Item) -> str:
+    """`<prefix><hec index>-YYYY.MM.DD` for an already sanitized prefix (module docstring)."""
+    return f"{prefix}{_index_part(item.index, prefix)}-{_event_day(item)}"
+
+
+def index_template(
+    prefix: str,
+    *,
+    replicas: int = 0,
+    shards: int = 1,
+    total_fields_limit: int = 2000,
+    depth_limit: int = 20,
+) -> dict[str, Any]:
+    """The composable index template for OCSF events in indices named `<prefix>*`.
+
+    Why each part:
+    - `time` and every numeric `*_time` are OCSF timestamp_t (epoch milliseconds): dates with
+      format epoch_millis, so range queries and date histograms work. `metadata.original_time`
+      is a string in OCSF and stays a keyword, hence the match on numbers only.
+    - `time_dt` and `*_dt` are OCSF datetime_t (RFC 3339 text). OCSF also allows a space instead
+      of `T`, which OpenSearch's date parser does not, so these ignore malformed values: they
+      only repeat a `*_time` field, and must not send an otherwise good event to the DLQ.
+    - `raw_data` is kept in `_source` but not indexed: it can be large and is the source
+      of the fields that are indexed. `unmapped`, and OCSF's free-form json_t attributes (`data`,
+      `evidence`, ...) when they arrive as objects, are not parsed at all (`enabled: false`): they
+      hold whatever the source sent, and one odd event there must not add hundreds of fields or
+      change a field's type. (A disabled object also accepts a plain value, so `unmapped` may be
+      a string.)
+    - Date and numeric detection are off so a string that looks like a date or number does not
+      fix that field's type for the day; other strings are keywords, and values longer than the
+      ignore_above length stay in `_source` without being indexed (Lucene limits terms to 32 KiB).
+    - The field count and object depth limits bound what any event can add; an event over them
+      is refused with an item 400 and dead-lettered, and the index keeps working.
+    - Replicas default to 0 so a single node is green; production clusters raise it.
+    """
+    # Documents carry epoch milliseconds; the second format lets queries say "2024-05-01".
+    epoch_millis = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
+    rfc3339 = {"type": "date", "format": "strict_date_optional_time||epoch_millis", "ignore_malformed": True}
+    keyword = {"type": "keyword", "ignore_above": 2048}
+    stored_only = {"type": "keyword", "index": False, "doc_values": False}
+    opaque = {"type": "object", "enabled": False}
+    timestamps = r"^(time|.+_time)$"
+    return {
+        "index_patterns": [f"{prefix}*"],
+        # Above the 0 of most ad-hoc templates, so ours wins for these indices.
+        "priority": 100,
+        "version": TEMPLATE_VERSION,
+        "_meta": {"description": "OCSF events stored by telhawk-ingest"},
+        "template": {
+            "settings": {
+                "index": {
+                    "number_of_shards": shards,
+                    "number_of_replicas": replicas,
+                    "mapping": {
+                        "total_fields": {"limit": total_fields_limit},
+                        "depth": {"limit": depth_limit},
+                    },
+                }
+            },
+            "mappings": {
+                "dynamic": True,
+                "date_detection": False,
+                "numeric_detection": False,
+                "properties": {
+                    "time": epoch_millis,
+                    "time_dt": rfc3339,
+                    "message": {"type": "text", "fields": {"keyword": keyword}},
+                    "raw_data": stored_only,
+                    "unmapped": opaque,
+                },
+                "dynamic_templates": [
+                    {
+                        "ocsf_timestamps": {
+                            "match_pattern": "regex",
+                            "match": timestamps,
+                            "match_mapping_type": "long",
+                            "mapping": epoch_millis,
+                        }
+                    },
+                    {
+                        "ocsf_fractional_timestamps": {
+                            "match_pattern": "regex",
+                            "match": timestamps,
+                            "match_mapping_type": "double",
+                            "mapping": epoch_millis,
+                        }
+                    },
+                    {"ocsf_datetimes": {"match": "*_dt", "match_mapping_type": "string", "mapping": rfc3339}},
+                    {
+                        "ocsf_raw_data": {
+                            "match": "raw_data",
+                            "match_mapping_type": "string",
+                            "mapping": stored_only,
+                        }
+                    },
+                    {
+                        "ocsf_free_form": {
+                            "match_pattern": "regex",
+                            "match": r"^(unmapped|data|evidence|supporting_data|access_result"
+                            r"|scim_user_schema|scim_group_schema)$",
+                            "match_mapping_type": "object",
+                            "mapping": opaque,
+                        }
+                    },
+                    {"strings": {"match_mapping_type": "string", "mapping": keyword}},
+                ],
+            },
+        },
+    }
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date; None if absent or garbled."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _exception_text(exc: Exception) -> str:
+    """`ConnectError: [Errno 111] Connection refused`; httpx timeouts often carry no message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerError:
+    """What OpenSearch (or a proxy in front of it) said about a failure, as far as it said anything."""
+
+    status: int
+    type: str | None = None
+    reason: str | None = None
+    # The nested cause: "failed to parse" alone does not say that a depth limit was hit.
+    caused_by: str | None = None
+
+    @classmethod
+    def of(cls, status: int, error: Any) -> _ServerError:
+        """From OpenSearch's `error`: an object, or a bare string on some paths."""
+        if not isinstance(error, dict):
+            return cls(status, reason=_str_or_none(error))
+        cause = error.get("caused_by")
+        caused_by = None
+        if isinstance(cause, dict) and (cause.get("type") or cause.get("reason")):
+            caused_by = ": ".join(str(part) for part in (cause.get("type"), cause.get("reason")) if part)
+        return cls(status, _str_or_none(error.get("type")), _str_or_none(error.get("reason")), caused_by)
+
+    @classmethod
+    def of_response(cls, response: httpx.Response) -> _ServerError:
+        status = response.status_code
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            snippet = " ".join(response.text.split())[:_MAX_BODY_SNIPPET]
+            return cls(status, reason=snippet or None)
+        if not isinstance(body, dict):
+            return cls(status)
+        if "error" in body:
+            return cls.of(status, body["error"])
+        # Amazon OpenSearch Service answers IAM failures with {"message": ...} or {"Message": ...}.
+        return cls(status, reason=_str_or_none(body.get("message") or body.get("Message")))
+
+    def __str__(self) -> str:
+        """`400 mapper_parsing_exception: <reason> (caused by <type>: <reason>)`, as far as known."""
+        text = f"{self.status} {self.type}" if self.type else str(self.status)
+        text = f"{text}: {self.reason}" if self.reason else text
+        return f"{text} (caused by {self.caused_by})" if self.caused_by else text
+
+    def details(self) -> dict[str, Any]:
+        return {"status": self.status, "error_type": self.type, "error_reason": self.reason}
+
+
+def _request_outcome(response: httpx.Response) -> Outcome | None:
+    """The outcome for every event when the whole request failed; None when the items tell."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    error = _ServerError.of_response(response)
+    if status in RETRY_STATUSES or status >= 500:
+        return retry(
+            f"opensearch could not take the bulk request now: {error}",
+            parse_retry_after(response.headers.get("retry-after")),
+            **error.details(),
+        )
+    if 400 <= status < 500:
+        return permanent(f"opensearch refused the bulk request: {error}", **error.details())
+    location = response.headers.get("location")
+    where = f" to {location}" if location else ""
+    redirected = f"opensearch redirected the bulk request ({status}{where}); check core.url"
+    return permanent(redirected, **error.details())
+
+
+def _item_outcome(entry: Any) -> Outcome:
+    """One event's outcome from its entry in the bulk answer, e.g. {"create": {"status": 201}}."""
+    result = next(iter(entry.values())) if isinstance(entry, dict) and len(entry) == 1 else None
+    status = result.get("status") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(status, int) or isinstance(status, bool):
+        return retry("opensearch's bulk answer gives no status for this event; it may or may not be stored")
+    action = next(iter(entry))
+    if 200 <= status < 300:
+        return STORED
+    if status == 409 and action == "create":
+        # The document with this _id is already there: an earlier attempt or replay stored it.
+        return STORED
+    error = _ServerError.of(status, result.get("error"))
+    if status == 429 or status >= 500:
+        return retry(f"opensearch could not take the event now: {error}", **error.details())
+    if 400 <= status < 500:
+        return permanent(f"opensearch rejected the event: {error}", **error.details())
+    unexpected = f"opensearch answered {status} for the event; it may or may not be stored"
+    return retry(unexpected, **error.details())
+
+
+def _item_outcomes(response: httpx.Response, count: int) -> list[Outcome]:
+    """Per-event outcomes from a successful bulk answer.
+
+    An answer that does not account for every event (not JSON, no `items`, the wrong number of
+    them) leaves us unable to tell which events were stored, so every event is retried. That is
+    safe because every action is a `create` with the envelope id as `_id`: an event that did land
+    answers 409 on the retry, which counts as stored, so nothing is duplicated or lost.
+    """
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        found = "no item list" if not isinstance(items, list) else f"{len(items)} items for {count} events"
+        return [
+            retry(
+                f"opensearch answered {response.status_code} to the bulk request but with {found}; "
+                "retrying, as create with the event id cannot store an event twice",
+                status=response.status_code,
+            )
+        ] * count
+    return [_item_outcome(entry) for entry in items]
+
+
+class OpenSearchBackend:
+    """Stores batches with `_bulk` `create` actions; one Outcome per event, never an exception.
+
+    One instance may serve several threads: the httpx client is created once, on first use, and
+    httpx clients are safe to share.
+    """
+
+    name = "opensearch"
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        storage: StorageSettings,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        replicas: int = 0,
+    ) -> None:
+        if not core.url:
+            raise ConfigError(
+                "core.url: required for the opensearch storage backend, e.g. http://127.0.0.1:9200"
+            )
+        prefix = sanitize_prefix(storage.index_prefix)
+        if len(prefix) > _MAX_PREFIX_LEN:
+            raise ConfigError(f"storage.index_prefix: expected at most {_MAX_PREFIX_LEN} characters")
+        if prefix != storage.index_prefix:
+            log.warning(
+                "storage.index_prefix %r is used as %r, as OpenSearch index names require",
+                storage.index_prefix,
+                prefix,
+            )
+        self.prefix = prefix
+        self.template_name = f"{prefix}ocsf"
+        self._template = index_template(prefix, replicas=replicas)
+        self._core = core
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+        # Held while the template is PUT, so concurrent first batches wait for it rather than
+        # racing it and creating the day's index with dynamic mappings.
+        self._template_lock = threading.Lock()
+        self._template_settled = False
+        self.template_installed = False
+
+    def index_name(self, item: Item) -> str:
+        return index_name(self.prefix, item)
+
+    def store(self, batch: Sequence[Item]) -> list[Outcome]:
+        """One `_bulk` request for the batch; one Outcome per item, in order (module docstring)."""
+        if not batch:
+            return []
+        self.ensure_template()
+        # Each event becomes its NDJSON pair, or its outcome when it cannot be encoded at all.
+        prepared: list[bytes | Outcome] = []
+        for item in batch:
+            try:
+                source = orjson.dumps(item.document)
+            except TypeError as exc:
+                # orjson.JSONEncodeError: non-string keys, ints over 64 bits, cycles. No attempt
+                # can store such a document, so it goes to the DLQ without holding up the rest.
+                error = f"event cannot be encoded as JSON: {exc}"
+                prepared.append(permanent(error, error_type="json_encode_error"))
+                continue
+            action = orjson.dumps({"create": {"_index": self.index_name(item), "_id": item.id}})
+            prepared.append(action + b"\n" + source + b"\n")
+        lines = [entry for entry in prepared if isinstance(entry, bytes)]
+        sent = iter(self._bulk(b"".join(lines), len(lines)) if lines else [])
+        return [next(sent) if isinstance(entry, bytes) else entry for entry in prepared]
+
+    def _bulk(self, body: bytes, count: int) -> list[Outcome]:
+        try:
+            response = self._http().post(
+                "/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"}
+            )
+        except httpx.TransportError as exc:
+            return [retry(f"transport error: {_exception_text(exc)}", error_type=type(exc).__name__)] * count
+        except httpx.HTTPError as exc:
+            # E.g. an answer whose body cannot be decoded: the request may have been applied or not,
+            # and create with the event id makes asking again safe.
+            failed = retry(f"bulk request failed: {_exception_text(exc)}", error_type=type(exc).__name__)
+            return [failed] * count
+        whole = _request_outcome(response)
+        if whole is not None:
+            return [whole] * count
+        return _item_outcomes(response, count)
+
+    def ensure_template(self) -> bool:
+        """PUT the OCSF index template unless that is settled already; True once it is installed.
+
+        A transport error or a 429/5xx leaves it to be tried again before the next bulk. Any other
+        refusal (a 4xx: no permission to manage templates, a template the cluster rejects) is
+        logged once and not retried: asking before every bulk would get the same answer, and
+        events are stored either way, with dynamic mappings.
+        """
+        if self._template_settled:
+            return self.template_installed
+        with self._template_lock:
+            if not self._template_settled:
+                self._template_settled = self._put_template()
+            return self.template_installed
+
+    def _put_template(self) -> bool:
+        """Try the PUT once; True when there is no point in trying again."""
+        if not self.prefix:
+            # With no prefix the pattern would be "*": every index in the cluster, system ones
+            # included, would get these mappings.
+            log.warning("storage.index_prefix is empty: not installing the OCSF index template")
+            return True
+        try:
+            response = self._http().put(
+                f"/_index_template/{self.template_name}",
+                content=orjson.dumps(self._template),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning(
+                "opensearch index template %s not installed (%s); will try again",
+                self.template_name,
+                _exception_text(exc),
+            )
+            return False
+        if response.is_success:
+            self.template_installed = True
+            return True
+        error = _ServerError.of_response(response)
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            log.warning(
+                "opensearch index template %s not installed (%s); will try again", self.template_name, error
+            )
+            return False
+        log.error(
+            "opensearch refused index template %s (%s); storing events without it", self.template_name, error
+        )
+        return True
+
+    def healthy(self) -> bool:
+        """True when the cluster answers `GET /` with a success status within a short timeout.
+
+        Reachability and credentials, nothing more: a red `_cluster/health` says some index has
+        an unassigned shard, not that ours cannot take writes, and the per-item outcomes of the
+        next bulk say that precisely.
+        """
+        timeout = min(self._core.timeout_seconds, HEALTH_TIMEOUT_SECONDS)
+        try:
+            response = self._http().get("/", timeout=timeout)
+        except httpx.HTTPError as exc:
+            log.debug("opensearch health check failed: %s", _exception_text(exc))
+            return False
+        return response.is_success
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _http(self) -> httpx.Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client is None:
+                core = self._core
+                auth = httpx.BasicAuth(core.username, core.password or "") if core.username else None
+                self._client = httpx.Client(
+                    base_url=core.url or "",
+                    timeout=core.timeout_seconds,
+                    auth=auth,
+                    verify=core.verify_tls,
+                    transport=self._transport,
+                    headers={"Accept": "application/json"},
+                )
+            return self._client
