@@ -1,0 +1,496 @@
+"""The local emulator: every function in template.yaml, served on one port (SPEC §10).
+
+Here: reading the SAM template (CloudFormation tags included), the route table, a small WSGI
+dispatcher that hands each request to the functions-framework app of the function that owns the
+route, the local settings overrides (DLQ and data under `var/`, `local` storage, the dev config
+file), and a gunicorn launcher.
+
+Not here: API Gateway features beyond routing (authorizers, CORS, throttling, payload limits), the
+template's own environment (its /mnt paths exist only on Lambda), and the Lambda adapters (the
+emulator ignores the Handler's attribute and serves the functions-framework target whose name is the
+Handler module's file stem).
+
+Routing rules:
+- a route's path is literal segments and `{name}` segments (one segment each), optionally ending
+  in a greedy `{name+}` (one or more segments); matching is exact, a trailing slash included;
+- when several routes match, the most specific wins: segment by segment, literal beats `{name}`
+  beats `{name+}` (so `/api/v1/dlq/purge` wins over `/api/v1/dlq/{id}`);
+- among routes of that path, the one declaring the request's method (or ANY) is chosen; when none
+  does, the request still goes to that path's function, which answers the wrong method itself
+  (a HEC-shaped 405), as an HTTP function receives every method;
+- the function sees the original path (`request.path`), the path parameters in
+  `environ["telhawk.path_params"]` and the matched route in `environ["telhawk.route"]`;
+- no route matches: 404 with a HEC-shaped JSON body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8088
+
+PATH_PARAMS_KEY = "telhawk.path_params"
+ROUTE_KEY = "telhawk.route"
+FUNCTION_KEY = "telhawk.function"
+
+NOT_FOUND_BODY = json.dumps({"text": "The requested URL was not found on this server.", "code": 404}).encode()
+
+# Event types that declare an HTTP route; other event sources (queues, schedules) are not served.
+_HTTP_EVENT_TYPES = frozenset({"HttpApi", "Api"})
+_ANY = "ANY"
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class TemplateError(ValueError):
+    """template.yaml cannot be served: the message names the resource and what was expected."""
+
+
+# --- template --------------------------------------------------------------------------------
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """A safe YAML loader that also reads CloudFormation short-form tags (!Ref, !Sub, !GetAtt...).
+
+    Tags become their long form (`{"Ref": x}`, `{"Fn::Sub": x}`), as CloudFormation reads them;
+    `yaml.safe_load` refuses them outright.
+    """
+
+
+def _construct_cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        # !GetAtt Resource.Attribute is the one tag whose scalar form is a list in long form.
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    key = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    return {key: value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _construct_cfn_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """Parse a SAM/CloudFormation template; errors name the file."""
+    try:
+        data = yaml.load(path.read_text(), Loader=CloudFormationLoader)  # a SafeLoader subclass
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read the template: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
+        raise TemplateError(f"{path}: expected a template with a Resources mapping")
+    return data
+
+
+@dataclass(frozen=True)
+class Route:
+    """One (method, path template) pair owned by a function."""
+
+    method: str
+    path: str
+    function: str
+    segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    rank: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise TemplateError(f"{self.function}: route path {self.path!r} must start with '/'")
+        segments = tuple(self.path.split("/")[1:])
+        rank = []
+        for i, segment in enumerate(segments):
+            if _is_param(segment):
+                greedy = segment.endswith("+}")
+                if greedy and i != len(segments) - 1:
+                    raise TemplateError(f"{self.function}: greedy {segment} must be the last segment")
+                rank.append(2 if greedy else 1)
+            elif "{" in segment or "}" in segment:
+                raise TemplateError(
+                    f"{self.function}: route path {self.path!r}: a parameter must be a whole segment"
+                )
+            else:
+                rank.append(0)
+        object.__setattr__(self, "segments", segments)
+        object.__setattr__(self, "rank", tuple(rank))
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """Path parameters when `path` matches this route's path, else None."""
+        parts = path.split("/")[1:]
+        params: dict[str, str] = {}
+        for i, segment in enumerate(self.segments):
+            if self.rank[i] == 2:
+                rest = parts[i:]
+                if not rest or not all(rest):
+                    return None
+                params[segment[1:-2]] = "/".join(rest)
+                return params
+            if i >= len(parts):
+                return None
+            if self.rank[i] == 1:
+                if not parts[i]:
+                    return None
+                params[segment[1:-1]] = parts[i]
+            elif segment != parts[i]:
+                return None
+        return params if len(parts) == len(self.segments) else None
+
+    def accepts(self, method: str) -> bool:
+        # HEAD is answered by the GET route, as Flask and API Gateway do.
+        return self.method in (_ANY, method) or (method == "HEAD" and self.method == "GET")
+
+
+def _is_param(segment: str) -> bool:
+    return len(segment) > 2 and segment.startswith("{") and segment.endswith("}")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function to serve: functions-framework target name, its source file, its routes."""
+
+    logical_id: str
+    target: str
+    source: Path
+    routes: tuple[Route, ...]
+
+
+def _function_source(template_dir: Path, logical_id: str, props: Mapping[str, Any]) -> tuple[str, Path]:
+    """(target, source file) from CodeUri and the Handler's module path.
+
+    `functions/ingest_event.handler` (or `functions.ingest_event.handler`) names the module
+    functions/ingest_event.py; its stem is the functions-framework target.
+    """
+    handler = props.get("Handler")
+    code_uri = props.get("CodeUri", ".")
+    if not isinstance(handler, str) or "." not in handler:
+        raise TemplateError(f"{logical_id}: Handler must be a string like functions/<name>.handler")
+    if not isinstance(code_uri, str):
+        raise TemplateError(f"{logical_id}: CodeUri must be a local folder to be served locally")
+    module = handler.rsplit(".", 1)[0].replace(".", "/")
+    source = (template_dir / code_uri / f"{module}.py").resolve()
+    return Path(module).name, source
+
+
+def read_functions(template_path: Path) -> list[FunctionSpec]:
+    """Every AWS::Serverless::Function with HTTP events, in template order.
+
+    Raises TemplateError on a malformed route, a missing source file, or a (method, path) pair
+    declared twice (API Gateway refuses that too).
+    """
+    template = load_template(template_path)
+    globals_ = template.get("Globals") or {}
+    function_defaults = (globals_.get("Function") or {}) if isinstance(globals_, dict) else {}
+    seen: dict[tuple[str, str], str] = {}
+    specs = []
+    for logical_id, resource in template["Resources"].items():
+        if not isinstance(resource, dict) or resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = {**function_defaults, **(resource.get("Properties") or {})}
+        target, source = _function_source(template_path.parent, logical_id, props)
+        routes = []
+        for event_id, event in (props.get("Events") or {}).items():
+            if not isinstance(event, dict) or event.get("Type") not in _HTTP_EVENT_TYPES:
+                continue
+            event_props = event.get("Properties") or {}
+            path, method = event_props.get("Path"), event_props.get("Method")
+            if not isinstance(path, str) or not isinstance(method, str):
+                raise TemplateError(f"{logical_id}.Events.{event_id}: Path and Method must be plain strings")
+            method = method.upper()
+            if method == "X-AMAZON-APIGATEWAY-ANY-METHOD":
+                method = _ANY
+            key = (method, path)
+            if key in seen:
+                raise TemplateError(f"{logical_id}: route {method} {path} is already declared by {seen[key]}")
+            seen[key] = logical_id
+            routes.append(Route(method, path, target))
+        if not routes:
+            continue
+        if not source.is_file():
+            raise TemplateError(f"{logical_id}: source file {source} does not exist")
+        specs.append(FunctionSpec(logical_id, target, source, tuple(routes)))
+    targets = [spec.target for spec in specs]
+    duplicated = sorted({t for t in targets if targets.count(t) > 1})
+    if duplicated:
+        # functions-framework registers each module in sys.modules under its file stem.
+        raise TemplateError(f"several functions share the file stem {', '.join(duplicated)}")
+    return specs
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+class RouteTable:
+    """Finds the route for a request path and method (rules in the module docstring)."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def match(self, path: str, method: str) -> tuple[Route, dict[str, str]] | None:
+        found = [(route, params) for route in self.routes if (params := route.match(path)) is not None]
+        if not found:
+            return None
+        best_rank = min(route.rank for route, _ in found)
+        # Several paths of the same shape can only differ by parameter names: the first declared wins.
+        best_path = next(route.path for route, _ in found if route.rank == best_rank)
+        candidates = [(route, params) for route, params in found if route.path == best_path]
+        for route, params in candidates:
+            if route.accepts(method):
+                return route, params
+        return candidates[0]
+
+
+def _not_found(start_response: Callable[..., Any]) -> list[bytes]:
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(NOT_FOUND_BODY)))],
+    )
+    return [NOT_FOUND_BODY]
+
+
+class Dispatcher:
+    """WSGI app: sends each request to the app of the function owning the matched route.
+
+    Unlike werkzeug's DispatcherMiddleware it never redirects (that one answers a POST to a bare
+    mount point with a 308, which HEC clients do not follow) and leaves the path untouched, so a
+    function sees `/services/collector/event/1.0`, not a path relative to a mount point.
+    """
+
+    def __init__(self, routes: Iterable[Route], apps: Mapping[str, WsgiApp]) -> None:
+        self.table = RouteTable(routes)
+        self.apps = dict(apps)
+        missing = {route.function for route in self.table.routes} - self.apps.keys()
+        if missing:
+            raise TemplateError(f"no app loaded for {', '.join(sorted(missing))}")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        found = self.table.match(path, environ.get("REQUEST_METHOD", "GET").upper())
+        if found is None:
+            return _not_found(start_response)
+        route, params = found
+        environ["PATH_INFO"] = path
+        environ.setdefault("SCRIPT_NAME", "")
+        environ[PATH_PARAMS_KEY] = params
+        environ[ROUTE_KEY] = f"{route.method} {route.path}"
+        environ[FUNCTION_KEY] = route.function
+        return self.apps[route.function](environ, start_response)
+
+
+def load_function_app(spec: FunctionSpec) -> WsgiApp:
+    """The functions-framework app of one function, exactly as `functions-framework` builds it."""
+    # Imported here: functions_framework imports Flask and the whole framework, which the CLI's
+    # --help and the template checks do not need.
+    import functions_framework
+
+    return functions_framework.create_app(target=spec.target, source=str(spec.source), signature_type="http")
+
+
+def build_dispatcher(specs: Iterable[FunctionSpec]) -> Dispatcher:
+    """Load every function (executing its module once) and put them behind one dispatcher."""
+    specs = list(specs)
+    apps = {spec.target: load_function_app(spec) for spec in specs}
+    return Dispatcher([route for spec in specs for route in spec.routes], apps)
+
+
+# --- local settings --------------------------------------------------------------------------
+
+# Environment names that already settle a setting the emulator would otherwise default; kept in
+# step with telhawk_ingest.config.ENV_ALIASES (the first name is the one the emulator sets).
+_DLQ_PATH_VARS = ("INGEST_DLQ_BASE_PATH", "CORE_DLQ_BASE_PATH")
+_DATA_DIR_VARS = ("INGEST_STORAGE_DATA_DIR",)
+_CONFIG_VARS = ("INGEST_CONFIG_FILE",)
+_STORAGE_URL_VARS = ("INGEST_OPENSEARCH_URL", "INGEST_CORE_URL", "CORE_URL")
+_BACKEND_VARS = ("INGEST_STORAGE_BACKEND",)
+
+
+def local_overrides(environ: Mapping[str, str], root: Path = REPO_ROOT) -> dict[str, str]:
+    """Environment variables the emulator sets, leaving alone whatever the caller already set.
+
+    The template's own environment points at /mnt (Lambda's EFS mount), so it is not applied;
+    instead the DLQ and data live under `<repo>/var`, settings come from local/config.yaml, and
+    storage is the embedded `local` backend unless the caller named a backend or a storage URL
+    (a URL alone then selects OpenSearch through the backend's `auto` default).
+    """
+    wanted: list[tuple[tuple[str, ...], str]] = [
+        (_DLQ_PATH_VARS, str(root / "var" / "dlq")),
+        (_DATA_DIR_VARS, str(root / "var" / "data")),
+        (_CONFIG_VARS, str(DEFAULT_CONFIG)),
+        ((*_BACKEND_VARS, *_STORAGE_URL_VARS), "local"),
+    ]
+    return {names[0]: value for names, value in wanted if not any(name in environ for name in names)}
+
+
+def apply_local_overrides(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set the local overrides in `environ` (default os.environ); returns what was set."""
+    environ = os.environ if environ is None else environ
+    overrides = local_overrides(environ)
+    environ.update(overrides)
+    return overrides
+
+
+# --- start-up banner -------------------------------------------------------------------------
+
+
+def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: Any, config_file: str) -> str:
+    """What a developer needs on start: where it listens, the routes, where data goes, tokens."""
+    routes = sorted((route for spec in specs for route in spec.routes), key=lambda r: (r.path, r.method))
+    width = max((len(route.path) for route in routes), default=0)
+    lines = [f"TelHawk ingest emulator listening on {url}", f"routes (from {template}):"]
+    lines += [f"  {route.method:<6} {route.path:<{width}}  -> {route.function}" for route in routes]
+    dlq = settings.dlq
+    lines.append(f"DLQ:      {dlq.base_path} ({'enabled' if dlq.enabled else 'DISABLED'})")
+    if settings.storage_backend == "opensearch":
+        lines.append(f"storage:  opensearch at {settings.core.url}")
+    else:
+        lines.append(f"storage:  local, data in {settings.storage.data_dir}")
+    lines.append(f"config:   {config_file or '(none: environment and defaults only)'}")
+    hec = settings.hec.tokens[0] if settings.hec.tokens else None
+    operator = settings.operator.tokens[0] if settings.operator.tokens else None
+    if hec:
+        lines.append(f"HEC token:      {hec.token}  ({hec.name})")
+        body = shlex.quote(json.dumps({"event": "hello from the emulator", "sourcetype": "demo"}))
+        auth = shlex.quote(f"Authorization: Splunk {hec.token}")
+        lines.append(f"  curl -s {url}/services/collector/event -H {auth} -d {body}")
+    else:
+        lines.append("HEC token:      none configured (hec.tokens in the config file, or INGEST_HEC_TOKENS)")
+    if operator:
+        lines.append(f"operator token: {operator.token}  ({operator.name})")
+        auth = shlex.quote(f"Authorization: Bearer {operator.token}")
+        lines.append(f"  curl -s {url}/api/v1/dlq -H {auth}")
+    else:
+        lines.append("operator token: none configured (operator.tokens, or INGEST_OPERATOR_TOKENS)")
+    lines.append("Ctrl-C or SIGTERM stops it after in-flight requests finish.")
+    return "\n".join(lines)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def _gunicorn_app(specs: list[FunctionSpec], options: dict[str, Any], on_ready: Callable[[str], None]) -> Any:
+    """A gunicorn application that builds the dispatcher in each worker, after fork.
+
+    Functions (and the clients the lib layer creates) must be per process, so no function module
+    is imported in the master: with preload_app off, gunicorn calls load() in every worker.
+    """
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class GracefulThreadWorker(ThreadWorker):
+        def init_signals(self) -> None:
+            super().init_signals()
+            # Ctrl-C reaches every process in the terminal's group. gunicorn treats SIGINT in a
+            # worker as "quit now", cutting requests mid-way and leaving clients unsure whether
+            # their events were taken; finish them like SIGTERM does.
+            signal.signal(signal.SIGINT, self.handle_exit)
+
+    class GracefulArbiter(Arbiter):
+        def handle_int(self) -> None:
+            self.handle_term()
+
+    class EmulatorApplication(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+            self.cfg.set("worker_class", GracefulThreadWorker)
+            self.cfg.set("when_ready", lambda server: on_ready(str(server.LISTENERS[0])))
+
+        def load(self) -> Dispatcher:
+            return build_dispatcher(specs)
+
+        def run(self) -> None:
+            GracefulArbiter(self).run()
+
+    return EmulatorApplication()
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local",
+        description="Serve every function of template.yaml on one port, with local settings.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
+    parser.add_argument("--workers", type=_positive, default=2, help="processes (default %(default)s)")
+    parser.add_argument(
+        "--threads", type=_positive, default=4, help="threads per process (default %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive, default=60, help="seconds before a stuck worker is restarted"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
+    )
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    template = args.template.resolve()
+    try:
+        specs = read_functions(template)
+    except TemplateError as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    apply_local_overrides()
+
+    from telhawk_ingest.config import load_settings
+    from telhawk_ingest.errors import ConfigError
+
+    try:
+        # Validated here too, so a bad setting stops start-up with one clear message instead of
+        # every worker failing to boot.
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+
+    def on_ready(url: str) -> None:
+        text = banner(url, template, specs, settings, os.environ.get("INGEST_CONFIG_FILE", ""))
+        print(text, flush=True)
+
+    options = {
+        "bind": [_bind_address(args.host, args.port)],
+        "workers": args.workers,
+        "threads": args.threads,
+        "timeout": args.timeout,
+        "graceful_timeout": 10,
+        "preload_app": False,
+        "proc_name": "telhawk-emulator",
+        "loglevel": args.log_level,
+        "accesslog": "-" if args.access_log else None,
+    }
+    _gunicorn_app(specs, options, on_ready).run()
+    return 0

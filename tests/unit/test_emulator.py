@@ -1,0 +1,373 @@
+"""The emulator's template reading, route table and dispatcher, in-process (no server, no network).
+
+A small fake template and fake function files under a temporary folder stand in for the real
+ones, so these tests do not depend on the service's handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.test import Client
+
+from local import emulator
+from local.emulator import (
+    CloudFormationLoader,
+    Dispatcher,
+    Route,
+    RouteTable,
+    TemplateError,
+    build_dispatcher,
+    load_template,
+    local_overrides,
+    read_functions,
+)
+
+FAKE_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Url:
+    Type: String
+Conditions:
+  HasUrl: !Not [!Equals [!Ref Url, ""]]
+Globals:
+  Function:
+    Runtime: python3.11
+    CodeUri: .
+    Environment:
+      Variables:
+        PLAIN: /mnt/dlq
+        REF: !Ref Url
+        SUB: !Sub "${Url}/x"
+        GETATT: !GetAtt Queue.Arn
+        IF: !If [HasUrl, !Ref Url, !Ref AWS::NoValue]
+        JOIN: !Join ["", [a, !Ref Url]]
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  FakeEcho:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: functions/fake_echo.handler
+      Events:
+        Collector:
+          Type: HttpApi
+          Properties: {Path: /services/collector, Method: POST}
+        CollectorEventV1:
+          Type: HttpApi
+          Properties: {Path: /services/collector/event/1.0, Method: post}
+        List:
+          Type: Api
+          Properties: {Path: /api/v1/dlq, Method: GET}
+        FromQueue:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Queue.Arn
+  FakeItem:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: functions/fake_item.handler
+      Events:
+        Get:
+          Type: HttpApi
+          Properties: {Path: "/api/v1/dlq/{id}", Method: GET}
+  FakeDelete:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: functions/fake_delete.handler
+      Events:
+        Delete:
+          Type: HttpApi
+          Properties: {Path: "/api/v1/dlq/{id}", Method: DELETE}
+  FakePurge:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: functions.fake_purge.handler
+      Events:
+        Purge:
+          Type: HttpApi
+          Properties: {Path: /api/v1/dlq/purge, Method: DELETE}
+  NoRoutes:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: functions/not_served.handler
+"""
+
+FAKE_FUNCTION = '''\
+"""A fake function that reports what it received."""
+
+import flask
+import functions_framework
+
+
+@functions_framework.http
+def {name}(request: flask.Request) -> dict:
+    return {{
+        "function": "{name}",
+        "path": request.path,
+        "method": request.method,
+        "query": request.query_string.decode(),
+        "body": request.get_data(as_text=True),
+        "params": request.environ.get("telhawk.path_params"),
+        "route": request.environ.get("telhawk.route"),
+    }}
+'''
+
+FAKE_NAMES = ("fake_echo", "fake_item", "fake_delete", "fake_purge")
+
+
+def write_project(root: Path, template: str = FAKE_TEMPLATE, names: tuple[str, ...] = FAKE_NAMES) -> Path:
+    (root / "functions").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (root / "functions" / f"{name}.py").write_text(FAKE_FUNCTION.format(name=name))
+    path = root / "template.yaml"
+    path.write_text(template)
+    return path
+
+
+@pytest.fixture(scope="module")
+def template_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="module")
+def client(template_path: Path) -> Iterator[Client]:
+    # create_app writes FUNCTION_* into os.environ, appends to sys.path and registers each module
+    # under its stem: undo all of it so other tests see a clean process.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FUNCTION_TARGET", "")
+        mp.setenv("FUNCTION_SIGNATURE_TYPE", "")
+        mp.setattr(sys, "path", list(sys.path))
+        yield Client(build_dispatcher(read_functions(template_path)))
+        for name in FAKE_NAMES:
+            sys.modules.pop(name, None)
+
+
+def call(client: Client, method: str, path: str, **kwargs: object) -> tuple[int, dict]:
+    response = client.open(path, method=method, **kwargs)
+    return response.status_code, json.loads(response.get_data())
+
+
+# --- template ---------------------------------------------------------------------------------
+
+
+def test_cloudformation_short_tags_load_as_their_long_form(template_path: Path) -> None:
+    variables = load_template(template_path)["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert variables["PLAIN"] == "/mnt/dlq"
+    assert variables["REF"] == {"Ref": "Url"}
+    assert variables["SUB"] == {"Fn::Sub": "${Url}/x"}
+    assert variables["GETATT"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    assert variables["IF"] == {"Fn::If": ["HasUrl", {"Ref": "Url"}, {"Ref": "AWS::NoValue"}]}
+    assert variables["JOIN"] == {"Fn::Join": ["", ["a", {"Ref": "Url"}]]}
+
+
+def test_the_loader_still_refuses_arbitrary_python_objects() -> None:
+    import yaml
+
+    with pytest.raises(yaml.YAMLError):
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=CloudFormationLoader)
+
+
+def test_functions_come_from_the_handler_module_path_and_only_http_events_count(template_path: Path) -> None:
+    specs = read_functions(template_path)
+
+    assert [(s.logical_id, s.target) for s in specs] == [
+        ("FakeEcho", "fake_echo"),
+        ("FakeItem", "fake_item"),
+        ("FakeDelete", "fake_delete"),
+        ("FakePurge", "fake_purge"),
+    ]
+    assert specs[0].source == template_path.parent / "functions" / "fake_echo.py"
+    assert [(r.method, r.path) for r in specs[0].routes] == [
+        ("POST", "/services/collector"),
+        ("POST", "/services/collector/event/1.0"),
+        ("GET", "/api/v1/dlq"),
+    ]
+
+
+def test_a_route_declared_twice_is_refused(tmp_path: Path) -> None:
+    twice = FAKE_TEMPLATE.replace("Path: /api/v1/dlq/purge, Method: DELETE", "Path: /api/v1/dlq, Method: GET")
+    with pytest.raises(
+        TemplateError, match=r"FakePurge: route GET /api/v1/dlq is already declared by FakeEcho"
+    ):
+        read_functions(write_project(tmp_path, twice))
+
+
+def test_a_missing_function_file_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match=r"FakePurge: source file .*fake_purge\.py does not exist"):
+        read_functions(write_project(tmp_path, names=FAKE_NAMES[:3]))
+
+
+def test_a_template_without_resources_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Transform: AWS::Serverless-2016-10-31\n")
+    with pytest.raises(TemplateError, match="Resources"):
+        load_template(path)
+
+
+# --- routing through the dispatcher -------------------------------------------------------------
+
+
+def test_a_literal_path_reaches_its_function_with_the_full_original_path(client: Client) -> None:
+    status, seen = call(client, "POST", "/services/collector/event/1.0?channel=x", data="{}")
+
+    assert status == 200
+    assert seen["function"] == "fake_echo"
+    assert seen["path"] == "/services/collector/event/1.0"
+    assert seen["query"] == "channel=x"
+    assert seen["body"] == "{}"
+    assert seen["params"] == {}
+    assert seen["route"] == "POST /services/collector/event/1.0"
+
+
+def test_a_post_to_a_bare_path_is_answered_not_redirected(client: Client) -> None:
+    response = client.post("/services/collector", data='{"event": "x"}')
+
+    assert response.status_code == 200
+    assert "Location" not in response.headers
+    assert json.loads(response.get_data())["path"] == "/services/collector"
+
+
+def test_a_path_parameter_is_exposed_in_the_environ(client: Client) -> None:
+    status, seen = call(client, "GET", "/api/v1/dlq/failed_1700000000_abc")
+
+    assert status == 200
+    assert seen["function"] == "fake_item"
+    assert seen["params"] == {"id": "failed_1700000000_abc"}
+    assert seen["path"] == "/api/v1/dlq/failed_1700000000_abc"
+
+
+def test_the_method_chooses_between_functions_sharing_a_path(client: Client) -> None:
+    assert call(client, "GET", "/api/v1/dlq/x")[1]["function"] == "fake_item"
+    assert call(client, "DELETE", "/api/v1/dlq/x")[1]["function"] == "fake_delete"
+
+
+def test_a_literal_route_beats_a_parameter_route(client: Client) -> None:
+    status, seen = call(client, "DELETE", "/api/v1/dlq/purge")
+
+    assert status == 200
+    assert seen["function"] == "fake_purge"
+    assert seen["params"] == {}
+
+
+def test_a_literal_route_beats_a_parameter_route_even_for_an_undeclared_method(client: Client) -> None:
+    # purge_dlq answers the wrong method itself; GET /api/v1/dlq/{id} must not see "purge" as an id.
+    status, seen = call(client, "GET", "/api/v1/dlq/purge")
+
+    assert status == 200
+    assert (seen["function"], seen["method"], seen["params"]) == ("fake_purge", "GET", {})
+    assert seen["route"] == "DELETE /api/v1/dlq/purge"
+
+
+def test_a_wrong_method_is_passed_to_the_function(client: Client) -> None:
+    status, seen = call(client, "GET", "/services/collector")
+
+    assert status == 200
+    assert (seen["function"], seen["method"]) == ("fake_echo", "GET")
+
+
+def test_an_undeclared_method_on_a_shared_path_goes_to_the_first_declared_function(client: Client) -> None:
+    assert call(client, "PUT", "/api/v1/dlq/x")[1]["function"] == "fake_item"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/nope", "/services/collector/", "/services", "/api/v1/dlq/", "/api/v1/dlq/a/b", "/api/v1/dlqx"],
+)
+def test_an_unknown_path_is_a_hec_shaped_404(client: Client, path: str) -> None:
+    response = client.post(path, data="{}")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.get_data()) == {
+        "text": "The requested URL was not found on this server.",
+        "code": 404,
+    }
+
+
+# --- the route table alone ------------------------------------------------------------------------
+
+
+def test_a_greedy_parameter_takes_the_rest_of_the_path_and_loses_to_anything_narrower() -> None:
+    table = RouteTable(
+        [
+            Route("GET", "/files/{path+}", "greedy"),
+            Route("GET", "/files/{name}", "one"),
+            Route("ANY", "/", "root"),
+        ]
+    )
+
+    assert table.match("/files/a/b/c", "GET") == (Route("GET", "/files/{path+}", "greedy"), {"path": "a/b/c"})
+    assert table.match("/files/a", "GET") == (Route("GET", "/files/{name}", "one"), {"name": "a"})
+    assert table.match("/files/", "GET") is None
+    assert table.match("/", "PATCH") == (Route("ANY", "/", "root"), {})
+
+
+def test_head_is_answered_by_the_get_route() -> None:
+    table = RouteTable([Route("POST", "/x", "post"), Route("GET", "/x", "get")])
+
+    assert table.match("/x", "HEAD") == (Route("GET", "/x", "get"), {})
+
+
+@pytest.mark.parametrize("path", ["api/v1", "/api/v1/dlq-{id}", "/files/{rest+}/tail"])
+def test_a_malformed_route_path_is_refused(path: str) -> None:
+    with pytest.raises(TemplateError):
+        Route("GET", path, "f")
+
+
+def test_the_dispatcher_refuses_a_route_without_an_app() -> None:
+    with pytest.raises(TemplateError, match="no app loaded for missing"):
+        Dispatcher([Route("GET", "/x", "missing")], {})
+
+
+# --- local settings -------------------------------------------------------------------------------
+
+
+def test_local_overrides_point_at_the_repository_and_local_storage(tmp_path: Path) -> None:
+    assert local_overrides({}, root=tmp_path) == {
+        "INGEST_DLQ_BASE_PATH": str(tmp_path / "var" / "dlq"),
+        "INGEST_STORAGE_DATA_DIR": str(tmp_path / "var" / "data"),
+        "INGEST_CONFIG_FILE": str(emulator.DEFAULT_CONFIG),
+        "INGEST_STORAGE_BACKEND": "local",
+    }
+
+
+def test_local_overrides_leave_whatever_the_caller_set(tmp_path: Path) -> None:
+    caller = {
+        "CORE_DLQ_BASE_PATH": "/elsewhere/dlq",
+        "INGEST_STORAGE_DATA_DIR": "/elsewhere/data",
+        "INGEST_CONFIG_FILE": "/elsewhere/config.yaml",
+        "INGEST_STORAGE_BACKEND": "opensearch",
+    }
+    assert local_overrides(caller, root=tmp_path) == {}
+
+
+def test_a_storage_url_alone_is_not_overridden_by_local_storage(tmp_path: Path) -> None:
+    overrides = local_overrides({"INGEST_OPENSEARCH_URL": "http://127.0.0.1:9200"}, root=tmp_path)
+
+    assert "INGEST_STORAGE_BACKEND" not in overrides
+
+
+def test_the_dev_config_is_valid_and_the_banner_shows_routes_and_tokens(template_path: Path) -> None:
+    from telhawk_ingest.config import load_settings
+
+    settings = load_settings(
+        emulator.DEFAULT_CONFIG, env={"INGEST_DLQ_BASE_PATH": "/tmp/x/dlq", "INGEST_STORAGE_BACKEND": "local"}
+    )
+    text = emulator.banner(
+        "http://127.0.0.1:8088", template_path, read_functions(template_path), settings, "cfg.yaml"
+    )
+
+    assert "listening on http://127.0.0.1:8088" in text
+    assert "DELETE /api/v1/dlq/purge" in text
+    assert "-> fake_purge" in text
+    assert "DLQ:      /tmp/x/dlq (enabled)" in text
+    assert settings.hec.tokens[0].token in text
+    assert settings.operator.tokens[0].token in text
+    assert "curl -s http://127.0.0.1:8088/services/collector/event" in text

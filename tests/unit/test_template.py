@@ -1,0 +1,119 @@
+"""template.yaml: lints clean, names real function files, declares each route once (SPEC §10).
+
+The function files are inspected with `ast`, not imported: these checks must not depend on the
+service's modules importing cleanly.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.emulator import load_template, read_functions
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+# Every route SPEC §3 and §8 promise; later functions add theirs to the template and to this list.
+EXPECTED_ROUTES = {
+    ("POST", "/services/collector"): "ingest_event",
+    ("POST", "/services/collector/event"): "ingest_event",
+    ("POST", "/services/collector/event/1.0"): "ingest_event",
+    ("POST", "/services/collector/raw"): "ingest_event",
+    ("POST", "/services/collector/raw/1.0"): "ingest_event",
+    ("GET", "/services/collector/health"): "ingest_event",
+    ("GET", "/services/collector/health/1.0"): "ingest_event",
+    ("GET", "/api/v1/dlq"): "list_dlq",
+    ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
+    ("GET", "/healthz"): "healthz",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
+
+
+def serverless_functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource.get("Properties") or {}
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    }
+
+
+def http_routes(template: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(method, path, logical id) for every HTTP event, duplicates kept."""
+    return [
+        (event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id)
+        for logical_id, props in serverless_functions(template).items()
+        for event in (props.get("Events") or {}).values()
+        if event.get("Type") in ("HttpApi", "Api")
+    ]
+
+
+def cfn_lint() -> str:
+    beside_python = Path(sys.executable).parent / "cfn-lint"
+    found = str(beside_python) if beside_python.exists() else shutil.which("cfn-lint")
+    if found is None:
+        pytest.fail("cfn-lint is not installed (it is in the project's `test` extra)")
+    return found
+
+
+def test_cfn_lint_reports_no_errors_or_warnings() -> None:
+    result = subprocess.run(
+        [cfn_lint(), "--format", "parseable", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Exit status is a bit mask: 2 errors, 4 warnings, 8 informational; 1 means cfn-lint failed.
+    assert result.returncode & 0b111 == 0, result.stdout + result.stderr
+
+
+def test_it_is_a_sam_template(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert template["Globals"]["Function"]["Runtime"] == "python3.11"
+    assert serverless_functions(template)
+
+
+def test_every_route_is_declared_once(template: dict[str, Any]) -> None:
+    counts = Counter((method, path) for method, path, _ in http_routes(template))
+
+    assert [route for route, n in counts.items() if n > 1] == []
+
+
+def test_every_promised_route_is_declared_by_its_function() -> None:
+    declared = {(r.method, r.path): r.function for spec in read_functions(TEMPLATE) for r in spec.routes}
+
+    assert {route: declared.get(route) for route in EXPECTED_ROUTES} == EXPECTED_ROUTES
+
+
+def test_each_function_file_exists_and_defines_a_target_of_its_stem(template: dict[str, Any]) -> None:
+    specs = read_functions(TEMPLATE)
+    assert {spec.logical_id for spec in specs} == set(serverless_functions(template))
+    for spec in specs:
+        # Logical id IngestEvent <-> functions/ingest_event.py <-> target ingest_event.
+        assert spec.logical_id == "".join(part.title() for part in spec.target.split("_"))
+        assert spec.source == ROOT / "functions" / f"{spec.target}.py"
+        tree = ast.parse(spec.source.read_text(), filename=str(spec.source))
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert spec.target in defined, f"{spec.source.name} defines no function {spec.target}"
+
+
+def test_every_function_mounts_the_dlq_volume_itself(template: dict[str, Any]) -> None:
+    # Globals lists are appended to, not replaced, so the mount is declared per function.
+    assert "FileSystemConfigs" not in template["Globals"]["Function"]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["INGEST_DLQ_BASE_PATH"] == "/mnt/dlq"
+    for logical_id, props in serverless_functions(template).items():
+        mounts = [config["LocalMountPath"] for config in props.get("FileSystemConfigs", [])]
+        assert mounts == ["/mnt/dlq"], logical_id
