@@ -1,0 +1,151 @@
+"""Building blocks shared by the built-in normalizers: reading the payload, OCSF ids and metadata.
+
+Here: getting the text line out of an envelope, the classification attributes every OCSF event
+carries (class, category, activity, type, severity, status), `metadata`, endpoints and times.
+Not here: anything about one source's format (one module per source family) or the registry
+(`__init__.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import time
+from typing import Any
+
+import orjson
+
+from telhawk_ingest.envelope import Envelope, parse_time
+from telhawk_ingest.errors import NormalizationError
+from telhawk_ingest.ocsf import OCSF_VERSION
+
+# Keys under which log shippers put the original line when they wrap it in a JSON object
+# (journald, Docker/Fluent Bit, CloudWatch Logs subscriptions, Splunk `_raw`), in that order.
+LINE_KEYS = ("message", "MESSAGE", "log", "_raw", "line")
+
+SEVERITY_NAMES = {0: "Unknown", 1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical"}
+STATUS_NAMES = {0: "Unknown", 1: "Success", 2: "Failure", 99: "Other"}
+
+
+def parse_json(payload: str) -> Any:
+    """The payload's JSON value; NormalizationError saying why when it is not JSON."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise NormalizationError(f"payload is not valid JSON: {exc}") from exc
+
+
+def event_line(envelope: Envelope) -> tuple[str, dict[str, Any]]:
+    """The log line an envelope carries, and any other fields that came with it.
+
+    A raw envelope is the line itself. A JSON envelope is either a JSON string or an object
+    holding the line under one of LINE_KEYS; its other keys are returned so the caller keeps them
+    in `unmapped`.
+    """
+    if envelope.format != "json":
+        return envelope.payload.rstrip("\r\n"), {}
+    value = parse_json(envelope.payload)
+    if isinstance(value, str):
+        return value.rstrip("\r\n"), {}
+    if isinstance(value, dict):
+        for key in LINE_KEYS:
+            if isinstance(value.get(key), str):
+                rest = {k: v for k, v in value.items() if k != key}
+                return value[key].rstrip("\r\n"), rest
+        raise NormalizationError(
+            f"JSON event has no log line: expected a string under one of {', '.join(LINE_KEYS)}"
+        )
+    raise NormalizationError(f"JSON event is a {type(value).__name__}, expected a string or an object")
+
+
+def classification(
+    *,
+    class_uid: int,
+    class_name: str,
+    category_uid: int,
+    category_name: str,
+    activity_id: int,
+    activity_name: str,
+    severity_id: int,
+) -> dict[str, Any]:
+    """The ids and captions every OCSF event starts with; `type_uid` is derived as OCSF defines."""
+    return {
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "category_name": category_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "type_name": f"{class_name}: {activity_name}",
+        "severity_id": severity_id,
+        "severity": SEVERITY_NAMES.get(severity_id, "Other"),
+    }
+
+
+def status(status_id: int, detail: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"status_id": status_id, "status": STATUS_NAMES[status_id]}
+    if detail:
+        out["status_detail"] = detail
+    return out
+
+
+def metadata(
+    envelope: Envelope,
+    product: dict[str, Any],
+    *,
+    original_time: str | None = None,
+    log_version: str | None = None,
+    profiles: list[str] | None = None,
+) -> dict[str, Any]:
+    """OCSF `metadata`: pinned version, product, where the event was logged and when it arrived.
+
+    `log_name` is the HEC `source` (a file path such as /var/log/auth.log) or, without one, the
+    source type; `logged_time` is when the ingest service received the event.
+    """
+    out: dict[str, Any] = {
+        "version": OCSF_VERSION,
+        "product": copy.deepcopy(product),  # callers pass shared constants
+        "log_name": envelope.source or envelope.source_type,
+    }
+    if envelope.received_at:
+        out["logged_time"] = to_ms(parse_time(envelope.received_at))
+    if original_time is not None:
+        out["original_time"] = original_time
+    if log_version is not None:
+        out["log_version"] = log_version
+    if profiles:
+        out["profiles"] = profiles
+    return out
+
+
+def endpoint(address: str | None, port: int | None = None) -> dict[str, Any]:
+    """A network endpoint: `ip` when the address is an IP address, else `hostname`."""
+    out: dict[str, Any] = {}
+    if address:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            out["hostname"] = address
+        else:
+            out["ip"] = address
+    if port is not None:
+        out["port"] = port
+    return out
+
+
+def reference_time(envelope: Envelope) -> float:
+    """Unix seconds to date an event by: the client's event time, else arrival, else now."""
+    if isinstance(envelope.time, int | float):
+        return float(envelope.time)
+    if envelope.received_at:
+        try:
+            return parse_time(envelope.received_at)
+        except ValueError:
+            pass
+    return time.time()
+
+
+def to_ms(seconds: float) -> int:
+    """OCSF timestamps are integer milliseconds since the epoch."""
+    return round(seconds * 1000)
