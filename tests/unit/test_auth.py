@@ -1,0 +1,276 @@
+"""HEC authentication: which credentials a client may send and what it hears when they are wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import httpx
+import pytest
+from telhawk_ingest.auth import NEGATIVE_CACHE_SECONDS, Authenticator
+from telhawk_ingest.config import HecSettings, HecToken
+from telhawk_ingest.errors import HecError
+from telhawk_ingest.hec import HecRequest
+
+SECRET = "6f1e2d3c-aaaa-bbbb-cccc-000000000001"
+QUERY_SECRET = "6f1e2d3c-aaaa-bbbb-cccc-000000000002"
+REMOTE_SECRET = "remote-0000-1111-2222-333333333333"
+AUTH_URL = "http://auth.internal:8080"
+
+SETTINGS = HecSettings(
+    tokens=[
+        HecToken(name="web", token=SECRET, default_index="main"),
+        HecToken(name="curl", token=QUERY_SECRET, allow_query_string=True),
+    ]
+)
+
+
+def request(headers: dict[str, str] | None = None, query: dict[str, str] | None = None) -> HecRequest:
+    return HecRequest(
+        method="POST", path="/services/collector/event", headers=headers or {}, query=query or {}, body=b""
+    )
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class AuthService:
+    """A fake auth service behind httpx.MockTransport that records every call it gets."""
+
+    def __init__(self, answer: httpx.Response | Exception | None = None) -> None:
+        self.answer = answer
+        self.calls: list[dict] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        assert req.method == "POST"
+        assert str(req.url) == AUTH_URL + "/api/v1/auth/validate-hec"
+        body = json.loads(req.content)
+        self.calls.append(body)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if self.answer is not None:
+            return self.answer
+        if body["token"] == REMOTE_SECRET:
+            return httpx.Response(
+                200,
+                json={
+                    "valid": True,
+                    "token_id": "t-1",
+                    "token_name": "from-auth",
+                    "user_id": "u-1",
+                    "default_index": "remote-idx",
+                    "allowed_indexes": ["remote-idx"],
+                },
+            )
+        return httpx.Response(200, json={"valid": False})
+
+
+def remote_authenticator(service: AuthService, clock: Clock, cache_seconds: float = 30.0) -> Authenticator:
+    settings = HecSettings(tokens=SETTINGS.tokens, auth_url=AUTH_URL + "/", auth_cache_seconds=cache_seconds)
+    return Authenticator(settings, transport=httpx.MockTransport(service), clock=clock)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [f"Splunk {SECRET}", f"splunk {SECRET}", f"SPLUNK {SECRET}", f"Telhawk {SECRET}", f"telHAWK  {SECRET} "],
+)
+def test_splunk_and_telhawk_schemes_are_accepted_in_any_case(authorization):
+    token = Authenticator(SETTINGS).authenticate(request({"Authorization": authorization}))
+    assert token.name == "web"
+
+
+@pytest.mark.parametrize("user", ["x", "", "splunk", "any user name"])
+def test_basic_auth_takes_the_token_as_password_with_any_user_name(user):
+    token = Authenticator(SETTINGS).authenticate(request({"authorization": basic(user, SECRET)}))
+    assert token.name == "web"
+
+
+def test_the_header_name_is_case_insensitive():
+    assert Authenticator(SETTINGS).authenticate(request({"AUTHORIZATION": f"Splunk {SECRET}"})).name == "web"
+
+
+def test_a_query_string_token_works_only_where_the_token_allows_it():
+    auth = Authenticator(SETTINGS)
+    assert auth.authenticate(request(query={"token": QUERY_SECRET})).name == "curl"
+
+
+def test_the_authorization_header_wins_over_a_query_token():
+    auth = Authenticator(SETTINGS)
+    token = auth.authenticate(request({"Authorization": f"Splunk {QUERY_SECRET}"}, {"token": SECRET}))
+    assert token.name == "curl"
+
+
+BAD_CREDENTIALS = [
+    # (case, headers, query, code, HTTP status)
+    ("no credential at all", {}, {}, 2, 401),
+    ("blank authorization header", {"Authorization": "   "}, {}, 2, 401),
+    ("unknown scheme", {"Authorization": f"Bearer {SECRET}"}, {}, 3, 401),
+    ("token without a scheme", {"Authorization": SECRET}, {}, 3, 401),
+    ("scheme without a token", {"Authorization": "Splunk"}, {}, 3, 401),
+    ("token with spaces", {"Authorization": f"Splunk {SECRET} extra"}, {}, 3, 401),
+    ("basic that is not base64", {"Authorization": "Basic !!!not-base64!!!"}, {}, 3, 401),
+    (
+        "basic without a colon",
+        {"Authorization": "Basic " + base64.b64encode(SECRET.encode()).decode()},
+        {},
+        3,
+        401,
+    ),
+    ("unknown token", {"Authorization": "Splunk 00000000-0000-0000-0000-000000000000"}, {}, 4, 403),
+    ("basic with a wrong token", {"Authorization": basic("x", "wrong-token")}, {}, 4, 403),
+    ("query token not allowed", {}, {"token": SECRET}, 16, 400),
+    ("unknown query token", {}, {"token": "nobody-knows-me"}, 4, 403),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "code", "status"),
+    [case[1:] for case in BAD_CREDENTIALS],
+    ids=[case[0] for case in BAD_CREDENTIALS],
+)
+def test_a_bad_credential_is_refused_with_splunks_code_and_status(headers, query, code, status):
+    with pytest.raises(HecError) as caught:
+        Authenticator(SETTINGS).authenticate(request(headers, query))
+    assert (caught.value.code, caught.value.status) == (code, status)
+
+
+def test_a_refusal_never_echoes_the_token():
+    with pytest.raises(HecError) as caught:
+        Authenticator(SETTINGS).authenticate(request({"Authorization": "Bearer secret-value-123"}))
+    assert "secret-value-123" not in json.dumps(caught.value.body())
+
+
+def test_configured_tokens_never_reach_the_remote_service():
+    service = AuthService()
+    auth = remote_authenticator(service, Clock())
+    assert auth.authenticate(request({"Authorization": f"Splunk {SECRET}"})).name == "web"
+    assert service.calls == []
+
+
+def test_a_remote_token_carries_the_services_name_and_index_rules_but_not_the_secret():
+    auth = remote_authenticator(AuthService(), Clock())
+    token = auth.authenticate(request({"Authorization": f"Telhawk {REMOTE_SECRET}"}))
+    assert token.name == "from-auth"
+    assert token.default_index == "remote-idx" and token.allowed_indexes == ["remote-idx"]
+    assert token.allow_query_string is False
+    assert REMOTE_SECRET not in token.token
+
+
+def test_a_remote_answer_without_a_name_is_named_remote():
+    service = AuthService(httpx.Response(200, json={"valid": True}))
+    token = remote_authenticator(service, Clock()).authenticate(request({"Authorization": "Splunk abc"}))
+    assert token.name == "remote"
+
+
+def test_a_positive_remote_answer_is_cached_until_it_expires():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=30)
+    headers = {"Authorization": f"Splunk {REMOTE_SECRET}"}
+    auth.authenticate(request(headers))
+    clock.now += 29
+    auth.authenticate(request(headers))
+    assert len(service.calls) == 1
+    clock.now += 2
+    auth.authenticate(request(headers))
+    assert len(service.calls) == 2
+
+
+def test_the_cache_is_keyed_by_a_digest_never_by_the_token():
+    auth = remote_authenticator(AuthService(), Clock())
+    auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    assert REMOTE_SECRET not in repr(auth._cache)
+
+
+def test_an_invalid_remote_answer_is_invalid_token_and_cached_only_briefly():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=300)
+    headers = {"Authorization": "Splunk not-a-real-token"}
+    for _ in range(3):
+        with pytest.raises(HecError) as caught:
+            auth.authenticate(request(headers))
+        assert (caught.value.code, caught.value.status) == (4, 403)
+    assert len(service.calls) == 1
+    clock.now += NEGATIVE_CACHE_SECONDS + 0.1
+    with pytest.raises(HecError):
+        auth.authenticate(request(headers))
+    assert len(service.calls) == 2
+
+
+def test_a_zero_cache_time_asks_the_service_every_time():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=0)
+    for _ in range(2):
+        auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    assert len(service.calls) == 2
+
+
+FAILING_SERVICE = [
+    ("server error", httpx.Response(500, text="boom")),
+    ("bad gateway", httpx.Response(502)),
+    ("auth service refuses us", httpx.Response(401, json={"valid": False})),
+    ("not JSON", httpx.Response(200, text="<html>ok</html>")),
+    ("JSON without valid", httpx.Response(200, json={"ok": True})),
+    ("valid that is not a boolean", httpx.Response(200, json={"valid": "yes"})),
+    ("malformed allowed_indexes", httpx.Response(200, json={"valid": True, "allowed_indexes": "main"})),
+    ("connection refused", httpx.ConnectError("refused")),
+    ("timeout", httpx.ReadTimeout("slow")),
+]
+
+
+@pytest.mark.parametrize("answer", [c[1] for c in FAILING_SERVICE], ids=[c[0] for c in FAILING_SERVICE])
+def test_a_failing_auth_service_makes_the_client_retry_and_is_not_cached(answer):
+    service, clock = AuthService(answer), Clock()
+    auth = remote_authenticator(service, clock)
+    headers = {"Authorization": f"Splunk {REMOTE_SECRET}"}
+    with pytest.raises(HecError) as caught:
+        auth.authenticate(request(headers))
+    assert (caught.value.code, caught.value.status) == (9, 503)
+    assert caught.value.retry_after is not None
+    service.answer = None
+    assert auth.authenticate(request(headers)).name == "from-auth"
+    assert len(service.calls) == 2
+
+
+def test_a_query_token_validated_remotely_still_needs_query_string_permission():
+    auth = remote_authenticator(AuthService(), Clock())
+    with pytest.raises(HecError) as caught:
+        auth.authenticate(request(query={"token": REMOTE_SECRET}))
+    assert caught.value.code == 16
+
+
+def test_without_an_auth_service_an_unknown_token_is_invalid():
+    with pytest.raises(HecError) as caught:
+        Authenticator(SETTINGS).authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    assert caught.value.code == 4
+
+
+def test_concurrent_requests_share_one_client_and_one_cache():
+    service = AuthService()
+    auth = remote_authenticator(service, Clock())
+    results: list[str] = []
+
+    def call() -> None:
+        results.append(auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"})).name)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["from-auth"] * 16
+    assert 1 <= len(service.calls) <= 16
+    auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    calls = len(service.calls)
+    auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    assert len(service.calls) == calls
+    auth.close()
