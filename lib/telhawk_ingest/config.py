@@ -161,7 +161,9 @@ def _parse_tokens(var: str, text: str) -> list[dict[str, str]]:
     return tokens
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Read the YAML file (argument, else INGEST_CONFIG_FILE), apply environment overrides, validate."""
     env = os.environ if env is None else env
     path = path or env.get(CONFIG_FILE_ENV)

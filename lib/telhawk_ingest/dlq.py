@@ -24,7 +24,6 @@ import re
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +216,7 @@ class DeadLetterQueue:
         tmp: Path | None = None
         try:
             for record in records:
-                stem = f"failed_{seconds}_{uuid.UUID(new_id()).hex}"
+                stem = f"failed_{seconds}_{new_id().replace('-', '')}"
                 record["id"] = stem
                 data = orjson.dumps(record)
                 tmp = self.path / f".tmp-{stem}"

@@ -7,9 +7,8 @@ happens to an envelope (service.py).
 
 from __future__ import annotations
 
-import os
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,13 +19,19 @@ Format = Literal["json", "raw"]
 def new_id(now_ns: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit unix milliseconds, then 74 random bits.
 
-    Time-ordered, so ids sort by arrival, and unique across processes without coordination.
+    Time-ordered, so ids sort by arrival, and unique across processes without coordination. The
+    random bits come from `random`, which Python reseeds in every forked child; ids need to be
+    unique, not secret, and this keeps id generation off the syscall path of every event.
     """
     ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
-    return str(uuid.UUID(int=value))
+    rand = _random_bits(74)
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | (rand & _LOW_62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_random_bits = random.getrandbits
+_LOW_62 = (1 << 62) - 1
 
 
 def rfc3339(ts: float | None = None) -> str:

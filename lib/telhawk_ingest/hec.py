@@ -29,6 +29,10 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   own default); default source is the token's, else `http:<token name>`.
 - The raw endpoint reads metadata from query parameters first, then `X-Splunk-Request-*`
   headers, then the token's defaults. Blank and whitespace-only lines are skipped.
+- An object without `event` that is shaped like a DLQ envelope (`id`, `source_type`, `format`,
+  `payload`, `attributes`) is a replay, as in the seed's workflow of posting
+  `jq -c '.events[].envelope'` back to HEC: it keeps its id and metadata, so storage never
+  holds a replayed event twice.
 - A body over the limit (before or after gzip) answers HTTP 413 with code 6 and a detail in
   Splunk's words: "Content-Length of N too large (maximum is M)".
 """
@@ -286,6 +290,8 @@ class _EventBuilder:
         elif type(event) is dict:
             fmt, payload = "json", orjson.dumps(event).decode()
         elif event is _MISSING:
+            if _is_envelope(obj):
+                return self._replayed(number, obj)
             raise HecError(12, invalid_event_number=number)
         elif event is None:
             raise HecError(13, invalid_event_number=number)
@@ -325,6 +331,50 @@ class _EventBuilder:
             attributes=attributes,
             received_at=self.received_at,
         )
+
+
+    def _replayed(self, number: int, obj: dict[str, Any]) -> Envelope:
+        """A DLQ envelope sent back as it was listed (the seed's replay workflow).
+
+        It keeps its id, so storage's create-by-`_id` never stores a replayed event twice, and its
+        original metadata; the replaying token is recorded beside the original one.
+        """
+        attributes = obj.get("attributes")
+        if attributes is None:
+            attributes = {}
+        if type(attributes) is not dict:
+            raise HecError(6, invalid_event_number=number, detail="envelope attributes must be an object")
+        index = attributes.get("index")
+        if index is not None and type(index) is not str:
+            raise HecError(6, invalid_event_number=number, detail="index must be a string")
+        if self.allowed is not None and index is not None and index not in self.allowed:
+            raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
+        if not obj["payload"].strip():
+            raise HecError(13, invalid_event_number=number)
+        return Envelope(
+            id=obj["id"],
+            source=obj.get("source") if type(obj.get("source")) is str else self.source,
+            source_type=obj["source_type"],
+            format=obj["format"],
+            payload=obj["payload"],
+            attributes={**attributes, "replayed_by": self.token_name},
+            received_at=obj.get("received_at") if type(obj.get("received_at")) is str else self.received_at,
+        )
+
+
+_ENVELOPE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _is_envelope(obj: dict[str, Any]) -> bool:
+    """An object shaped like a DLQ record's envelope (SPEC §4), with an id we could have made."""
+    return (
+        type(obj.get("id")) is str
+        and _ENVELOPE_ID.fullmatch(obj["id"]) is not None
+        and type(obj.get("payload")) is str
+        and obj.get("format") in ("json", "raw")
+        and type(obj.get("source_type")) is str
+        and bool(obj["source_type"])
+    )
 
 
 def _is_text(value: Any) -> bool:

@@ -107,7 +107,12 @@ def _check_format(format: str) -> None:
 
 @functools.cache
 def default_registry() -> Registry:
-    """The registry with every built-in normalizer, in the order the module docstring lists."""
+    """The process's registry, built once: every built-in normalizer."""
+    return builtin_registry()
+
+
+def builtin_registry() -> Registry:
+    """A new registry with every built-in normalizer, in the order the module docstring lists."""
     registry = Registry()
     exact: list[tuple[str, Normalizer]] = [
         ("ocsf", passthrough.ocsf_passthrough),

@@ -1,0 +1,78 @@
+"""The one place where HTTP meets the service: Flask requests in, JSON responses out.
+
+Handlers in `functions/` call these adapters and nothing else. Errors become answers here: HEC
+errors as `{"text", "code"}` with Splunk's statuses, operator errors as `{"error", "status"}`, and
+anything unexpected as a logged 500 in the caller's shape, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import orjson
+
+from .errors import ApiError, HecError
+from .hec import HecRequest
+from .service import Operator, Reply, service
+
+log = logging.getLogger(__name__)
+
+
+def respond(reply: Reply) -> flask.Response:
+    return flask.Response(
+        orjson.dumps(reply.body), status=reply.status, headers=reply.headers, mimetype="application/json"
+    )
+
+
+def hec_request(request: flask.Request, max_body_bytes: int) -> HecRequest:
+    """The raw request. The body is read raw whatever the Content-Type, and at most one byte over
+    the limit, so an oversized body is refused without being held in memory."""
+    return HecRequest(
+        method=request.method,
+        path=request.path,
+        headers=request.headers,
+        query=request.args,
+        body=request.stream.read(max_body_bytes + 1) if request.method == "POST" else b"",
+    )
+
+
+def handle_hec(request: flask.Request) -> flask.Response:
+    try:
+        svc = service()
+        return respond(svc.hec(hec_request(request, svc.settings.hec.max_body_bytes)))
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return respond(Reply.hec(HecError(8)))
+
+
+def handle_operator(
+    request: flask.Request, method: str, call: Callable[[Operator, dict[str, str]], dict[str, Any]]
+) -> flask.Response:
+    """Check the method and the operator credential, then run an operator call."""
+    try:
+        if request.method != method:
+            raise ApiError(405, f"{request.method} is not allowed here; use {method}")
+        svc = service()
+        who = svc.operator(request.headers.get("Authorization"))
+        return respond(Reply(200, call(who, request.args.to_dict())))
+    except ApiError as err:
+        return respond(Reply.api(err))
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return respond(Reply.api(ApiError(500, "internal error; see the service log")))
+
+
+def handle_public(request: flask.Request, call: Callable[[], dict[str, Any]]) -> flask.Response:
+    """A GET endpoint without credentials (healthz)."""
+    try:
+        if request.method not in ("GET", "HEAD"):
+            raise ApiError(405, f"{request.method} is not allowed here; use GET")
+        return respond(Reply(200, call()))
+    except ApiError as err:
+        return respond(Reply.api(err))
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return respond(Reply.api(ApiError(500, "internal error; see the service log")))

@@ -1,0 +1,53 @@
+"""The Lambda entry points answer API Gateway HTTP API events with the same code the emulator serves."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import importlib.util
+import json
+from types import ModuleType
+
+from tests.functional.conftest import HEC_TOKEN, OPERATOR_TOKEN, ROOT
+from tests.functional.test_ingest import CISCO
+
+
+def function_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"lambda_{name}", ROOT / "functions" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def http_api_event(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> dict:
+    return {
+        "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
+        "headers": {k.lower(): v for k, v in (headers or {}).items()},
+        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "127.0.0.1",
+                                    "protocol": "HTTP/1.1"}, "stage": "$default"},
+        "body": base64.b64encode(body).decode(), "isBase64Encoded": True,
+    }
+
+
+def test_a_gzipped_hec_request_through_lambda_is_dead_lettered_like_any_other(client):
+    handler = function_module("ingest_event").handler
+    event = http_api_event("POST", "/services/collector/event", gzip.compress(CISCO.encode()),
+                           {"Authorization": f"Splunk {HEC_TOKEN}", "Content-Encoding": "gzip"})
+
+    answer = handler(event, None)
+
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"])["dead_lettered"] == 1
+    assert client.dlq_records()[0]["reason"] == "normalization_failed"
+
+
+def test_an_operator_call_through_lambda_checks_the_credential(client):
+    handler = function_module("list_dlq").handler
+
+    denied = handler(http_api_event("GET", "/api/v1/dlq"), None)
+    bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    allowed = handler(http_api_event("GET", "/api/v1/dlq", headers=bearer), None)
+
+    assert denied["statusCode"] == 401
+    assert allowed["statusCode"] == 200 and json.loads(allowed["body"])["count"] == 0

@@ -1,0 +1,110 @@
+"""Operator calls through the real handlers: credentials, the seed's shapes, the audit log, health."""
+
+from __future__ import annotations
+
+import pytest
+from telhawk_ingest.audit import AuditLog
+from telhawk_ingest.service import Service
+
+from tests.functional.conftest import HEC_TOKEN, settings_for
+from tests.functional.test_ingest import CISCO, SSHD_EVENT
+
+HEALTH_KEYS = {"uptime_seconds", "processed", "failed", "stored", "dlq_written", "dlq_stats"}
+DLQ_STATS_KEYS = {"enabled", "written", "pending_files", "base_path"}
+
+
+def audit(client) -> list[dict]:
+    return list(AuditLog(client.service.settings.state_path / "audit").entries())
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq/purge")])
+def test_dlq_calls_without_a_credential_get_401(client, method, path):
+    answer = client.operator(method, path, token=None)
+    assert answer.status_code == 401 and "Bearer" in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq/purge")])
+def test_dlq_calls_with_a_hec_token_get_403(client, method, path):
+    assert client.operator(method, path, token=HEC_TOKEN).status_code == 403
+
+
+def test_an_unknown_operator_token_gets_401(client):
+    assert client.operator("GET", "/api/v1/dlq", token="x" * 32).status_code == 401
+
+
+def test_listing_has_the_seeds_shape_and_is_audited(client):
+    client.hec(CISCO + CISCO)
+
+    answer = client.operator("GET", "/api/v1/dlq")
+
+    body = answer.get_json()
+    assert answer.status_code == 200
+    assert body["count"] == 2 and len(body["events"]) == 2
+    assert body["events"][0]["reason"] == "normalization_failed"
+    assert body["next_cursor"] is None
+    [entry] = audit(client)
+    assert entry["operator"] == "ops" and entry["action"] == "list_dlq" and entry["count"] == 2
+
+
+def test_purge_empties_the_dlq_says_how_many_and_is_audited(client):
+    client.hec(CISCO + CISCO + CISCO)
+
+    answer = client.operator("DELETE", "/api/v1/dlq/purge")
+
+    assert answer.get_json() == {"status": "purged", "purged": 3}
+    assert client.dlq_records() == []
+    assert audit(client)[-1] == {**audit(client)[-1], "operator": "ops", "action": "purge_dlq", "count": 3}
+
+
+def test_list_with_a_bad_limit_gets_400(client):
+    assert client.operator("GET", "/api/v1/dlq", query_string={"limit": "0"}).status_code == 400
+
+
+def test_a_wrong_method_on_purge_gets_405(client):
+    assert client.operator("GET", "/api/v1/dlq/purge").status_code == 405
+
+
+def test_healthz_has_every_seed_key_and_counts_what_happened(client):
+    client.hec(SSHD_EVENT + SSHD_EVENT + CISCO)
+
+    answer = client.hec("", path="/healthz", method="GET", token=None)
+
+    health = answer.get_json()
+    assert answer.status_code == 200
+    assert set(health) >= HEALTH_KEYS and set(health["dlq_stats"]) >= DLQ_STATS_KEYS
+    assert (health["processed"], health["stored"], health["failed"], health["dlq_written"]) == (3, 2, 1, 1)
+    assert health["dlq_stats"]["pending_files"] == 1
+    assert health["dlq_stats"]["written"] == 1
+    assert health["dlq_stats"]["enabled"] is True
+    assert health["dlq_stats"]["base_path"] == str(client.service.settings.dlq.base_path)
+
+
+def test_healthz_reports_a_corrupt_file_and_ignores_foreign_ones(client):
+    client.hec(CISCO)
+    base = client.service.settings.dlq.base_path
+    corrupt = f"failed_1700000000_{'0' * 32}.json"
+    (base / corrupt).write_text('{"timestamp": ')
+    (base / "notes.md").write_text("# not ours")
+
+    health = client.hec("", path="/healthz", method="GET", token=None).get_json()
+    listing = client.operator("GET", "/api/v1/dlq").get_json()
+
+    assert health["dlq_stats"]["pending_files"] == 2
+    assert health["dlq_stats"]["corrupt_files"] == [corrupt]
+    assert listing["count"] == 1 and len(listing["events"]) == 1
+    assert (base / corrupt).exists()
+
+
+def test_counters_cover_every_instance_on_the_volume_and_survive_a_restart(client, tmp_path):
+    client.hec(SSHD_EVENT + CISCO)
+    other = Service(settings_for(tmp_path))  # a second instance on the same volume
+    other.ingest([])
+    other.counters.add(stored=5)
+
+    assert client.service.healthz()["stored"] == 6
+
+    client.service.counters.retire()
+    other.counters.retire()
+    restarted = Service(settings_for(tmp_path))
+    health = restarted.healthz()
+    assert (health["stored"], health["failed"]) == (6, 1)
