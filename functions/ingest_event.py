@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+
 from telhawk_ingest.http import handle_hec
 from telhawk_ingest.lambda_adapter import lambda_handler
 

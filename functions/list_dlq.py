@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+
 from telhawk_ingest.http import handle_operator
 from telhawk_ingest.lambda_adapter import lambda_handler
 from telhawk_ingest.service import service

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .envelope import rfc3339
+from .files import APPEND, private_dir, write_synced
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,10 @@ class AuditLog:
             try:
                 if self._path is None or self._pid != os.getpid():  # a new file after fork
                     self._pid = os.getpid()
-                    self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    private_dir(self.directory)
                     name = f"{socket.gethostname()}-{self._pid}-{uuid.uuid4().hex[:8]}.log"
                     self._path = self.directory / name
-                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, line)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_synced(self._path, line, APPEND)
             except OSError as exc:
                 # The call itself has happened; say so loudly rather than fail it after the fact.
                 log.error("audit log not writable (%s): %s", exc, line.decode())

@@ -34,6 +34,7 @@ import orjson
 from .config import DlqSettings
 from .envelope import new_id, rfc3339
 from .errors import ApiError, DLQUnavailable
+from .files import fsync_dir, private_dir, write_synced
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class DeadLetterQueue:
     def _prepare(self) -> None:
         """Create the directory 0700; an existing one is tightened when we own it."""
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.path)
             if self.path.stat().st_uid == os.getuid():
                 self.path.chmod(0o700)
         except OSError as exc:
@@ -220,20 +221,13 @@ class DeadLetterQueue:
                 record["id"] = stem
                 data = orjson.dumps(record)
                 tmp = self.path / f".tmp-{stem}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_synced(tmp, data)
                 final = self.path / f"{stem}.json"
                 os.replace(tmp, final)
                 tmp = None
                 done.append(final)
                 self._catalog.put(final.name, _summarize(record, seconds))
-            self._fsync_dir()
+            fsync_dir(self.path)
         except OSError as exc:
             self._undo(done, tmp)
             hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
@@ -250,13 +244,6 @@ class DeadLetterQueue:
             except OSError:
                 pass
         self._catalog.forget(p.name for p in done)
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -374,7 +361,7 @@ class DeadLetterQueue:
                 pass  # another instance purged it first
         self._catalog.forget(names)
         if purged:
-            self._fsync_dir()
+            fsync_dir(self.path)
         return purged
 
     # -- health --------------------------------------------------------------------------

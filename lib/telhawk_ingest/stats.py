@@ -21,6 +21,8 @@ import threading
 import uuid
 from pathlib import Path
 
+from .files import private_dir
+
 # Append only: a file records how many counters it holds, so files written by an older version,
 # with fewer counters, still read correctly.
 COUNTERS = (
@@ -53,7 +55,7 @@ class Counters:
         """Open (or adopt) this process's file on first use, after any fork."""
         if self._fd is not None:
             return self._fd
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.directory)
         self._path = self.directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.counters"
         for retired in sorted(self.directory.glob("*.retired")):
             try:

@@ -24,7 +24,8 @@ TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-9300-9399}"
 RUN_DIR="${OPENSEARCH_HOME_DIR:-$SCRIPT_DIR/.run}"
 HEAP="${OPENSEARCH_HEAP:-512m}"
 START_TIMEOUT="${OPENSEARCH_START_TIMEOUT:-120}"
-MAIN_CLASS="telhawk.opensearch.Launcher"
+# shellcheck source=local/opensearch/common.sh
+. "$SCRIPT_DIR/common.sh"
 
 URL="http://127.0.0.1:$PORT"
 
@@ -41,24 +42,6 @@ case "$PORT" in ''|*[!0-9]*) die "OPENSEARCH_PORT must be a number, got '$PORT'"
 command -v java >/dev/null 2>&1 || die "java not found on PATH (Java 17+ required)"
 command -v curl >/dev/null 2>&1 || die "curl not found on PATH"
 
-# True if the process exists and is not a zombie.
-alive() {
-  local pid="$1" state
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1)"
-    [ "$state" != "Z" ] || return 1
-  fi
-  return 0
-}
-
-# True if $1 is a live process started by this launcher.
-is_our_process() {
-  local pid="$1"
-  alive "$pid" || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$MAIN_CLASS"
-}
 
 port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

@@ -11,7 +11,8 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PORT="${OPENSEARCH_PORT:-9200}"
 RUN_DIR="${OPENSEARCH_HOME_DIR:-$SCRIPT_DIR/.run}"
-MAIN_CLASS="telhawk.opensearch.Launcher"
+# shellcheck source=local/opensearch/common.sh
+. "$SCRIPT_DIR/common.sh"
 STOP_TIMEOUT=20
 
 if [ ! -d "$RUN_DIR" ]; then
@@ -22,24 +23,6 @@ RUN_DIR="$(cd "$RUN_DIR" && pwd)"
 PID_FILE="$RUN_DIR/opensearch-$PORT.pid"
 HOME_FILE="$RUN_DIR/opensearch-$PORT.home"
 
-# True if the process exists and is not a zombie.
-alive() {
-  local pid="$1" state
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/stat" ]; then
-    state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1)"
-    [ "$state" != "Z" ] || return 1
-  fi
-  return 0
-}
-
-# True if $1 is a live process started by this launcher.
-is_our_process() {
-  local pid="$1"
-  alive "$pid" || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$MAIN_CLASS"
-}
 
 remove_home() {
   if [ -f "$HOME_FILE" ]; then

@@ -10,6 +10,7 @@ from typing import Any
 
 import functions_framework
 import pytest
+
 from telhawk_ingest import service as service_module
 from telhawk_ingest.config import Settings
 from telhawk_ingest.service import Service

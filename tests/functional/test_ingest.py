@@ -6,11 +6,11 @@ import json
 
 import httpx
 import pytest
+
 from telhawk_ingest.normalizers import builtin_registry
 from telhawk_ingest.storage.base import permanent, retry
 from telhawk_ingest.storage.local import LocalBackend
 from telhawk_ingest.storage.opensearch import OpenSearchBackend
-
 from tests.fakes import ScriptedBackend, every
 from tests.functional.conftest import HEC_TOKEN
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from telhawk_ingest.audit import AuditLog
 from telhawk_ingest.service import Service
-
 from tests.functional.conftest import HEC_TOKEN, settings_for
 from tests.functional.test_ingest import CISCO, SSHD_EVENT
 

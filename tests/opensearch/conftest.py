@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from telhawk_ingest.config import Settings
 from telhawk_ingest.envelope import Envelope, new_id, rfc3339
 from telhawk_ingest.service import Service

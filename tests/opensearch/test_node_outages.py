@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
-from telhawk_ingest.storage.base import Item, Outcome, StorageBackend
 
+from telhawk_ingest.storage.base import Item, Outcome, StorageBackend
 from tests.opensearch.conftest import (
     LocalNode,
     dlq_records,

@@ -12,8 +12,8 @@ import threading
 
 import httpx
 import pytest
-from telhawk_ingest.hec import HecRequest
 
+from telhawk_ingest.hec import HecRequest
 from tests.opensearch.conftest import HEC_TOKEN, count, dlq_records, envelope_of, ocsf_event, search_ids
 
 pytestmark = pytest.mark.opensearch

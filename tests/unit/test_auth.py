@@ -8,6 +8,7 @@ import threading
 
 import httpx
 import pytest
+
 from telhawk_ingest.auth import NEGATIVE_CACHE_SECONDS, Authenticator
 from telhawk_ingest.config import HecSettings, HecToken
 from telhawk_ingest.errors import HecError

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import FILE_RE, DeadLetterQueue, DlqFilter, check_id, make_record
 from telhawk_ingest.errors import ApiError, DLQUnavailable

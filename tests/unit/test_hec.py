@@ -8,6 +8,7 @@ import zlib
 
 import orjson
 import pytest
+
 from telhawk_ingest.config import HecToken
 from telhawk_ingest.errors import HecError
 from telhawk_ingest.hec import (

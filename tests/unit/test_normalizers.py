@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from telhawk_ingest import ocsf
 from telhawk_ingest.envelope import Envelope
 from telhawk_ingest.errors import NormalizationError, SchemaError

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from ocsf_json_schema import get_ocsf_schema, get_packaged_versions
+
 from telhawk_ingest import ocsf
 from telhawk_ingest.errors import SchemaError
 from telhawk_ingest.ocsf import OCSF_VERSION, OcsfValidator

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from telhawk_ingest.config import CoreSettings, StorageSettings
 from telhawk_ingest.envelope import new_id
 from telhawk_ingest.errors import ConfigError

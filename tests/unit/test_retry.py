@@ -3,9 +3,9 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from telhawk_ingest.retry import RetryPolicy, store_with_retries
 from telhawk_ingest.storage.base import STORED, Status, permanent, retry
-
 from tests.fakes import ScriptedBackend, every, item
 
 POLICY = RetryPolicy()

@@ -68,7 +68,7 @@ def normalize(envelope: Envelope) -> dict[str, Any]:
     unmapped = dict(extra)
 
     if log_status in _NO_FLOW:
-        event = _classify(99, log_status)
+        event = common.network_activity(99, log_status)
         event["status_detail"] = _NO_FLOW[log_status]
         event["src_endpoint"] = {"interface_uid": record["interface-id"]}
     elif log_status == "OK":
@@ -77,7 +77,7 @@ def normalize(envelope: Envelope) -> dict[str, Any]:
         activity_id, activity_name, action_id, action, disposition_id, disposition = (
             _ACTIONS[record["action"]]
         )
-        event = _classify(activity_id, activity_name)
+        event = common.network_activity(activity_id, activity_name)
         event.update(
             action_id=action_id, action=action, disposition_id=disposition_id, disposition=disposition
         )
@@ -115,18 +115,6 @@ def normalize(envelope: Envelope) -> dict[str, Any]:
     if unmapped:
         event["unmapped"] = unmapped
     return event
-
-
-def _classify(activity_id: int, activity_name: str) -> dict[str, Any]:
-    return common.classification(
-        class_uid=4001,
-        class_name="Network Activity",
-        category_uid=4,
-        category_name="Network Activity",
-        activity_id=activity_id,
-        activity_name=activity_name,
-        severity_id=1,
-    )
 
 
 def _number(record: dict[str, str], name: str) -> int | None:

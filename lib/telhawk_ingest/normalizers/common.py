@@ -83,6 +83,19 @@ def classification(
     }
 
 
+def network_activity(activity_id: int, activity_name: str) -> dict[str, Any]:
+    """The classification of an informational OCSF Network Activity (4001) event."""
+    return classification(
+        class_uid=4001,
+        class_name="Network Activity",
+        category_uid=4,
+        category_name="Network Activity",
+        activity_id=activity_id,
+        activity_name=activity_name,
+        severity_id=1,
+    )
+
+
 def status(status_id: int, detail: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"status_id": status_id, "status": STATUS_NAMES[status_id]}
     if detail:

@@ -199,15 +199,7 @@ def _network(
     status_id: int | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    event = common.classification(
-        class_uid=4001,
-        class_name="Network Activity",
-        category_uid=4,
-        category_name="Network Activity",
-        activity_id=activity_id,
-        activity_name=activity_name,
-        severity_id=1,
-    )
+    event = common.network_activity(activity_id, activity_name)
     if status_id is not None:
         event.update(common.status(status_id, detail))
     elif detail:

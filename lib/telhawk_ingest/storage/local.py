@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ..files import APPEND, private_dir, write_synced
 from .base import STORED, Item, Outcome, retry
 
 _UNSAFE = re.compile(r"[^a-z0-9_.-]")
@@ -45,7 +46,7 @@ class LocalBackend:
         day = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
         directory = self.data_dir / index_dir_name(index)
         if directory not in self._made:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(directory)
             with self._lock:
                 self._made.add(directory)
         return directory / f"{day}.ndjson"
@@ -60,16 +61,8 @@ class LocalBackend:
         except OSError as exc:
             return [retry(f"local storage: cannot create {self.data_dir}: {exc.strerror}")] * len(batch)
         for path, members in groups.items():
-            data = b"\n".join(lines[i] for i in members) + b"\n"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    written = os.write(fd, data)
-                    if written != len(data):
-                        raise OSError(28, "short write")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_synced(path, b"\n".join(lines[i] for i in members) + b"\n", APPEND)
             except OSError as exc:
                 failed = retry(f"local storage: cannot write {path.name}: {exc.strerror}", errno=exc.errno)
                 for i in members:

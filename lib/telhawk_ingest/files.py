@@ -1,0 +1,50 @@
+"""Durable, private files: the few system calls every on-disk promise here is built from.
+
+Here: creating private directories (0700 at every level we create), writing a whole buffer and
+fsync'ing it (new file or append), and fsync'ing a directory so renames and creations survive a
+power cut. Not here: what is written (dlq.py, storage/local.py, audit.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents with mode 0700 (mkdir's `parents` would use 0777)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another process made it first
+    return path
+
+
+def write_synced(path: Path, data: bytes, flags: int = NEW) -> None:
+    """Write all of `data` with one open, then fsync before returning. Files are created 0600."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
