@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 
 from telhawk_ingest.audit import AuditLog
@@ -108,3 +110,14 @@ def test_counters_cover_every_instance_on_the_volume_and_survive_a_restart(clien
     restarted = Service(settings_for(tmp_path))
     health = restarted.healthz()
     assert (health["stored"], health["failed"]) == (6, 1)
+
+
+def test_everything_on_the_dlq_volume_is_private_to_the_service(client):
+    client.hec(CISCO + SSHD_EVENT)
+    client.operator("GET", "/api/v1/dlq")
+    base = client.service.settings.dlq.base_path
+
+    paths = [base, *base.rglob("*")]
+    assert {p.relative_to(base).parts[0] for p in paths[1:]} >= {".state"}
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
