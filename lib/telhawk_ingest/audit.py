@@ -31,7 +31,10 @@ class AuditLog:
         self._path: Path | None = None
         self._pid = 0
 
-    def record(self, operator: str, action: str, count: int, params: Mapping[str, Any] | None = None) -> None:
+    def record(
+        self, operator: str | None, action: str, count: int, params: Mapping[str, Any] | None = None
+    ) -> None:
+        """One line: who (None when the credential was refused), what, and how many entries."""
         entry = {"time": rfc3339(), "operator": operator, "action": action, "count": count,
                  "params": dict(params or {})}
         line = orjson.dumps(entry) + b"\n"

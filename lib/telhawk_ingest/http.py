@@ -56,7 +56,13 @@ def handle_operator(
         if request.method != method:
             raise ApiError(405, f"{request.method} is not allowed here; use {method}")
         svc = service()
-        who = svc.operator(request.headers.get("Authorization"))
+        try:
+            who = svc.operator(request.headers.get("Authorization"))
+        except ApiError as err:
+            # Refused attempts are audited too: they are what an investigation looks for first.
+            svc.audit.record(None, "denied", 0, {"method": request.method, "path": request.path,
+                                                 "status": err.status})
+            raise
         return respond(Reply(200, call(who, request.args.to_dict())))
     except ApiError as err:
         return respond(Reply.api(err))

@@ -26,8 +26,12 @@ def test_dlq_calls_without_a_credential_get_401(client, method, path):
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq/purge")])
-def test_dlq_calls_with_a_hec_token_get_403(client, method, path):
+def test_dlq_calls_with_a_hec_token_get_403_and_the_attempt_is_audited(client, method, path):
     assert client.operator(method, path, token=HEC_TOKEN).status_code == 403
+    [entry] = audit(client)
+    assert entry["operator"] is None and entry["action"] == "denied"
+    assert entry["params"] == {"method": method, "path": path, "status": 403}
+    assert HEC_TOKEN not in str(entry)
 
 
 def test_an_unknown_operator_token_gets_401(client):
