@@ -66,6 +66,9 @@ class Envelope:
     payload: str
     attributes: dict[str, Any] = field(default_factory=dict)
     received_at: str = ""
+    # The payload's JSON value when the parser already decoded it, so normalizers need not decode
+    # it again; never serialized, and never set for envelopes read back from the DLQ.
+    decoded: Any = field(default=None, repr=False, compare=False)
 
     @property
     def index(self) -> str | None:

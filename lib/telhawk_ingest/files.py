@@ -17,11 +17,12 @@ APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 def private_dir(path: Path) -> Path:
     """Create `path` and any missing parents with mode 0700 (mkdir's `parents` would use 0777)."""
     missing = []
-    while not path.exists():
-        missing.append(path)
-        if path.parent == path:
+    level = path
+    while not level.exists():
+        missing.append(level)
+        if level.parent == level:
             break
-        path = path.parent
+        level = level.parent
     for directory in reversed(missing):
         try:
             directory.mkdir(mode=0o700)

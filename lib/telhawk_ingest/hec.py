@@ -283,12 +283,14 @@ class _EventBuilder:
             raise HecError(6, invalid_event_number=number, detail="each event must be a JSON object")
         event = obj.get("event", _MISSING)
         fmt: Format
+        decoded = None
         if type(event) is str:
             if not event or event.isspace():
                 raise HecError(13, invalid_event_number=number)
             fmt, payload = "raw", event
         elif type(event) is dict:
             fmt, payload = "json", orjson.dumps(event).decode()
+            decoded = event
         elif event is _MISSING:
             if _is_envelope(obj):
                 return self._replayed(number, obj)
@@ -330,6 +332,7 @@ class _EventBuilder:
             payload=payload,
             attributes=attributes,
             received_at=self.received_at,
+            decoded=decoded,
         )
 
 

@@ -174,3 +174,13 @@ def test_a_dlq_at_its_file_limit_refuses_to_write(tmp_path):
     dlq.stats()  # refreshes the pending count
     with pytest.raises(DLQUnavailable, match="max_pending_files=2"):
         dlq.write(record(3))
+
+
+def test_private_dir_creates_every_missing_level_0700_and_returns_the_path(tmp_path):
+    from telhawk_ingest.files import private_dir
+
+    made = private_dir(tmp_path / "a" / "b" / "c")
+
+    assert made == tmp_path / "a" / "b" / "c" and made.is_dir()
+    for level in (tmp_path / "a", tmp_path / "a" / "b", made):
+        assert stat.S_IMODE(level.stat().st_mode) == 0o700

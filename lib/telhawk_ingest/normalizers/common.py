@@ -35,6 +35,13 @@ def parse_json(payload: str) -> Any:
         raise NormalizationError(f"payload is not valid JSON: {exc}") from exc
 
 
+def payload_value(envelope: Envelope) -> Any:
+    """The payload's JSON value: the one the HEC parser decoded, else decoded here."""
+    if envelope.decoded is not None:
+        return envelope.decoded
+    return parse_json(envelope.payload)
+
+
 def event_line(envelope: Envelope) -> tuple[str, dict[str, Any]]:
     """The log line an envelope carries, and any other fields that came with it.
 
@@ -44,7 +51,7 @@ def event_line(envelope: Envelope) -> tuple[str, dict[str, Any]]:
     """
     if envelope.format != "json":
         return envelope.payload.rstrip("\r\n"), {}
-    value = parse_json(envelope.payload)
+    value = payload_value(envelope)
     if isinstance(value, str):
         return value.rstrip("\r\n"), {}
     if isinstance(value, dict):

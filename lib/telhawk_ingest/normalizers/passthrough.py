@@ -11,12 +11,12 @@ from typing import Any
 
 from telhawk_ingest.envelope import Envelope
 from telhawk_ingest.errors import NormalizationError
-from telhawk_ingest.normalizers.common import parse_json
+from telhawk_ingest.normalizers.common import payload_value
 
 
 def ocsf_passthrough(envelope: Envelope) -> dict[str, Any]:
     """The payload's JSON object, unchanged; raw lines must hold JSON text too."""
-    event = parse_json(envelope.payload)
+    event = payload_value(envelope)
     if not isinstance(event, dict):
         raise NormalizationError(f"OCSF event must be a JSON object, got {_json_type(event)}")
     return event
