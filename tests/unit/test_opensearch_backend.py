@@ -240,6 +240,18 @@ def test_connection_refused_retries_every_event_and_says_why():
     assert outcomes[0].details == {"error_type": "ConnectError"}
 
 
+def test_an_unreachable_node_costs_one_timeout_per_try_not_two():
+    unreachable = refusing(httpx.ConnectTimeout, "timed out")
+    server = FakeOpenSearch(bulk=unreachable, template=unreachable)
+    backend = make_backend(server)
+
+    outcomes = backend.store(batch(2))
+
+    assert [o.status for o in outcomes] == [Status.RETRY, Status.RETRY]
+    assert outcomes[0].error == "transport error: ConnectTimeout: timed out"
+    assert server.bulk_requests() == [] and len(server.template_requests()) == 1
+
+
 @pytest.mark.parametrize(
     "exc", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError]
 )
@@ -489,14 +501,15 @@ def test_a_template_that_could_not_be_sent_does_not_cost_events_and_is_tried_aga
     server = FakeOpenSearch(template=flaky_template)
     backend = make_backend(server)
 
-    assert backend.store(batch(2)) == [STORED, STORED]
+    first = backend.store(batch(2))
+    assert [o.status for o in first] == [Status.RETRY, Status.RETRY]  # retried, not lost
     assert backend.template_installed is False
     backend.store(batch(1))
     backend.store(batch(1))
 
     assert len(server.template_requests()) == 2
     assert backend.template_installed is True
-    assert len(server.bulk_requests()) == 3
+    assert len(server.bulk_requests()) == 2
 
 
 def test_a_template_the_cluster_refuses_is_not_asked_for_again_and_events_are_still_stored():

@@ -412,6 +412,8 @@ class OpenSearchBackend:
         self._template_lock = threading.Lock()
         self._template_settled = False
         self.template_installed = False
+        # (error type, text) of the last template PUT that could not reach the node at all.
+        self._unreachable: tuple[str, str] | None = None
 
     def index_name(self, item: Item) -> str:
         return index_name(self.prefix, item)
@@ -420,7 +422,11 @@ class OpenSearchBackend:
         """One `_bulk` request for the batch; one Outcome per item, in order (module docstring)."""
         if not batch:
             return []
-        self.ensure_template()
+        if not self.ensure_template() and self._unreachable is not None:
+            # The node did not answer the template PUT: a bulk now would only wait out a second
+            # timeout before failing the same way.
+            error_type, text = self._unreachable
+            return [retry(f"transport error: {text}", error_type=error_type)] * len(batch)
         # Each event becomes its NDJSON pair, or its outcome when it cannot be encoded at all.
         prepared: list[bytes | Outcome] = []
         for item in batch:
@@ -477,6 +483,7 @@ class OpenSearchBackend:
             # included, would get these mappings.
             log.warning("storage.index_prefix is empty: not installing the OCSF index template")
             return True
+        self._unreachable = None
         try:
             response = self._http().put(
                 f"/_index_template/{self.template_name}",
@@ -484,6 +491,8 @@ class OpenSearchBackend:
                 headers={"Content-Type": "application/json"},
             )
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TransportError):
+                self._unreachable = (type(exc).__name__, _exception_text(exc))
             log.warning(
                 "opensearch index template %s not installed (%s); will try again",
                 self.template_name,
