@@ -1,0 +1,94 @@
+"""`python -m bench [BENCH ...]`: run the benchmarks and print their figures.
+
+Benches, in the order they run (default: all):
+  ingest    sweep of emulator workers/threads and connections, then 100-event batches (OCSF and
+            sshd) against the floor handler, in the README default and the best configuration
+  single    single-event requests: requests/s and latency
+  dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
+  overhead  DLQ enabled vs disabled on the success path, alternated A/B
+  backlog   healthz and list_dlq with 100,000 pending DLQ files
+Figures are printed, never judged pass/fail on time; the last table compares them to targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+
+from . import backlog, dlqwrite, ingest, overhead
+from .common import Context, say, summary
+from .load import choose_engine
+from .server import config_name
+
+
+def _ingest(ctx: Context) -> None:
+    if ctx.sweep:
+        ingest.sweep(ctx)
+    ingest.batch(ctx)
+
+
+BENCHES = {
+    "ingest": _ingest,
+    "single": ingest.single,
+    "dlq": dlqwrite.run,
+    "overhead": overhead.run,
+    "backlog": backlog.run,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benches", nargs="*", metavar="BENCH", help=f"any of {', '.join(BENCHES)}")
+    parser.add_argument("--engine", choices=["auto", "wrk", "python"], default="auto",
+                        help="load generator: wrk when installed (auto), or the Python client")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer configurations")
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false",
+                        help="skip the workers/threads sweep (measure the README default only)")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="client connections for batch load when no sweep picks them")
+    args = parser.parse_args(argv)
+    unknown = [b for b in args.benches if b not in BENCHES]
+    if unknown:
+        parser.error(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = args.benches or list(BENCHES)
+    ctx = Context(engine=choose_engine(args.engine), seconds=args.seconds, warmup=args.warmup,
+                  quick=args.quick, sweep=args.sweep, connections=args.connections)
+    if args.quick:
+        ctx.seconds = min(ctx.seconds, 2.0)
+        ctx.warmup = min(ctx.warmup, 0.5)
+    started = datetime.now(UTC)
+    say(f"bench {started:%Y-%m-%d %H:%M} UTC: {', '.join(selected)}; {os.cpu_count()} CPUs "
+        f"({platform.machine()}), Python {platform.python_version()}, load engine {ctx.engine}, "
+        f"server and client on the same machine")
+    try:
+        for name in selected:
+            say()
+            began = time.monotonic()
+            BENCHES[name](ctx)
+            say(f"  ({name}: {time.monotonic() - began:.0f} s)")
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        ctx.pool.close()
+    say()
+    say(f"summary ({time.monotonic() - ctx.started:.0f} s; README default {config_name(*ctx.default)}"
+        + (f"; best {config_name(*ctx.best[:2])} c={ctx.best[2]}" if ctx.best else "") + "):")
+    say(summary(ctx.figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
