@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import pytest
 
 from telhawk_ingest.config import Settings
 from telhawk_ingest.envelope import Envelope, new_id, rfc3339
-from telhawk_ingest.service import Service
+from telhawk_ingest.service import IngestResult, Service
 from telhawk_ingest.storage.opensearch import OpenSearchBackend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,20 @@ def launcher_problem() -> str | None:
     if not built and shutil.which("mvn") is None:
         return "mvn is not on PATH and local/opensearch is not built yet"
     return None
+
+
+def ingest_at_once(service: Service, batches: list[list[Envelope]], timeout: float) -> list[IngestResult]:
+    """Ingest every batch from its own thread, all released together: concurrent first requests."""
+    results: list[IngestResult] = []
+    start = threading.Barrier(len(batches))
+
+    def send(batch: list[Envelope]) -> None:
+        start.wait(timeout=10)
+        results.append(service.ingest(batch))
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return results

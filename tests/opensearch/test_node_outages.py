@@ -20,6 +20,7 @@ from tests.opensearch.conftest import (
     LocalNode,
     dlq_records,
     envelope_of,
+    ingest_at_once,
     launcher_problem,
     node_missing,
     ocsf_event,
@@ -128,18 +129,7 @@ def test_an_overflowing_write_queue_is_retried_item_by_item_until_every_event_is
     # Each bulk spans four indices (four shards), so it alone is more than the pool takes at once.
     batches = [[envelope_of(ocsf_event(message=f"event {k}"), index=f"shard{k % 4}") for k in range(40)]
                for _ in range(4)]
-    results = []
-    start = threading.Barrier(len(batches))
-
-    def send(batch: list) -> None:
-        start.wait(timeout=10)
-        results.append(service.ingest(batch))
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    results = ingest_at_once(service, batches, timeout=120)
 
     rejected = [o for o in recording.outcomes if o.details.get("status") == 429]
     assert rejected, "the node never answered 429; the test did not overload it"

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 
 import httpx
 import pytest
 
 from telhawk_ingest.hec import HecRequest
-from tests.opensearch.conftest import HEC_TOKEN, count, dlq_records, envelope_of, ocsf_event, search_ids
+from tests.opensearch.conftest import (
+    HEC_TOKEN,
+    count,
+    dlq_records,
+    envelope_of,
+    ingest_at_once,
+    ocsf_event,
+    search_ids,
+)
 
 pytestmark = pytest.mark.opensearch
 
@@ -186,18 +193,7 @@ def test_concurrent_first_batches_all_find_the_template_in_place(
         opensearch, opensearch_url, index_prefix, make_service):
     service = make_service(opensearch_url, index_prefix)
     batches = [[envelope_of(copy.deepcopy(e)) for e in fixture_events(10)] for _ in range(4)]
-    results = []
-    start = threading.Barrier(len(batches))
-
-    def send(batch: list) -> None:
-        start.wait(timeout=10)
-        results.append(service.ingest(batch))
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = ingest_at_once(service, batches, timeout=60)
 
     assert [r.stored for r in results] == [10, 10, 10, 10]
     index = f"{index_prefix}main-{DAY}"
