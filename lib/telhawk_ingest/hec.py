@@ -22,6 +22,7 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   keys keep their order and values their meaning, but insignificant whitespace and escape
   spellings are normalized, and integers beyond 64 bits arrive as floats. Cutting the
   original bytes out of the request would need a second, Python-level scan of every body.
+  The text is serialized only when first read (see Envelope): a stored event never needs it.
 - `fields` must be a flat object: values are scalars or arrays of scalars (Splunk's
   multi-value indexed fields). A nested object or array answers code 15, as Splunk does.
 - `host`, `source`, `sourcetype` and `index` must be strings when given; `null` or `""`
@@ -283,14 +284,15 @@ class _EventBuilder:
             raise HecError(6, invalid_event_number=number, detail="each event must be a JSON object")
         event = obj.get("event", _MISSING)
         fmt: Format
+        payload: str | None
         decoded = None
         if type(event) is str:
             if not event or event.isspace():
                 raise HecError(13, invalid_event_number=number)
             fmt, payload = "raw", event
         elif type(event) is dict:
-            fmt, payload = "json", orjson.dumps(event).decode()
-            decoded = event
+            # The envelope serializes the text only if something reads it (a DLQ record).
+            fmt, payload, decoded = "json", None, event
         elif event is _MISSING:
             if _is_envelope(obj):
                 return self._replayed(number, obj)

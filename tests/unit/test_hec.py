@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from telhawk_ingest.config import HecToken
+from telhawk_ingest.envelope import Envelope
 from telhawk_ingest.errors import HecError
 from telhawk_ingest.hec import (
     HecRequest,
@@ -154,6 +155,25 @@ def test_a_single_object_becomes_one_json_envelope_with_all_its_metadata():
 def test_an_object_payload_keeps_key_order_and_values():
     [envelope] = ingest(b'{"event": {"z": 1, "a": [1, 2.5, "x"], "m": {"k": null}}}')
     assert envelope.payload == '{"z":1,"a":[1,2.5,"x"],"m":{"k":null}}'
+
+
+def test_an_object_payload_is_serialized_from_the_decoded_event_only_when_read():
+    [envelope] = ingest(b'{"event": {"b": "\\u00e9", "a": 1}}')
+    assert envelope._payload is None  # a stored event never needs its text
+    assert envelope.decoded == {"b": "\u00e9", "a": 1}
+    assert envelope.to_dict()["payload"] == '{"b":"\u00e9","a":1}'
+    assert envelope.payload is envelope.payload  # serialized once, then kept
+
+
+def test_an_envelope_from_text_or_from_a_decoded_value_is_the_same_envelope():
+    common = {"id": "1", "source": "s", "source_type": "ocsf", "format": "json", "received_at": "r"}
+    lazy = Envelope(**common, payload=None, decoded={"k": [1, None]})
+    eager = Envelope(**common, payload='{"k":[1,null]}')
+    assert lazy == eager
+    assert repr(lazy) == repr(eager)
+    assert Envelope.from_dict(lazy.to_dict()) == eager
+    with pytest.raises(ValueError, match="payload"):
+        Envelope(**common, payload=None)
 
 
 def test_a_string_event_is_raw_and_its_payload_is_the_string_itself():

@@ -36,7 +36,12 @@ def parse_json(payload: str) -> Any:
 
 
 def payload_value(envelope: Envelope) -> Any:
-    """The payload's JSON value: the one the HEC parser decoded, else decoded here."""
+    """The payload's JSON value: the one the HEC parser decoded, else decoded here.
+
+    Read-only: until something reads `envelope.payload`, the text is serialized from this very
+    value, so a normalizer that changed it would change the payload a DLQ record keeps. Copy
+    what you need to modify.
+    """
     if envelope.decoded is not None:
         return envelope.decoded
     return parse_json(envelope.payload)
