@@ -1,7 +1,7 @@
 """Durable, private files: the few system calls every on-disk promise here is built from.
 
-Here: creating private directories (0700 at every level we create), writing a whole buffer and
-fsync'ing it (new file or append), and fsync'ing a directory so renames and creations survive a
+Here: creating private directories (0700 at every level we create), writing a whole buffer (and
+fsync'ing it, new file or append), and fsync'ing a directory so renames and creations survive a
 power cut. Not here: what is written (dlq.py, storage/local.py, audit.py).
 """
 
@@ -31,13 +31,18 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`; a short write (a signal, a pipe) continues where it stopped."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_synced(path: Path, data: bytes, flags: int = NEW) -> None:
     """Write all of `data` with one open, then fsync before returning. Files are created 0600."""
     fd = os.open(path, flags, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
