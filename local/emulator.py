@@ -435,9 +435,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
-    parser.add_argument("--workers", type=_positive, default=2, help="processes (default %(default)s)")
+    # 4 x 2 rather than 2 x 4: batch ingest is CPU-bound Python, so threads of one process mostly
+    # wait for its GIL; more processes gave 10-17 % more batch throughput on 2 cores (README).
+    parser.add_argument("--workers", type=_positive, default=4, help="processes (default %(default)s)")
     parser.add_argument(
-        "--threads", type=_positive, default=4, help="threads per process (default %(default)s)"
+        "--threads", type=_positive, default=2, help="threads per process (default %(default)s)"
     )
     parser.add_argument(
         "--timeout", type=_positive, default=60, help="seconds before a stuck worker is restarted"
