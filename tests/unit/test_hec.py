@@ -361,3 +361,22 @@ def test_request_headers_are_matched_case_insensitively():
     req = request(headers={"Content-ENCODING": "gzip", "authorization": "Splunk x"})
     assert req.header("content-encoding") == "gzip"
     assert req.header("Authorization") == "Splunk x"
+
+
+def test_a_batch_with_one_object_per_line_is_split_by_lines():
+    lines = [orjson.dumps({"event": {"n": i, "s": "} {\n"}}) for i in range(3)]
+    body = b"\r\n".join(lines) + b"\n  \n\t\r\n"
+    assert [e.decoded for e in ingest(body)] == [{"n": i, "s": "} {\n"} for i in range(3)]
+
+
+def test_a_line_of_whitespace_json_does_not_allow_is_still_malformed():
+    with pytest.raises(HecError) as caught:
+        ingest(b'{"event": "a"}\n\x0c\n{"event": "b"}')
+    assert caught.value.code == 6
+
+
+def test_an_object_over_several_lines_after_one_line_objects_is_still_split_exactly():
+    body = b'{"event": "a"}\n{"event":\n  {"b": 1}\n}\n{"event": "c"}'
+    assert [e.payload for e in ingest(body)] == ["a", '{"b":1}', "c"]
+    pretty = b'{\n "event": "a"\n}\n{\n "event": "b"\n}'
+    assert [e.payload for e in ingest(pretty)] == ["a", "b"]
