@@ -191,6 +191,27 @@ def test_a_malformed_profiles_list_is_reported_by_the_schema() -> None:
     assert str(schema_error(event)) == "metadata.profiles[1]: 3 is not of type 'string'"
 
 
+def test_an_unhashable_profiles_entry_is_reported_by_the_schema_too() -> None:
+    event = minimal_logon()
+    event["metadata"]["profiles"] = ["host", {"name": "cloud"}]
+    assert str(schema_error(event)).startswith("metadata.profiles[1]: ")
+
+
+def test_a_declared_profiles_list_is_resolved_once_and_case_insensitively() -> None:
+    validator = OcsfValidator(max_cached=4)
+    event = load("ocsf_authentication.json")
+    shouted = copy.deepcopy(event)
+    shouted["metadata"]["profiles"] = [p.upper() for p in event["metadata"]["profiles"]]
+    for _ in range(2):
+        validator.validate(event)
+        validator.validate(shouted)
+    assert len(validator._profiles) == 2
+    assert list(validator.build_times()) == [(3002, ("datetime", "host"))]
+    without = copy.deepcopy(event)
+    without["metadata"]["profiles"] = ["datetime"]
+    assert "'host' profile" in str(schema_error(without, validator))
+
+
 # --- the validator cache --------------------------------------------------------------------------
 
 
