@@ -62,9 +62,9 @@ class RetryPolicy:
         return [self.delay(n) for n in range(1, self.max_retries + 1)]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Final:
-    """What finally happened to one item, after every try."""
+    """What finally happened to one item, after every try (shared between items alike)."""
 
     outcome: Outcome
     attempts: int
@@ -98,18 +98,22 @@ def store_with_retries(
     `on_retry(count, wait)` is called before each wait with the number of items being retried.
     """
     finals: list[Final | None] = [None] * len(items)
-    attempts = [0] * len(items)
     todo = list(range(len(items)))
+    tries = 0
 
     def attempt() -> _Round:
-        nonlocal todo
-        outcomes = backend.store([items[i] for i in todo])
+        nonlocal todo, tries
+        tries += 1  # an item in this try has been in every try so far
+        outcomes = backend.store([items[i] for i in todo] if tries > 1 else items)
         if len(outcomes) != len(todo):  # a backend bug must not lose events: retry them all
             outcomes = [Outcome(Status.RETRY, "storage returned a wrong number of results")] * len(todo)
         rnd = _Round()
+        final = None
         for i, outcome in zip(todo, outcomes, strict=True):
-            attempts[i] += 1
-            finals[i] = Final(outcome, attempts[i])
+            # Backends repeat one Outcome object (STORED) for most items: share its Final too.
+            if final is None or final.outcome is not outcome:
+                final = Final(outcome, tries)
+            finals[i] = final
             if outcome.status is Status.RETRY:
                 rnd.pending.append(i)
                 if outcome.retry_after is not None:
@@ -123,7 +127,21 @@ def store_with_retries(
         if on_retry:
             on_retry(len(details["value"].pending), details["wait"])
 
-    if items:
+    if not items:
+        return []
+    # The first try needs no retry machinery, and usually no retry: building backoff's wrapper
+    # for every batch cost more than the bookkeeping of a hundred items.
+    first: _Round | None = attempt()
+    if first.pending:
+
+        def next_try() -> _Round:
+            # backoff makes its first call at once: hand it the try already made.
+            nonlocal first
+            if first is not None:
+                done, first = first, None
+                return done
+            return attempt()
+
         retrying = backoff.on_predicate(
             _waits,
             predicate=lambda rnd: bool(rnd.pending),
@@ -132,6 +150,6 @@ def store_with_retries(
             on_backoff=backing_off,
             logger=None,
             policy=policy,
-        )(attempt)
+        )(next_try)
         retrying()
     return [f for f in finals if f is not None]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 
+import backoff
 import pytest
 
 from telhawk_ingest.retry import RetryPolicy, store_with_retries
@@ -107,3 +108,23 @@ def test_a_backend_answering_the_wrong_number_of_results_loses_nothing(waits):
 
     assert len(backend.calls) == 2  # both retried, then stored
     assert all(f.outcome.stored for f in finals)
+
+
+def test_a_batch_stored_at_the_first_try_never_enters_the_backoff_machinery(monkeypatch):
+    def unexpected(*args, **kwargs):
+        raise AssertionError("backoff used without anything to retry")
+
+    monkeypatch.setattr(backoff, "on_predicate", unexpected)
+    finals = store_with_retries(ScriptedBackend(), [item(1), item(2)], POLICY)
+    assert [(f.outcome.status, f.attempts) for f in finals] == [(Status.STORED, 1)] * 2
+
+
+def test_attempts_count_the_tries_each_item_was_in(waits):
+    backend = ScriptedBackend(
+        lambda batch: [retry("503"), permanent("400"), retry("503")],
+        lambda batch: [retry("503"), STORED],
+    )
+    finals = store_with_retries(backend, [item(1), item(2), item(3)], POLICY)
+    assert [(f.outcome.status, f.attempts) for f in finals] == [
+        (Status.STORED, 3), (Status.PERMANENT, 1), (Status.STORED, 2),
+    ]
