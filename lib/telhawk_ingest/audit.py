@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .envelope import rfc3339
-from .files import APPEND, private_dir, write_synced
+from .files import append_synced, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class AuditLog:
                     private_dir(self.directory)
                     name = f"{socket.gethostname()}-{self._pid}-{uuid.uuid4().hex[:8]}.log"
                     self._path = self.directory / name
-                write_synced(self._path, line, APPEND)
+                append_synced(self._path, line)
             except OSError as exc:
                 # The call itself has happened; say so loudly rather than fail it after the fact.
                 log.error("audit log not writable (%s): %s", exc, line.decode())

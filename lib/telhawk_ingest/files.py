@@ -27,8 +27,26 @@ def private_dir(path: Path) -> Path:
         try:
             directory.mkdir(mode=0o700)
         except FileExistsError:
-            pass  # another process made it first
+            continue  # another process made it first
+        # A new directory's own entry is durable only once its parent is fsync'd.
+        fsync_dir(directory.parent)
     return path
+
+
+def open_append(path: Path) -> int:
+    """An O_APPEND descriptor; when this call creates the file, its directory entry is fsync'd
+    too, since fsync'ing the file alone does not keep a new file's name through a power cut."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND, 0o600)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, APPEND, 0o600)
+    try:
+        fsync_dir(path.parent)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -38,9 +56,20 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_synced(path: Path, data: bytes, flags: int = NEW) -> None:
-    """Write all of `data` with one open, then fsync before returning. Files are created 0600."""
-    fd = os.open(path, flags, 0o600)
+def write_synced(path: Path, data: bytes) -> None:
+    """Create `path` (0600; it must not exist), write all of `data`, fsync. The caller makes the
+    name durable, usually by renaming it into place and fsync'ing the directory."""
+    fd = os.open(path, NEW, 0o600)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_synced(path: Path, data: bytes) -> None:
+    """Append all of `data` in one write and fsync it, creating the file durably if needed."""
+    fd = open_append(path)
     try:
         write_all(fd, data)
         os.fsync(fd)

@@ -88,6 +88,7 @@ class FailFirstFsync:
 
 
 def test_a_failed_fsync_fails_every_write_it_may_have_covered(tmp_path, monkeypatch):
+    (tmp_path / "f.ndjson").touch()  # an existing file: the only fsyncs are the appends' own
     fsync = FailFirstFsync()
     monkeypatch.setattr(local.os, "fsync", fsync)
     file = AppendFile(tmp_path / "f.ndjson")
@@ -172,3 +173,21 @@ def test_open_files_are_bounded_and_an_evicted_file_is_reopened(tmp_path, monkey
     assert sorted(doc["_id"] for doc in backend.documents()) == ["id-20000", "id-20001", "id-20002", "id-4"]
     backend.close()
     assert backend._files == {}
+
+
+def test_a_new_day_file_and_its_folders_are_made_durable_by_fsyncing_their_parents(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local.os, "fsync", recording_fsync)
+    LocalBackend(tmp_path / "data").store([item(1)])
+
+    day_file = next((tmp_path / "data").rglob("*.ndjson"))
+    assert str(tmp_path) in synced  # made data/
+    assert str(tmp_path / "data") in synced  # made data/<index>/
+    assert str(day_file.parent) in synced  # created the day file
+    assert str(day_file) in synced

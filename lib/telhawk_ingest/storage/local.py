@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from ..files import APPEND, private_dir, write_all
+from ..files import open_append, private_dir, write_all
 from .base import STORED, Item, Outcome, retry
 
 _UNSAFE = re.compile(r"[^a-z0-9_.-]")
@@ -77,7 +77,7 @@ class AppendFile:
             if self._closed:
                 raise _Closed
             if self._fd < 0:
-                self._fd = os.open(self.path, APPEND, 0o600)
+                self._fd = open_append(self.path)
             write_all(self._fd, data)
             self._written += 1
             mine = self._written
@@ -180,7 +180,7 @@ class LocalBackend:
             try:
                 file = self._file(key)
             except OSError as exc:
-                return retry(f"local storage: cannot create {self.data_dir}: {exc.strerror}")
+                return retry(f"local storage: cannot create {self.data_dir}: {exc.strerror}", errno=exc.errno)
             try:
                 file.append(data)
             except _Closed:
