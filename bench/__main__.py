@@ -1,12 +1,14 @@
 """`python -m bench [BENCH ...]`: run the benchmarks and print their figures.
 
-Benches, in the order they run (default: all):
+Benches, in the order they run (default: all but opensearch):
   ingest    sweep of emulator workers/threads and connections, then 100-event batches (OCSF and
             sshd) against the floor handler, in the README default and the best configuration
   single    single-event requests: requests/s and latency
   dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
+  opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
+            and the _bulk request size (needs Java; not in the default set, about 2 minutes)
 Figures are printed, never judged pass/fail on time; the last table compares them to targets.
 """
 
@@ -19,7 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import backlog, dlqwrite, ingest, overhead
+from . import backlog, dlqwrite, ingest, opensearch, overhead
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -37,7 +39,9 @@ BENCHES = {
     "dlq": dlqwrite.run,
     "overhead": overhead.run,
     "backlog": backlog.run,
+    "opensearch": opensearch.run,
 }
+DEFAULT = [name for name in BENCHES if name != "opensearch"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = args.benches or list(BENCHES)
+    selected = args.benches or DEFAULT
     ctx = Context(engine=choose_engine(args.engine), seconds=args.seconds, warmup=args.warmup,
                   quick=args.quick, sweep=args.sweep, connections=args.connections)
     if args.quick:

@@ -29,8 +29,8 @@ MAX_SINGLE_REQUESTS = 2_000_000
 WARMUP_S = 1.0
 
 
-def _load(ctx: Context, server: Server, path: str, bodies: list[bytes], connections: int,
-          seconds: float | None = None, cap: int = MAX_BATCH_REQUESTS) -> LoadResult:
+def measure(ctx: Context, server: Server, path: str, bodies: list[bytes], connections: int,
+            seconds: float | None = None, cap: int = MAX_BATCH_REQUESTS) -> LoadResult:
     """One measured run; the first run of a (path, body) on a server is preceded by a warm-up."""
     key = (path, bodies[0][:64], len(bodies[0]))
     warmup = 0.0 if key in server.warmed else max(ctx.warmup, WARMUP_S)
@@ -65,7 +65,7 @@ def sweep(ctx: Context) -> None:
     for _ in range(rounds):
         for cfg, server in servers.items():
             for connections in SWEEP_CONNECTIONS:
-                result = _load(ctx, server, HEC_PATH, bodies, connections, seconds)
+                result = measure(ctx, server, HEC_PATH, bodies, connections, seconds)
                 rate = result.rps * BATCH if not result.failed else 0.0
                 rates.setdefault((*cfg, connections), []).append(rate)
     for cfg, server in servers.items():
@@ -97,8 +97,8 @@ def batch(ctx: Context) -> None:
         for cfg, server in servers.items():
             for kind in events.KINDS:
                 before = _dead_lettered(server)
-                real = _load(ctx, server, HEC_PATH, kinds[kind], connections, seconds)
-                floor = _load(ctx, server, FLOOR_PATH, kinds[kind], connections, seconds)
+                real = measure(ctx, server, HEC_PATH, kinds[kind], connections, seconds)
+                floor = measure(ctx, server, FLOOR_PATH, kinds[kind], connections, seconds)
                 lost = _dead_lettered(server) - before
                 if lost:
                     say(f"    ! {lost} events were dead-lettered: the load is not the success path")
@@ -144,8 +144,8 @@ def single(ctx: Context) -> None:
     say(f"single: one OCSF event (~{len(bodies[0]):,} B) per request, {ctx.seconds:g} s per run")
     for cfg, server in zip(ctx.configs(), ctx.pool.get_many(ctx.configs()), strict=True):
         label = _role(ctx, cfg)
-        busy = _load(ctx, server, HEC_PATH, bodies, loaded, cap=MAX_SINGLE_REQUESTS)
-        calm = _load(ctx, server, HEC_PATH, bodies, 1, cap=MAX_SINGLE_REQUESTS)
+        busy = measure(ctx, server, HEC_PATH, bodies, loaded, cap=MAX_SINGLE_REQUESTS)
+        calm = measure(ctx, server, HEC_PATH, bodies, 1, cap=MAX_SINGLE_REQUESTS)
         say(f"  {label:<26} c={loaded}: {fmt_int(busy.rps)} req/s, p50 {fmt_ms(busy.p50_ms)}, "
             f"p99 {fmt_ms(busy.p99_ms)}   c=1: {fmt_int(calm.rps)} req/s, p50 {fmt_ms(calm.p50_ms)}, "
             f"p99 {fmt_ms(calm.p99_ms)}")

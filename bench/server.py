@@ -28,10 +28,20 @@ HOST = "127.0.0.1"
 HEC_TOKEN = "bench-hec-0000-4000-8000-000000000042"
 OPERATOR_TOKEN = "bench-operator-token-0123456789abcdef"
 FLOOR_PATH = "/bench/floor"
-DEFAULT_WORKERS, DEFAULT_THREADS = 2, 4  # local/emulator.py's defaults, which `make run` uses
 START_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 15.0
 _SCRUBBED = ("INGEST_", "CORE_", "FUNCTION_")
+
+
+def _emulator_defaults() -> tuple[int, int]:
+    """(workers, threads) that `python -m local` (and so `make run`) uses when not told."""
+    from local.emulator import parse_args
+
+    args = parse_args([])
+    return args.workers, args.threads
+
+
+DEFAULT_WORKERS, DEFAULT_THREADS = _emulator_defaults()
 
 
 def free_port() -> int:
