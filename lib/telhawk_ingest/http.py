@@ -52,9 +52,8 @@ def handle_operator(
     request: flask.Request, method: str, call: Callable[[Operator, dict[str, str]], dict[str, Any]]
 ) -> flask.Response:
     """Check the method and the operator credential, then run an operator call."""
-    try:
-        if request.method != method:
-            raise ApiError(405, f"{request.method} is not allowed here; use {method}")
+
+    def run() -> dict[str, Any]:
         svc = service()
         try:
             who = svc.operator(request.headers.get("Authorization"))
@@ -63,20 +62,23 @@ def handle_operator(
             svc.audit.record(None, "denied", 0, {"method": request.method, "path": request.path,
                                                  "status": err.status})
             raise
-        return respond(Reply(200, call(who, request.args.to_dict())))
-    except ApiError as err:
-        return respond(Reply.api(err))
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return respond(Reply.api(ApiError(500, "internal error; see the service log")))
+        return call(who, request.args.to_dict())
+
+    return _answer(request, (method,), run)
 
 
 def handle_public(request: flask.Request, call: Callable[[], dict[str, Any]]) -> flask.Response:
     """A GET endpoint without credentials (healthz)."""
+    return _answer(request, ("GET", "HEAD"), call)
+
+
+def _answer(request: flask.Request, methods: tuple[str, ...], run: Callable[[], dict[str, Any]]
+            ) -> flask.Response:
+    """A JSON answer from `run`, or the operator-shaped error: 405, its ApiError, or a logged 500."""
     try:
-        if request.method not in ("GET", "HEAD"):
-            raise ApiError(405, f"{request.method} is not allowed here; use GET")
-        return respond(Reply(200, call()))
+        if request.method not in methods:
+            raise ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")
+        return respond(Reply(200, run()))
     except ApiError as err:
         return respond(Reply.api(err))
     except Exception:
