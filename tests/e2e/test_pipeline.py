@@ -115,8 +115,7 @@ def test_dlq_disabled_and_storage_down_answers_503_code_9_and_writes_nothing(sta
         answer = post(emu, sshd(1))
 
     assert answer.status_code == 503
-    assert answer.json() == {"text": "Server is busy", "code": 9, **{k: v for k, v in answer.json().items()
-                                                                   if k == "detail"}}
+    assert (answer.json()["text"], answer.json()["code"]) == ("Server is busy", 9)
     assert int(answer.headers["Retry-After"]) > 0
     assert dlq_files(emu) == []
 
@@ -144,8 +143,8 @@ def test_storage_killed_mid_stream_leaves_every_event_stored_or_dead_lettered(st
     assert answers == [200] * 40
     stored = [doc["src_endpoint"]["port"] for doc in storage.docs.values()]
     records = dlq_files(emu)
-    dead = [int(re.search(r"port (\d+)", json.loads(r["envelope"]["payload"]) if r["envelope"]["payload"]
-                          .startswith('"') else r["envelope"]["payload"]).group(1)) for r in records]
+    # A string event's payload is the line itself.
+    dead = [int(re.search(r"port (\d+)", r["envelope"]["payload"]).group(1)) for r in records]
     assert sorted(stored + dead) == list(range(10_000, 10_400))
     assert records, "the storage died, so some events must have been dead-lettered"
     assert all(r["reason"] == "storage_failed" and r["attempts"] == 4 for r in records)

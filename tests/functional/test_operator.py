@@ -59,7 +59,8 @@ def test_purge_empties_the_dlq_says_how_many_and_is_audited(client):
 
     assert answer.get_json() == {"status": "purged", "purged": 3}
     assert client.dlq_records() == []
-    assert audit(client)[-1] == {**audit(client)[-1], "operator": "ops", "action": "purge_dlq", "count": 3}
+    entry = audit(client)[-1]
+    assert (entry["operator"], entry["action"], entry["count"]) == ("ops", "purge_dlq", 3)
 
 
 def test_list_with_a_bad_limit_gets_400(client):
