@@ -57,7 +57,8 @@ def parse_time(value: str | float | int) -> float:
 
 
 class Envelope:
-    """One event as received. `payload` is the event exactly as sent, as text; never re-encoded.
+    """One event as received; `payload` is its text (SPEC §4): a raw line or string as sent, an
+    object as compact JSON.
 
     A JSON object event may be built from its decoded value alone (`payload=None`): its text is
     then serialized from `decoded` on first read of `payload`. Most events are stored and never
@@ -103,13 +104,6 @@ class Envelope:
     def payload(self, value: str) -> None:
         self._payload = value
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Envelope):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
-
     def __repr__(self) -> str:
         return (
             f"Envelope(id={self.id!r}, source={self.source!r}, source_type={self.source_type!r}, "
@@ -136,15 +130,3 @@ class Envelope:
             "attributes": self.attributes,
             "received_at": self.received_at,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Envelope:
-        return cls(
-            id=str(data["id"]),
-            source=str(data.get("source") or ""),
-            source_type=str(data.get("source_type") or ""),
-            format=data.get("format") or "raw",
-            payload=data.get("payload") if isinstance(data.get("payload"), str) else "",
-            attributes=dict(data.get("attributes") or {}),
-            received_at=str(data.get("received_at") or ""),
-        )
