@@ -16,7 +16,7 @@ from telhawk_ingest.ack import (
     parse_ack_query,
 )
 from telhawk_ingest.errors import HEC_CODES, HecError
-from telhawk_ingest.hec import HecRequest, endpoint_kind
+from telhawk_ingest.hec import HecRequest
 
 GUID = "fe0ecfad-13d5-401b-847d-77833bd77131"
 OTHER = "7c6b5a49-3827-4160-9f8e-7d6c5b4a3928"
@@ -36,12 +36,6 @@ def test_the_code_table_has_splunks_channel_and_ack_texts():
     assert HEC_CODES[10] == (400, "Data channel is missing")
     assert HEC_CODES[11] == (400, "Invalid data channel")
     assert HEC_CODES[14] == (400, "ACK is disabled")
-
-
-@pytest.mark.parametrize("path", ["/services/collector/ack", "/services/collector/ack/1.0",
-                                  "/services/collector/ack/"])
-def test_the_ack_paths_name_the_ack_endpoint(path):
-    assert endpoint_kind(path) == "ack"
 
 
 def test_the_channel_comes_from_the_header_in_any_header_case():
