@@ -1,4 +1,4 @@
-"""HEC endpoints: POST /services/collector[/event|/raw][/1.0], GET /services/collector/health."""
+"""HEC endpoints: POST /services/collector[/event|/raw|/ack][/1.0], GET /services/collector/health."""
 
 import flask
 import functions_framework

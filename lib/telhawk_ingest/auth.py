@@ -18,7 +18,7 @@ Decisions:
   A remote token's `HecToken.token` therefore holds `sha256:<digest>`, never the secret.
 - Remote answers: 200 with `{"valid": true, ...}` accepts the token; `token_name` (or `name`)
   names it, else "remote"; `default_index`, `default_sourcetype`, `default_source`,
-  `allowed_indexes` and `allow_query_string` are taken when present. 200 with
+  `allowed_indexes`, `allow_query_string` and `ack` are taken when present. 200 with
   `{"valid": false}` is code 4. Anything else (refused connection, timeout, a non-200
   status, a body that is not that shape, metadata of the wrong type) is code 9 with
   Retry-After: a failing auth service must make clients resend, never drop their data.
@@ -189,6 +189,7 @@ def _token_fields(answer: dict[str, Any]) -> dict[str, Any]:
     for key in ("default_index", "default_sourcetype", "default_source", "allowed_indexes"):
         if answer.get(key) is not None:
             fields[key] = answer[key]
-    if "allow_query_string" in answer:
-        fields["allow_query_string"] = answer["allow_query_string"]
+    for key in ("allow_query_string", "ack"):
+        if key in answer:
+            fields[key] = answer[key]
     return fields

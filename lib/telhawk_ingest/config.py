@@ -33,6 +33,9 @@ class HecToken(_Section):
     default_source: str | None = None
     allowed_indexes: list[str] | None = None
     allow_query_string: bool = False
+    # Splunk's indexer acknowledgement (useACK): a data channel on every request, an ackId in each
+    # success answer, and /services/collector/ack (SPEC §3; ack.py).
+    ack: bool = False
 
 
 class HecSettings(_Section):

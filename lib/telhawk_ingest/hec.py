@@ -53,7 +53,7 @@ from .config import HecToken
 from .envelope import Envelope, Format, new_id
 from .errors import HecError
 
-EndpointKind = Literal["event", "raw", "health"]
+EndpointKind = Literal["event", "raw", "health", "ack"]
 
 _ENDPOINTS: dict[str, EndpointKind] = {
     "/services/collector": "event",
@@ -63,6 +63,8 @@ _ENDPOINTS: dict[str, EndpointKind] = {
     "/services/collector/raw/1.0": "raw",
     "/services/collector/health": "health",
     "/services/collector/health/1.0": "health",
+    "/services/collector/ack": "ack",
+    "/services/collector/ack/1.0": "ack",
 }
 
 # Splunk's default sourcetype for HEC data when neither the event nor the token names one.

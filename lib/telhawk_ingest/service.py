@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ocsf
+from . import ack, ocsf
 from .audit import AuditLog
 from .auth import Authenticator
-from .config import Settings, load_settings
+from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record
 from .envelope import Envelope, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
@@ -95,6 +95,7 @@ class Service:
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         self.clock = clock
+        self.ack_ids = ack.AckIds()
         self.started = time.monotonic()
         self._operators = {t.token: t.name for t in settings.operator.tokens}
         self._hec_tokens = {t.token for t in settings.hec.tokens}
@@ -114,6 +115,10 @@ class Service:
             if req.method != "POST":
                 raise HecError(6, status=405, detail=f"{req.method} is not allowed here; use POST")
             token = self.auth.authenticate(req)
+            if kind == "ack":
+                return self.hec_ack(req, token)
+            # Like authentication, the channel depends on headers and query only: checked before the body.
+            channel = ack.channel(req) if token.ack else None
             body = read_body(req, self.settings.hec.max_body_bytes)
             received_at = rfc3339(self.clock())
             if kind == "raw":
@@ -131,9 +136,24 @@ class Service:
             self.counters.add(requests_rejected=1)
             return Reply.hec(err.as_hec_error())
         body = dict(SUCCESS)
+        if channel is not None:
+            # Handed out only here, in a 200 answer: an ack id always stands for durable events.
+            body["ackId"] = self.ack_ids.next_id(channel)
         if result.dead_lettered:
             body.update(accepted=result.accepted, dead_lettered=result.dead_lettered)
         return Reply(200, body)
+
+    def hec_ack(self, req: HecRequest, token: HecToken) -> Reply:
+        """`POST /services/collector/ack` for an authenticated token (SPEC §3; ack.py).
+
+        Raises HecError: 14 when the token has acknowledgement off, 10 or 11 for the channel,
+        6 for a body that is not `{"acks": [ids]}`, and read_body's 413 or 6 as on ingest.
+        """
+        if not token.ack:
+            raise HecError(14)
+        ack.channel(req)
+        ack_ids = ack.parse_ack_query(read_body(req, self.settings.hec.max_body_bytes))
+        return Reply(200, ack.ack_answer(ack_ids))
 
     def hec_health(self) -> Reply:
         """17 while events can be kept somewhere; 18 when the DLQ is full and storage is failing."""

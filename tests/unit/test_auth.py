@@ -164,7 +164,14 @@ def test_a_remote_token_carries_the_services_name_and_index_rules_but_not_the_se
     assert token.name == "from-auth"
     assert token.default_index == "remote-idx" and token.allowed_indexes == ["remote-idx"]
     assert token.allow_query_string is False
+    assert token.ack is False
     assert REMOTE_SECRET not in token.token
+
+
+def test_a_remote_token_takes_indexer_acknowledgement_from_the_answer():
+    service = AuthService(httpx.Response(200, json={"valid": True, "token_name": "firehose", "ack": True}))
+    token = remote_authenticator(service, Clock()).authenticate(request({"Authorization": "Splunk abc"}))
+    assert (token.name, token.ack) == ("firehose", True)
 
 
 def test_a_remote_answer_without_a_name_is_named_remote():
@@ -223,6 +230,7 @@ FAILING_SERVICE = [
     ("JSON without valid", httpx.Response(200, json={"ok": True})),
     ("valid that is not a boolean", httpx.Response(200, json={"valid": "yes"})),
     ("malformed allowed_indexes", httpx.Response(200, json={"valid": True, "allowed_indexes": "main"})),
+    ("malformed ack", httpx.Response(200, json={"valid": True, "ack": [True]})),
     ("connection refused", httpx.ConnectError("refused")),
     ("timeout", httpx.ReadTimeout("slow")),
 ]

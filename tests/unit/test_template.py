@@ -30,6 +30,8 @@ EXPECTED_ROUTES = {
     ("POST", "/services/collector/raw/1.0"): "ingest_event",
     ("GET", "/services/collector/health"): "ingest_event",
     ("GET", "/services/collector/health/1.0"): "ingest_event",
+    ("POST", "/services/collector/ack"): "ingest_event",
+    ("POST", "/services/collector/ack/1.0"): "ingest_event",
     ("GET", "/api/v1/dlq"): "list_dlq",
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
     ("GET", "/healthz"): "healthz",
