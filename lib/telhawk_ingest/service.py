@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+
+# A query string as the transport gives it: pairs in order (repeats kept), or a plain mapping.
+Query = Mapping[str, str] | Iterable[tuple[str, str]]
+# What each operator call understands (SPEC §8); anything else is refused before anything is done.
+FILTER_PARAMS = frozenset({"reason", "source_type", "since", "until", "error"})
+LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
+PURGE_PARAMS = FILTER_PARAMS
 
 
 @dataclass(slots=True)
@@ -219,14 +227,19 @@ class Service:
             raise ApiError(401, "unknown operator token")
         return Operator(name)
 
-    def list_dlq(self, who: Operator, query: Mapping[str, str]) -> dict[str, Any]:
+    def list_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
+        """A page of entries (SPEC §8); ApiError 400 for a parameter not in LIST_PARAMS."""
+        query = parse_query(params, LIST_PARAMS)
         flt = parse_filter(query)
         limit = parse_limit(query.get("limit"))
         events, total, next_cursor = self.dlq.list(flt, limit, query.get("cursor") or None)
         self.audit.record(who.name, "list_dlq", len(events), query)
         return {"events": events, "count": total, "next_cursor": next_cursor}
 
-    def purge_dlq(self, who: Operator, query: Mapping[str, str]) -> dict[str, Any]:
+    def purge_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
+        """Delete the matching entries (SPEC §8); ApiError 400, deleting nothing, for a parameter
+        not in PURGE_PARAMS: a typo must never widen a filtered purge into a purge of everything."""
+        query = parse_query(params, PURGE_PARAMS)
         purged = self.dlq.purge(parse_filter(query))
         self.counters.add(dlq_purged=purged)
         self.audit.record(who.name, "purge_dlq", purged, query)
@@ -256,6 +269,23 @@ class Service:
             "storage": {"backend": self.backend.name, "retries": totals["storage_retries"]},
             "requests_rejected": totals["requests_rejected"],
         }
+
+
+def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:
+    """The query as a dict, or ApiError 400 naming every parameter the call does not take and every
+    one given twice (SPEC §8: nothing is changed by a request that was not understood). Names are
+    case-sensitive: `LIMIT` is not `limit`."""
+    pairs = list(params.items() if isinstance(params, Mapping) else params)
+    unknown = sorted({name for name, _ in pairs if name not in known})
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ApiError(400, f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}: this call takes {takes}; nothing was done")
+    repeated = sorted(name for name, n in Counter(name for name, _ in pairs).items() if n > 1)
+    if repeated:
+        raise ApiError(400, f"query parameter {', '.join(map(repr, repeated))} given more than once; "
+                            "nothing was done")
+    return dict(pairs)
 
 
 def parse_limit(value: str | None) -> int:
