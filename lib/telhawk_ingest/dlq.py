@@ -7,7 +7,9 @@ here: deciding what fails (service.py) or counting across instances (stats.py).
 File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
 of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
 (file locks are unreliable on NFS and bucket-backed mounts). A reader never sees a partial file:
-temp files are named `.tmp-*`, which the file pattern never matches.
+temp files are named `.tmp-failed_*`, which the file pattern never matches. A writer holds its
+temp file for the milliseconds of one write and fsync; one killed in between leaves it behind, so
+a DLQ removes those older than STALE_TEMP_S when it starts, and counts the rest in its stats.
 
 Files are written once and never changed, so what a process learned by parsing a file (its
 summary, or that it is corrupt) stays true while the name exists; the `_Catalog` caches that and
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 _ID = r"failed_\d{1,12}_[0-9a-f]{32}"
 ID_RE = re.compile(f"^{_ID}$")
 FILE_RE = re.compile(f"^{_ID}\\.json$")
+TEMP_PREFIX = ".tmp-"
+# A temp file older than this belongs to no live writer (which holds it for milliseconds) even
+# with clocks minutes apart between hosts sharing the volume; start-up removes it.
+STALE_TEMP_S = 600
 REASONS = ("normalization_failed", "validation_failed", "storage_failed")
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
 
@@ -163,6 +169,7 @@ class _Listing:
     names: list[str]
     present: frozenset[str]
     mtime_ns: int
+    temp_files: int
     # Directory mtimes have a coarse clock: a change in the same tick as the scan could leave the
     # mtime as it was. A listing is reused only when the last change was well before the scan.
     trusted: bool
@@ -172,6 +179,7 @@ LISTING_TRUST_S = 0.1
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
+_TEMPS_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}$", re.MULTILINE)
 
 
 def _summarize(record: dict[str, Any], seconds: int) -> Summary:
@@ -200,6 +208,7 @@ class DeadLetterQueue:
         self._pending_cache: tuple[float, int] = (0.0, 0)
         if self.enabled:
             self._prepare()
+            self.remove_stale_temp_files()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -212,6 +221,29 @@ class DeadLetterQueue:
         except OSError as exc:
             # Not fatal at start-up: ingest answers 503 while the DLQ cannot be written.
             log.error("dlq.base_path: %s cannot be prepared: %s", self.path, exc)
+
+    def remove_stale_temp_files(self, now: float | None = None) -> list[str]:
+        """Remove temp files (`.tmp-failed_*`) last modified STALE_TEMP_S or more before `now`:
+        what writers killed between create and rename left. Returns the names removed."""
+        cutoff = (time.time() if now is None else now) - STALE_TEMP_S
+        removed = []
+        try:
+            names = _TEMPS_RE.findall("\n".join(os.listdir(self.path)))
+            for name in names:
+                try:
+                    if os.stat(self.path / name).st_mtime <= cutoff:
+                        os.unlink(self.path / name)
+                        removed.append(name)
+                except FileNotFoundError:
+                    continue  # renamed by its writer, or removed by another instance starting
+            if removed:
+                fsync_dir(self.path)
+        except OSError as exc:
+            log.error("dlq.base_path: %s: stale temp files cannot be removed: %s", self.path, exc)
+        if removed:
+            log.warning("removed %d temp files left in %s by writers that were killed", len(removed),
+                        self.path)
+        return removed
 
     def check_writable(self) -> None:
         """Raise DLQUnavailable when a write would certainly fail or overfill the volume."""
@@ -257,7 +289,7 @@ class DeadLetterQueue:
                 stem = f"failed_{seconds}_{new_id().replace('-', '')}"
                 record["id"] = stem
                 data = orjson.dumps(record)
-                tmp = self.path / f".tmp-{stem}"
+                tmp = self.path / f"{TEMP_PREFIX}{stem}"
                 write_synced(tmp, data)
                 final = self.path / f"{stem}.json"
                 os.replace(tmp, final)
@@ -293,17 +325,19 @@ class DeadLetterQueue:
         try:
             mtime_ns = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
-            return _Listing([], frozenset(), 0, False)
+            return _Listing([], frozenset(), 0, 0, False)
         listing = self._listing
         if listing is not None and listing.trusted and listing.mtime_ns == mtime_ns:
             return listing
         started_ns = time.time_ns()
         try:
-            names = _NAMES_RE.findall("\n".join(os.listdir(self.path)))
+            joined = "\n".join(os.listdir(self.path))
         except FileNotFoundError:
-            names = []
+            joined = ""
+        names = _NAMES_RE.findall(joined)
         names.sort()
-        listing = _Listing(names, frozenset(names), mtime_ns,
+        temps = len(_TEMPS_RE.findall(joined)) if TEMP_PREFIX in joined else 0
+        listing = _Listing(names, frozenset(names), mtime_ns, temps,
                            trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
         self._listing = listing
         self._pending_cache = (time.monotonic(), len(names))
@@ -452,6 +486,7 @@ class DeadLetterQueue:
             "base_path": str(self.path),
             "corrupt_files": sorted(self._catalog.corrupt & listing.present),
             "unverified_files": unverified,
+            "temp_files": listing.temp_files,
         }
         try:
             out["free_bytes"] = shutil.disk_usage(self.path).free

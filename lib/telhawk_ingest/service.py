@@ -262,6 +262,7 @@ class Service:
                 "base_path": dlq_stats["base_path"],
                 "corrupt_files": dlq_stats["corrupt_files"],
                 "unverified_files": dlq_stats["unverified_files"],
+                "temp_files": dlq_stats["temp_files"],
                 "accepting": dlq_stats["accepting"],
                 "free_bytes": dlq_stats["free_bytes"],
                 "by_reason": {reason: totals[f"dlq_{reason}"] for reason in REASONS},

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 
 import pytest
 
 from telhawk_ingest.audit import AuditLog
+from telhawk_ingest.dlq import STALE_TEMP_S
 from telhawk_ingest.service import Service
 from tests.functional.conftest import HEC_TOKEN, settings_for
 from tests.functional.test_ingest import CISCO, SSHD_EVENT
@@ -221,3 +224,18 @@ def test_healthz_refuses_parameters_it_does_not_take(client, query):
     answer = client.hec("", path="/healthz", method="GET", token=None, query_string=query)
 
     assert answer.status_code == 400 and query.split("=")[0] in answer.get_json()["error"]
+
+
+def test_healthz_counts_temp_files_a_kill_left_and_the_next_start_removes_the_old_ones(client, tmp_path):
+    base = client.service.settings.dlq.base_path
+    old, young = (base / f".tmp-failed_1700000000_{c * 32}" for c in "ab")
+    for path, age in ((old, STALE_TEMP_S + 1), (young, 1)):
+        path.write_bytes(b'{"timestamp": "2026-')
+        os.utime(path, (time.time() - age, time.time() - age))
+
+    before = client.hec("", path="/healthz", method="GET", token=None).get_json()["dlq_stats"]
+    restarted = Service(settings_for(tmp_path)).healthz()["dlq_stats"]
+
+    assert (before["temp_files"], before["pending_files"]) == (2, 0)
+    assert (restarted["temp_files"], restarted["pending_files"]) == (1, 0)
+    assert not old.exists() and young.exists()

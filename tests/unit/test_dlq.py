@@ -5,12 +5,20 @@ import multiprocessing
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from telhawk_ingest.config import DlqSettings
-from telhawk_ingest.dlq import FILE_RE, DeadLetterQueue, DlqFilter, check_id, make_record
+from telhawk_ingest.dlq import (
+    FILE_RE,
+    STALE_TEMP_S,
+    DeadLetterQueue,
+    DlqFilter,
+    check_id,
+    make_record,
+)
 from telhawk_ingest.errors import ApiError, DLQUnavailable
 
 SEED_KEYS = ["timestamp", "envelope", "error", "reason", "attempts", "last_attempt"]
@@ -230,3 +238,50 @@ def test_a_corrupt_file_appearing_later_is_reported_and_counted_out(dlq):
     assert dlq.list()[1] == 1
     (dlq.path / bad).unlink()
     assert dlq.stats()["corrupt_files"] == []
+
+
+# -- temp files left by a killed writer --------------------------------------------------------------
+
+def leftover(base: Path, age_s: float, seconds: int = 1_700_000_000) -> Path:
+    """A temp file as a writer killed between create and rename leaves it, `age_s` seconds old."""
+    base.mkdir(mode=0o700, exist_ok=True)
+    path = base / f".tmp-failed_{seconds}_{os.urandom(16).hex()}"
+    path.write_bytes(b'{"timestamp": "2026-01-01T00:00:00Z", "envel')  # cut off mid-write
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def test_start_up_removes_temp_files_old_enough_to_belong_to_no_writer(tmp_path):
+    base = tmp_path / "dlq"
+    old = [leftover(base, STALE_TEMP_S + 60), leftover(base, 3 * 86400)]
+    young = [leftover(base, STALE_TEMP_S - 60), leftover(base, 0.5)]
+    foreign = base / ".tmp-something-else"
+    foreign.write_text("not ours")
+    os.utime(foreign, (1, 1))
+
+    dlq = DeadLetterQueue(DlqSettings(base_path=base, min_free_bytes=0))
+
+    assert not any(p.exists() for p in old)
+    assert all(p.exists() for p in young) and foreign.exists()
+    assert dlq.stats()["temp_files"] == 2
+
+
+def test_temp_files_are_counted_in_health_until_removed_and_never_listed_or_pending(dlq):
+    dlq.write(record(1))
+    left = leftover(dlq.path, 5)
+
+    stats = dlq.stats()
+
+    assert (stats["temp_files"], stats["pending_files"]) == (1, 1)
+    assert dlq.list()[1] == 1
+    left.unlink()
+    assert dlq.stats()["temp_files"] == 0
+
+
+def test_a_disabled_dlq_touches_no_temp_file(tmp_path):
+    old = leftover(tmp_path / "dlq", 3 * STALE_TEMP_S)
+
+    DeadLetterQueue(DlqSettings(enabled=False, base_path=tmp_path / "dlq"))
+
+    assert old.exists()
