@@ -98,8 +98,9 @@ class Service:
         self.registry = registry or default_registry()
         self.validate = validate
         self.auth = authenticator or Authenticator(settings.hec)
-        self.dlq = DeadLetterQueue(settings.dlq)
         self.counters = Counters(settings.state_path / "counters")
+        # The shared counters are also the DLQ's ledger: its limits see every process's writes.
+        self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters)
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         self.clock = clock
@@ -152,7 +153,13 @@ class Service:
     def ingest(self, envelopes: list[Envelope]) -> IngestResult:
         """Normalize, validate, store and dead-letter; return only when every event is safe.
 
-        Raises DLQUnavailable when an event that needs the DLQ cannot be written to it.
+        Raises DLQUnavailable when an event that needs the DLQ cannot be written to it (SPEC §2).
+        The failures known before storing (normalization, validation) are admitted by the DLQ
+        first, against its writability and limits: if it cannot take them all, the request is
+        refused before anything of it is stored. Storage failures are known only after storing;
+        if the DLQ cannot take those, the answer is 503 too, with the rest of the request stored:
+        storage is idempotent by `_id` (SPEC §6), so a resend carrying the same ids stores nothing
+        twice.
         """
         items: list[Item] = []
         stored_envelopes: list[Envelope] = []
@@ -164,29 +171,11 @@ class Service:
             except PipelineError as err:
                 failed.append(make_record(envelope.to_dict(), err.reason, err.message, 1, err.details,
                                           self.clock()))
-        if failed:
-            # Fail before storing anything, so a client resending after the 503 adds no duplicates.
-            self.dlq.check_writable()
-        retries = 0
-
-        def count_retry(n: int, _wait: float) -> None:
-            nonlocal retries
-            retries += n
-
-        stored = 0
-        for start in range(0, len(items), self.settings.storage.bulk_max_events):
-            chunk = items[start:start + self.settings.storage.bulk_max_events]
-            finals = store_with_retries(self.backend, chunk, self.policy, count_retry)
-            for offset, final in enumerate(finals):
-                if final.outcome.stored:
-                    stored += 1
-                    continue
-                envelope = stored_envelopes[start + offset]
-                failed.append(make_record(
-                    envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
-                    final.outcome.details, self.clock(),
-                ))
-        ids = self.dlq.write_many(failed, self.clock()) if failed else []
+        with self.dlq.reserve(failed, self.clock()) as held:
+            stored, retries, storage_failed = self._store(items, stored_envelopes)
+            held.add(storage_failed, self.clock())
+            ids = held.write()
+        failed += storage_failed
         by_reason = {reason: 0 for reason in REASONS}
         for record in failed:
             by_reason[record["reason"]] += 1
@@ -196,6 +185,31 @@ class Service:
             **{f"dlq_{reason}": n for reason, n in by_reason.items()},
         )
         return IngestResult(len(envelopes), stored, len(failed), ids)
+
+    def _store(self, items: list[Item], envelopes: list[Envelope]
+               ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures)."""
+        retries = 0
+
+        def count_retry(n: int, _wait: float) -> None:
+            nonlocal retries
+            retries += n
+
+        stored = 0
+        failed: list[dict[str, Any]] = []
+        for start in range(0, len(items), self.settings.storage.bulk_max_events):
+            chunk = items[start:start + self.settings.storage.bulk_max_events]
+            finals = store_with_retries(self.backend, chunk, self.policy, count_retry)
+            for offset, final in enumerate(finals):
+                if final.outcome.stored:
+                    stored += 1
+                    continue
+                envelope = envelopes[start + offset]
+                failed.append(make_record(
+                    envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
+                    final.outcome.details, self.clock(),
+                ))
+        return stored, retries, failed
 
     def _prepare(self, envelope: Envelope) -> Item:
         """Normalize and validate one event into a storage item; PipelineError when it fails."""
