@@ -145,8 +145,10 @@ class Service:
         return Reply(200, body)
 
     def hec_health(self) -> Reply:
-        """17 while events can be kept somewhere; 18 when the DLQ is full and storage is failing."""
-        if self.dlq.accepting() or self.backend.healthy():
+        """17 while ingest can keep an event somewhere; 18 exactly when it could neither store nor
+        dead-letter one (SPEC §3). The DLQ side is the check ingest itself runs (DeadLetterQueue
+        .refusal); the storage side is the backend's own `healthy()`."""
+        if health_code(self.backend.healthy(), self.dlq.refusal()) == 17:
             return Reply(200, {"text": "HEC is healthy", "code": 17})
         return Reply.hec(HecError(18))
 
@@ -263,6 +265,7 @@ class Service:
         totals = self.counters.totals()
         dead_lettered = sum(totals[f"dlq_{reason}"] for reason in REASONS)
         dlq_stats = self.dlq.stats()
+        storage_healthy = self.backend.healthy()
         return {
             "uptime_seconds": int(time.monotonic() - self.started),
             "processed": totals["stored"] + dead_lettered,
@@ -278,12 +281,23 @@ class Service:
                 "unverified_files": dlq_stats["unverified_files"],
                 "temp_files": dlq_stats["temp_files"],
                 "accepting": dlq_stats["accepting"],
+                "refusal": dlq_stats["refusal"],
+                "pending_bytes": dlq_stats["pending_bytes"],
+                "max_pending_files": self.dlq.max_pending_files,
+                "max_pending_bytes": self.dlq.max_pending_bytes,
                 "free_bytes": dlq_stats["free_bytes"],
                 "by_reason": {reason: totals[f"dlq_{reason}"] for reason in REASONS},
             },
-            "storage": {"backend": self.backend.name, "retries": totals["storage_retries"]},
+            "storage": {"backend": self.backend.name, "healthy": storage_healthy,
+                        "retries": totals["storage_retries"]},
+            "hec_health_code": health_code(storage_healthy, dlq_stats["refusal"]),
             "requests_rejected": totals["requests_rejected"],
         }
+
+
+def health_code(storage_healthy: bool, dlq_refusal: str | None) -> int:
+    """HEC health (SPEC §3): 18 when storage is failing and the DLQ would refuse an entry, else 17."""
+    return 17 if storage_healthy or dlq_refusal is None else 18
 
 
 def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:

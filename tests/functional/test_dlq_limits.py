@@ -109,11 +109,54 @@ def test_storage_failing_whole_with_a_full_dlq_stores_nothing_and_answers_503(ma
 def test_after_a_purge_the_dlq_takes_events_again_at_once(make_client):
     client = make_client(dlq={"max_pending_files": 2})
     client.hec(CISCO + CISCO)
-    assert busy(client.hec(CISCO))
+    assert busy(client.hec(CISCO)) and health_code(client) == 17  # storage still works
 
     client.operator("DELETE", "/api/v1/dlq/purge")
 
     assert client.hec(CISCO + CISCO).status_code == 200
+
+
+# -- health agrees with ingest ------------------------------------------------------------------------
+
+def test_health_is_18_when_the_dlq_is_full_and_storage_fails_and_healthz_says_why(make_client, waits):
+    backend = ScriptedBackend(*[every(permanent("down"))] * 10)
+    backend.is_healthy = False
+    client = make_client(backend, dlq={"max_pending_files": 1})
+    assert health_code(client) == 17  # the DLQ can still take one
+    client.hec(CISCO)
+
+    answer = client.hec(SSHD_EVENT)
+    health = client.hec(HEALTH, path=HEALTH, method="GET", token=None)
+    healthz = client.hec("", path="/healthz", method="GET", token=None).get_json()
+
+    assert busy(answer)
+    assert health.status_code == 503 and health.get_json()["code"] == 18
+    assert healthz["storage"]["healthy"] is False
+    assert healthz["dlq_stats"]["accepting"] is False
+    assert "max_pending_files=1" in healthz["dlq_stats"]["refusal"]
+
+
+@pytest.mark.parametrize(("storage_ok", "dlq_ok", "code"), [
+    (True, True, 17), (True, False, 17), (False, True, 17), (False, False, 18)])
+def test_health_is_18_exactly_when_neither_side_can_take_an_event(make_client, storage_ok, dlq_ok, code):
+    backend = ScriptedBackend()
+    backend.is_healthy = storage_ok
+    client = make_client(backend, dlq={"max_pending_files": 1 if dlq_ok else 0, "enabled": dlq_ok})
+
+    healthz = client.hec("", path="/healthz", method="GET", token=None).get_json()
+
+    assert health_code(client) == code
+    assert healthz["storage"]["healthy"] is storage_ok and healthz["dlq_stats"]["accepting"] is dlq_ok
+    assert (healthz["dlq_stats"]["refusal"] is None) is dlq_ok
+
+
+def test_local_storage_under_a_file_is_unhealthy(make_client, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    client = make_client(storage={"data_dir": str(tmp_path / "blocker" / "data")},
+                         dlq={"enabled": False})
+
+    assert client.service.healthz()["storage"]["healthy"] is False
+    assert health_code(client) == 18 and busy(client.hec(SSHD_EVENT))
 
 
 # -- real conditions: a read-only filesystem, a folder this user cannot write --------------------------
@@ -136,9 +179,24 @@ def test_a_mixed_request_to_a_read_only_dlq_stores_nothing_then_its_resend_is_ke
 
     assert_refused_whole(seen)
     assert "read-only filesystem" in seen["replies"][0]["body"]["detail"]
+    assert seen["healthz"]["dlq_stats"]["accepting"] is False
     again = realfs.run(settings, [("/services/collector/event", MIXED)])  # the mount is gone
     assert again["replies"][0]["body"] == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
     assert len(again["stored"]) == 1 and len(again["dlq_files"]) == 1
+
+
+def test_with_dlq_and_storage_read_only_ingest_says_503_and_health_18(tmp_path):
+    realfs.require(realfs.read_only_mounts())
+    settings = realfs.settings_for(tmp_path)
+    for name in ("dlq", "data"):
+        (tmp_path / name).mkdir(mode=0o700)
+
+    seen = realfs.run(settings, [("/services/collector/event", SSHD_EVENT), (HEALTH, None)],
+                      read_only=[tmp_path / "dlq", tmp_path / "data"])
+
+    assert_refused_whole(seen)
+    assert seen["replies"][1]["status"] == 503 and seen["replies"][1]["body"]["code"] == 18
+    assert seen["healthz"]["storage"]["healthy"] is False
 
 
 @pytest.fixture
@@ -172,3 +230,29 @@ def test_a_mixed_request_to_a_dlq_this_user_cannot_write_stores_nothing(shared_h
 
     assert_refused_whole(seen)
     assert "not writable by uid" in seen["replies"][0]["body"]["detail"]
+
+
+def test_a_full_dlq_and_storage_this_user_cannot_write_make_health_18_like_ingest(shared_home):
+    make_dirs(shared_home, writable={"dlq"}, dlq_files=1)
+    settings = realfs.settings_for(shared_home, dlq={"max_pending_files": 1})
+
+    seen = realfs.run(settings, [(HEALTH, None), ("/services/collector/event", SSHD_EVENT), (HEALTH, None)],
+                      as_user=True)
+
+    first_health, ingest, second_health = seen["replies"]
+    assert ingest["status"] == 503 and ingest["body"]["code"] == 9
+    assert first_health["body"]["code"] == second_health["body"]["code"] == 18
+    assert seen["healthz"]["storage"]["healthy"] is False
+    assert seen["healthz"]["dlq_stats"]["accepting"] is False
+    assert seen["stored"] == [] and len(seen["dlq_files"]) == 1
+
+
+def test_storage_this_user_cannot_write_dead_letters_and_health_stays_17(shared_home):
+    make_dirs(shared_home, writable={"dlq"})
+
+    seen = realfs.run(realfs.settings_for(shared_home),
+                      [("/services/collector/event", SSHD_EVENT), (HEALTH, None)], as_user=True)
+
+    assert seen["replies"][0]["body"] == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert seen["replies"][1]["body"]["code"] == 17
+    assert seen["healthz"]["storage"]["healthy"] is False and seen["healthz"]["dlq_stats"]["accepting"]
