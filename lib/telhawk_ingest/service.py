@@ -147,8 +147,9 @@ class Service:
     def hec_health(self) -> Reply:
         """17 while ingest can keep an event somewhere; 18 exactly when it could neither store nor
         dead-letter one (SPEC §3). The DLQ side is the check ingest itself runs (DeadLetterQueue
-        .refusal); the storage side is the backend's own `healthy()`."""
-        if health_code(self.backend.healthy(), self.dlq.refusal()) == 17:
+        .refusal); the storage side is the backend's own `healthy()`, asked only when the DLQ would
+        refuse (for OpenSearch it is a request)."""
+        if self.dlq.refusal() is None or self.backend.healthy():
             return Reply(200, {"text": "HEC is healthy", "code": 17})
         return Reply.hec(HecError(18))
 
@@ -290,14 +291,9 @@ class Service:
             },
             "storage": {"backend": self.backend.name, "healthy": storage_healthy,
                         "retries": totals["storage_retries"]},
-            "hec_health_code": health_code(storage_healthy, dlq_stats["refusal"]),
+            "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
         }
-
-
-def health_code(storage_healthy: bool, dlq_refusal: str | None) -> int:
-    """HEC health (SPEC §3): 18 when storage is failing and the DLQ would refuse an entry, else 17."""
-    return 17 if storage_healthy or dlq_refusal is None else 18
 
 
 def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:

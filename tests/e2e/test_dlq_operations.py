@@ -48,7 +48,8 @@ def test_concurrent_clients_against_several_workers_never_take_the_dlq_past_its_
         t.join()
 
     files = dlq_files(emu)
-    print(f"{len(files)} files (limit {LIMIT}), {sum(accepted)} dead-lettered in 200s, {len(refusals)} refusals")
+    print(f"{len(files)} files (limit {LIMIT}), {sum(accepted)} dead-lettered in 200s, "
+          f"{len(refusals)} refusals")
     assert others == []
     assert LIMIT - BATCH < len(files) <= LIMIT
     assert len(files) == sum(accepted)  # every event of every 200 is in the DLQ, nothing else
