@@ -210,7 +210,12 @@ LISTING_TRUST_S = 0.1
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
-_TEMPS_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}$", re.MULTILINE)
+_TEMP_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}$")
+
+
+def _temp_names(names: list[str]) -> list[str]:
+    """The temp files among a directory's names (a prefix test first: ~5 ms for 100,000 names)."""
+    return [n for n in names if n.startswith(TEMP_PREFIX) and _TEMP_RE.match(n)]
 
 
 def _summarize(record: dict[str, Any], seconds: int) -> Summary:
@@ -381,8 +386,7 @@ class DeadLetterQueue:
         cutoff = (time.time() if now is None else now) - STALE_TEMP_S
         removed = []
         try:
-            names = _TEMPS_RE.findall("\n".join(os.listdir(self.path)))
-            for name in names:
+            for name in _temp_names(os.listdir(self.path)):
                 try:
                     if os.stat(self.path / name).st_mtime <= cutoff:
                         os.unlink(self.path / name)
@@ -593,13 +597,12 @@ class DeadLetterQueue:
             return listing
         started_ns = time.time_ns()
         try:
-            joined = "\n".join(os.listdir(self.path))
+            present = os.listdir(self.path)
         except FileNotFoundError:
-            joined = ""
-        names = _NAMES_RE.findall(joined)
+            present = []
+        names = _NAMES_RE.findall("\n".join(present))
         names.sort()
-        temps = len(_TEMPS_RE.findall(joined)) if TEMP_PREFIX in joined else 0
-        listing = _Listing(names, frozenset(names), mtime_ns, temps,
+        listing = _Listing(names, frozenset(names), mtime_ns, len(_temp_names(present)),
                            trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
         self._listing = listing
         return listing
