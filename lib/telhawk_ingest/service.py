@@ -176,8 +176,12 @@ class Service:
                                           self.clock()))
         with self.dlq.reserve(failed, self.clock()) as held:
             stored, retries, storage_failed = self._store(items, stored_envelopes)
-            held.add(storage_failed, self.clock())
-            ids = held.write()
+            try:
+                held.add(storage_failed, self.clock())
+                ids = held.write()
+            except DLQUnavailable:
+                self.counters.add(stored=stored, storage_retries=retries)  # stored all the same
+                raise
         failed += storage_failed
         by_reason = {reason: 0 for reason in REASONS}
         for record in failed:

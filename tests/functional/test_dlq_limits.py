@@ -95,6 +95,7 @@ def test_storage_failures_the_full_dlq_cannot_take_get_503_and_the_rest_stays_st
 
     assert busy(answer) and "max_pending_files=1" in answer.get_json()["detail"]
     assert len(backend.stored) == 1 and len(client.dlq_records()) == 1
+    assert client.service.healthz()["stored"] == 1
 
 
 def test_storage_failing_whole_with_a_full_dlq_stores_nothing_and_answers_503(make_client, waits):
