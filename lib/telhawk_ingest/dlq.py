@@ -1,8 +1,14 @@
 """The dead-letter queue: one JSON file per failed event in a directory (SPEC §7).
 
-Here: writing records durably (temp file in the same directory, fsync, atomic rename, fsync of the
-directory), reading, listing, deleting and purging them, and the statistics `healthz` shows. Not
-here: deciding what fails (service.py) or counting across instances (stats.py).
+Here: admitting records against the DLQ's writability and limits (SPEC §2, §9), writing them
+durably (temp file in the same directory, fsync, atomic rename, fsync of the directory), reading,
+listing, deleting and purging them, and the statistics `healthz` shows. Not here: deciding what
+fails (service.py) or the counter files themselves (stats.py).
+
+Limits are kept without locks across processes and hosts: pending files and bytes are the last
+listing plus what a ledger says may have appeared since. The ledger is the shared counters: each
+process records what it admits (fsync'd) before checking the sum, what it writes, and what it gives
+back; see `DeadLetterQueue._pending` and `_unlisted`.
 
 File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
 of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
