@@ -60,8 +60,10 @@ class OperatorSettings(_Section):
 class DlqSettings(_Section):
     enabled: bool = True
     base_path: Path = Path("/var/lib/telhawk/dlq")
-    # The DLQ refuses new files (and ingest answers 503) past either limit; 0 means no limit.
-    max_pending_files: int = Field(default=0, ge=0)
+    # A request whose dead letters would take the DLQ past a limit is refused whole with 503
+    # (SPEC §2, §9); 0 means no limit for the two pending limits.
+    max_pending_files: int = Field(default=1_000_000, ge=0)
+    max_pending_bytes: int = Field(default=20 * 1024**3, ge=0)
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
 

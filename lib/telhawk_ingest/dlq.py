@@ -1,13 +1,21 @@
 """The dead-letter queue: one JSON file per failed event in a directory (SPEC §7).
 
-Here: writing records durably (temp file in the same directory, fsync, atomic rename, fsync of the
-directory), reading, listing, deleting and purging them, and the statistics `healthz` shows. Not
-here: deciding what fails (service.py) or counting across instances (stats.py).
+Here: admitting records against the DLQ's writability and limits (SPEC §2, §9), writing them
+durably (temp file in the same directory, fsync, atomic rename, fsync of the directory), reading,
+listing, deleting and purging them, and the statistics `healthz` shows. Not here: deciding what
+fails (service.py) or the counter files themselves (stats.py).
+
+Limits are kept without locks across processes and hosts: pending files and bytes are the last
+listing plus what a ledger says may have appeared since. The ledger is the shared counters: each
+process records what it admits (fsync'd) before checking the sum, what it writes, and what it gives
+back; see `DeadLetterQueue._pending` and `_unlisted`.
 
 File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
 of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
 (file locks are unreliable on NFS and bucket-backed mounts). A reader never sees a partial file:
-temp files are named `.tmp-*`, which the file pattern never matches.
+temp files are named `.tmp-failed_*`, which the file pattern never matches. A writer holds its
+temp file for the milliseconds of one write and fsync; one killed in between leaves it behind, so
+a DLQ removes those older than STALE_TEMP_S when it starts, and counts the rest in its stats.
 
 Files are written once and never changed, so what a process learned by parsing a file (its
 summary, or that it is corrupt) stays true while the name exists; the `_Catalog` caches that and
@@ -27,20 +35,34 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from .config import DlqSettings
 from .envelope import new_id, rfc3339
 from .errors import ApiError, DLQUnavailable
-from .files import fsync_dir, private_dir, write_synced
+from .files import fsync_dir, private_dir, unwritable, write_synced
+from .stats import COUNTERS
 
 log = logging.getLogger(__name__)
 
 _ID = r"failed_\d{1,12}_[0-9a-f]{32}"
 ID_RE = re.compile(f"^{_ID}$")
 FILE_RE = re.compile(f"^{_ID}\\.json$")
+TEMP_PREFIX = ".tmp-"
+# A temp file older than this belongs to no live writer (which holds it for milliseconds) even
+# with clocks minutes apart between hosts sharing the volume; start-up removes it.
+STALE_TEMP_S = 600
+# How the limits see the directory (see DeadLetterQueue._pending): a listing is reused for up to
+# REBASE_S, and looked at again before refusing when older than REBASE_ON_REFUSAL_S.
+REBASE_S = 60.0
+REBASE_ON_REFUSAL_S = 1.0
+# The ledger's counters (stats.COUNTERS), (files, bytes) each: admitted (recorded before the
+# limits are checked), written (renamed into place), returned (admitted, then not written).
+ADMITTED = ("dlq_files_admitted", "dlq_bytes_admitted")
+WRITTEN = ("dlq_files_written", "dlq_bytes_written")
+RETURNED = ("dlq_files_returned", "dlq_bytes_returned")
 REASONS = ("normalization_failed", "validation_failed", "storage_failed")
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
 
@@ -125,15 +147,19 @@ class _Catalog:
     def __init__(self) -> None:
         self._known: dict[str, Summary | None] = {}
         self.corrupt: set[str] = set()
+        # File sizes, for pending bytes: known from this process's writes, else stat'ed once.
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Summary | bool | None:
         """The summary, CORRUPT (None), or False when this process has not read the file yet."""
         return self._known.get(name, False)
 
-    def put(self, name: str, summary: Summary | None) -> None:
+    def put(self, name: str, summary: Summary | None, size: int | None = None) -> None:
         with self._lock:
             self._known[name] = summary
+            if size is not None:
+                self._sizes[name] = size
             if summary is CORRUPT:
                 self.corrupt.add(name)
             else:
@@ -143,6 +169,7 @@ class _Catalog:
         with self._lock:
             for name in names:
                 self._known.pop(name, None)
+                self._sizes.pop(name, None)
                 self.corrupt.discard(name)
 
     def unseen(self, present: frozenset[str]) -> list[str]:
@@ -153,7 +180,23 @@ class _Catalog:
         with self._lock:
             for name in self._known.keys() - present:
                 del self._known[name]
+            for name in self._sizes.keys() - present:
+                del self._sizes[name]
             self.corrupt &= present
+
+    def total_size(self, present: frozenset[str], directory: Path) -> int:
+        """Bytes of the named files, stat'ing only those whose size is not known yet."""
+        with self._lock:
+            missing = present - self._sizes.keys()
+        found = {}
+        for name in missing:
+            try:
+                found[name] = os.stat(directory / name).st_size
+            except FileNotFoundError:
+                continue  # purged since the listing
+        with self._lock:
+            self._sizes.update(found)
+            return sum(self._sizes.get(name, 0) for name in present)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +206,7 @@ class _Listing:
     names: list[str]
     present: frozenset[str]
     mtime_ns: int
+    temp_files: int
     # Directory mtimes have a coarse clock: a change in the same tick as the scan could leave the
     # mtime as it was. A listing is reused only when the last change was well before the scan.
     trusted: bool
@@ -172,6 +216,12 @@ LISTING_TRUST_S = 0.1
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
+_TEMP_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}$")
+
+
+def _temp_names(names: list[str]) -> list[str]:
+    """The temp files among a directory's names (a prefix test first: ~5 ms for 100,000 names)."""
+    return [n for n in names if n.startswith(TEMP_PREFIX) and _TEMP_RE.match(n)]
 
 
 def _summarize(record: dict[str, Any], seconds: int) -> Summary:
@@ -184,22 +234,145 @@ def _summarize(record: dict[str, Any], seconds: int) -> Summary:
     )
 
 
+class Ledger(Protocol):
+    """Counters every process sharing the directory adds to, one file per process (stats.Counters):
+    `snapshot` gives each file's last change (unix seconds) and values in stats.COUNTERS order."""
+
+    def add(self, sync: bool = False, **deltas: int) -> None: ...
+
+    def snapshot(self) -> dict[str, tuple[float, list[int]]]: ...
+
+
+class LocalLedger:
+    """The ledger of a DLQ used without shared counters: this process's own entries only."""
+
+    def __init__(self) -> None:
+        self._values = [0] * len(COUNTERS)
+        self._lock = threading.Lock()
+
+    def add(self, sync: bool = False, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                self._values[COUNTERS.index(name)] += delta
+
+    def snapshot(self) -> dict[str, tuple[float, list[int]]]:
+        with self._lock:
+            return {"": (time.time(), list(self._values))}
+
+
+_AT = {name: COUNTERS.index(name) for name in (*ADMITTED, *WRITTEN, *RETURNED)}
+
+
+def _unlisted(before: dict[str, tuple[float, list[int]]], now: dict[str, tuple[float, list[int]]],
+              at: float) -> tuple[int, int]:
+    """Files and bytes that may be in place without being in a listing taken after `before`.
+
+    Per ledger file: admitted up to now, less returned up to now, less written before the
+    listing (those are in it). Compared file by file and never below zero, so a file adopted by a
+    new process (renamed) while a snapshot was read, showing under both names or neither, can
+    only count high. A file unchanged for STALE_TEMP_S belongs to a process that died: what it
+    admitted and never wrote or returned is not in flight any more, and counts zero.
+    """
+    totals = [0, 0]
+    for name, (mtime, values) in now.items():
+        if at - mtime > STALE_TEMP_S:
+            continue
+        old = before.get(name)
+        for k in (0, 1):
+            written_before = old[1][_AT[WRITTEN[k]]] if old else 0
+            totals[k] += max(0, values[_AT[ADMITTED[k]]] - values[_AT[RETURNED[k]]] - written_before)
+    return totals[0], totals[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """A listing's pending files and bytes, and the ledger as read just before it."""
+
+    files: int
+    nbytes: int
+    ledger: dict[str, tuple[float, list[int]]]
+    at: float  # time.monotonic() when taken
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One record ready to write: its file stem (the entry id) and its bytes."""
+
+    stem: str
+    data: bytes
+    summary: Summary
+
+
+class Reservation:
+    """Entries the DLQ has admitted and not yet written; they count against its limits meanwhile.
+
+    Ingest reserves the failures it knows before storing anything, so a request that would take the
+    DLQ past a limit is refused whole (SPEC §2); it adds the storage failures once storing is done
+    (`add` may refuse them too); `write` makes every entry durable at once, all or nothing. Leaving
+    the `with` block gives back whatever was not written.
+    """
+
+    def __init__(self, dlq: DeadLetterQueue) -> None:
+        self._dlq = dlq
+        self._entries: list[_Entry] = []
+        self.files = 0
+        self.nbytes = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def add(self, records: list[dict[str, Any]], now: float | None = None) -> None:
+        """Admit more records (ids assigned, serialized) or raise DLQUnavailable, adding none."""
+        if not records:
+            return
+        entries = self._dlq._entries(records, now)
+        nbytes = sum(len(e.data) for e in entries)
+        self._dlq._admit(len(entries), nbytes)
+        self._entries.extend(entries)
+        self.files += len(entries)
+        self.nbytes += nbytes
+
+    def write(self) -> list[str]:
+        """Write every admitted entry durably and return their ids; DLQUnavailable leaves none."""
+        if not self._entries:
+            return []
+        ids = self._dlq._write_entries(self._entries)
+        self._entries, self.files, self.nbytes = [], 0, 0
+        return ids
+
+    def release(self) -> None:
+        """Give back what was admitted and not written."""
+        if self.files:
+            self._dlq._record(RETURNED, self.files, self.nbytes)
+        self._entries, self.files, self.nbytes = [], 0, 0
+
+
 class DeadLetterQueue:
     """The DLQ directory. Thread-safe; any number of processes may share the directory."""
 
-    def __init__(self, settings: DlqSettings) -> None:
+    def __init__(self, settings: DlqSettings, ledger: Ledger | None = None) -> None:
+        """`ledger`: where writes are recorded for every process sharing the directory to see
+        (the service passes its shared Counters); alone, a DLQ knows only its own writes."""
         self.enabled = settings.enabled
         self.path = Path(settings.base_path)
         self.max_pending_files = settings.max_pending_files
+        self.max_pending_bytes = settings.max_pending_bytes
         self.min_free_bytes = settings.min_free_bytes
         self._catalog = _Catalog()
         self._listing: _Listing | None = None
         self._verified: _Listing | None = None
         self._unseen: list[str] = []
         self._stats_lock = threading.Lock()
-        self._pending_cache: tuple[float, int] = (0.0, 0)
+        self._ledger: Ledger = ledger if ledger is not None else LocalLedger()
+        self._admit_lock = threading.Lock()
+        self._base: _Baseline | None = None
+        self._listing_bytes: tuple[_Listing, int] | None = None
         if self.enabled:
             self._prepare()
+            self.remove_stale_temp_files()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -213,57 +386,177 @@ class DeadLetterQueue:
             # Not fatal at start-up: ingest answers 503 while the DLQ cannot be written.
             log.error("dlq.base_path: %s cannot be prepared: %s", self.path, exc)
 
-    def check_writable(self) -> None:
-        """Raise DLQUnavailable when a write would certainly fail or overfill the volume."""
-        if not self.enabled:
-            raise DLQUnavailable("the DLQ is disabled (dlq.enabled: false)")
+    def remove_stale_temp_files(self, now: float | None = None) -> list[str]:
+        """Remove temp files (`.tmp-failed_*`) last modified STALE_TEMP_S or more before `now`:
+        what writers killed between create and rename left. Returns the names removed."""
+        cutoff = (time.time() if now is None else now) - STALE_TEMP_S
+        removed = []
         try:
-            fs = os.statvfs(self.path)
+            for name in _temp_names(os.listdir(self.path)):
+                try:
+                    if os.stat(self.path / name).st_mtime <= cutoff:
+                        os.unlink(self.path / name)
+                        removed.append(name)
+                except FileNotFoundError:
+                    continue  # renamed by its writer, or removed by another instance starting
+            if removed:
+                fsync_dir(self.path)
         except OSError as exc:
-            raise DLQUnavailable(f"dlq.base_path: {self.path} is not usable (errno {exc.errno})") from exc
-        if fs.f_bavail * fs.f_frsize < self.min_free_bytes:
-            raise DLQUnavailable(
-                f"dlq.base_path: {self.path} has less than dlq.min_free_bytes={self.min_free_bytes} free"
-            )
-        if self.max_pending_files and self._pending_estimate() >= self.max_pending_files:
-            raise DLQUnavailable(f"the DLQ holds dlq.max_pending_files={self.max_pending_files} files")
+            log.error("dlq.base_path: %s: stale temp files cannot be removed: %s", self.path, exc)
+        if removed:
+            log.warning("removed %d temp files left in %s by writers that were killed", len(removed),
+                        self.path)
+        return removed
 
-    def _pending_estimate(self) -> int:
-        """The pending count, re-counted at most once a second: a listdir per write would not scale."""
-        at, count = self._pending_cache
-        now = time.monotonic()
-        if now - at > 1.0:
-            count = len(self._names())
-            self._pending_cache = (now, count)
-        return count
+    # -- admission: the limits, checked before anything of a request is stored ----------------
+
+    def refusal(self, files: int = 1, nbytes: int = 1) -> str | None:
+        """Why `files` more entries of `nbytes` bytes in all would be refused now; None if taken.
+
+        The one answer both ingest (before storing anything) and health use (SPEC §2, §3). Checked
+        in order: disabled; base path missing, not a directory, on a read-only filesystem or not
+        writable by this process's effective user (files.unwritable); free space would fall below
+        dlq.min_free_bytes; pending files or bytes would pass dlq.max_pending_files or
+        dlq.max_pending_bytes (0: no limit). Pending counts what every process sharing the
+        directory has admitted and not yet written too (see `_pending`).
+        """
+        with self._admit_lock:
+            return self._unusable(files, nbytes) or self._over_limits(files, nbytes, admitted=False)
+
+    def check_writable(self) -> None:
+        """Raise DLQUnavailable (with the reason) when one more entry would be refused now."""
+        if (reason := self.refusal()) is not None:
+            raise DLQUnavailable(reason)
+
+    def accepting(self) -> bool:
+        """Whether one more entry would be taken now."""
+        return self.refusal() is None
+
+    def reserve(self, records: list[dict[str, Any]], now: float | None = None) -> Reservation:
+        """Admit `records` (serialized now, ids assigned) or raise DLQUnavailable with the reason.
+
+        Nothing is written until `Reservation.write`; until then the entries count against the
+        limits for every process. Use as a context manager so that what is not written is
+        returned.
+        """
+        held = Reservation(self)
+        held.add(records, now)
+        return held
 
     def write(self, record: dict[str, Any], now: float | None = None) -> str:
         return self.write_many([record], now)[0]
 
     def write_many(self, records: list[dict[str, Any]], now: float | None = None) -> list[str]:
-        """Write records durably; return their ids. All or nothing: raise DLQUnavailable on failure.
+        """Admit and write records durably; return their ids. All or nothing: DLQUnavailable."""
+        with self.reserve(records, now) as held:
+            return held.write()
+
+    @property
+    def _limited(self) -> bool:
+        return bool(self.max_pending_files or self.max_pending_bytes)
+
+    def _unusable(self, files: int, nbytes: int) -> str | None:
+        """Why the directory cannot take `files` files of `nbytes` in all, limits aside."""
+        if not self.enabled:
+            return "the DLQ is disabled (dlq.enabled: false)"
+        if (problem := unwritable(self.path)) is not None:
+            return f"dlq.base_path: {problem}"
+        try:
+            fs = os.statvfs(self.path)
+        except OSError as exc:
+            return f"dlq.base_path: {self.path} is not usable ({exc.strerror})"
+        # Each file takes at least one block, whatever its size.
+        if fs.f_bavail * fs.f_frsize - nbytes - files * fs.f_frsize < self.min_free_bytes:
+            return (f"dlq.base_path: {self.path} would have less than dlq.min_free_bytes="
+                    f"{self.min_free_bytes} free")
+        return None
+
+    def _over_limits(self, files: int, nbytes: int, admitted: bool) -> str | None:
+        """Why `files`/`nbytes` more would pass a limit; `admitted`: already in the ledger. Before
+        refusing, the directory is listed again when the last listing is over a second old, since
+        deletions since then are not subtracted. The caller holds _admit_lock."""
+        if not self._limited:
+            return None
+        over = self._over(files, nbytes, admitted)
+        base = self._base
+        if over is not None and (base is None or time.monotonic() - base.at > REBASE_ON_REFUSAL_S):
+            self._base = None
+            over = self._over(files, nbytes, admitted)
+        return over
+
+    def _over(self, files: int, nbytes: int, admitted: bool) -> str | None:
+        pending_files, pending_bytes = self._pending()
+        if admitted:
+            pending_files, pending_bytes = pending_files - files, pending_bytes - nbytes
+        if self.max_pending_files and pending_files + files > self.max_pending_files:
+            return (f"the DLQ would hold more than dlq.max_pending_files={self.max_pending_files} "
+                    f"files ({pending_files} pending, {files} more)")
+        if self.max_pending_bytes and pending_bytes + nbytes > self.max_pending_bytes:
+            return (f"the DLQ would hold more than dlq.max_pending_bytes={self.max_pending_bytes} "
+                    f"bytes ({pending_bytes} pending, {nbytes} more)")
+        return None
+
+    def _pending(self) -> tuple[int, int]:
+        """Files and bytes pending now, admitted ones included, erring high, without listing the
+        directory each time.
+
+        The last listing (taken at most REBASE_S ago), plus what the ledger says may be in place
+        without being in it (`_unlisted`): every process records what it admits before checking,
+        so of two processes admitting at once, the later one always counts the earlier one's
+        entries. Deletions since the listing are not subtracted until the next one. The caller
+        holds _admit_lock.
+        """
+        base = self._base
+        if base is None or time.monotonic() - base.at > REBASE_S:
+            ledger = self._ledger.snapshot()  # before listing: an entry written in between counts twice
+            listing = self._scan()
+            base = self._base = _Baseline(len(listing.names), self._bytes_of(listing), ledger,
+                                          time.monotonic())
+        files, nbytes = _unlisted(base.ledger, self._ledger.snapshot(), time.time())
+        return base.files + files, base.nbytes + nbytes
+
+    def _admit(self, files: int, nbytes: int) -> None:
+        """Record `files`/`nbytes` as admitted, or raise DLQUnavailable having recorded nothing
+        (or returned what was recorded)."""
+        with self._admit_lock:
+            if (reason := self._unusable(files, nbytes)) is not None:
+                raise DLQUnavailable(reason)
+            # Recorded first, then checked; fsync'd so that other hosts see it (stats.Counters.add).
+            self._record(ADMITTED, files, nbytes, sync=self._limited)
+            if (reason := self._over_limits(files, nbytes, admitted=True)) is not None:
+                self._record(RETURNED, files, nbytes)
+                raise DLQUnavailable(reason)
+
+    def _record(self, names: tuple[str, str], files: int, nbytes: int, sync: bool = False) -> None:
+        self._ledger.add(sync=sync, **{names[0]: files, names[1]: nbytes})
+
+    def _entries(self, records: list[dict[str, Any]], now: float | None) -> list[_Entry]:
+        """Records with their ids assigned, serialized as they will be written."""
+        seconds = int(time.time() if now is None else now)
+        entries = []
+        for record in records:
+            stem = f"failed_{seconds}_{new_id().replace('-', '')}"
+            record["id"] = stem
+            entries.append(_Entry(stem, orjson.dumps(record), _summarize(record, seconds)))
+        return entries
+
+    def _write_entries(self, entries: list[_Entry]) -> list[str]:
+        """Write entries durably; all or nothing: raise DLQUnavailable on failure.
 
         Each file is fsync'd before its rename; the directory is fsync'd once after all renames,
         which makes the renames durable for the whole batch at the cost of one extra fsync.
         """
-        if not records:
-            return []
-        self.check_writable()
-        seconds = int(time.time() if now is None else now)
         done: list[Path] = []
         tmp: Path | None = None
         try:
-            for record in records:
-                stem = f"failed_{seconds}_{new_id().replace('-', '')}"
-                record["id"] = stem
-                data = orjson.dumps(record)
-                tmp = self.path / f".tmp-{stem}"
-                write_synced(tmp, data)
-                final = self.path / f"{stem}.json"
+            for entry in entries:
+                tmp = self.path / f"{TEMP_PREFIX}{entry.stem}"
+                write_synced(tmp, entry.data)
+                final = self.path / f"{entry.stem}.json"
                 os.replace(tmp, final)
                 tmp = None
                 done.append(final)
-                self._catalog.put(final.name, _summarize(record, seconds))
+                self._catalog.put(final.name, entry.summary, len(entry.data))
             fsync_dir(self.path)
         except OSError as exc:
             self._undo(done, tmp)
@@ -271,6 +564,7 @@ class DeadLetterQueue:
             raise DLQUnavailable(
                 f"dlq.base_path: {self.path} is not writable (errno {exc.errno}{hint})"
             ) from exc
+        self._record(WRITTEN, len(entries), sum(len(e.data) for e in entries))
         return [p.stem for p in done]
 
     def _undo(self, done: list[Path], tmp: Path | None) -> None:
@@ -281,6 +575,16 @@ class DeadLetterQueue:
             except OSError:
                 pass
         self._catalog.forget(p.name for p in done)
+
+    def _bytes_of(self, listing: _Listing) -> int:
+        """Pending bytes of a listing: sizes known from writes and earlier listings, the rest
+        stat'ed once per process (a cold process with 100,000 pending files: one stat each)."""
+        cached = self._listing_bytes
+        if cached is not None and cached[0] is listing:
+            return cached[1]
+        total = self._catalog.total_size(listing.present, self.path)
+        self._listing_bytes = (listing, total)
+        return total
 
     # -- reading -------------------------------------------------------------------------
 
@@ -293,20 +597,20 @@ class DeadLetterQueue:
         try:
             mtime_ns = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
-            return _Listing([], frozenset(), 0, False)
+            return _Listing([], frozenset(), 0, 0, False)
         listing = self._listing
         if listing is not None and listing.trusted and listing.mtime_ns == mtime_ns:
             return listing
         started_ns = time.time_ns()
         try:
-            names = _NAMES_RE.findall("\n".join(os.listdir(self.path)))
+            present = os.listdir(self.path)
         except FileNotFoundError:
-            names = []
+            present = []
+        names = _NAMES_RE.findall("\n".join(present))
         names.sort()
-        listing = _Listing(names, frozenset(names), mtime_ns,
+        listing = _Listing(names, frozenset(names), mtime_ns, len(_temp_names(present)),
                            trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
         self._listing = listing
-        self._pending_cache = (time.monotonic(), len(names))
         return listing
 
     def _load(self, name: str) -> dict[str, Any] | None:
@@ -404,6 +708,7 @@ class DeadLetterQueue:
         except FileNotFoundError:
             raise ApiError(404, f"no DLQ entry {entry_id}") from None
         self._catalog.forget([f"{entry_id}.json"])
+        self._base = None  # the limits look at the directory again
 
     def purge(self, flt: DlqFilter = NO_FILTER) -> int:
         """Delete matching entries; without a filter every entry, corrupt ones included."""
@@ -419,6 +724,7 @@ class DeadLetterQueue:
             except FileNotFoundError:
                 pass  # another instance purged it first
         self._catalog.forget(names)
+        self._base = None  # the limits look at the directory again
         if purged:
             fsync_dir(self.path)
         return purged
@@ -452,21 +758,16 @@ class DeadLetterQueue:
             "base_path": str(self.path),
             "corrupt_files": sorted(self._catalog.corrupt & listing.present),
             "unverified_files": unverified,
+            "temp_files": listing.temp_files,
         }
         try:
             out["free_bytes"] = shutil.disk_usage(self.path).free
         except OSError:
             out["free_bytes"] = None
-        out["accepting"] = self.accepting()
+        out["pending_bytes"] = self._bytes_of(listing)
+        out["refusal"] = self.refusal()
+        out["accepting"] = out["refusal"] is None
         return out
-
-    def accepting(self) -> bool:
-        """Whether a write would be taken now (enabled, writable, under its limits)."""
-        try:
-            self.check_writable()
-        except DLQUnavailable:
-            return False
-        return os.access(self.path, os.W_OK)
 
 
 def _seconds(name: str) -> int:

@@ -1,13 +1,15 @@
 """Durable, private files: the few system calls every on-disk promise here is built from.
 
 Here: creating private directories (0700 at every level we create), writing a whole buffer (and
-fsync'ing it, new file or append), and fsync'ing a directory so renames and creations survive a
-power cut. Not here: what is written (dlq.py, storage/local.py, audit.py).
+fsync'ing it, new file or append), fsync'ing a directory so renames and creations survive a
+power cut, and asking whether a directory can take new files. Not here: what is written (dlq.py,
+storage/local.py, audit.py).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -83,3 +85,37 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# os.access with the effective user and groups where the platform has it (Linux does).
+_EFFECTIVE = os.access in os.supports_effective_ids
+
+
+def unwritable(path: Path) -> str | None:
+    """Why this process cannot create files in directory `path` now; None when it can.
+
+    Missing or not a directory; on a read-only filesystem (statvfs ST_RDONLY: also read-only bind
+    mounts, which refuse even root); or no write and search permission for the effective user and
+    groups (access(2) with AT_EACCESS; root passes, as the kernel lets it write).
+    """
+    try:
+        mode = os.stat(path).st_mode
+        flags = os.statvfs(path).f_flag
+    except OSError as exc:
+        return f"{path} is not usable ({exc.strerror})"
+    if not stat.S_ISDIR(mode):
+        return f"{path} is not a directory"
+    if flags & os.ST_RDONLY:
+        return f"{path} is on a read-only filesystem"
+    if not os.access(path, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
+        return f"{path} is not writable by uid {os.geteuid()}"
+    return None
+
+
+def uncreatable(path: Path) -> str | None:
+    """`unwritable` for a directory created on first use: asked of its nearest existing ancestor
+    when it does not exist yet (e.g. `data/` under a missing or read-only parent)."""
+    level = path
+    while not level.exists() and level.parent != level:
+        level = level.parent
+    return unwritable(level)

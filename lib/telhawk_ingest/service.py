@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+
+# A query string as the transport gives it: pairs in order (repeats kept), or a plain mapping.
+Query = Mapping[str, str] | Iterable[tuple[str, str]]
+# What each operator call understands (SPEC §8); anything else is refused before anything is done.
+FILTER_PARAMS = frozenset({"reason", "source_type", "since", "until", "error"})
+LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
+PURGE_PARAMS = FILTER_PARAMS
 
 
 @dataclass(slots=True)
@@ -90,8 +98,9 @@ class Service:
         self.registry = registry or default_registry()
         self.validate = validate
         self.auth = authenticator or Authenticator(settings.hec)
-        self.dlq = DeadLetterQueue(settings.dlq)
         self.counters = Counters(settings.state_path / "counters")
+        # The shared counters are also the DLQ's ledger: its limits see every process's writes.
+        self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters)
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         self.clock = clock
@@ -156,15 +165,24 @@ class Service:
         return Reply(200, ack.ack_answer(ack_ids))
 
     def hec_health(self) -> Reply:
-        """17 while events can be kept somewhere; 18 when the DLQ is full and storage is failing."""
-        if self.dlq.accepting() or self.backend.healthy():
+        """17 while ingest can keep an event somewhere; 18 exactly when it could neither store nor
+        dead-letter one (SPEC §3). The DLQ side is the check ingest itself runs (DeadLetterQueue
+        .refusal); the storage side is the backend's own `healthy()`, asked only when the DLQ would
+        refuse (for OpenSearch it is a request)."""
+        if self.dlq.refusal() is None or self.backend.healthy():
             return Reply(200, {"text": "HEC is healthy", "code": 17})
         return Reply.hec(HecError(18))
 
     def ingest(self, envelopes: list[Envelope]) -> IngestResult:
         """Normalize, validate, store and dead-letter; return only when every event is safe.
 
-        Raises DLQUnavailable when an event that needs the DLQ cannot be written to it.
+        Raises DLQUnavailable when an event that needs the DLQ cannot be written to it (SPEC §2).
+        The failures known before storing (normalization, validation) are admitted by the DLQ
+        first, against its writability and limits: if it cannot take them all, the request is
+        refused before anything of it is stored. Storage failures are known only after storing;
+        if the DLQ cannot take those, the answer is 503 too, with the rest of the request stored:
+        storage is idempotent by `_id` (SPEC §6), so a resend carrying the same ids stores nothing
+        twice.
         """
         items: list[Item] = []
         stored_envelopes: list[Envelope] = []
@@ -176,29 +194,15 @@ class Service:
             except PipelineError as err:
                 failed.append(make_record(envelope.to_dict(), err.reason, err.message, 1, err.details,
                                           self.clock()))
-        if failed:
-            # Fail before storing anything, so a client resending after the 503 adds no duplicates.
-            self.dlq.check_writable()
-        retries = 0
-
-        def count_retry(n: int, _wait: float) -> None:
-            nonlocal retries
-            retries += n
-
-        stored = 0
-        for start in range(0, len(items), self.settings.storage.bulk_max_events):
-            chunk = items[start:start + self.settings.storage.bulk_max_events]
-            finals = store_with_retries(self.backend, chunk, self.policy, count_retry)
-            for offset, final in enumerate(finals):
-                if final.outcome.stored:
-                    stored += 1
-                    continue
-                envelope = stored_envelopes[start + offset]
-                failed.append(make_record(
-                    envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
-                    final.outcome.details, self.clock(),
-                ))
-        ids = self.dlq.write_many(failed, self.clock()) if failed else []
+        with self.dlq.reserve(failed, self.clock()) as held:
+            stored, retries, storage_failed = self._store(items, stored_envelopes)
+            try:
+                held.add(storage_failed, self.clock())
+                ids = held.write()
+            except DLQUnavailable:
+                self.counters.add(stored=stored, storage_retries=retries)  # stored all the same
+                raise
+        failed += storage_failed
         by_reason = {reason: 0 for reason in REASONS}
         for record in failed:
             by_reason[record["reason"]] += 1
@@ -208,6 +212,31 @@ class Service:
             **{f"dlq_{reason}": n for reason, n in by_reason.items()},
         )
         return IngestResult(len(envelopes), stored, len(failed), ids)
+
+    def _store(self, items: list[Item], envelopes: list[Envelope]
+               ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures)."""
+        retries = 0
+
+        def count_retry(n: int, _wait: float) -> None:
+            nonlocal retries
+            retries += n
+
+        stored = 0
+        failed: list[dict[str, Any]] = []
+        for start in range(0, len(items), self.settings.storage.bulk_max_events):
+            chunk = items[start:start + self.settings.storage.bulk_max_events]
+            finals = store_with_retries(self.backend, chunk, self.policy, count_retry)
+            for offset, final in enumerate(finals):
+                if final.outcome.stored:
+                    stored += 1
+                    continue
+                envelope = envelopes[start + offset]
+                failed.append(make_record(
+                    envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
+                    final.outcome.details, self.clock(),
+                ))
+        return stored, retries, failed
 
     def _prepare(self, envelope: Envelope) -> Item:
         """Normalize and validate one event into a storage item; PipelineError when it fails."""
@@ -239,14 +268,19 @@ class Service:
             raise ApiError(401, "unknown operator token")
         return Operator(name)
 
-    def list_dlq(self, who: Operator, query: Mapping[str, str]) -> dict[str, Any]:
+    def list_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
+        """A page of entries (SPEC §8); ApiError 400 for a parameter not in LIST_PARAMS."""
+        query = parse_query(params, LIST_PARAMS)
         flt = parse_filter(query)
         limit = parse_limit(query.get("limit"))
         events, total, next_cursor = self.dlq.list(flt, limit, query.get("cursor") or None)
         self.audit.record(who.name, "list_dlq", len(events), query)
         return {"events": events, "count": total, "next_cursor": next_cursor}
 
-    def purge_dlq(self, who: Operator, query: Mapping[str, str]) -> dict[str, Any]:
+    def purge_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
+        """Delete the matching entries (SPEC §8); ApiError 400, deleting nothing, for a parameter
+        not in PURGE_PARAMS: a typo must never widen a filtered purge into a purge of everything."""
+        query = parse_query(params, PURGE_PARAMS)
         purged = self.dlq.purge(parse_filter(query))
         self.counters.add(dlq_purged=purged)
         self.audit.record(who.name, "purge_dlq", purged, query)
@@ -256,6 +290,7 @@ class Service:
         totals = self.counters.totals()
         dead_lettered = sum(totals[f"dlq_{reason}"] for reason in REASONS)
         dlq_stats = self.dlq.stats()
+        storage_healthy = self.backend.healthy()
         return {
             "uptime_seconds": int(time.monotonic() - self.started),
             "processed": totals["stored"] + dead_lettered,
@@ -269,13 +304,37 @@ class Service:
                 "base_path": dlq_stats["base_path"],
                 "corrupt_files": dlq_stats["corrupt_files"],
                 "unverified_files": dlq_stats["unverified_files"],
+                "temp_files": dlq_stats["temp_files"],
                 "accepting": dlq_stats["accepting"],
+                "refusal": dlq_stats["refusal"],
+                "pending_bytes": dlq_stats["pending_bytes"],
+                "max_pending_files": self.dlq.max_pending_files,
+                "max_pending_bytes": self.dlq.max_pending_bytes,
                 "free_bytes": dlq_stats["free_bytes"],
                 "by_reason": {reason: totals[f"dlq_{reason}"] for reason in REASONS},
             },
-            "storage": {"backend": self.backend.name, "retries": totals["storage_retries"]},
+            "storage": {"backend": self.backend.name, "healthy": storage_healthy,
+                        "retries": totals["storage_retries"]},
+            "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
         }
+
+
+def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:
+    """The query as a dict, or ApiError 400 naming every parameter the call does not take and every
+    one given twice (SPEC §8: nothing is changed by a request that was not understood). Names are
+    case-sensitive: `LIMIT` is not `limit`."""
+    pairs = list(params.items() if isinstance(params, Mapping) else params)
+    unknown = sorted({name for name, _ in pairs if name not in known})
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ApiError(400, f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}: this call takes {takes}; nothing was done")
+    repeated = sorted(name for name, n in Counter(name for name, _ in pairs).items() if n > 1)
+    if repeated:
+        raise ApiError(400, f"query parameter {', '.join(map(repr, repeated))} given more than once; "
+                            "nothing was done")
+    return dict(pairs)
 
 
 def parse_limit(value: str | None) -> int:

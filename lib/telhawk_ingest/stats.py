@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,14 @@ COUNTERS = (
     "dlq_deleted",
     "replay_stored",
     "replay_failed",
+    # The DLQ's ledger (dlq.py), for its limits across processes: entry files and bytes admitted
+    # (recorded before the limits are checked), written, and returned (admitted, then not written).
+    "dlq_files_admitted",
+    "dlq_bytes_admitted",
+    "dlq_files_written",
+    "dlq_bytes_written",
+    "dlq_files_returned",
+    "dlq_bytes_returned",
 )
 _MAGIC = b"THC1"
 _HEADER = struct.Struct("<4sI")
@@ -74,15 +83,20 @@ class Counters:
         os.pwrite(self._fd, _HEADER.pack(_MAGIC, len(self._values)) + struct.pack(
             f"<{len(self._values)}q", *self._values), 0)
 
-    def add(self, **deltas: int) -> None:
+    def add(self, sync: bool = False, **deltas: int) -> None:
+        """Add to this process's counters. `sync`: fsync the file too, so that other hosts on a
+        network volume see the change on their next open (NFS close-to-open), not when the page
+        cache is written back."""
         if not any(deltas.values()):
             return
         with self._lock:
             for name, delta in deltas.items():
                 self._values[COUNTERS.index(name)] += delta
             try:
-                self._open()
+                fd = self._open()
                 self._flush()
+                if sync:
+                    os.fsync(fd)
             except OSError:
                 # Counters are observability, not data: never fail a request over them.
                 pass
@@ -101,18 +115,32 @@ class Counters:
     def totals(self) -> dict[str, int]:
         """Every instance's counters summed, this one's included."""
         sums = [0] * len(COUNTERS)
+        for _mtime, values in self.snapshot().values():
+            for i, value in enumerate(values):
+                sums[i] += value
+        return dict(zip(COUNTERS, sums, strict=True))
+
+    def snapshot(self) -> dict[str, tuple[float, list[int]]]:
+        """Each file's last change (unix seconds) and values (COUNTERS order), by file name; this
+        process's values not yet in a file under "". A file adopted (renamed) while being read may
+        show under both names or neither: a reader that must never count low compares file by
+        file (dlq.py does)."""
+        out: dict[str, tuple[float, list[int]]] = {}
         with self._lock:
             if self._fd is None:
-                sums = list(self._values)  # not yet written anywhere
+                out[""] = (time.time(), list(self._values))  # not yet written anywhere
         try:
             files = list(os.scandir(self.directory))
         except FileNotFoundError:
             files = []
         for entry in files:
             if entry.name.endswith((".counters", ".retired")):
-                for i, value in enumerate(_read(Path(entry.path))):
-                    sums[i] += value
-        return dict(zip(COUNTERS, sums, strict=True))
+                try:
+                    mtime = entry.stat().st_mtime
+                except OSError:
+                    continue  # adopted under another name since the listing
+                out[entry.name] = (mtime, _read(Path(entry.path)))
+        return out
 
 
 def _read(path: Path) -> list[int]:

@@ -20,9 +20,10 @@ def function_module(name: str) -> ModuleType:
     return module
 
 
-def http_api_event(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> dict:
+def http_api_event(method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                   query: str = "") -> dict:
     return {
-        "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
+        "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": query,
         "headers": {k.lower(): v for k, v in (headers or {}).items()},
         "requestContext": {"http": {"method": method, "path": path, "sourceIp": "127.0.0.1",
                                     "protocol": "HTTP/1.1"}, "stage": "$default"},
@@ -51,3 +52,14 @@ def test_an_operator_call_through_lambda_checks_the_credential(client):
 
     assert denied["statusCode"] == 401
     assert allowed["statusCode"] == 200 and json.loads(allowed["body"])["count"] == 0
+
+
+def test_a_purge_through_lambda_with_a_parameter_it_does_not_take_deletes_nothing(client):
+    client.hec(CISCO + CISCO)
+    handler = function_module("purge_dlq").handler
+    bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    answer = handler(http_api_event("DELETE", "/api/v1/dlq/purge", headers=bearer, query="limit=1"), None)
+
+    assert answer["statusCode"] == 400 and "'limit'" in json.loads(answer["body"])["error"]
+    assert len(client.dlq_records()) == 2

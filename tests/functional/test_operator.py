@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 
 import pytest
 
 from telhawk_ingest.audit import AuditLog
+from telhawk_ingest.dlq import STALE_TEMP_S
 from telhawk_ingest.service import Service
 from tests.functional.conftest import HEC_TOKEN, settings_for
 from tests.functional.test_ingest import CISCO, SSHD_EVENT
@@ -126,3 +129,113 @@ def test_everything_on_the_dlq_volume_is_private_to_the_service(client):
     assert {p.relative_to(base).parts[0] for p in paths[1:]} >= {".state"}
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+
+# -- a request that was not understood changes nothing (SPEC §8) -----------------------------------
+
+def pending(client) -> int:
+    return len(client.dlq_records())
+
+
+@pytest.mark.parametrize("query", [
+    {"limit": "1"},                              # list's parameter, not purge's
+    {"id": "failed_1700000000_" + "0" * 32},     # no such parameter: one-entry delete is not a purge
+    {"LIMIT": "1"},
+    {"Reason": "normalization_failed"},          # names are case-sensitive
+    {"reason": "normalization_failed", "dry_run": "1"},
+    {"all": ""},
+])
+def test_purge_with_a_parameter_it_does_not_know_deletes_nothing_and_names_it(client, query):
+    client.hec(CISCO + CISCO + CISCO)
+
+    answer = client.operator("DELETE", "/api/v1/dlq/purge", query_string=query)
+
+    unknown = next(k for k in query if k not in {"reason"})
+    assert answer.status_code == 400
+    assert f"'{unknown}'" in answer.get_json()["error"]
+    assert pending(client) == 3
+
+
+@pytest.mark.parametrize("query", [{"bogus": "1"}, {"LIMIT": "1"}, {"offset": "10"}, {"id": "x"}])
+def test_listing_with_a_parameter_it_does_not_know_gets_400_naming_it(client, query):
+    client.hec(CISCO)
+
+    answer = client.operator("GET", "/api/v1/dlq", query_string=query)
+
+    [name] = query
+    assert answer.status_code == 400 and f"'{name}'" in answer.get_json()["error"]
+    assert "events" not in answer.get_json()
+
+
+def test_every_unknown_parameter_is_named_in_one_answer(client):
+    answer = client.operator("GET", "/api/v1/dlq", query_string="zeta=1&alpha=2&limit=5")
+
+    error = answer.get_json()["error"]
+    assert answer.status_code == 400
+    assert "'alpha'" in error and "'zeta'" in error and "'limit'" not in error.split("takes")[0]
+
+
+@pytest.mark.parametrize(("method", "path", "query"), [
+    ("DELETE", "/api/v1/dlq/purge", "reason=normalization_failed&reason=storage_failed"),
+    ("DELETE", "/api/v1/dlq/purge", "source_type=cisco_asa&source_type=linux_secure"),
+    ("GET", "/api/v1/dlq", "limit=1&limit=1000"),
+])
+def test_a_parameter_given_twice_gets_400_and_changes_nothing(client, method, path, query):
+    client.hec(CISCO + CISCO)
+
+    answer = client.operator(method, path, query_string=query)
+
+    assert answer.status_code == 400 and "more than once" in answer.get_json()["error"]
+    assert pending(client) == 2
+
+
+def test_purge_with_a_json_body_deletes_nothing(client):
+    client.hec(CISCO + CISCO)
+    [first, _] = client.dlq_records()
+
+    answer = client.operator("DELETE", "/api/v1/dlq/purge", json={"id": first["id"]})
+
+    assert answer.status_code == 400 and "body" in answer.get_json()["error"]
+    assert pending(client) == 2
+
+
+def test_known_parameters_still_work_and_an_empty_value_means_no_filter(client):
+    client.hec(CISCO + SSHD_EVENT.replace("linux_secure", "cisco_asa"))
+
+    listing = client.operator("GET", "/api/v1/dlq", query_string="limit=1&reason=&source_type=cisco_asa")
+    purged = client.operator("DELETE", "/api/v1/dlq/purge",
+                             query_string="reason=normalization_failed&since=0&error=no+normalizer")
+
+    assert listing.status_code == 200 and listing.get_json()["count"] == 2
+    assert len(listing.get_json()["events"]) == 1
+    assert purged.get_json() == {"status": "purged", "purged": 2}
+
+
+def test_a_refused_operator_call_is_audited_with_the_operator_name(client):
+    client.operator("DELETE", "/api/v1/dlq/purge", query_string={"limit": "1"})
+
+    [entry] = audit(client)
+    assert (entry["operator"], entry["action"], entry["count"]) == ("ops", "refused", 0)
+    assert entry["params"]["status"] == 400 and "'limit'" in entry["params"]["error"]
+
+
+@pytest.mark.parametrize("query", ["verbose=1", "dlq_stats=0"])
+def test_healthz_refuses_parameters_it_does_not_take(client, query):
+    answer = client.hec("", path="/healthz", method="GET", token=None, query_string=query)
+
+    assert answer.status_code == 400 and query.split("=")[0] in answer.get_json()["error"]
+
+
+def test_healthz_counts_temp_files_a_kill_left_and_the_next_start_removes_the_old_ones(client, tmp_path):
+    base = client.service.settings.dlq.base_path
+    old, young = (base / f".tmp-failed_1700000000_{c * 32}" for c in "ab")
+    for path, age in ((old, STALE_TEMP_S + 1), (young, 1)):
+        path.write_bytes(b'{"timestamp": "2026-')
+        os.utime(path, (time.time() - age, time.time() - age))
+
+    before = client.hec("", path="/healthz", method="GET", token=None).get_json()["dlq_stats"]
+    restarted = Service(settings_for(tmp_path)).healthz()["dlq_stats"]
+
+    assert (before["temp_files"], before["pending_files"]) == (2, 0)
+    assert (restarted["temp_files"], restarted["pending_files"]) == (1, 0)
+    assert not old.exists() and young.exists()

@@ -2,16 +2,28 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 
-from telhawk_ingest.config import DlqSettings
-from telhawk_ingest.dlq import FILE_RE, DeadLetterQueue, DlqFilter, check_id, make_record
-from telhawk_ingest.errors import ApiError, DLQUnavailable
+from telhawk_ingest.config import DlqSettings, load_settings
+from telhawk_ingest.dlq import (
+    FILE_RE,
+    REBASE_ON_REFUSAL_S,
+    STALE_TEMP_S,
+    DeadLetterQueue,
+    DlqFilter,
+    check_id,
+    make_record,
+)
+from telhawk_ingest.errors import ApiError, ConfigError, DLQUnavailable
+from telhawk_ingest.stats import Counters
 
 SEED_KEYS = ["timestamp", "envelope", "error", "reason", "attempts", "last_attempt"]
 
@@ -168,12 +180,151 @@ def test_a_dlq_below_its_free_space_floor_refuses_to_write(tmp_path):
         dlq.write(record())
 
 
-def test_a_dlq_at_its_file_limit_refuses_to_write(tmp_path):
-    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0, max_pending_files=2))
+def limited(base: Path, ledger: Counters | None = None, **limits: int) -> DeadLetterQueue:
+    return DeadLetterQueue(DlqSettings(base_path=base, min_free_bytes=0, **limits), ledger=ledger)
+
+
+def test_a_dlq_at_its_file_limit_refuses_to_write_at_once(tmp_path):
+    dlq = limited(tmp_path / "dlq", max_pending_files=2)
     dlq.write_many([record(1), record(2)])
-    dlq.stats()  # refreshes the pending count
+
     with pytest.raises(DLQUnavailable, match="max_pending_files=2"):
         dlq.write(record(3))
+    assert not dlq.accepting() and "max_pending_files=2" in dlq.stats()["refusal"]
+
+
+def test_a_batch_that_would_pass_the_file_limit_is_refused_whole(tmp_path):
+    dlq = limited(tmp_path / "dlq", max_pending_files=2)
+
+    with pytest.raises(DLQUnavailable, match=r"max_pending_files=2 files \(0 pending, 3 more\)"):
+        dlq.write_many([record(1), record(2), record(3)])
+
+    assert os.listdir(dlq.path) == []
+    assert dlq.write_many([record(1), record(2)]) and len(os.listdir(dlq.path)) == 2
+
+
+def test_entries_reserved_and_not_yet_written_count_against_the_limit(tmp_path):
+    dlq = limited(tmp_path / "dlq", max_pending_files=3)
+
+    with dlq.reserve([record(1), record(2)]) as held:
+        with pytest.raises(DLQUnavailable, match=r"\(2 pending, 2 more\)"):
+            dlq.reserve([record(3), record(4)])
+        assert dlq.refusal(1) is None and dlq.refusal(2) is not None
+        held.add([record(3)])
+        assert not dlq.accepting()
+        assert os.listdir(dlq.path) == []  # nothing written until write()
+        held.write()
+
+    assert len(os.listdir(dlq.path)) == 3 and not dlq.accepting()
+
+
+def test_a_reservation_left_unwritten_is_released(tmp_path):
+    dlq = limited(tmp_path / "dlq", max_pending_files=2)
+
+    with dlq.reserve([record(1), record(2)]):
+        assert not dlq.accepting()
+
+    assert dlq.accepting() and os.listdir(dlq.path) == []
+
+
+def file_bytes(dlq: DeadLetterQueue) -> int:
+    return sum(p.stat().st_size for p in dlq.path.glob("failed_*.json"))
+
+
+def test_a_batch_that_would_pass_the_byte_limit_is_refused_whole_and_pending_bytes_are_exact(tmp_path):
+    probe = limited(tmp_path / "probe")
+    probe.write(record(1))
+    one = file_bytes(probe)
+    dlq = limited(tmp_path / "dlq", max_pending_bytes=2 * one + one // 2)
+
+    dlq.write(record(1))
+    with pytest.raises(DLQUnavailable, match=f"max_pending_bytes={2 * one + one // 2} bytes"):
+        dlq.write_many([record(2), record(3)])
+    dlq.write(record(2))
+
+    assert len(os.listdir(dlq.path)) == 2
+    assert dlq.stats()["pending_bytes"] == file_bytes(dlq)
+    assert dlq.refusal(1, one) is not None and dlq.refusal(1, one // 3) is None
+
+
+def test_a_process_starting_on_a_full_dlq_counts_files_and_bytes_it_did_not_write(tmp_path):
+    first = limited(tmp_path / "dlq")
+    first.write_many([record(1), record(2), record(3)])
+    (first.path / f"failed_1700000009_{'ab' * 16}.json").write_bytes(b"corrupt, still pending")
+
+    cold = limited(tmp_path / "dlq", max_pending_files=5)
+
+    assert cold.stats()["pending_bytes"] == file_bytes(first)
+    assert cold.refusal(1) is None
+    with pytest.raises(DLQUnavailable, match=r"\(4 pending, 2 more\)"):
+        cold.write_many([record(4), record(5)])
+
+
+def test_writes_by_another_process_count_at_once_through_the_ledger_without_listing_again(
+        tmp_path, monkeypatch):
+    shared = tmp_path / "dlq" / ".state" / "counters"
+    mine = limited(tmp_path / "dlq", Counters(shared), max_pending_files=4)
+    other = limited(tmp_path / "dlq", Counters(shared), max_pending_files=4)
+    mine.write(record(1))
+    other.write(record(2))
+    listed: list[str] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(p) or real_listdir(p))
+
+    other.write(record(3))
+
+    assert mine.refusal(1) is None
+    with pytest.raises(DLQUnavailable, match=r"\(3 pending, 2 more\)"):
+        mine.write_many([record(4), record(5)])
+    assert listed == []
+
+
+def test_a_purge_makes_room_at_once_here_and_within_a_second_elsewhere(tmp_path):
+    shared = tmp_path / "dlq" / ".state" / "counters"
+    with freeze_time("2026-01-02T03:04:05Z") as frozen:
+        here = limited(tmp_path / "dlq", Counters(shared), max_pending_files=2)
+        elsewhere = limited(tmp_path / "dlq", Counters(shared), max_pending_files=2)
+        here.write_many([record(1), record(2)])
+        assert not elsewhere.accepting()
+
+        assert here.purge() == 2
+        assert here.accepting()
+        assert not elsewhere.accepting()  # it looked at the directory less than a second ago
+        frozen.tick(REBASE_ON_REFUSAL_S + 0.1)
+        assert elsewhere.accepting()
+
+
+def test_a_ledger_file_adopted_by_a_new_process_can_make_the_estimate_high_never_low(tmp_path):
+    shared = tmp_path / "dlq" / ".state" / "counters"
+    with freeze_time("2026-01-02T03:04:05Z") as frozen:
+        first_ledger = Counters(shared)
+        limited(tmp_path / "dlq", first_ledger).write_many([record(1), record(2)])
+        first_ledger.retire()  # a clean exit: the next process adopts its file
+        watcher = limited(tmp_path / "dlq", Counters(shared), max_pending_files=4)
+        assert watcher.refusal(2) is None  # 2 pending
+
+        limited(tmp_path / "dlq", Counters(shared)).write(record(3))  # adopts, renames, adds 1
+
+        assert watcher.refusal(2) is not None  # 3 pending: refusing 2 more is right
+        assert watcher.refusal(1) is not None  # counted high until it looks again
+        frozen.tick(REBASE_ON_REFUSAL_S + 0.1)
+        assert watcher.refusal(1) is None
+
+
+def test_the_limits_default_to_the_documented_values_and_0_means_none():
+    settings = load_settings(env={})
+    assert (settings.dlq.max_pending_files, settings.dlq.max_pending_bytes, settings.dlq.min_free_bytes) \
+        == (1_000_000, 20 * 2**30, 64 * 2**20)
+    unlimited = load_settings(env={"INGEST_DLQ_MAX_PENDING_FILES": "0", "INGEST_DLQ_MAX_PENDING_BYTES": "0"})
+    assert (unlimited.dlq.max_pending_files, unlimited.dlq.max_pending_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize(("var", "value"), [("INGEST_DLQ_MAX_PENDING_BYTES", "-1"),
+                                            ("INGEST_DLQ_MAX_PENDING_FILES", "lots")])
+def test_a_bad_limit_stops_start_up_naming_the_key(var, value):
+    key = var.removeprefix("INGEST_").lower().replace("dlq_", "dlq.", 1)
+    with pytest.raises(ConfigError, match=f"{key} \\(from {var}\\)"):
+        load_settings(env={var: value})
 
 
 def test_private_dir_creates_every_missing_level_0700_and_returns_the_path(tmp_path):
@@ -230,3 +381,104 @@ def test_a_corrupt_file_appearing_later_is_reported_and_counted_out(dlq):
     assert dlq.list()[1] == 1
     (dlq.path / bad).unlink()
     assert dlq.stats()["corrupt_files"] == []
+
+
+# -- temp files left by a killed writer --------------------------------------------------------------
+
+def leftover(base: Path, age_s: float, seconds: int = 1_700_000_000) -> Path:
+    """A temp file as a writer killed between create and rename leaves it, `age_s` seconds old."""
+    base.mkdir(mode=0o700, exist_ok=True)
+    path = base / f".tmp-failed_{seconds}_{os.urandom(16).hex()}"
+    path.write_bytes(b'{"timestamp": "2026-01-01T00:00:00Z", "envel')  # cut off mid-write
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def test_start_up_removes_temp_files_old_enough_to_belong_to_no_writer(tmp_path):
+    base = tmp_path / "dlq"
+    old = [leftover(base, STALE_TEMP_S + 60), leftover(base, 3 * 86400)]
+    young = [leftover(base, STALE_TEMP_S - 60), leftover(base, 0.5)]
+    foreign = base / ".tmp-something-else"
+    foreign.write_text("not ours")
+    os.utime(foreign, (1, 1))
+
+    dlq = DeadLetterQueue(DlqSettings(base_path=base, min_free_bytes=0))
+
+    assert not any(p.exists() for p in old)
+    assert all(p.exists() for p in young) and foreign.exists()
+    assert dlq.stats()["temp_files"] == 2
+
+
+def test_temp_files_are_counted_in_health_until_removed_and_never_listed_or_pending(dlq):
+    dlq.write(record(1))
+    left = leftover(dlq.path, 5)
+
+    stats = dlq.stats()
+
+    assert (stats["temp_files"], stats["pending_files"]) == (1, 1)
+    assert dlq.list()[1] == 1
+    left.unlink()
+    assert dlq.stats()["temp_files"] == 0
+
+
+def test_a_disabled_dlq_touches_no_temp_file(tmp_path):
+    old = leftover(tmp_path / "dlq", 3 * STALE_TEMP_S)
+
+    DeadLetterQueue(DlqSettings(enabled=False, base_path=tmp_path / "dlq"))
+
+    assert old.exists()
+
+
+# -- several processes against one small limit ---------------------------------------------------------
+
+PROCESSES, THREADS, BATCH = 4, 2, 3
+HAMMER_DEADLINE_S = 20.0
+
+
+def hammer(base: Path, cap: int, start: multiprocessing.synchronize.Event,
+           results: multiprocessing.Queue) -> None:
+    """One process: THREADS threads write batches of BATCH until the directory cannot take one more
+    batch (a refusal with fewer than BATCH places left on disk), or the deadline passes."""
+    dlq = limited(base, Counters(base / ".state" / "counters"), max_pending_files=cap)
+    written: list[int] = []
+    refused: list[int] = []
+    deadline = time.monotonic() + HAMMER_DEADLINE_S
+
+    def run() -> None:
+        start.wait()
+        while time.monotonic() < deadline:
+            try:
+                written.append(len(dlq.write_many([record(n) for n in range(BATCH)])))
+            except DLQUnavailable:
+                refused.append(1)
+                if len(list(base.glob("failed_*.json"))) + BATCH > cap:
+                    return
+
+    threads = [threading.Thread(target=run) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put((sum(written), len(refused)))
+
+
+@pytest.mark.parametrize("cap", [10, 50])
+def test_processes_sharing_a_dlq_on_one_host_never_pass_its_limit_together(tmp_path, cap):
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    base = tmp_path / "dlq"
+    limited(base)  # the directory, before the processes race to create it
+    procs = [ctx.Process(target=hammer, args=(base, cap, start, results)) for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = [results.get(timeout=HAMMER_DEADLINE_S + 30) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+
+    on_disk = len(list(base.glob("failed_*.json")))
+    reported, refusals = sum(o[0] for o in outcomes), sum(o[1] for o in outcomes)
+    print(f"cap {cap}: {on_disk} files from {PROCESSES}x{THREADS} writers, {refusals} refusals")
+    assert on_disk == reported  # every write that answered success is there, and nothing else
+    assert cap - BATCH < on_disk <= cap  # filled up, and never past the limit

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from ..files import open_append, private_dir, write_all
+from ..files import open_append, private_dir, uncreatable, write_all
 from .base import STORED, Item, Outcome, retry
 
 _UNSAFE = re.compile(r"[^a-z0-9_.-]")
@@ -194,7 +194,9 @@ class LocalBackend:
             return STORED
 
     def healthy(self) -> bool:
-        return os.access(self.data_dir, os.W_OK) or not self.data_dir.exists()
+        """Whether files can be created under the data folder (or where it will be created):
+        not on a read-only filesystem, writable by this user (files.uncreatable)."""
+        return uncreatable(self.data_dir) is None
 
     def close(self) -> None:
         with self._lock:
