@@ -33,6 +33,23 @@ def new_id(now_ns: int | None = None) -> str:
 
 _random_bits = random.getrandbits
 _LOW_62 = (1 << 62) - 1
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def id_time(envelope_id: str) -> float | None:
+    """Unix seconds in a UUIDv7 id (its 48-bit millisecond field, RFC 9562 §5.7), else None.
+
+    Any other id (another UUID version, anything not shaped like a UUID) gives None.
+    """
+    if (
+        len(envelope_id) != 36
+        or envelope_id[14] != "7"
+        or envelope_id[19] not in "89abAB"
+        or envelope_id[8] != "-"
+        or not _HEX.issuperset(envelope_id[:8] + envelope_id[9:13])
+    ):
+        return None
+    return int(envelope_id[:8] + envelope_id[9:13], 16) / 1000
 
 
 def rfc3339(ts: float | None = None) -> str:

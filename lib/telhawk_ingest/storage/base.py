@@ -8,21 +8,60 @@ sleep or retry; retry.py owns that decision. Backends live one per module: local
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DEFAULT_INDEX = "main"
 
+SECONDS_PER_DAY = 86_400
+# Day anchors stay within the days a UTC date can name: 1970-01-01 to 9999-12-31.
+_LAST_SECOND = 253_402_300_799
+
 
 @dataclass(slots=True)
 class Item:
-    """One document to store. `id` is the envelope id, used as the document `_id`."""
+    """One document to store. `id` is the envelope id, used as the document `_id`.
+
+    `time` is the day anchor in unix seconds (see `day_anchor`): its UTC day is the day the item is
+    stored under (OpenSearch's daily index, the local store's day). The document keeps its own times.
+    """
 
     id: str
     index: str
     time: float
     document: dict[str, Any]
+
+
+def seconds(value: Any, per_second: int = 1) -> float | None:
+    """A JSON number counted in 1/`per_second` seconds as finite unix seconds, else None.
+
+    Booleans, text, and numbers too large for a float give None: nothing is guessed from them.
+    """
+    if type(value) is bool or not isinstance(value, int | float):
+        return None
+    try:
+        result = value / per_second
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def day_anchor(event_time: float | None, arrival: float, back_days: int, ahead_days: int) -> float:
+    """The time whose UTC day an item is stored under, in unix seconds (SPEC §3).
+
+    The event's own time when it lies within `[arrival - back_days, arrival + ahead_days]`, else
+    the arrival. Both inputs are fixed for an envelope (the arrival is its id's time), so every try,
+    replay and redelivery gets the same day; and a time in the wrong unit or out of range never
+    names a day of its own. Clamped to 1970-01-01..9999-12-31, the days a date can name.
+    """
+    anchor = arrival
+    if event_time is not None and (
+        arrival - back_days * SECONDS_PER_DAY <= event_time <= arrival + ahead_days * SECONDS_PER_DAY
+    ):
+        anchor = event_time
+    return min(max(anchor, 0.0), _LAST_SECOND)
 
 
 class Status(enum.Enum):
