@@ -190,3 +190,112 @@ def test_an_envelope_id_at_the_edge_of_uuid7_time_is_still_stored(client, envelo
 
     assert client.hec(json.dumps(envelope)).get_json() == {"text": "Success", "code": 0}
     assert [d["_id"] for d in stored_docs(client)] == [envelope_id]
+
+
+# -- nesting: what storage cannot write is dead-lettered with its text --------------------------
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def deep_object(depth: int) -> str:
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+@pytest.mark.parametrize("path", JSON_PATHS)
+@pytest.mark.parametrize("sourcetype", ["ocsf", "httpevent"])
+def test_an_event_nested_300_levels_deep_is_dead_lettered_with_its_text_on_every_json_endpoint(
+        client, path, sourcetype):
+    event = nested(300)
+
+    answer = client.hec('{"event": ' + event + ', "sourcetype": "' + sourcetype + '"}', path=path)
+
+    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    [record] = client.dlq_records()
+    assert record["reason"] == "normalization_failed"
+    assert record["envelope"]["payload"] == event
+    assert stored_docs(client) == []
+
+
+def deep_event(unmapped: str, **changes: Any) -> str:
+    """The text of an OCSF event whose `unmapped.x` is `unmapped`."""
+    return json.dumps(ocsf(unmapped={"x": "DEEP"}, **changes)).replace('"DEEP"', unmapped)
+
+
+def deep_ocsf(unmapped: str, **changes: Any) -> str:
+    return '{"event": ' + deep_event(unmapped, **changes) + ', "sourcetype": "ocsf"}'
+
+
+@pytest.mark.parametrize("deep", [nested(254), nested(300), deep_object(400), nested(1020)])
+def test_an_ocsf_event_too_deep_to_store_is_dead_lettered_naming_the_member(client, deep, waits):
+    body = hec_object(ocsf()) + "\n" + deep_ocsf(deep, message="deep")
+
+    answer = client.hec(body)
+
+    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
+    assert [d["_source"]["message"] for d in stored_docs(client)] == [OCSF["message"]]
+    [record] = client.dlq_records()
+    assert record["reason"] == "storage_failed"
+    assert record["error"] == "event cannot be encoded as JSON: unmapped: Recursion limit reached"
+    assert record["details"] == {"error_type": "json_encode_error", "field": "unmapped"}
+    assert record["attempts"] == 1 and waits == []
+    assert record["envelope"]["payload"] == deep_event(deep, message="deep")
+    assert client.hec(body).status_code == 200
+    assert len(stored_docs(client)) == 2 and len(client.dlq_records()) == 2
+
+
+def test_an_ocsf_event_as_deep_as_storage_can_write_is_stored(client):
+    # The stored line wraps the document in one object: {"_id", "_index", "_source": {...}}.
+    answer = client.hec(deep_ocsf(nested(251)))
+
+    assert answer.get_json() == {"text": "Success", "code": 0}
+    [doc] = stored_docs(client)
+    assert doc["_source"]["unmapped"]["x"] == json.loads(nested(251))
+
+
+def test_an_event_deeper_than_the_parser_takes_refuses_the_request_and_stores_nothing(client):
+    answer = client.hec(hec_object(ocsf()) + "\n" + '{"event": ' + nested(1024) + "}")
+
+    assert answer.status_code == 400
+    assert answer.get_json()["code"] == 6 and answer.get_json()["invalid-event-number"] == 1
+    assert stored_docs(client) == [] and client.dlq_records() == []
+
+
+@pytest.mark.parametrize(("second", "code"), [
+    ('{"event": "x", "fields": {"k": ' + nested(220) + "}}", 15),
+    ('{"id": "018f0000-0000-7000-8000-000000000000", "source_type": "ocsf", "format": "json", '
+     '"payload": "{}", "attributes": {"fields": {"k": ' + deep_object(230) + "}}}", 6),
+])
+def test_deep_metadata_refuses_the_whole_batch_and_stores_nothing(client, second, code):
+    answer = client.hec(hec_object(ocsf()) + "\n" + second)
+
+    assert answer.status_code == 400
+    assert answer.get_json()["code"] == code and answer.get_json()["invalid-event-number"] == 1
+    assert stored_docs(client) == [] and client.dlq_records() == []
+
+
+# -- the DLQ keeps the event's text as sent -------------------------------------------------------
+
+UNTOUCHED = '{"n": 18446744073709551616, "a": 1, "a": 2, "s": "caf\\u00e9 } {", "f": 1.0E+2}'
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", " ", ""])
+def test_a_dead_lettered_event_keeps_its_text_exactly_as_sent(client, separator):
+    objects = ['{"event": ' + UNTOUCHED + ', "sourcetype": "cisco_asa"}',
+               '{"sourcetype": "cisco_asa",\n "event":\t[1,  2.50]\n}',
+               '{"event": ' + UNTOUCHED.replace('"n"', '"m"') + ', "sourcetype": "cisco_asa"}']
+
+    answer = client.hec(separator.join(objects))
+
+    assert answer.get_json()["dead_lettered"] == 3
+    payloads = sorted(r["envelope"]["payload"] for r in client.dlq_records())
+    assert payloads == sorted([UNTOUCHED, "[1,  2.50]", UNTOUCHED.replace('"n"', '"m"')])
+
+
+def test_a_dead_lettered_event_posted_back_keeps_the_same_text(client):
+    client.hec('{"event": ' + UNTOUCHED + ', "sourcetype": "cisco_asa"}')
+    [first] = client.dlq_records()
+
+    client.hec(json.dumps(first["envelope"]))
+
+    assert [r["envelope"]["payload"] for r in client.dlq_records()] == [UNTOUCHED, UNTOUCHED]

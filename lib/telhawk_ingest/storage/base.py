@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 DEFAULT_INDEX = "main"
 
 SECONDS_PER_DAY = 86_400
@@ -39,7 +41,8 @@ def seconds(value: Any, per_second: int = 1) -> float | None:
 
     Booleans, text, and numbers too large for a float give None: nothing is guessed from them.
     """
-    if type(value) is bool or not isinstance(value, int | float):
+    kind = type(value)
+    if kind is not float and kind is not int:  # bool is an int subclass, not an int
         return None
     try:
         result = value / per_second
@@ -92,6 +95,35 @@ def retry(error: str, retry_after: float | None = None, **details: Any) -> Outco
 
 def permanent(error: str, **details: Any) -> Outcome:
     return Outcome(Status.PERMANENT, error, details)
+
+
+def encode_document(document: dict[str, Any], wrap: dict[str, Any] | None = None) -> bytes | Outcome:
+    """`document` as JSON (inside `wrap`'s "_source" when given), or the permanent Outcome that
+    sends it to the DLQ when no try could encode it.
+
+    orjson refuses objects nested more than 254 levels deep (the HEC parser takes 1,024), integers
+    beyond 64 bits and non-string keys. The error names the top-level member at fault, e.g.
+    `event cannot be encoded as JSON: unmapped: Recursion limit reached`. Raises nothing.
+    """
+    try:
+        if wrap is None:
+            return orjson.dumps(document)
+        return orjson.dumps({**wrap, "_source": document})
+    except orjson.JSONEncodeError as exc:
+        member = _failing_member(document, wrap)
+        where = f"{member[:80]}: " if member is not None else ""
+        return permanent(f"event cannot be encoded as JSON: {where}{exc}", error_type="json_encode_error",
+                         **({"field": member} if member is not None else {}))
+
+
+def _failing_member(document: dict[str, Any], wrap: dict[str, Any] | None) -> str | None:
+    """The first top-level member that cannot be encoded where it sits in the document."""
+    for key, value in document.items():
+        try:
+            orjson.dumps({key: value} if wrap is None else {"_source": {key: value}})
+        except orjson.JSONEncodeError:
+            return key if isinstance(key, str) else repr(key)
+    return None
 
 
 class StorageBackend(Protocol):

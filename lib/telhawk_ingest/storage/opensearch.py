@@ -56,7 +56,7 @@ import orjson
 
 from ..config import CoreSettings, StorageSettings
 from ..errors import ConfigError
-from .base import DEFAULT_INDEX, STORED, Item, Outcome, permanent, retry
+from .base import DEFAULT_INDEX, STORED, Item, Outcome, encode_document, permanent, retry
 
 log = logging.getLogger(__name__)
 
@@ -414,13 +414,10 @@ class OpenSearchBackend:
         # Each event becomes its NDJSON pair, or its outcome when it cannot be encoded at all.
         prepared: list[bytes | Outcome] = []
         for item in batch:
-            try:
-                source = orjson.dumps(item.document)
-            except TypeError as exc:
-                # orjson.JSONEncodeError: non-string keys, ints over 64 bits, cycles. No attempt
-                # can store such a document, so it goes to the DLQ without holding up the rest.
-                error = f"event cannot be encoded as JSON: {exc}"
-                prepared.append(permanent(error, error_type="json_encode_error"))
+            source = encode_document(item.document)
+            if isinstance(source, Outcome):
+                # No attempt can store such a document: it goes to the DLQ without holding up the rest.
+                prepared.append(source)
                 continue
             action = orjson.dumps({"create": {"_index": self.index_name(item), "_id": item.id}})
             prepared.append(action + b"\n" + source + b"\n")
