@@ -156,6 +156,13 @@ class Service:
             except PipelineError as err:
                 failed.append(make_record(envelope.to_dict(), err.reason, err.message, 1, err.details,
                                           self.clock()))
+            except Exception as exc:
+                # A fault in a stage costs this event, not the request (and not a 500 that would
+                # make the client resend the rest): it is dead-lettered with the message.
+                log.exception("event %s failed unexpectedly before storage", envelope.id)
+                failed.append(make_record(envelope.to_dict(), "normalization_failed",
+                                          f"unexpected {type(exc).__name__}: {exc}", 1,
+                                          {"exception": type(exc).__name__}, self.clock()))
         if failed:
             # Fail before storing anything, so a client resending after the 503 adds no duplicates.
             self.dlq.check_writable()

@@ -299,3 +299,52 @@ def test_a_dead_lettered_event_posted_back_keeps_the_same_text(client):
     client.hec(json.dumps(first["envelope"]))
 
     assert [r["envelope"]["payload"] for r in client.dlq_records()] == [UNTOUCHED, UNTOUCHED]
+
+
+# -- a fault in a stage costs one event, never the request -----------------------------------------
+
+def test_an_unexpected_error_while_checking_one_event_dead_letters_it_and_stores_the_rest(client):
+    real = client.service.validate
+
+    def validate(event: dict[str, Any]) -> None:
+        if event.get("message") == "bad":
+            raise OverflowError("int too large to convert")
+        real(event)
+
+    client.service.validate = validate
+    body = hec_object(ocsf()) + hec_object(ocsf(message="bad")) + hec_object(ocsf(message="last"))
+
+    answer = client.hec(body)
+
+    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
+    assert sorted(d["_source"]["message"] for d in stored_docs(client)) == sorted([OCSF["message"], "last"])
+    [record] = client.dlq_records()
+    assert record["reason"] == "normalization_failed"
+    assert record["error"] == "unexpected OverflowError: int too large to convert"
+    assert json.loads(record["envelope"]["payload"])["message"] == "bad"
+
+
+def test_a_storage_backend_that_raises_is_retried_then_dead_lettered_not_answered_500(make_client, waits):
+    def broken(batch: Any) -> list:
+        raise RuntimeError("disk driver bug")
+
+    client = make_client(ScriptedBackend(*[broken] * 4))
+
+    answer = client.hec(hec_object(ocsf()))
+
+    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert waits == [0.1, 0.2, 0.4]
+    [record] = client.dlq_records()
+    assert (record["reason"], record["attempts"]) == ("storage_failed", 4)
+    assert record["error"] == "storage failed: RuntimeError: disk driver bug"
+
+
+def test_a_storage_backend_that_raises_once_stores_on_the_retry(make_client, waits):
+    def broken(batch: Any) -> list:
+        raise OSError(5, "Input/output error")
+
+    backend = ScriptedBackend(broken)
+    client = make_client(backend)
+
+    assert client.hec(hec_object(ocsf())).get_json() == {"text": "Success", "code": 0}
+    assert len(backend.stored) == 1 and waits == [0.1]
