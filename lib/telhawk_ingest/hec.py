@@ -36,6 +36,12 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   own default); default source is the token's, else `http:<token name>`.
 - The raw endpoint reads metadata from query parameters first, then `X-Splunk-Request-*`
   headers, then the token's defaults. Blank and whitespace-only lines are skipped.
+- Raw lines are decoded one by one only when the body as a whole is not valid UTF-8 (one
+  decode of the whole body is the fast path). A line that is not valid UTF-8 is kept, never
+  refused with its neighbours (SPEC §3, §4): its payload is decoded with U+FFFD replacements
+  (Python's "replace", one U+FFFD per maximal invalid sequence, as Unicode recommends) and
+  `attributes.payload_b64` holds the line's exact bytes, base64, without its line ending
+  (`\n` or `\r\n`). It then goes through the pipeline like any other line.
 - An object without `event` that is shaped like a DLQ envelope (`id`, `source_type`, `format`,
   `payload`, `attributes`) is a replay, as in the seed's workflow of posting
   `jq -c '.events[].envelope'` back to HEC: it keeps its id and metadata, so storage never
@@ -46,12 +52,14 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from typing import Any, Literal
 
 import orjson
@@ -487,13 +495,11 @@ def _epoch(value: Any, number: int) -> float:
 
 def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -> list[Envelope]:
     """The raw protocol: one event per non-blank line, metadata from the query or headers."""
+    lines: Iterable[tuple[str, str | None]]
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # Name the line the client would look for: count the events before the bad byte.
-        prefix = body[: exc.start].decode("utf-8")
-        number = sum(1 for line in prefix.split("\n")[:-1] if line.strip())
-        raise HecError(6, invalid_event_number=number, detail="body is not valid UTF-8") from None
+        lines = zip(body.decode("utf-8").split("\n"), repeat(None))
+    except UnicodeDecodeError:
+        lines = map(_decode_line, body.split(b"\n"))
     meta: dict[str, str | None] = {}
     for key in _METADATA:
         meta[key] = req.query.get(key) or req.header(f"x-splunk-request-{key}") or None
@@ -503,11 +509,14 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
     source = meta["source"] or token.default_source or f"http:{token.name}"
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
     envelopes = []
-    for line in text.split("\n"):
+    for line, exact in lines:
         if line.endswith("\r"):
             line = line[:-1]
         if not line or line.isspace():
             continue
+        attributes = {"host": meta["host"], "index": index, "fields": {}, "token_name": token.name}
+        if exact is not None:
+            attributes["payload_b64"] = exact
         envelopes.append(
             Envelope(
                 id=new_id(),
@@ -515,10 +524,20 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
                 source_type=source_type,
                 format="raw",
                 payload=line,
-                attributes={"host": meta["host"], "index": index, "fields": {}, "token_name": token.name},
+                attributes=attributes,
                 received_at=received_at,
             )
         )
     if not envelopes:
         raise HecError(5)
     return envelopes
+
+
+def _decode_line(raw: bytes) -> tuple[str, str | None]:
+    """A raw line's text, and when it is not valid UTF-8 its exact bytes (base64, without the
+    `\r` of a CRLF ending, which the caller drops from the text) (module docstring)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        exact = raw[:-1] if raw.endswith(b"\r") else raw
+        return raw.decode("utf-8", "replace"), base64.b64encode(exact).decode("ascii")

@@ -3,6 +3,7 @@ with a 400, never a 500, and nothing of a refused request is stored (SPEC ยง2, ย
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,3 +349,36 @@ def test_a_storage_backend_that_raises_once_stores_on_the_retry(make_client, wai
 
     assert client.hec(hec_object(ocsf())).get_json() == {"text": "Success", "code": 0}
     assert len(backend.stored) == 1 and waits == [0.1]
+
+
+# -- raw lines that are not valid UTF-8 ----------------------------------------------------------
+
+SSHD_OK = b"Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5 port 52144 ssh2"
+SSHD_LATIN1 = b"Nov  4 01:02:04 web01 sshd[1235]: Failed password for jos\xe9 from 10.0.0.6 port 52145 ssh2"
+RAW = "/services/collector/raw?sourcetype=linux_secure"
+
+
+def test_one_latin_1_byte_no_longer_refuses_the_valid_line_beside_it(client):
+    answer = client.hec(SSHD_OK + b"\n" + SSHD_LATIN1 + b"\n", path=RAW)
+
+    assert answer.get_json() == {"text": "Success", "code": 0}
+    users = sorted(d["_source"]["user"]["name"] for d in stored_docs(client))
+    assert users == ["alice", "jos\ufffd"]
+    assert client.dlq_records() == []
+
+
+@pytest.mark.parametrize("bad", [
+    b"garbage \xc0\xaf overlong",
+    b"surrogate \xed\xa0\x80 half",
+    b"caf\xe9",
+])
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""])
+def test_a_dead_lettered_invalid_line_keeps_its_exact_bytes_in_the_record(client, bad, ending):
+    answer = client.hec(SSHD_OK + (ending or b"\n") + bad + ending, path=RAW, gzipped=True)
+
+    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
+    assert len(stored_docs(client)) == 1
+    [record] = client.dlq_records()
+    assert record["reason"] == "normalization_failed"
+    assert base64.b64decode(record["envelope"]["attributes"]["payload_b64"]) == bad
+    assert record["envelope"]["payload"] == bad.decode("utf-8", "replace")

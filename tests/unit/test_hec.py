@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import tracemalloc
 import zlib
@@ -103,7 +104,6 @@ BAD_BODIES = [
         None,
     ),
     ("raw body of blank lines", b"\n\r\n  \n", {}, "raw", 5, 400, None),
-    ("raw body with invalid UTF-8", b"fine\n\xff\xfe broken\n", {}, "raw", 6, 400, 1),
 ]
 
 
@@ -472,3 +472,43 @@ def test_orjson_serializes_254_levels_and_no_more():
     orjson.dumps(orjson.loads(nested(ORJSON_MAX_DEPTH)))
     with pytest.raises(orjson.JSONEncodeError):
         orjson.dumps(orjson.loads(nested(ORJSON_MAX_DEPTH + 1)))
+
+
+SSHD_OK = b"Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5 port 52144 ssh2"
+SSHD_LATIN1 = b"Nov  4 01:02:04 web01 sshd[1235]: Failed password for jos\xe9 from 10.0.0.6 port 52145 ssh2"
+
+
+def test_a_raw_line_in_latin_1_is_kept_with_its_bytes_and_its_neighbour_is_untouched():
+    ok, bad = ingest(SSHD_OK + b"\n" + SSHD_LATIN1 + b"\n", kind="raw")
+
+    assert ok.payload == SSHD_OK.decode() and "payload_b64" not in ok.attributes
+    assert bad.payload == SSHD_LATIN1.decode("latin-1").replace("\u00e9", "\ufffd")
+    assert base64.b64decode(bad.attributes["payload_b64"]) == SSHD_LATIN1
+    assert bad.format == "raw" and bad.attributes["token_name"] == "web"
+
+
+@pytest.mark.parametrize(("line", "text"), [
+    (b"overlong slash \xc0\xaf end", "overlong slash \ufffd\ufffd end"),
+    (b"surrogate \xed\xa0\x80 end", "surrogate \ufffd\ufffd\ufffd end"),
+    (b"truncated \xe2\x82", "truncated \ufffd"),
+    (b"\xff\xfe", "\ufffd\ufffd"),
+    (b"  \xa0  ", "  \ufffd  "),          # a no-break space in Latin-1: not blank once decoded
+])
+def test_each_kind_of_invalid_utf_8_line_keeps_its_exact_bytes(line, text):
+    for ending in (b"\n", b"\r\n", b""):   # the bad line last, with and without a line ending
+        envelopes = ingest(SSHD_OK + (ending or b"\n") + line + ending, kind="raw")
+        assert [e.payload for e in envelopes] == [SSHD_OK.decode(), text]
+        assert base64.b64decode(envelopes[1].attributes["payload_b64"]) == line
+
+
+def test_crlf_lines_lose_their_line_ending_and_nothing_else():
+    body = b"caf\xc3\xa9 ok\r\ncaf\xe9 bad\r\n\r\nlast \xe9\r"
+    envelopes = ingest(body, kind="raw")
+    assert [e.payload for e in envelopes] == ["caf\u00e9 ok", "caf\ufffd bad", "last \ufffd"]
+    assert [e.attributes.get("payload_b64") for e in envelopes] == [
+        None, base64.b64encode(b"caf\xe9 bad").decode(), base64.b64encode(b"last \xe9").decode()]
+
+
+def test_a_raw_body_of_only_invalid_lines_is_still_ingested_and_blank_lines_still_skipped():
+    envelopes = ingest(b"\n\xe9\n   \n\xe9\xe9\n", kind="raw")
+    assert [base64.b64decode(e.attributes["payload_b64"]) for e in envelopes] == [b"\xe9", b"\xe9\xe9"]
