@@ -28,7 +28,7 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   encode_document), which names the member; its DLQ record keeps the text, so it never needs
   serializing. Measuring every event here would cost more than parsing it. A DLQ envelope
   posted back is the exception: its `attributes` go into the DLQ record and the stored
-  document as objects, so one nested more than MAX_DEPTH (200) levels is refused with code 6.
+  document as objects, so one nested more than MAX_REPLAY_DEPTH (200) levels is refused with code 6.
 - `fields` must be a flat object: values are scalars or arrays of scalars (Splunk's
   multi-value indexed fields). A nested object or array answers code 15, as Splunk does.
 - `host`, `source`, `sourcetype` and `index` must be strings when given; `null` or `""`
@@ -98,7 +98,7 @@ _WHITESPACE = re.compile(rb"[ \t\r\n]*")
 _MAX_DEPTH = 1024
 # The deepest nesting of a posted-back envelope's attributes, counting the envelope (module
 # docstring); and the deepest orjson serializes (tests pin it against the installed orjson).
-MAX_DEPTH = 200
+MAX_REPLAY_DEPTH = 200
 ORJSON_MAX_DEPTH = 254
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t]*")
@@ -411,9 +411,9 @@ class _EventBuilder:
             raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
         if not obj["payload"].strip():
             raise HecError(13, invalid_event_number=number)
-        if _deeper_than(attributes, MAX_DEPTH - 1):
+        if _deeper_than(attributes, MAX_REPLAY_DEPTH - 1):
             raise HecError(6, invalid_event_number=number,
-                           detail=f"attributes is nested more than {MAX_DEPTH} levels deep")
+                           detail=f"attributes is nested more than {MAX_REPLAY_DEPTH} levels deep")
         return Envelope(
             id=obj["id"],
             source=obj.get("source") if type(obj.get("source")) is str else self.source,
