@@ -5,10 +5,12 @@ the event a client sent can be kept exactly as sent (SPEC §4: the payload is th
 sliced from the request body, not a re-serialization). Not here: parsing (orjson does that) or
 deciding what a HEC object means (hec.py).
 
-The scan is one left-to-right pass of a regular expression whose alternatives never overlap (a
-string, or one structural character), so it runs in linear time whatever the input, and strings
-are skipped whole: braces, brackets, commas, colons and escaped quotes inside them do not count.
-It assumes valid JSON text (it is only given spans that orjson has parsed) and answers None for a
+The scan walks the object's members left to right, stepping over each value whole: a string in
+one regular-expression match, an array or object from bracket to bracket, every string between
+them skipped whole, so braces, brackets, commas and escaped quotes inside strings do not count.
+Every pattern uses possessive quantifiers (Python 3.11+): they never backtrack, so the scan is
+linear in the text whatever it holds, and Python code runs once per bracket, not per byte. It
+assumes valid JSON text (it is only given spans that orjson has parsed) and answers None for a
 span it cannot make sense of.
 """
 
@@ -18,61 +20,70 @@ import re
 
 import orjson
 
-# A complete string (the unrolled form of "(?:[^"\\]|\\.)*", which cannot backtrack), or one
-# structural character. Anything else (numbers, literals, whitespace) is stepped over.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]', re.DOTALL)
-_WHITESPACE = b" \t\r\n"
-_QUOTE, _OPEN_OBJECT, _OPEN_ARRAY, _CLOSE_OBJECT, _CLOSE_ARRAY, _COLON, _COMMA = b'"{[}]:,'
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+# Everything up to and including the next bracket that is not inside a string.
+_TO_BRACKET = re.compile(rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+[\[\]{}]', re.DOTALL)
+# A number, true, false or null.
+_SCALAR = re.compile(rb"[-+.0-9a-zA-Z]++")
+_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+_OPENERS = b"[{"
 
 
 def member_span(text: bytes, start: int, end: int, key: str) -> tuple[int, int] | None:
     """Where the value of top-level member `key` is in the object `text[start:end]`: (start, end).
 
-    Positions are indexes into `text`; leading and trailing whitespace is excluded. When the key
-    occurs more than once, the last one counts, as it does for orjson (and Python's json). None
-    when the span holds no object or the object has no such member.
+    Positions are indexes into `text`, without surrounding whitespace. When the key occurs more
+    than once, the last one counts, as it does for orjson (and Python's json). None when the span
+    holds no object or the object has no such member.
     """
     raw_key = orjson.dumps(key)
-    depth = 0
-    is_key = False          # the next string at depth 1 is a member name
-    matching = False        # the member being read is `key`
-    value_start = -1
+    pos = _skip(text, start, end)
+    if pos >= end or text[pos] != ord("{"):
+        return None
+    pos = _skip(text, pos + 1, end)
     found: tuple[int, int] | None = None
-    for token in _TOKEN.finditer(text, start, end):
-        char = text[token.start()]
-        if char == _QUOTE:
-            if is_key:
-                name = token.group()
-                matching = name == raw_key or (b"\\" in name and orjson.loads(name) == key)
-                is_key = False
-        elif char in (_OPEN_OBJECT, _OPEN_ARRAY):
-            depth += 1
-            if depth == 1:
-                if char != _OPEN_OBJECT:
-                    return None
-                is_key = True
-        elif char in (_CLOSE_OBJECT, _CLOSE_ARRAY):
-            depth -= 1
-            if depth == 0:
-                if matching and value_start >= 0:
-                    found = _strip(text, value_start, token.start())
-                return found
-        elif depth == 1:
-            if char == _COLON:
-                value_start = token.end()
-            else:  # a comma between members
-                if matching:
-                    found = _strip(text, value_start, token.start())
-                is_key = True
-                matching = False
-                value_start = -1
-    return None
+    while pos < end and text[pos] != ord("}"):
+        name = _STRING.match(text, pos, end)
+        if name is None:
+            return None
+        pos = _skip(text, name.end(), end)
+        if pos >= end or text[pos] != ord(":"):
+            return None
+        value_start = _skip(text, pos + 1, end)
+        value_end = _value_end(text, value_start, end)
+        if value_end is None:
+            return None
+        token = name.group()
+        if token == raw_key or (b"\\" in token and orjson.loads(token) == key):
+            found = (value_start, value_end)
+        pos = _skip(text, value_end, end)
+        if pos < end and text[pos] == ord(","):
+            pos = _skip(text, pos + 1, end)
+    return found if pos < end else None
 
 
-def _strip(text: bytes, start: int, end: int) -> tuple[int, int]:
-    """The span without JSON whitespace at either end (bytes methods: no Python loop per byte)."""
-    value = text[start:end]
-    lead = len(value) - len(value.lstrip(_WHITESPACE))
-    if lead == len(value):
-        return start, start
-    return start + lead, end - (len(value) - len(value.rstrip(_WHITESPACE)))
+def _skip(text: bytes, pos: int, end: int) -> int:
+    match = _WHITESPACE.match(text, pos, end)
+    return match.end() if match else pos
+
+
+def _value_end(text: bytes, pos: int, end: int) -> int | None:
+    """The index just past the JSON value that starts at `pos`."""
+    if pos >= end:
+        return None
+    first = text[pos]
+    if first == ord('"'):
+        match = _STRING.match(text, pos, end)
+        return match.end() if match else None
+    if first not in _OPENERS:
+        match = _SCALAR.match(text, pos, end)
+        return match.end() if match else None
+    depth = 1
+    pos += 1
+    while depth:
+        match = _TO_BRACKET.match(text, pos, end)
+        if match is None:
+            return None
+        pos = match.end()
+        depth += 1 if text[pos - 1] in _OPENERS else -1
+    return pos
