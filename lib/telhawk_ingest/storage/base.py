@@ -64,7 +64,9 @@ def day_anchor(event_time: float | None, arrival: float, back_days: int, ahead_d
         arrival - back_days * SECONDS_PER_DAY <= event_time <= arrival + ahead_days * SECONDS_PER_DAY
     ):
         anchor = event_time
-    return min(max(anchor, 0.0), _LAST_SECOND)
+    if 0.0 <= anchor <= _LAST_SECOND:
+        return anchor
+    return 0.0 if anchor < 0.0 else float(_LAST_SECOND)
 
 
 class Status(enum.Enum):
