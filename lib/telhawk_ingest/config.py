@@ -91,12 +91,24 @@ class CoreSettings(_Section):
         return value.rstrip("/") if value else value
 
 
+class DayWindow(_Section):
+    """How far an event's own time may lie from its arrival and still pick its storage day (SPEC §3).
+
+    Outside `[arrival - back_days, arrival + ahead_days]` the arrival's day is used instead.
+    Whole days, at most ten years each way.
+    """
+
+    back_days: int = Field(default=7, ge=0, le=3650)
+    ahead_days: int = Field(default=1, ge=0, le=3650)
+
+
 class StorageSettings(_Section):
     # auto: opensearch when core.url is set, else local.
     backend: Literal["auto", "local", "opensearch"] = "auto"
     data_dir: Path = Path("/var/lib/telhawk/data")
     index_prefix: str = "telhawk-"
     bulk_max_events: int = Field(default=500, gt=0)
+    day_window: DayWindow = Field(default_factory=DayWindow)
 
 
 class Settings(_Section):
@@ -139,6 +151,19 @@ def _scalar_keys() -> list[str]:
     return keys
 
 
+def _mapping_keys() -> set[str]:
+    """Keys whose value is a small mapping: from the environment they are given as YAML flow text,
+    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`."""
+    keys = set()
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                keys.add(f"{section}.{name}")
+    return keys
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """key -> (environment variable, value) for every override present."""
     found: dict[str, tuple[str, str]] = {}
@@ -166,6 +191,13 @@ def _parse_tokens(var: str, text: str) -> list[dict[str, str]]:
     return tokens
 
 
+def _parse_mapping(var: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{var}: expected a YAML mapping such as '{{key: value}}'") from None
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -184,9 +216,14 @@ def load_settings(
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         data = loaded or {}
     sources: dict[str, str] = {}
+    mappings = _mapping_keys()
     for key, (var, value) in _env_overrides(env).items():
         section, name = key.split(".")
-        parsed: Any = _parse_tokens(var, value) if key.endswith(".tokens") else value
+        parsed: Any = value
+        if key.endswith(".tokens"):
+            parsed = _parse_tokens(var, value)
+        elif key in mappings:
+            parsed = _parse_mapping(var, value)
         if not isinstance(data.get(section), dict):
             data[section] = {}
         data[section][name] = parsed

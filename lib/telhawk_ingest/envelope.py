@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -35,6 +36,23 @@ _random_bits = random.getrandbits
 _LOW_62 = (1 << 62) - 1
 
 
+def id_time(envelope_id: str) -> float | None:
+    """Unix seconds in a UUIDv7 id (its 48-bit millisecond field, RFC 9562 §5.7), else None.
+
+    Any other id (another UUID version or variant, anything not shaped like a UUID) gives None.
+    """
+    if len(envelope_id) != 36 or envelope_id[14] != "7" or envelope_id[19] not in "89abAB":
+        return None
+    millis = envelope_id[:8] + envelope_id[9:13]
+    # int() would also take a sign, underscores, spaces or non-ASCII digits.
+    if envelope_id[8] != "-" or not (millis.isalnum() and millis.isascii()):
+        return None
+    try:
+        return int(millis, 16) / 1000
+    except ValueError:
+        return None
+
+
 def rfc3339(ts: float | None = None) -> str:
     """UTC time as RFC 3339 with millisecond precision and a `Z` suffix."""
     dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
@@ -57,17 +75,17 @@ def parse_time(value: str | float | int) -> float:
 
 
 class Envelope:
-    """One event as received; `payload` is its text (SPEC §4): a raw line or string as sent, an
-    object as compact JSON.
+    """One event as received; `payload` is its text (SPEC §4): a raw line or string as sent, any
+    other JSON value as the client wrote it.
 
-    A JSON object event may be built from its decoded value alone (`payload=None`): its text is
-    then serialized from `decoded` on first read of `payload`. Most events are stored and never
-    need the text, and serializing every event only to drop it was a tenth of the ingest time.
-    The text is the one the parser would have produced, as long as nobody changes `decoded`
-    before reading it: normalizers treat it as read-only (normalizers/common.py).
+    The text may be left to compute on first read of `payload` (`payload=None`): from `text`, a
+    function that returns it (the HEC parser passes one that slices the event out of the request
+    body), else by serializing `decoded`. Most events are stored and never need the text: only a
+    DLQ record reads it, and serializing every event only to drop it was a tenth of the ingest time.
     """
 
-    __slots__ = ("_payload", "attributes", "decoded", "format", "id", "received_at", "source", "source_type")
+    __slots__ = ("_payload", "_text", "attributes", "decoded", "format", "id", "received_at", "source",
+                 "source_type")
 
     def __init__(
         self,
@@ -79,14 +97,16 @@ class Envelope:
         attributes: dict[str, Any] | None = None,
         received_at: str = "",
         decoded: Any = None,
+        text: Callable[[], str] | None = None,
     ) -> None:
-        if payload is None and decoded is None:
-            raise ValueError("an envelope needs its payload text or its decoded value")
+        if payload is None and decoded is None and text is None:
+            raise ValueError("an envelope needs its payload text, a way to get it, or its decoded value")
         self.id = id
         self.source = source
         self.source_type = source_type
         self.format: Format = format
         self._payload = payload
+        self._text = text
         self.attributes: dict[str, Any] = {} if attributes is None else attributes
         self.received_at = received_at
         # The payload's JSON value when the parser already decoded it, so normalizers need not
@@ -97,7 +117,7 @@ class Envelope:
     def payload(self) -> str:
         if self._payload is None:
             # Idempotent, so two threads racing here store the same text.
-            self._payload = orjson.dumps(self.decoded).decode()
+            self._payload = self._text() if self._text is not None else orjson.dumps(self.decoded).decode()
         return self._payload
 
     @payload.setter

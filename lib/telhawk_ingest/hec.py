@@ -14,15 +14,21 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
 - `invalid-event-number` is 0-based: the first object of a batch is event 0. A malformed
   object, a missing or blank `event`, a bad `time`, a non-object `fields` or a forbidden
   index rejects the whole request and names that event.
-- `event` may be any non-blank JSON value. Objects become `format="json"` with the object's
-  JSON text as payload; strings become `format="raw"` with the string itself as payload;
-  numbers, booleans and arrays become `format="raw"` with their JSON text. `null`, `""` and
-  whitespace-only strings are blank (code 13).
-- An object payload is the event re-serialized compactly by orjson, not the client's bytes:
-  keys keep their order and values their meaning, but insignificant whitespace and escape
-  spellings are normalized, and integers beyond 64 bits arrive as floats. Cutting the
-  original bytes out of the request would need a second, Python-level scan of every body.
-  The text is serialized only when first read (see Envelope): a stored event never needs it.
+- `event` may be any non-blank JSON value. Objects become `format="json"`; strings become
+  `format="raw"` with the string itself as payload; numbers, booleans and arrays become
+  `format="raw"`. `null`, `""` and whitespace-only strings are blank (code 13).
+- The payload of an object, number, boolean or array event is its text exactly as the client
+  sent it (SPEC §4): whitespace, escapes, duplicate keys and integers beyond 64 bits included.
+  The parser keeps where each object lies in the body (the whole body for a single object,
+  the line for one object per line, else the boundaries the splitter found) and the `event`
+  member's text is cut out of it only when first read (jsontext.member_span, one linear scan):
+  only a DLQ record reads it, so a stored event never pays for the scan.
+- Nesting: the parser takes what orjson parses (1,024 levels). An event too deep for storage
+  to write (orjson writes 254 levels) is dead-lettered by the storage backend (storage.base.
+  encode_document), which names the member; its DLQ record keeps the text, so it never needs
+  serializing. Measuring every event here would cost more than parsing it. A DLQ envelope
+  posted back is the exception: its `attributes` go into the DLQ record and the stored
+  document as objects, so one nested more than MAX_REPLAY_DEPTH (200) levels is refused with code 6.
 - `fields` must be a flat object: values are scalars or arrays of scalars (Splunk's
   multi-value indexed fields). A nested object or array answers code 15, as Splunk does.
 - `host`, `source`, `sourcetype` and `index` must be strings when given; `null` or `""`
@@ -30,6 +36,12 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   own default); default source is the token's, else `http:<token name>`.
 - The raw endpoint reads metadata from query parameters first, then `X-Splunk-Request-*`
   headers, then the token's defaults. Blank and whitespace-only lines are skipped.
+- Raw lines are decoded one by one only when the body as a whole is not valid UTF-8 (one
+  decode of the whole body is the fast path). A line that is not valid UTF-8 is kept, never
+  refused with its neighbours (SPEC §3, §4): its payload is decoded with U+FFFD replacements
+  (Python's "replace", one U+FFFD per maximal invalid sequence, as Unicode recommends) and
+  `attributes.payload_b64` holds the line's exact bytes, base64, without its line ending
+  (`\n` or `\r\n`). It then goes through the pipeline like any other line.
 - An object without `event` that is shaped like a DLQ envelope (`id`, `source_type`, `format`,
   `payload`, `attributes`) is a replay, as in the seed's workflow of posting
   `jq -c '.events[].envelope'` back to HEC: it keeps its id and metadata, so storage never
@@ -40,11 +52,14 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
 from typing import Any, Literal
 
 import orjson
@@ -52,6 +67,7 @@ import orjson
 from .config import HecToken
 from .envelope import Envelope, Format, new_id
 from .errors import HecError
+from .jsontext import member_span
 
 EndpointKind = Literal["event", "raw", "health", "ack"]
 
@@ -74,12 +90,18 @@ _METADATA = ("sourcetype", "source", "host", "index")
 
 # Between two objects of a batch: a closing brace, JSON whitespace, an opening brace.
 _BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
+# Between two objects of a newline-delimited batch whose objects span several lines.
+_LINE_BOUNDARY = re.compile(rb"\}\r?\n\{")
 # The exact splitter's tokens: a complete JSON string (skipped whole), a brace, or a quote
 # that opens a string never closed.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}]|"', re.DOTALL)
 _WHITESPACE = re.compile(rb"[ \t\r\n]*")
 # orjson refuses deeper nesting, so a piece past this depth is invalid whatever follows.
 _MAX_DEPTH = 1024
+# The deepest nesting of a posted-back envelope's attributes, counting the envelope (module
+# docstring); and the deepest orjson serializes (tests pin it against the installed orjson).
+MAX_REPLAY_DEPTH = 200
+ORJSON_MAX_DEPTH = 254
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t]*")
 
@@ -175,19 +197,20 @@ def parse_events(body: bytes, token: HecToken, received_at: str) -> list[Envelop
     """
     if not body or body.isspace():
         raise HecError(5)
-    build = _EventBuilder(token, received_at)
+    build = _EventBuilder(token, received_at, body)
     try:
-        return [build(number, obj) for number, obj in enumerate(_split_fast(body))]
+        return [build(number, *piece) for number, piece in enumerate(_split_fast(body))]
     except _SplitFailed:
-        return [build(number, obj) for number, obj in enumerate(_split_exact(body))]
+        return [build(number, *piece) for number, piece in enumerate(_split_exact(body))]
 
 
 class _SplitFailed(Exception):
     """The fast splitter met a piece that does not parse; the exact splitter must decide."""
 
 
-def _split_fast(body: bytes) -> Iterator[Any]:
-    """Top-level values of a well-formed body, found cheaply; _SplitFailed when unsure.
+def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
+    """Top-level values of a well-formed body with their (start, end) in it, found cheaply;
+    _SplitFailed when unsure.
 
     A single object, the most common request, needs one call. A line feed cannot occur inside
     a JSON string, so when every non-blank line of a body parses, each line is one value: that
@@ -207,11 +230,13 @@ def _split_fast(body: bytes) -> Iterator[Any]:
     except orjson.JSONDecodeError:
         pass
     else:
-        yield single
+        yield single, 0, len(body)
         return
     if b"\n" in body:
         yielded = False
+        end = -1
         for line in body.split(b"\n"):
+            start, end = end + 1, end + 1 + len(line)
             if not line.strip(b" \t\r"):  # JSON's whitespace only; bytes.isspace() takes more
                 continue
             try:
@@ -220,11 +245,11 @@ def _split_fast(body: bytes) -> Iterator[Any]:
                 if yielded:
                     raise _SplitFailed from None
                 break
-            yield value
+            yield value, start, end
             yielded = True
         else:
             return
-    boundaries = body.count(b"}\n{") + body.count(b"}\r\n{")
+    boundaries = [(match.start() + 1, match.end() - 1) for match in _LINE_BOUNDARY.finditer(body)]
     if boundaries:
         joined = body.replace(b"}\r\n{", b"},{").replace(b"}\n{", b"},{")
         try:
@@ -232,16 +257,19 @@ def _split_fast(body: bytes) -> Iterator[Any]:
         except orjson.JSONDecodeError:
             batch = None
         # Fewer values than boundaries means a comma landed inside an array the client
-        # left one out of: that body is malformed, and the exact splitter will say so.
-        if isinstance(batch, list) and len(batch) == boundaries + 1:
-            yield from batch
+        # left one out of: that body is malformed, and the exact splitter will say so. As
+        # many means every boundary is between two top-level objects.
+        if isinstance(batch, list) and len(batch) == len(boundaries) + 1:
+            starts = [0, *(after for _, after in boundaries)]
+            ends = [*(before for before, _ in boundaries), len(body)]
+            yield from zip(batch, starts, ends, strict=True)
             return
     view = memoryview(body)
     start = 0
     for match in _BOUNDARY.finditer(body):
-        yield _loads_or_resplit(view[start : match.start() + 1])
+        yield _loads_or_resplit(view[start : match.start() + 1]), start, match.start() + 1
         start = match.end() - 1
-    yield _loads_or_resplit(view[start:])
+    yield _loads_or_resplit(view[start:]), start, len(body)
 
 
 def _loads_or_resplit(piece: memoryview) -> Any:
@@ -251,8 +279,9 @@ def _loads_or_resplit(piece: memoryview) -> Any:
         raise _SplitFailed from None
 
 
-def _split_exact(body: bytes) -> Iterator[Any]:
-    """Top-level values found by tracking string and brace state; HecError(6) names a bad one.
+def _split_exact(body: bytes) -> Iterator[tuple[Any, int, int]]:
+    """Top-level values and their (start, end), found by tracking string and brace state;
+    HecError(6) names a bad one.
 
     Only malformed bodies and the rare batch with `}{` inside a string come here. Anything
     that does not start like an object runs to the end of the body as one (invalid) piece.
@@ -282,9 +311,10 @@ def _split_exact(body: bytes) -> Iterator[Any]:
                         end = token.end()
                         break
         try:
-            yield orjson.loads(view[pos:end])
+            value = orjson.loads(view[pos:end])
         except orjson.JSONDecodeError as exc:
             raise HecError(6, invalid_event_number=number, detail=f"event {number}: {exc}") from None
+        yield value, pos, end
         number += 1
         pos = _skip_whitespace(body, end)
 
@@ -292,7 +322,8 @@ def _split_exact(body: bytes) -> Iterator[Any]:
 class _EventBuilder:
     """Validates one decoded object of a batch and turns it into an envelope."""
 
-    def __init__(self, token: HecToken, received_at: str) -> None:
+    def __init__(self, token: HecToken, received_at: str, body: bytes) -> None:
+        self.body = body
         self.token_name = token.name
         self.default_index = token.default_index
         self.received_at = received_at
@@ -300,22 +331,24 @@ class _EventBuilder:
         self.source_type = token.default_sourcetype or DEFAULT_SOURCETYPE
         self.allowed = set(token.allowed_indexes) if token.allowed_indexes is not None else None
 
-    def __call__(self, number: int, obj: Any) -> Envelope:
+    def __call__(self, number: int, obj: Any, start: int, end: int) -> Envelope:
+        """The envelope of the object `obj`, which lies at `body[start:end]`."""
         # The hot path of ingest: plain dict lookups and isinstance checks, no helpers
         # unless a value needs more than a type check.
         if type(obj) is not dict:
             raise HecError(6, invalid_event_number=number, detail="each event must be a JSON object")
         event = obj.get("event", _MISSING)
         fmt: Format
-        payload: str | None
+        payload: str | None = None
         decoded = None
+        text = None
         if type(event) is str:
             if not event or event.isspace():
                 raise HecError(13, invalid_event_number=number)
             fmt, payload = "raw", event
         elif type(event) is dict:
-            # The envelope serializes the text only if something reads it (a DLQ record).
-            fmt, payload, decoded = "json", None, event
+            # The text is cut out of the body only if something reads it (a DLQ record).
+            fmt, decoded, text = "json", event, partial(_event_text, self.body, start, end, event)
         elif event is _MISSING:
             if _is_envelope(obj):
                 return self._replayed(number, obj)
@@ -323,7 +356,7 @@ class _EventBuilder:
         elif event is None:
             raise HecError(13, invalid_event_number=number)
         else:
-            fmt, payload = "raw", orjson.dumps(event).decode()
+            fmt, text = "raw", partial(_event_text, self.body, start, end, event)
         host = obj.get("host")
         source = obj.get("source")
         source_type = obj.get("sourcetype")
@@ -358,6 +391,7 @@ class _EventBuilder:
             attributes=attributes,
             received_at=self.received_at,
             decoded=decoded,
+            text=text,
         )
 
 
@@ -379,6 +413,9 @@ class _EventBuilder:
             raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
         if not obj["payload"].strip():
             raise HecError(13, invalid_event_number=number)
+        if _deeper_than(attributes, MAX_REPLAY_DEPTH - 1):
+            raise HecError(6, invalid_event_number=number,
+                           detail=f"attributes is nested more than {MAX_REPLAY_DEPTH} levels deep")
         return Envelope(
             id=obj["id"],
             source=obj.get("source") if type(obj.get("source")) is str else self.source,
@@ -391,6 +428,29 @@ class _EventBuilder:
 
 
 _ENVELOPE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _event_text(body: bytes, start: int, end: int, event: Any) -> str:
+    """The `event` member's text as the client sent it, from the object at `body[start:end]`."""
+    span = member_span(body, start, end, "event")
+    if span is None:  # not for a body orjson parsed; an event is never lost over it
+        return orjson.dumps(event).decode()
+    return body[span[0] : span[1]].decode()
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests more than `levels` arrays or objects deep (a scalar is 0 deep).
+
+    orjson (in C) serializes at most ORJSON_MAX_DEPTH levels: wrapped in enough lists to leave
+    exactly `levels` for it, `value` serializes only if it is no deeper than that.
+    """
+    for _ in range(ORJSON_MAX_DEPTH - levels):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _is_envelope(obj: dict[str, Any]) -> bool:
@@ -437,13 +497,11 @@ def _epoch(value: Any, number: int) -> float:
 
 def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -> list[Envelope]:
     """The raw protocol: one event per non-blank line, metadata from the query or headers."""
+    lines: Iterable[tuple[str, str | None]]
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # Name the line the client would look for: count the events before the bad byte.
-        prefix = body[: exc.start].decode("utf-8")
-        number = sum(1 for line in prefix.split("\n")[:-1] if line.strip())
-        raise HecError(6, invalid_event_number=number, detail="body is not valid UTF-8") from None
+        lines = zip(body.decode("utf-8").split("\n"), repeat(None))
+    except UnicodeDecodeError:
+        lines = map(_decode_line, body.split(b"\n"))
     meta: dict[str, str | None] = {}
     for key in _METADATA:
         meta[key] = req.query.get(key) or req.header(f"x-splunk-request-{key}") or None
@@ -453,11 +511,14 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
     source = meta["source"] or token.default_source or f"http:{token.name}"
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
     envelopes = []
-    for line in text.split("\n"):
+    for line, exact in lines:
         if line.endswith("\r"):
             line = line[:-1]
         if not line or line.isspace():
             continue
+        attributes = {"host": meta["host"], "index": index, "fields": {}, "token_name": token.name}
+        if exact is not None:
+            attributes["payload_b64"] = exact
         envelopes.append(
             Envelope(
                 id=new_id(),
@@ -465,10 +526,20 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
                 source_type=source_type,
                 format="raw",
                 payload=line,
-                attributes={"host": meta["host"], "index": index, "fields": {}, "token_name": token.name},
+                attributes=attributes,
                 received_at=received_at,
             )
         )
     if not envelopes:
         raise HecError(5)
     return envelopes
+
+
+def _decode_line(raw: bytes) -> tuple[str, str | None]:
+    """A raw line's text, and when it is not valid UTF-8 its exact bytes (base64, without the
+    `\r` of a CRLF ending, which the caller drops from the text) (module docstring)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        exact = raw[:-1] if raw.endswith(b"\r") else raw
+        return raw.decode("utf-8", "replace"), base64.b64encode(exact).decode("ascii")

@@ -104,7 +104,11 @@ def store_with_retries(
     def attempt() -> _Round:
         nonlocal todo, tries
         tries += 1  # an item in this try has been in every try so far
-        outcomes = backend.store([items[i] for i in todo] if tries > 1 else items)
+        try:
+            outcomes = backend.store([items[i] for i in todo] if tries > 1 else items)
+        except Exception as exc:  # a backend bug must not fail the request: retry, then the DLQ
+            log.exception("storage backend %s raised instead of reporting outcomes", backend.name)
+            outcomes = [Outcome(Status.RETRY, f"storage failed: {type(exc).__name__}: {exc}")] * len(todo)
         if len(outcomes) != len(todo):  # a backend bug must not lose events: retry them all
             outcomes = [Outcome(Status.RETRY, "storage returned a wrong number of results")] * len(todo)
         rnd = _Round()

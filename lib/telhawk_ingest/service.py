@@ -24,14 +24,14 @@ from .audit import AuditLog
 from .auth import Authenticator
 from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record
-from .envelope import Envelope, parse_time, rfc3339
+from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
 from .normalizers import Registry, default_registry
 from .retry import RetryPolicy, store_with_retries
 from .stats import Counters
 from .storage import make_backend
-from .storage.base import DEFAULT_INDEX, Item, StorageBackend
+from .storage.base import DEFAULT_INDEX, Item, StorageBackend, day_anchor, seconds
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,13 @@ class Service:
             except PipelineError as err:
                 failed.append(make_record(envelope.to_dict(), err.reason, err.message, 1, err.details,
                                           self.clock()))
+            except Exception as exc:
+                # A fault in a stage costs this event, not the request (and not a 500 that would
+                # make the client resend the rest): it is dead-lettered with the message.
+                log.exception("event %s failed unexpectedly before storage", envelope.id)
+                failed.append(make_record(envelope.to_dict(), "normalization_failed",
+                                          f"unexpected {type(exc).__name__}: {exc}", 1,
+                                          {"exception": type(exc).__name__}, self.clock()))
         with self.dlq.reserve(failed, self.clock()) as held:
             stored, retries, storage_failed = self._store(items, stored_envelopes)
             try:
@@ -242,14 +249,26 @@ class Service:
         """Normalize and validate one event into a storage item; PipelineError when it fails."""
         event = self.registry.normalize(envelope)
         self.validate(event)
-        when = envelope.time
-        if when is None:
-            ocsf_time = event.get("time")  # OCSF time is epoch milliseconds
-            if isinstance(ocsf_time, int | float):
-                when = ocsf_time / 1000
-            else:
-                when = parse_time(envelope.received_at)
-        return Item(envelope.id, envelope.index or DEFAULT_INDEX, when, event)
+        return Item(envelope.id, envelope.index or DEFAULT_INDEX, self._day_anchor(envelope, event), event)
+
+    def _day_anchor(self, envelope: Envelope, event: dict[str, Any]) -> float:
+        """The time whose UTC day the event is stored under: SPEC §3's window rule (`day_anchor`).
+
+        The event's time is the HEC `time` when the client sent one, else the OCSF `time` (epoch
+        milliseconds); neither is rescaled or changed in the document. Arrival is the envelope id's
+        time (UUIDv7), else `received_at`, so it is the same on every try, replay and redelivery.
+        """
+        given = envelope.attributes.get("time")
+        event_time = seconds(given) if given is not None else seconds(event.get("time"), 1000)
+        arrival = id_time(envelope.id)
+        if arrival is None:
+            try:
+                arrival = seconds(parse_time(envelope.received_at))
+            except ValueError:
+                arrival = None
+        window = self.settings.storage.day_window
+        return day_anchor(event_time, self.clock() if arrival is None else arrival,
+                          window.back_days, window.ahead_days)
 
     # -- operators -----------------------------------------------------------------------
 

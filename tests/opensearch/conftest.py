@@ -128,9 +128,12 @@ def ocsf_event(name: str = "ocsf_authentication", **changes: Any) -> dict[str, A
 
 
 def envelope_of(event: dict[str, Any], index: str = "main") -> Envelope:
-    """An already-OCSF event as the HEC layer would hand it over: source type `ocsf`, a fresh id."""
+    """An already-OCSF event as the HEC layer would hand it over: source type `ocsf`, a fresh id.
+
+    The id carries the event's own time as its arrival, so the event is stored on its own day.
+    """
     return Envelope(
-        id=new_id(),
+        id=new_id(now_ns=int(event["time"]) * 1_000_000),
         source="integration-test",
         source_type="ocsf",
         format="json",

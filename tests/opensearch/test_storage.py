@@ -1,13 +1,16 @@
 """The opensearch backend against a real node: what is searchable, what is dead-lettered, and why.
 
 Events are sent through the Service (HEC request or envelopes) into indices under a prefix of
-the test's own; every fixture event is dated 2024-11-04, so they land in `<prefix>main-2024.11.04`.
+the test's own; every fixture event is dated 2024-11-04, and envelopes made here arrive that day
+(`envelope_of`), so they land in `<prefix>main-2024.11.04`. Events sent as HEC requests arrive now,
+which is outside the day window of that date: they land in today's index.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import time
 
 import httpx
 import pytest
@@ -130,8 +133,12 @@ def test_a_field_that_is_a_string_in_one_event_and_an_object_in_the_next_dead_le
 
 def test_a_write_blocked_index_dead_letters_every_event_at_once_without_retrying(
         opensearch, opensearch_url, index_prefix, make_service):
-    index = f"{index_prefix}main-{DAY}"
-    opensearch.put(f"/{index}", json={"settings": {"index.blocks.write": True}}).raise_for_status()
+    # Sent now, far from their 2024 event time, the events go to today's index (both days, should
+    # the test run across midnight UTC).
+    days = {time.strftime("%Y.%m.%d", time.gmtime(time.time() + ahead)) for ahead in (0, 60)}
+    for day in days:
+        opensearch.put(f"/{index_prefix}main-{day}", json={"settings": {"index.blocks.write": True}}
+                       ).raise_for_status()
     service = make_service(opensearch_url, index_prefix)
 
     reply = service.hec(hec_request(fixture_events(5)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import tracemalloc
 import zlib
@@ -103,7 +104,6 @@ BAD_BODIES = [
         None,
     ),
     ("raw body of blank lines", b"\n\r\n  \n", {}, "raw", 5, 400, None),
-    ("raw body with invalid UTF-8", b"fine\n\xff\xfe broken\n", {}, "raw", 6, 400, 1),
 ]
 
 
@@ -152,17 +152,29 @@ def test_a_single_object_becomes_one_json_envelope_with_all_its_metadata():
     assert TOKEN.token not in orjson.dumps(envelope.to_dict()).decode()
 
 
-def test_an_object_payload_keeps_key_order_and_values():
-    [envelope] = ingest(b'{"event": {"z": 1, "a": [1, 2.5, "x"], "m": {"k": null}}}')
-    assert envelope.payload == '{"z":1,"a":[1,2.5,"x"],"m":{"k":null}}'
+def test_an_object_payload_is_the_events_text_as_sent():
+    [envelope] = ingest(b'{"event": {"z": 1, "a": [1, 2.5, "x"],\n "m": {"k": null}} }')
+    assert envelope.payload == '{"z": 1, "a": [1, 2.5, "x"],\n "m": {"k": null}}'
 
 
-def test_an_object_payload_is_serialized_from_the_decoded_event_only_when_read():
+@pytest.mark.parametrize("event", [
+    b'{"n": 18446744073709551616}',             # past 64 bits: orjson reads a float
+    b'{"a": 1, "a": 2}',                        # duplicate keys: the parser keeps the last
+    b'{"s": "caf\\u00e9 \\" } { \\\\"}',    # escapes, and braces inside a string
+    b'{ }',
+])
+def test_what_a_parse_would_change_stays_as_sent_in_the_payload(event):
+    [envelope] = ingest(b'{"host": "h", "event": ' + event + b', "sourcetype": "x"}')
+    assert envelope.payload == event.decode()
+    assert envelope.decoded == orjson.loads(event)
+
+
+def test_an_object_payload_is_cut_from_the_body_only_when_read():
     [envelope] = ingest(b'{"event": {"b": "\\u00e9", "a": 1}}')
     assert envelope._payload is None  # a stored event never needs its text
     assert envelope.decoded == {"b": "\u00e9", "a": 1}
-    assert envelope.to_dict()["payload"] == '{"b":"\u00e9","a":1}'
-    assert envelope.payload is envelope.payload  # serialized once, then kept
+    assert envelope.to_dict()["payload"] == '{"b": "\\u00e9", "a": 1}'
+    assert envelope.payload is envelope.payload  # cut once, then kept
 
 
 def test_an_envelope_from_text_or_from_a_decoded_value_is_the_same_envelope():
@@ -180,10 +192,12 @@ def test_a_string_event_is_raw_and_its_payload_is_the_string_itself():
     assert (envelope.format, envelope.payload) == ("raw", "user=alice action=login")
 
 
-@pytest.mark.parametrize(
-    ("value", "payload"), [(b"42", "42"), (b"1.5", "1.5"), (b"true", "true"), (b"[1,2]", "[1,2]")]
-)
-def test_a_non_string_scalar_or_array_event_is_raw_json_text(value, payload):
+@pytest.mark.parametrize(("value", "payload"), [
+    (b"42", "42"), (b"1.5", "1.5"), (b"true", "true"), (b"[1,2]", "[1,2]"),
+    (b'[1, {"a": 2}]', '[1, {"a": 2}]'),
+    (b"18446744073709551616", "18446744073709551616"), (b"1E+2", "1E+2"), (b"-0", "-0"),
+])
+def test_a_non_string_scalar_or_array_event_is_raw_json_text_as_sent(value, payload):
     [envelope] = ingest(b'{"event": ' + value + b"}")
     assert (envelope.format, envelope.payload) == ("raw", payload)
 
@@ -220,7 +234,7 @@ def test_a_batch_is_objects_concatenated_with_or_without_whitespace(separator):
 
 def test_braces_inside_strings_do_not_split_a_batch():
     body = b'{"event": "a}{b"}{"event": {"s": "} {"}} {"event": "c"}'
-    assert [e.payload for e in ingest(body)] == ["a}{b", '{"s":"} {"}', "c"]
+    assert [e.payload for e in ingest(body)] == ["a}{b", '{"s": "} {"}', "c"]
 
 
 def test_a_missing_comma_inside_an_array_is_not_mended_by_batch_splitting():
@@ -378,6 +392,125 @@ def test_a_line_of_whitespace_json_does_not_allow_is_still_malformed():
 
 def test_an_object_over_several_lines_after_one_line_objects_is_still_split_exactly():
     body = b'{"event": "a"}\n{"event":\n  {"b": 1}\n}\n{"event": "c"}'
-    assert [e.payload for e in ingest(body)] == ["a", '{"b":1}', "c"]
+    assert [e.payload for e in ingest(body)] == ["a", '{"b": 1}', "c"]
     pretty = b'{\n "event": "a"\n}\n{\n "event": "b"\n}'
     assert [e.payload for e in ingest(pretty)] == ["a", "b"]
+
+
+EVENTS = [b'{"k": 1,  "s": "}{"}', b'{"n": 18446744073709551616, "n": [ ]}', b'{"e": "\\"}\\n{"}']
+
+
+@pytest.mark.parametrize("layout", [
+    "one object per line",
+    "one object per CRLF line",
+    "objects over several lines",
+    "objects side by side",
+    "objects side by side with braces between strings",
+])
+def test_every_way_a_batch_is_split_keeps_each_events_text(layout):
+    pieces = [b'{"sourcetype": "x",\n "event": ' + e + b"}" if layout == "objects over several lines"
+              else b'{"sourcetype": "x", "event": ' + e + b"}" for e in EVENTS]
+    separator = {"one object per line": b"\n", "one object per CRLF line": b"\r\n",
+                 "objects over several lines": b"\n", "objects side by side": b" ",
+                 "objects side by side with braces between strings": b""}[layout]
+    if layout.endswith("between strings"):
+        pieces.insert(1, b'{"event": "x} {y"}')
+    envelopes = ingest(separator.join(pieces) + b"\n")
+    texts = [e.payload for e in envelopes if e.format == "json"]
+    assert texts == [e.decode() for e in EVENTS]
+
+
+def test_a_malformed_batch_split_exactly_still_keeps_each_events_text():
+    body = b'{"event": {"a": "}{"}}{"event": {"b":  2}}{"event": "c", oops}'
+    with pytest.raises(HecError) as caught:
+        ingest(body)
+    assert caught.value.invalid_event_number == 2
+    envelopes = ingest(body[: body.rindex(b"{")])
+    assert [e.payload for e in envelopes] == ['{"a": "}{"}', '{"b":  2}']
+
+
+def nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    """A JSON value `depth` levels deep."""
+    return opener * depth + closer * depth
+
+
+def deep_object(depth: int) -> bytes:
+    return b'{"a": ' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize("event", [nested(300), deep_object(300), nested(1023)])
+def test_an_event_deeper_than_storage_can_write_is_taken_with_its_text(event):
+    [envelope] = ingest(b'{"event": ' + event + b"}")
+    assert envelope.payload == event.decode()
+
+
+def test_an_object_deeper_than_the_parser_takes_is_refused_naming_it_in_the_batch():
+    body = b'{"event": "a"}\n{"event": ' + nested(1024) + b"}\n{host: broken}"
+    with pytest.raises(HecError) as caught:
+        ingest(body)
+    assert (caught.value.code, caught.value.invalid_event_number) == (6, 1)
+    assert "depth limit exceeded" in caught.value.detail
+
+
+def replayed(attributes: bytes) -> bytes:
+    return (b'{"id": "018f0000-0000-7000-8000-000000000000", "source_type": "s", "format": "raw", '
+            b'"payload": "p", "attributes": ' + attributes + b"}")
+
+
+def test_a_posted_back_envelope_with_attributes_deeper_than_200_levels_is_refused():
+    with pytest.raises(HecError) as caught:
+        ingest(b'{"event": "a"}' + replayed(b'{"fields": {"k": ' + deep_object(198) + b"}}"))
+    error = caught.value
+    assert (error.code, error.status, error.invalid_event_number) == (6, 400, 1)
+    assert error.detail == "attributes is nested more than 200 levels deep"
+    [envelope] = ingest(replayed(b'{"fields": {"k": ' + deep_object(197) + b"}}"))
+    assert envelope.attributes["fields"]["k"] == orjson.loads(deep_object(197))
+
+
+def test_orjson_serializes_254_levels_and_no_more():
+    """The depth check of posted-back attributes relies on it: an orjson that changed it must be noticed."""
+    from telhawk_ingest.hec import ORJSON_MAX_DEPTH
+
+    orjson.dumps(orjson.loads(nested(ORJSON_MAX_DEPTH)))
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(orjson.loads(nested(ORJSON_MAX_DEPTH + 1)))
+
+
+SSHD_OK = b"Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5 port 52144 ssh2"
+SSHD_LATIN1 = b"Nov  4 01:02:04 web01 sshd[1235]: Failed password for jos\xe9 from 10.0.0.6 port 52145 ssh2"
+
+
+def test_a_raw_line_in_latin_1_is_kept_with_its_bytes_and_its_neighbour_is_untouched():
+    ok, bad = ingest(SSHD_OK + b"\n" + SSHD_LATIN1 + b"\n", kind="raw")
+
+    assert ok.payload == SSHD_OK.decode() and "payload_b64" not in ok.attributes
+    assert bad.payload == SSHD_LATIN1.decode("latin-1").replace("\u00e9", "\ufffd")
+    assert base64.b64decode(bad.attributes["payload_b64"]) == SSHD_LATIN1
+    assert bad.format == "raw" and bad.attributes["token_name"] == "web"
+
+
+@pytest.mark.parametrize(("line", "text"), [
+    (b"overlong slash \xc0\xaf end", "overlong slash \ufffd\ufffd end"),
+    (b"surrogate \xed\xa0\x80 end", "surrogate \ufffd\ufffd\ufffd end"),
+    (b"truncated \xe2\x82", "truncated \ufffd"),
+    (b"\xff\xfe", "\ufffd\ufffd"),
+    (b"  \xa0  ", "  \ufffd  "),          # a no-break space in Latin-1: not blank once decoded
+])
+def test_each_kind_of_invalid_utf_8_line_keeps_its_exact_bytes(line, text):
+    for ending in (b"\n", b"\r\n", b""):   # the bad line last, with and without a line ending
+        envelopes = ingest(SSHD_OK + (ending or b"\n") + line + ending, kind="raw")
+        assert [e.payload for e in envelopes] == [SSHD_OK.decode(), text]
+        assert base64.b64decode(envelopes[1].attributes["payload_b64"]) == line
+
+
+def test_crlf_lines_lose_their_line_ending_and_nothing_else():
+    body = b"caf\xc3\xa9 ok\r\ncaf\xe9 bad\r\n\r\nlast \xe9\r"
+    envelopes = ingest(body, kind="raw")
+    assert [e.payload for e in envelopes] == ["caf\u00e9 ok", "caf\ufffd bad", "last \ufffd"]
+    assert [e.attributes.get("payload_b64") for e in envelopes] == [
+        None, base64.b64encode(b"caf\xe9 bad").decode(), base64.b64encode(b"last \xe9").decode()]
+
+
+def test_a_raw_body_of_only_invalid_lines_is_still_ingested_and_blank_lines_still_skipped():
+    envelopes = ingest(b"\n\xe9\n   \n\xe9\xe9\n", kind="raw")
+    assert [base64.b64decode(e.attributes["payload_b64"]) for e in envelopes] == [b"\xe9", b"\xe9\xe9"]

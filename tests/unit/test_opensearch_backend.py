@@ -439,12 +439,6 @@ def test_index_names_are_ones_opensearch_accepts(hec_index: str, prefix: str, ex
     assert len(name.encode()) <= 255
 
 
-def test_an_unusable_event_time_falls_back_to_the_day_in_the_event_id():
-    event = Item(id=new_id(now_ns=int(T * 1e9)), index="main", time=float("nan"), document={})
-    backend = OpenSearchBackend(CoreSettings(url=URL), StorageSettings())
-    assert backend.index_name(event) == backend.index_name(event) == f"telhawk-main-{DAY}"
-
-
 def test_an_event_that_cannot_be_encoded_goes_to_the_dlq_and_the_rest_are_stored():
     server = FakeOpenSearch()
     events = [item(message="fine"), item(count=2**70), item(message="also fine")]

@@ -8,21 +8,65 @@ sleep or retry; retry.py owns that decision. Backends live one per module: local
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 DEFAULT_INDEX = "main"
+
+SECONDS_PER_DAY = 86_400
+# Day anchors stay within the days a UTC date can name: 1970-01-01 to 9999-12-31.
+_LAST_SECOND = 253_402_300_799
 
 
 @dataclass(slots=True)
 class Item:
-    """One document to store. `id` is the envelope id, used as the document `_id`."""
+    """One document to store. `id` is the envelope id, used as the document `_id`.
+
+    `time` is the day anchor in unix seconds (see `day_anchor`): its UTC day is the day the item is
+    stored under (OpenSearch's daily index, the local store's day). The document keeps its own times.
+    """
 
     id: str
     index: str
     time: float
     document: dict[str, Any]
+
+
+def seconds(value: Any, per_second: int = 1) -> float | None:
+    """A JSON number counted in 1/`per_second` seconds as finite unix seconds, else None.
+
+    Booleans, text, and numbers too large for a float give None: nothing is guessed from them.
+    """
+    kind = type(value)
+    if kind is not float and kind is not int:  # bool is an int subclass, not an int
+        return None
+    try:
+        result = value / per_second
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def day_anchor(event_time: float | None, arrival: float, back_days: int, ahead_days: int) -> float:
+    """The time whose UTC day an item is stored under, in unix seconds (SPEC §3).
+
+    The event's own time when it lies within `[arrival - back_days, arrival + ahead_days]`, else
+    the arrival. Both inputs are fixed for an envelope (the arrival is its id's time), so every try,
+    replay and redelivery gets the same day; and a time in the wrong unit or out of range never
+    names a day of its own. Clamped to 1970-01-01..9999-12-31, the days a date can name.
+    """
+    anchor = arrival
+    if event_time is not None and (
+        arrival - back_days * SECONDS_PER_DAY <= event_time <= arrival + ahead_days * SECONDS_PER_DAY
+    ):
+        anchor = event_time
+    if 0.0 <= anchor <= _LAST_SECOND:
+        return anchor
+    return 0.0 if anchor < 0.0 else float(_LAST_SECOND)
 
 
 class Status(enum.Enum):
@@ -53,6 +97,35 @@ def retry(error: str, retry_after: float | None = None, **details: Any) -> Outco
 
 def permanent(error: str, **details: Any) -> Outcome:
     return Outcome(Status.PERMANENT, error, details)
+
+
+def encode_document(document: dict[str, Any], wrap: dict[str, Any] | None = None) -> bytes | Outcome:
+    """`document` as JSON (inside `wrap`'s "_source" when given), or the permanent Outcome that
+    sends it to the DLQ when no try could encode it.
+
+    orjson refuses objects nested more than 254 levels deep (the HEC parser takes 1,024), integers
+    beyond 64 bits and non-string keys. The error names the top-level member at fault, e.g.
+    `event cannot be encoded as JSON: unmapped: Recursion limit reached`. Raises nothing.
+    """
+    try:
+        if wrap is None:
+            return orjson.dumps(document)
+        return orjson.dumps({**wrap, "_source": document})
+    except orjson.JSONEncodeError as exc:
+        member = _failing_member(document, wrap)
+        where = f"{member[:80]}: " if member is not None else ""
+        return permanent(f"event cannot be encoded as JSON: {where}{exc}", error_type="json_encode_error",
+                         **({"field": member} if member is not None else {}))
+
+
+def _failing_member(document: dict[str, Any], wrap: dict[str, Any] | None) -> str | None:
+    """The first top-level member that cannot be encoded where it sits in the document."""
+    for key, value in document.items():
+        try:
+            orjson.dumps({key: value} if wrap is None else {"_source": {key: value}})
+        except orjson.JSONEncodeError:
+            return key if isinstance(key, str) else repr(key)
+    return None
 
 
 class StorageBackend(Protocol):

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from ..files import open_append, private_dir, uncreatable, write_all
-from .base import STORED, Item, Outcome, retry
+from .base import STORED, Item, Outcome, encode_document, retry
 
 _UNSAFE = re.compile(r"[^a-z0-9_.-]")
 
@@ -164,9 +164,13 @@ class LocalBackend:
         if self._pid != os.getpid():
             self._reset()
         groups: dict[tuple[str, int], list[int]] = {}
-        lines = [orjson.dumps({"_id": it.id, "_index": it.index, "_source": it.document}) for it in batch]
+        lines = [encode_document(it.document, {"_id": it.id, "_index": it.index}) for it in batch]
         outcomes: list[Outcome] = [STORED] * len(batch)
         for i, item in enumerate(batch):
+            line = lines[i]
+            if isinstance(line, Outcome):  # cannot be encoded: no try would store it
+                outcomes[i] = line
+                continue
             groups.setdefault((item.index, int(item.time // 86400)), []).append(i)
         for key, members in groups.items():
             outcome = self._write(key, b"\n".join(lines[i] for i in members) + b"\n")

@@ -7,11 +7,11 @@ indexed as is), or the embedded file backend (local.py).
 
 Index naming
     `<storage.index_prefix><HEC index>-YYYY.MM.DD`, e.g. `telhawk-main-2024.05.01`, the day taken
-    from the event time (`Item.time`, UTC). Event time rather than arrival time because the name
-    must be the same on every attempt: a retry, or a DLQ replay days later, goes to the index of
-    the first attempt, where `create` with `_id` = envelope id finds the copy already there (409,
-    counted as stored) instead of writing a second one into today's index. An event time that is
-    not a usable date falls back to the time inside the UUIDv7 id, which is just as stable.
+    from the item's day anchor (`Item.time`, UTC): the event's own time when it lies within
+    `storage.day_window` of its arrival, else the arrival, which is the envelope id's time (SPEC §3;
+    `storage.base.day_anchor`). The name is the same on every attempt: a retry, or a DLQ replay days
+    later, goes to the index of the first attempt, where `create` with `_id` = envelope id finds the
+    copy already there (409, counted as stored) instead of writing a second one into today's index.
     Names are lower-cased; every character outside `[a-z0-9._-]` becomes `_` (OpenSearch forbids
     upper case, spaces and `\\ / * ? " < > | , # :`); characters an index name may not start with
     are dropped from the front; an empty HEC index becomes `main`; the HEC part is cut so the
@@ -46,7 +46,6 @@ import math
 import re
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +56,7 @@ import orjson
 
 from ..config import CoreSettings, StorageSettings
 from ..errors import ConfigError
-from .base import DEFAULT_INDEX, STORED, Item, Outcome, permanent, retry
+from .base import DEFAULT_INDEX, STORED, Item, Outcome, encode_document, permanent, retry
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +97,8 @@ def _index_part(hec_index: str, prefix: str) -> str:
 
 def _event_day(item: Item) -> str:
     """The item's UTC day as YYYY.MM.DD; the same answer on every attempt for the same item."""
-    try:
-        if not math.isfinite(item.time):
-            raise ValueError(item.time)
-        day = datetime.fromtimestamp(item.time, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        day = _id_time(item.id)
+    day = datetime.fromtimestamp(item.time, tz=UTC)
     return f"{day.year:04d}.{day.month:02d}.{day.day:02d}"
-
-
-def _id_time(item_id: str) -> datetime:
-    """The millisecond timestamp inside a UUIDv7 id; the epoch for any other id."""
-    try:
-        value = uuid.UUID(item_id)
-        millis = value.int >> 80 if value.version == 7 else 0
-        return datetime.fromtimestamp(millis / 1000, tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return datetime.fromtimestamp(0, tz=UTC)
 
 
 def index_name(prefix: str, item: Item) -> str:
@@ -430,13 +414,10 @@ class OpenSearchBackend:
         # Each event becomes its NDJSON pair, or its outcome when it cannot be encoded at all.
         prepared: list[bytes | Outcome] = []
         for item in batch:
-            try:
-                source = orjson.dumps(item.document)
-            except TypeError as exc:
-                # orjson.JSONEncodeError: non-string keys, ints over 64 bits, cycles. No attempt
-                # can store such a document, so it goes to the DLQ without holding up the rest.
-                error = f"event cannot be encoded as JSON: {exc}"
-                prepared.append(permanent(error, error_type="json_encode_error"))
+            source = encode_document(item.document)
+            if isinstance(source, Outcome):
+                # No attempt can store such a document: it goes to the DLQ without holding up the rest.
+                prepared.append(source)
                 continue
             action = orjson.dumps({"create": {"_index": self.index_name(item), "_id": item.id}})
             prepared.append(action + b"\n" + source + b"\n")

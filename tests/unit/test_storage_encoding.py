@@ -1,0 +1,55 @@
+"""Documents no storage try could encode: a permanent outcome naming the member, never an exception."""
+
+from __future__ import annotations
+
+import pytest
+
+from telhawk_ingest.envelope import new_id
+from telhawk_ingest.storage.base import Item, Status, encode_document
+from telhawk_ingest.storage.local import LocalBackend
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_an_encodable_document_is_its_json():
+    assert encode_document({"a": 1}) == b'{"a":1}'
+    assert encode_document({"a": 1}, {"_id": "x"}) == b'{"_id":"x","_source":{"a":1}}'
+
+
+@pytest.mark.parametrize(("document", "wrap", "member", "error"), [
+    ({"ok": 1, "unmapped": {"x": nested(260)}}, None, "unmapped", "Recursion limit reached"),
+    ({"ok": 1, "deep": nested(253)}, {"_id": "x"}, "deep", "Recursion limit reached"),
+    ({"ok": 1, "count": 2**70}, None, "count", "Integer exceeds 64-bit range"),
+    ({"ok": 1, "keys": {1: "a"}}, None, "keys", "Dict key must be str"),
+])
+def test_a_document_that_cannot_be_encoded_is_permanent_and_names_the_member(document, wrap, member, error):
+    outcome = encode_document(document, wrap)
+
+    assert not isinstance(outcome, bytes)
+    assert outcome.status is Status.PERMANENT
+    assert outcome.error == f"event cannot be encoded as JSON: {member}: {error}"
+    assert outcome.details == {"error_type": "json_encode_error", "field": member}
+
+
+def test_the_wrapper_costs_one_level():
+    assert isinstance(encode_document({"deep": nested(253)}), bytes)
+    assert not isinstance(encode_document({"deep": nested(253)}, {"_id": "x"}), bytes)
+
+
+def test_the_local_store_dead_letters_only_the_document_it_cannot_encode(tmp_path):
+    backend = LocalBackend(tmp_path)
+    items = [Item(new_id(), "main", 1_767_323_045.0, {"n": n}) for n in range(3)]
+    items[1].document["unmapped"] = nested(300)
+
+    outcomes = backend.store(items)
+
+    assert [o.status for o in outcomes] == [Status.STORED, Status.PERMANENT, Status.STORED]
+    assert outcomes[1].details["field"] == "unmapped"
+    assert sorted(d["_source"]["n"] for d in backend.documents()) == [0, 2]
+    backend.close()
+
