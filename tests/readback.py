@@ -9,6 +9,7 @@ backend's own reader, `documents()`, which yields `{"_id", "_index", "_source"}`
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def stored_documents(data_dir: Path) -> list[dict[str, Any]]:
     backend = make_backend(settings)
     try:
         return list(backend.documents())  # type: ignore[attr-defined]
-    except ValueError as exc:  # orjson.JSONDecodeError and json.JSONDecodeError are ValueErrors
+    # A torn line of an append file (a JSONDecodeError is a ValueError) or a damaged database file.
+    except (ValueError, sqlite3.DatabaseError) as exc:
         raise UnreadableRecord(f"a stored record under {data_dir} cannot be read back: {exc}") from exc
     finally:
         backend.close()
