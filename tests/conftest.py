@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import backoff._sync
 import pytest
 from freezegun import freeze_time
+from hypothesis import HealthCheck, settings
 
 
 @pytest.fixture
@@ -19,3 +21,19 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
         monkeypatch.setattr(backoff._sync.time, "sleep", sleep)
         yield recorded
+
+
+# Hypothesis: `ci` (the default) tries the same bodies on every run, so a failure in CI is one a
+# developer gets again; `explore` draws new ones and ten times as many. Choose with
+# HYPOTHESIS_PROFILE. No deadline: one example starts a Service and writes real files.
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("explore", settings.get_profile("ci"), max_examples=1000, derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def examples(base: int) -> int:
+    """A test's example count under the loaded profile: `base` under `ci`, scaled by the others."""
+    return max(1, base * settings.default.max_examples // 100)
