@@ -46,10 +46,9 @@ import math
 import re
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -57,7 +56,7 @@ import orjson
 
 from ..config import CoreSettings, StorageSettings
 from ..errors import ConfigError
-from .base import DEFAULT_INDEX, STORED, Item, Outcome, permanent, retry
+from .base import DEFAULT_INDEX, STORED, Item, Outcome, permanent, retry, storage_time, utc_day
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +97,8 @@ def _index_part(hec_index: str, prefix: str) -> str:
 
 def _event_day(item: Item) -> str:
     """The item's UTC day as YYYY.MM.DD; the same answer on every attempt for the same item."""
-    try:
-        if not math.isfinite(item.time):
-            raise ValueError(item.time)
-        day = datetime.fromtimestamp(item.time, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        day = _id_time(item.id)
+    day = utc_day(int(storage_time(item) // 86400))
     return f"{day.year:04d}.{day.month:02d}.{day.day:02d}"
-
-
-def _id_time(item_id: str) -> datetime:
-    """The millisecond timestamp inside a UUIDv7 id; the epoch for any other id."""
-    try:
-        value = uuid.UUID(item_id)
-        millis = value.int >> 80 if value.version == 7 else 0
-        return datetime.fromtimestamp(millis / 1000, tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return datetime.fromtimestamp(0, tz=UTC)
 
 
 def index_name(prefix: str, item: Item) -> str:
