@@ -92,6 +92,8 @@ class StorageSettings(_Section):
     data_dir: Path = Path("/var/lib/telhawk/data")
     index_prefix: str = "telhawk-"
     bulk_max_events: int = Field(default=500, gt=0)
+    # `local` only: rows whose storage day is more than this many days before today are deleted.
+    retention_days: int | None = Field(default=None, gt=0)
 
 
 class Settings(_Section):
