@@ -31,6 +31,7 @@ from .retry import RetryPolicy, store_with_retries
 from .stats import Counters
 from .storage import make_backend
 from .storage.base import DEFAULT_INDEX, Item, StorageBackend
+from .storage.document import stored_document
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class Service:
                 when = ocsf_time / 1000
             else:
                 when = parse_time(envelope.received_at)
-        return Item(envelope.id, envelope.index or DEFAULT_INDEX, when, event)
+        return Item(envelope.id, envelope.index or DEFAULT_INDEX, when, stored_document(event, envelope))
 
     # -- operators -----------------------------------------------------------------------
 
