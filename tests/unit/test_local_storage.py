@@ -298,20 +298,46 @@ def test_a_failed_commit_is_retry_for_every_row_it_held_even_those_of_other_requ
     assert backend.store([item(0)])[0].stored
     refuse_id(backend.data_dir, "boom")
     other = lock_database(backend.data_dir)
+    # Queued while the writer waits for the lock: all three share its next commit.
     first = backend.submit([item(1)])
-    wait_for(backend._queue.empty)  # the writer took it, and waits for the lock
     doomed = backend.submit([item(2), item(item_id="boom")])
-    bystander = backend.submit([item(3)])  # queued meanwhile: shares the next commit
+    bystander = backend.submit([item(3)])
+    wait_for(backend._queue.empty)
 
     other.execute("COMMIT")
     other.close()
 
-    assert [o.status for o in first.result(10)] == [Status.STORED]
+    assert [o.status for o in first.result(10)] == [Status.RETRY]
     assert [o.status for o in doomed.result(10)] == [Status.RETRY, Status.RETRY]
     assert [o.status for o in bystander.result(10)] == [Status.RETRY]
     assert "refused by test" in bystander.result()[0].error
-    assert len(ids(backend.data_dir)) == 2
-    assert backend.store([item(4)])[0].stored  # the next commit opens a fresh connection
+    assert len(ids(backend.data_dir)) == 1
+    assert all(o.stored for o in backend.store([item(4), item(5)]))  # a fresh connection, no poison
+
+
+def test_requests_that_arrive_while_another_process_commits_share_the_next_commit(backend, monkeypatch):
+    statements: list[str] = []
+    real_connect = local.connect
+
+    def tracing(db: Path) -> sqlite3.Connection:
+        conn = real_connect(db)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(local, "connect", tracing)
+    assert backend.store([item(0)])[0].stored
+    other = lock_database(backend.data_dir)
+    statements.clear()
+    waiting = [item(n) for n in range(1, 6)]
+    futures = [backend.submit([it]) for it in waiting]
+    wait_for(backend._queue.empty)
+    other.execute("COMMIT")
+    other.close()
+
+    assert all(f.result(10)[0].stored for f in futures)
+    committed = [s for s in statements if s.startswith("INSERT")][-1]  # traced with its values
+    assert all(it.id in committed for it in waiting)  # one statement, one transaction, one fsync
+    assert len(ids(backend.data_dir)) == 6
 
 
 # --- torn writes: a write that fails half way leaves nothing behind ---------------------------------

@@ -30,11 +30,11 @@ which hands back a concurrent.futures.Future for callers that must not block, e.
 loop through `asyncio.wrap_future`) queues its rows; the writer takes everything queued and
 commits it as one multi-row INSERT statement in autocommit mode: one transaction, and one SQLite
 call that runs without the GIL from taking the write lock to the WAL fsync. Processes on one host
-share the database: SQLite's locks order their commits, and a writer waits up to
-BUSY_TIMEOUT_SECONDS for another's. Checkpoints (copying the WAL into the database) run on a
-second thread and connection, off the commit path. After a fork the child starts its own threads
-and connections on first use (the pid is checked); a fork waits for a commit or checkpoint in
-flight, so the child never inherits SQLite's locks half held.
+share the database: SQLite's locks order their commits, and a writer polls for the lock up to
+BUSY_TIMEOUT_SECONDS while another's commit runs. Checkpoints (copying the WAL into the
+database) run on a second thread and connection, off the commit path. After a fork the child
+starts its own threads and connections on first use (the pid is checked); a fork waits for a
+commit or checkpoint in flight, so the child never inherits SQLite's locks half held.
 
 Single host only: SQLite's WAL needs shared memory and POSIX locks that network filesystems do
 not give, so `local` refuses to start when `storage.data_dir` is on NFS, EFS, SMB or another
@@ -75,20 +75,26 @@ log = logging.getLogger(__name__)
 DB_NAME = "events.sqlite3"
 # SQLite's own files beside the database, all checked before opening.
 SIDE_SUFFIXES = ("", "-wal", "-shm")
-# How long a commit waits for another process's commit before it is reported RETRY.
+# How long a commit waits for another process's commit before it is reported RETRY. It polls
+# for SQLite's write lock (first after POLL_FIRST_SECONDS, doubling up to POLL_MAX_SECONDS)
+# rather than sleeping in SQLite's busy handler, whose waits grow to 100 ms and leave the lock
+# idle while several processes queue for it.
 BUSY_TIMEOUT_SECONDS = 5.0
+POLL_FIRST_SECONDS = 0.0001
+POLL_MAX_SECONDS = 0.001
 # Rows in one INSERT statement at most (5 parameters a row; SQLite's limit on parameters may
 # lower it: statement_limit). Queued jobs share a commit up to this many rows.
 MAX_STATEMENT_ROWS = 4096
 # ON CONFLICT (upsert) needs 3.24.
 MIN_SQLITE = (3, 24, 0)
-# The WAL is cut back to this size after a checkpoint, so a burst does not keep its disk space.
-JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-# A process asks for a checkpoint after committing this many bytes of documents; a WAL file over
-# WAL_RESTART_BYTES gets a RESTART checkpoint, which waits for writers, so that it cannot grow
-# without end under constant load.
+# The WAL is cut back to this size when it starts over, so a burst does not keep its disk space.
+JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+# A process asks its checkpointer for a (PASSIVE) checkpoint after committing this many bytes of
+# documents. Under constant load from several processes a passive checkpoint may never catch up
+# with the writers, and the WAL starts over only once it has: past WAL_RESTART_BYTES the writer
+# itself runs a RESTART checkpoint, which holds other writers off until it is done.
 CHECKPOINT_BYTES = 4 * 1024 * 1024
-WAL_RESTART_BYTES = JOURNAL_SIZE_LIMIT_BYTES
+WAL_RESTART_BYTES = 64 * 1024 * 1024
 RETENTION_INTERVAL_SECONDS = 3600.0
 RETENTION_CHUNK_ROWS = 5000
 SCHEMA_VERSION = 1
@@ -207,17 +213,18 @@ def _create_private(db: Path) -> None:
 
 def connect(db: Path) -> sqlite3.Connection:
     """A connection set up for durable writes (module docstring): WAL, synchronous FULL, the
-    busy timeout, the schema; no automatic checkpoints (the checkpointer thread runs them off the
-    commit path). Raises sqlite3.Error or OSError."""
-    conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+    schema; no automatic checkpoints (the checkpointer thread runs them off the commit path) and
+    no busy handler (`execute` waits for the write lock). Raises sqlite3.Error or OSError."""
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None, check_same_thread=False)
     try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = execute(conn, "PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.executescript(SCHEMA)
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            execute(conn, statement)
     except BaseException:
         conn.close()
         raise
@@ -235,6 +242,40 @@ def _row(item: Item) -> Row:
     when = storage_time(item)
     document = orjson.dumps(item.document).decode()
     return (item.id, item.index or DEFAULT_INDEX, day_text(int(when // 86400)), when, document)
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def execute(conn: sqlite3.Connection, statement: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    """Run one statement; while another connection holds the write lock (SQLITE_BUSY), poll for
+    it up to BUSY_TIMEOUT_SECONDS, then raise that error. The statement runs in one SQLite call
+    each time, without the GIL."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = POLL_FIRST_SECONDS
+    while True:
+        try:
+            return conn.execute(statement, params)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_MAX_SECONDS)
+
+
+def restart_wal(conn: sqlite3.Connection) -> bool:
+    """A RESTART checkpoint: copy the whole WAL into the database, so the next commit starts the
+    WAL over (and cuts it to JOURNAL_SIZE_LIMIT_BYTES). Polls as `execute` does while writers or
+    readers are busy; False when it could not finish in BUSY_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = POLL_FIRST_SECONDS
+    while execute(conn, "PRAGMA wal_checkpoint(RESTART)").fetchone()[0]:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, POLL_MAX_SECONDS)
+    return True
 
 
 def statement_limit(conn: sqlite3.Connection) -> int:
@@ -394,28 +435,16 @@ class LocalBackend:
 
     def _run(self, queue: SimpleQueue[_Job | None]) -> None:
         """The writer: wait for a job, commit it with everything queued by then, answer, repeat."""
-        stopping = False
-        carried: _Job | None = None  # taken from the queue, but for the next commit
-        while not stopping or carried is not None:
-            first = carried if carried is not None else queue.get()
-            carried = None
+        self._stopping = False  # close() was asked: commit what came before it, then stop
+        self._carried: _Job | None = None  # taken from the queue, but for the next commit
+        while not self._stopping or self._carried is not None:
+            first = self._carried if self._carried is not None else queue.get()
+            self._carried = None
             if first is None:
                 return
-            jobs, rows = [first], len(first.rows)
-            while not stopping:
-                try:
-                    job = queue.get_nowait()
-                except Empty:
-                    break
-                if job is None:
-                    stopping = True  # close() was asked: commit what came before it, then stop
-                elif rows + len(job.rows) > self._statement_limit:
-                    carried = job  # one statement is one transaction: keep it that way
-                    break
-                else:
-                    jobs.append(job)
-                    rows += len(job.rows)
-            outcome = self._commit(jobs)
+            jobs = [first]
+            self._take(queue, jobs)
+            outcome = self._commit(jobs, queue)
             for job in jobs:
                 job.finish(outcome)
             if outcome is STORED:
@@ -423,30 +452,74 @@ class LocalBackend:
                 if self._unchecked_bytes >= CHECKPOINT_BYTES:
                     self._unchecked_bytes = 0
                     self._wake_checkpointer.set()
+                    self._restart_wal_when_big()
                 self._prune_when_due(queue)
 
-    def _commit(self, jobs: list[_Job]) -> Outcome:
-        """Insert every job's rows in one transaction; STORED once it committed, else RETRY.
+    def _take(self, queue: SimpleQueue[_Job | None], jobs: list[_Job]) -> bool:
+        """Add the queued jobs to `jobs` while they fit in one statement; True if any was added."""
+        rows = sum(len(job.rows) for job in jobs)
+        added = False
+        while not self._stopping and self._carried is None:
+            try:
+                job = queue.get_nowait()
+            except Empty:
+                break
+            if job is None:
+                self._stopping = True
+            elif rows + len(job.rows) > self._statement_limit:
+                self._carried = job  # one statement is one transaction: keep it that way
+            else:
+                jobs.append(job)
+                rows += len(job.rows)
+                added = True
+        return added
 
-        The transaction is one INSERT statement in autocommit mode, so the whole of it (waiting
-        for another process's commit, inserting, the WAL fsync) is one SQLite call that runs
-        without the GIL: this process's request threads never hold up the write lock that every
-        process shares, as they would if the writer needed the GIL back between statements.
-        More rows than one statement takes (a single huge batch) get BEGIN IMMEDIATE ... COMMIT.
+    def _restart_wal_when_big(self) -> None:
+        """In the writer: a RESTART checkpoint once the WAL file is over WAL_RESTART_BYTES."""
+        with self._sqlite_lock:
+            try:
+                big = Path(f"{self.db_path}-wal").stat().st_size > WAL_RESTART_BYTES
+                if big and self._conn is not None and not restart_wal(self._conn):
+                    log.warning("local storage: the WAL of %s stays large: readers or writers kept "
+                                "the checkpoint from finishing", self.db_path)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("local storage: checkpoint of %s failed: %s", self.db_path, exc)
+
+    def _commit(self, jobs: list[_Job], queue: SimpleQueue[_Job | None]) -> Outcome:
+        """Insert the rows of `jobs` in one transaction; STORED once it committed, else RETRY.
+
+        The transaction is one INSERT statement in autocommit mode, so the whole of it (taking the
+        write lock, inserting, the WAL fsync) is one SQLite call that runs without the GIL: this
+        process's request threads never hold up the write lock that every process shares, as
+        they would if the writer needed the GIL back between statements. While another process
+        holds the lock, the writer polls for it, and the requests that arrive meanwhile join this
+        commit (`jobs` grows). A single job too big for one statement gets BEGIN IMMEDIATE ...
+        COMMIT instead.
         """
         rows = [row for job in jobs for row in job.rows]
         with self._sqlite_lock:
             try:
                 conn = self._connection()
                 limit = self._statement_limit
-                if len(rows) <= limit:
-                    conn.execute(*_insert(rows, limit))
-                else:
-                    conn.execute("BEGIN IMMEDIATE")
+                if len(rows) > limit:
+                    execute(conn, "BEGIN IMMEDIATE")
                     for start in range(0, len(rows), limit):
                         conn.execute(*_insert(rows[start:start + limit], limit))
                     conn.execute("COMMIT")
-                return STORED
+                    return STORED
+                deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+                pause = POLL_FIRST_SECONDS
+                while True:
+                    try:
+                        conn.execute(*_insert(rows, limit))
+                        return STORED
+                    except sqlite3.OperationalError as exc:
+                        if not _busy(exc) or time.monotonic() >= deadline:
+                            raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, POLL_MAX_SECONDS)
+                    if self._take(queue, jobs):
+                        rows = [row for job in jobs for row in job.rows]
             except Exception as exc:  # waiters must get an answer whatever happened
                 if not isinstance(exc, sqlite3.Error | OSError | ConfigError):
                     log.exception("local storage: unexpected error committing to %s", self.db_path)
@@ -468,10 +541,7 @@ class LocalBackend:
                     if self._checkpoint_conn is None:
                         check_files(self.db_path)
                         self._checkpoint_conn = connect(self.db_path)
-                    wal = Path(f"{self.db_path}-wal")
-                    big = wal.exists() and wal.stat().st_size > WAL_RESTART_BYTES
-                    mode = "RESTART" if big else "PASSIVE"
-                    self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                    self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except (sqlite3.Error, OSError, ConfigError) as exc:
                     log.warning("local storage: checkpoint of %s failed: %s", self.db_path, exc)
                     conn, self._checkpoint_conn = self._checkpoint_conn, None
@@ -525,7 +595,7 @@ class LocalBackend:
     def _delete_chunk(self, cutoff: str) -> int:
         with self._sqlite_lock:
             try:
-                return self._connection().execute(DELETE_CHUNK, (cutoff, RETENTION_CHUNK_ROWS)).rowcount
+                return execute(self._connection(), DELETE_CHUNK, (cutoff, RETENTION_CHUNK_ROWS)).rowcount
             except BaseException:
                 self._drop_connection()
                 raise
