@@ -238,6 +238,7 @@ def test_the_write_connection_uses_wal_and_synchronous_full(backend, monkeypatch
     assert writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the WAL is fsync'd per commit
     # Persistent in the file: every other connection, in any process, writes to the WAL too.
     assert rows(backend.data_dir, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(backend.data_dir, "PRAGMA page_size") == [(16384,)]  # ten ~1 KB documents a page
 
 
 def lock_database(data_dir: Path) -> sqlite3.Connection:
