@@ -2,8 +2,8 @@
 
 Here: `OpenSearchBackend`, how an event's index is named, the index template, and how a bulk
 answer becomes one Outcome per event. Not here: waiting and retrying (retry.py acts on the
-Outcomes), building the document (the caller hands over the normalized OCSF event and it is
-indexed as is), or the embedded file backend (local.py).
+Outcomes), building the document (storage/document.py: the OCSF event plus `hec`; it is
+indexed as handed over), or the embedded store (local.py).
 
 Index naming
     `<storage.index_prefix><HEC index>-YYYY.MM.DD`, e.g. `telhawk-main-2024.05.01`, the day taken
