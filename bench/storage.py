@@ -6,19 +6,24 @@ round, A B B A ...) so that machine noise falls on both alike:
   product does, one serving bench/ndjson.py's `ndjson` in its place (the same pipeline storing
   with NdjsonBackend); batches of 100 events on the batch bench's connections, and single-event
   requests on 8 connections, 1 s runs;
-- in process: `store()` of 100-item batches from 4 threads and of single items from 8 threads,
-  each backend in a temp folder of its own, 0.5 s runs, fresh ids every call.
+- storage alone, in process: `store()` of 100-item batches from 4 threads (and the CPU this
+  process spends per item) and of single items from 8 threads, 0.5 s runs, fresh ids every call;
+- storage alone, across processes: 4 processes of 2 threads each (the emulator's workers and
+  threads) storing 100-item batches into one data folder at once, 1.5 s runs.
 Figures are medians over rounds and the median of the per-round ratios (sqlite / ndjson); the
 target is batch events/s over HTTP >= 0.9x the NDJSON backend's.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from . import events
@@ -31,15 +36,17 @@ SINGLE_CONNECTIONS = 8
 NDJSON_HANDLER = "bench/ndjson.handler"
 BACKENDS = ("sqlite", "ndjson")
 MAX_SINGLE_REQUESTS = 200_000
+PROCESSES, PROCESS_THREADS = 4, 2  # as the emulator's default workers and threads
 
 
 def _failed(server: Server) -> int:
     return int(server.healthz()["failed"])
 
 
-def _in_process(store: Callable[[list], object], threads: int, per_call: int, seconds: float,
-                document: dict) -> float:
-    """Items/s stored by `threads` threads calling `store` with `per_call` fresh items each."""
+def _store_load(store: Callable[[list], object], threads: int, per_call: int, seconds: float,
+                document: dict) -> tuple[float, float]:
+    """(items/s, CPU us per item) of `threads` threads calling `store` with `per_call` fresh items
+    each; the CPU is this process's (its writer threads included)."""
     from telhawk_ingest.envelope import new_id
     from telhawk_ingest.storage.base import Item
 
@@ -52,36 +59,79 @@ def _in_process(store: Callable[[list], object], threads: int, per_call: int, se
             store([Item(new_id(), "main", now, document) for _ in range(per_call)])
             counts[k] += per_call
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return sum(counts) / (time.perf_counter() - started)
+    stored = sum(counts)
+    return stored / (time.perf_counter() - started), (time.process_time() - cpu) / stored * 1e6
 
 
-def in_process(ctx: Context, rounds: int) -> dict[tuple[str, str], list[float]]:
-    """{(backend, kind): [items/s per round]} of both backends' `store()` in this process."""
+def _backend(name: str, data_dir: Path):  # either backend
     from telhawk_ingest.storage.local import LocalBackend
 
     from .ndjson import NdjsonBackend
 
+    return LocalBackend(data_dir) if name == "sqlite" else NdjsonBackend(data_dir)
+
+
+def in_process(rounds: int) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """{(backend, kind): [(items/s, CPU us per item) per round]} of `store()` in this process."""
     document = events.ocsf_objects(1)[0]["event"]
     home = Path(tempfile.mkdtemp(prefix="telhawk-bench-storage-"))
-    backends = {"sqlite": LocalBackend(home / "sqlite"), "ndjson": NdjsonBackend(home / "ndjson")}
-    rates: dict[tuple[str, str], list[float]] = {}
+    backends = {name: _backend(name, home / name) for name in BACKENDS}
+    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         order = list(BACKENDS)
         for _ in range(rounds):
             for name in order:
                 store = backends[name].store
-                rates.setdefault((name, "batch"), []).append(_in_process(store, 4, BATCH, 0.5, document))
-                rates.setdefault((name, "single"), []).append(_in_process(store, 8, 1, 0.5, document))
+                figures.setdefault((name, "batch"), []).append(_store_load(store, 4, BATCH, 0.5, document))
+                figures.setdefault((name, "single"), []).append(_store_load(store, 8, 1, 0.5, document))
             order.reverse()
     finally:
         for backend in backends.values():
             backend.close()
+        shutil.rmtree(home, ignore_errors=True)
+    return figures
+
+
+def _child(name: str, data_dir: str, seconds: float, ready: Queue, start: Event, results: Queue) -> None:
+    """One of the processes of `across_processes`: PROCESS_THREADS threads storing batches."""
+    backend = _backend(name, Path(data_dir))
+    document = events.ocsf_objects(1)[0]["event"]
+    ready.put(True)
+    start.wait(60)
+    rate, _ = _store_load(backend.store, PROCESS_THREADS, BATCH, seconds, document)
+    backend.close()
+    results.put(rate)
+
+
+def across_processes(rounds: int, seconds: float = 1.5) -> dict[str, list[float]]:
+    """{backend: [items/s per round]}: PROCESSES processes (as the emulator's workers) storing
+    100-item batches into one data folder at once, storage alone."""
+    spawn = multiprocessing.get_context("spawn")
+    home = Path(tempfile.mkdtemp(prefix="telhawk-bench-storage-"))
+    rates: dict[str, list[float]] = {}
+    try:
+        order = list(BACKENDS)
+        for k in range(rounds):
+            for name in order:
+                ready, results, start = spawn.Queue(), spawn.Queue(), spawn.Event()
+                children = [spawn.Process(target=_child, args=(name, str(home / f"{name}{k}"), seconds, ready,
+                                                               start, results)) for _ in range(PROCESSES)]
+                for child in children:
+                    child.start()
+                for _ in children:
+                    ready.get(timeout=60)
+                start.set()
+                rates.setdefault(name, []).append(sum(results.get(timeout=60) for _ in children))
+                for child in children:
+                    child.join(10)
+            order.reverse()
+    finally:
         shutil.rmtree(home, ignore_errors=True)
     return rates
 
@@ -116,12 +166,18 @@ def run(ctx: Context) -> None:
             say(f"  {name:<6} batch {fmt_int(batch_eps):>7} events/s   "
                 f"single {fmt_int(single_rps):>6} requests/s")
         order.reverse()
-    local = in_process(ctx, rounds)
-
-    say("  in process (store() only):")
+    local = in_process(rounds)
+    processes = across_processes(max(1, rounds // 2))
+    rates = {key: [rate for rate, _ in runs] for key, runs in local.items()}
+    cpu = {name: f"{median([us for _, us in local[(name, 'batch')]]):.1f} us" for name in BACKENDS}
+    together = {(name, "batch"): processes[name] for name in BACKENDS}
+    say("  storage alone:")
     for name in BACKENDS:
-        say(f"  {name:<6} batch {fmt_int(median(local[(name, 'batch')])):>7} items/s (4 threads)   "
-            f"single {fmt_int(median(local[(name, 'single')])):>6} items/s (8 threads)")
+        say(f"  {name:<6} in process: batch {fmt_int(median(rates[(name, 'batch')])):>7} items/s "
+            f"(4 threads, CPU {cpu[name]}/item), single {fmt_int(median(rates[(name, 'single')])):>6} "
+            f"items/s (8 threads)")
+        say(f"  {name:<6} {PROCESSES} processes x {PROCESS_THREADS} threads: batch "
+            f"{fmt_int(median(processes[name])):>7} items/s")
     batch_ratio = _ratio(http, "batch")
     ctx.add(f"storage: batches of {BATCH} OCSF events over HTTP, events/s sqlite | ndjson",
             _pair(http, "batch"))
@@ -129,8 +185,10 @@ def run(ctx: Context) -> None:
             f">= {TARGET_RATIO}x", batch_ratio >= TARGET_RATIO)
     ctx.add(f"storage: single-event requests/s (c={SINGLE_CONNECTIONS}) sqlite | ndjson",
             _pair(http, "single"))
-    ctx.add("storage: in-process store(), batch items/s sqlite | ndjson", _pair(local, "batch"))
-    ctx.add("storage: in-process store(), single items/s sqlite | ndjson", _pair(local, "single"))
+    ctx.add("storage alone, in process: batch items/s sqlite | ndjson", _pair(rates, "batch"))
+    ctx.add("  CPU per stored item, batches: sqlite | ndjson", f"{cpu['sqlite']} | {cpu['ndjson']}")
+    ctx.add("  single items/s sqlite | ndjson", _pair(rates, "single"))
+    ctx.add(f"storage alone, {PROCESSES} processes: batch items/s sqlite | ndjson", _pair(together, "batch"))
 
 
 def _ratio(rates: dict[tuple[str, str], list[float]], kind: str) -> float:
