@@ -696,11 +696,14 @@ _BACKENDS: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
 # them in the child (closing may checkpoint or delete the WAL the parent is using).
 _INHERITED: list[sqlite3.Connection] = []
 _held: list[LocalBackend] = []
+# Two threads forking at once take turns: the hooks of one fork must release what they acquired.
+_fork_lock = threading.Lock()
 
 
 def _before_fork() -> None:
     """Wait for commits and checkpoints in flight, so the child never inherits SQLite half way
     through one."""
+    _fork_lock.acquire()
     _held[:] = list(_BACKENDS)
     for backend in _held:
         backend._sqlite_lock.acquire()
@@ -712,12 +715,14 @@ def _after_fork_in_parent() -> None:
         backend._checkpoint_lock.release()
         backend._sqlite_lock.release()
     _held.clear()
+    _fork_lock.release()
 
 
 def _after_fork_in_child() -> None:
     for backend in _held:
         backend._forked()
     _held.clear()
+    _fork_lock.release()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
