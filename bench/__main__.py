@@ -4,6 +4,8 @@ Benches, in the order they run (default: all but opensearch):
   ingest    sweep of emulator workers/threads and connections, then 100-event batches (OCSF and
             sshd) against the floor handler, in the README default and the best configuration
   single    single-event requests: requests/s and latency
+  storage   the embedded SQLite store against the former NDJSON file backend (bench/ndjson.py),
+            batch and single events, over HTTP and in process, alternated
   dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
@@ -21,7 +23,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import backlog, dlqwrite, ingest, opensearch, overhead
+from . import backlog, dlqwrite, ingest, opensearch, overhead, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -36,6 +38,7 @@ def _ingest(ctx: Context) -> None:
 BENCHES = {
     "ingest": _ingest,
     "single": ingest.single,
+    "storage": storage.run,
     "dlq": dlqwrite.run,
     "overhead": overhead.run,
     "backlog": backlog.run,

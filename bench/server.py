@@ -4,7 +4,8 @@ Each `Server` is one `python -m local` process tree (gunicorn master and workers
 127.0.0.1, with its own DLQ and data folders, fixed bench tokens and the local storage backend. It
 serves a generated template: template.yaml's functions unchanged plus `BenchFloor`
 (bench/floor.py, `POST /bench/floor`), so the floor runs in the very same processes, with the same
-workers and threads, as the real handlers.
+workers and threads, as the real handlers. `ingest_handler` serves another function in place of
+the HEC ingest one (bench/ndjson.py: the same pipeline with the former NDJSON file backend).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -50,8 +52,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_template(directory: Path) -> Path:
-    """template.yaml plus the floor function, with code paths made absolute."""
+def write_template(directory: Path, ingest_handler: str | None = None) -> Path:
+    """template.yaml plus the floor function, with code paths made absolute; `ingest_handler`
+    (e.g. `bench/ndjson.handler`) replaces the Handler of the HEC ingest function."""
     from local.emulator import load_template
 
     template = load_template(ROOT / "template.yaml")
@@ -61,6 +64,8 @@ def write_template(directory: Path) -> Path:
         props = resource.get("Properties") if isinstance(resource, dict) else None
         if isinstance(props, dict) and isinstance(props.get("CodeUri"), str):
             props["CodeUri"] = str(ROOT / props["CodeUri"])
+    if ingest_handler:
+        template["Resources"]["IngestEvent"]["Properties"]["Handler"] = ingest_handler
     template["Resources"]["BenchFloor"] = {
         "Type": "AWS::Serverless::Function",
         "Properties": {
@@ -85,6 +90,7 @@ class Server:
     threads: int = DEFAULT_THREADS
     env: dict[str, str] = field(default_factory=dict)
     dlq_path: Path | None = None  # default: a fresh temp folder
+    ingest_handler: str | None = None  # default: template.yaml's own
     home: Path = field(init=False)
     data_dir: Path = field(init=False)
     port: int = field(init=False, default=0)
@@ -107,7 +113,7 @@ class Server:
         self.dlq_path = self.dlq_path or self.home / "dlq"
         for folder in (self.data_dir, self.dlq_path):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._template = write_template(self.home)
+        self._template = write_template(self.home, self.ingest_handler)
         self.port = free_port()
         self._launch(self._template)
 
@@ -191,7 +197,16 @@ class Server:
         return orjson.loads(body)
 
     def clear_data(self) -> None:
-        """Drop stored event files between runs (the folders stay: the backend caches them)."""
+        """Drop stored events between runs: the rows of the embedded store (the database stays
+        open in the workers, so it is emptied, not deleted), or the NDJSON baseline's files (the
+        folders stay: that backend caches them)."""
+        database = self.data_dir / "events.sqlite3"
+        if database.exists():
+            conn = sqlite3.connect(database, timeout=30, isolation_level=None)
+            try:
+                conn.execute("DELETE FROM events")
+            finally:
+                conn.close()
         for path in self.data_dir.glob("*/*.ndjson"):
             path.unlink(missing_ok=True)
 
@@ -218,16 +233,19 @@ class ServerPool:
     def __init__(self) -> None:
         self._servers: dict[tuple, Server] = {}
 
-    def get(self, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS, **env: str) -> Server:
-        return self.get_many([(workers, threads)], **env)[0]
+    def get(self, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS, *,
+            ingest_handler: str | None = None, **env: str) -> Server:
+        return self.get_many([(workers, threads)], ingest_handler=ingest_handler, **env)[0]
 
-    def get_many(self, configs: list[tuple[int, int]], **env: str) -> list[Server]:
+    def get_many(self, configs: list[tuple[int, int]], *, ingest_handler: str | None = None,
+                 **env: str) -> list[Server]:
         """Servers for several (workers, threads), started side by side."""
-        keys = [(workers, threads, tuple(sorted(env.items()))) for workers, threads in configs]
+        settings = (ingest_handler, tuple(sorted(env.items())))
+        keys = [(workers, threads, *settings) for workers, threads in configs]
         fresh = []
         for key in keys:
             if key not in self._servers:
-                self._servers[key] = Server(key[0], key[1], dict(env))
+                self._servers[key] = Server(key[0], key[1], dict(env), ingest_handler=ingest_handler)
                 self._servers[key].launch()
                 fresh.append(self._servers[key])
         for server in fresh:

@@ -109,6 +109,8 @@ class StorageSettings(_Section):
     index_prefix: str = "telhawk-"
     bulk_max_events: int = Field(default=500, gt=0)
     day_window: DayWindow = Field(default_factory=DayWindow)
+    # `local` only: rows whose storage day is more than this many days before today are deleted.
+    retention_days: int | None = Field(default=None, gt=0)
 
 
 class Settings(_Section):

@@ -32,6 +32,7 @@ from .retry import RetryPolicy, store_with_retries
 from .stats import Counters
 from .storage import make_backend
 from .storage.base import DEFAULT_INDEX, Item, StorageBackend, day_anchor, seconds
+from .storage.document import stored_document
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,8 @@ class Service:
         """Normalize and validate one event into a storage item; PipelineError when it fails."""
         event = self.registry.normalize(envelope)
         self.validate(event)
-        return Item(envelope.id, envelope.index or DEFAULT_INDEX, self._day_anchor(envelope, event), event)
+        return Item(envelope.id, envelope.index or DEFAULT_INDEX, self._day_anchor(envelope, event),
+                    stored_document(event, envelope))
 
     def _day_anchor(self, envelope: Envelope, event: dict[str, Any]) -> float:
         """The time whose UTC day the event is stored under: SPEC §3's window rule (`day_anchor`).

@@ -371,3 +371,23 @@ def test_the_dev_config_is_valid_and_the_banner_shows_routes_and_tokens(template
     assert settings.hec.tokens[0].token in text
     assert settings.operator.tokens[0].token in text
     assert "curl -s http://127.0.0.1:8088/services/collector/event" in text
+
+
+def test_local_storage_on_a_network_filesystem_stops_the_emulator_before_it_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from telhawk_ingest.storage import local
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+                         f"40 27 0:50 / {tmp_path}/efs rw - nfs4 fs-1.efs.amazonaws.com:/ rw\n")
+    monkeypatch.setattr(local, "MOUNTINFO", mountinfo)
+    environment = {"INGEST_DLQ_BASE_PATH": tmp_path / "dlq",
+                   "INGEST_STORAGE_DATA_DIR": tmp_path / "efs" / "data",
+                   "INGEST_CONFIG_FILE": emulator.DEFAULT_CONFIG, "INGEST_STORAGE_BACKEND": "local"}
+    for name, value in environment.items():  # all set: the emulator's own overrides change nothing
+        monkeypatch.setenv(name, str(value))
+
+    assert emulator.main(["--port", "0"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"emulator: storage.data_dir: {tmp_path}/efs/data is on a nfs4 filesystem" in err

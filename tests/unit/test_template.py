@@ -119,3 +119,19 @@ def test_every_function_mounts_the_dlq_volume_itself(template: dict[str, Any]) -
     for logical_id, props in serverless_functions(template).items():
         mounts = [config["LocalMountPath"] for config in props.get("FileSystemConfigs", [])]
         assert mounts == ["/mnt/dlq"], logical_id
+
+
+def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_shared_volume(
+        template: dict[str, Any]) -> None:
+    # The embedded store is a single-host SQLite database: its WAL is not safe on EFS (NFS).
+    url = template["Parameters"]["OpenSearchUrl"]
+    assert "Default" not in url  # a deployment cannot leave it out
+    assert url["AllowedPattern"] == "^https?://.+"
+    defaults = template["Globals"]["Function"]["Environment"]["Variables"]
+    for logical_id, props in serverless_functions(template).items():
+        variables = {**defaults, **((props.get("Environment") or {}).get("Variables") or {})}
+        mounts = [config["LocalMountPath"] for config in props.get("FileSystemConfigs", [])]
+        assert variables.get("INGEST_STORAGE_BACKEND") == "opensearch", logical_id
+        assert variables.get("INGEST_OPENSEARCH_URL") == {"Ref": "OpenSearchUrl"}, logical_id
+        data_dir = variables.get("INGEST_STORAGE_DATA_DIR")
+        assert data_dir is None or not any(str(data_dir).startswith(m) for m in mounts), logical_id

@@ -8,18 +8,26 @@ sleep or retry; retry.py owns that decision. Backends live one per module: local
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Protocol
 
 import orjson
+
+from ..envelope import id_time as envelope_id_time
 
 DEFAULT_INDEX = "main"
 
 SECONDS_PER_DAY = 86_400
 # Day anchors stay within the days a UTC date can name: 1970-01-01 to 9999-12-31.
 _LAST_SECOND = 253_402_300_799
+# Unix seconds of 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z: the times a UTC date exists for.
+MIN_DAY_TIME = -62_135_596_800.0
+MAX_DAY_TIME = 253_402_300_800.0
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(slots=True)
@@ -89,6 +97,33 @@ class Outcome:
 
 
 STORED = Outcome(Status.STORED)
+
+
+def storage_time(item: Item) -> float:
+    """Unix seconds that pick the item's storage day: `item.time` when a UTC date exists for it
+    (a finite number from year 1 to 9999), else the time inside its UUIDv7 id.
+
+    Never raises, and gives the same answer on every attempt for the same item, so a retry or a
+    replay goes to the day of the first try; both backends name days from it.
+    """
+    when = item.time
+    if type(when) in (float, int) and MIN_DAY_TIME <= when < MAX_DAY_TIME:
+        return float(when)
+    return id_time(item.id)
+
+
+def id_time(item_id: str) -> float:
+    """The time inside a UUIDv7 id in unix seconds (`envelope.id_time`); 0.0 for any other id and
+    for an id whose time has no UTC date (48 bits of milliseconds reach past year 9999)."""
+    seconds = envelope_id_time(item_id) if type(item_id) is str else None
+    return seconds if seconds is not None and seconds < MAX_DAY_TIME else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def utc_day(day_number: int) -> date:
+    """The UTC date `day_number` days after 1970-01-01 (`int(seconds // 86400)`); day arithmetic,
+    so no rounding of a time a microsecond before year 10000 can fall outside the calendar."""
+    return _EPOCH + timedelta(days=day_number)
 
 
 def retry(error: str, retry_after: float | None = None, **details: Any) -> Outcome:

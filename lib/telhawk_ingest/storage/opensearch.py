@@ -2,8 +2,8 @@
 
 Here: `OpenSearchBackend`, how an event's index is named, the index template, and how a bulk
 answer becomes one Outcome per event. Not here: waiting and retrying (retry.py acts on the
-Outcomes), building the document (the caller hands over the normalized OCSF event and it is
-indexed as is), or the embedded file backend (local.py).
+Outcomes), building the document (storage/document.py: the OCSF event plus `hec`; it is
+indexed as handed over), or the embedded store (local.py).
 
 Index naming
     `<storage.index_prefix><HEC index>-YYYY.MM.DD`, e.g. `telhawk-main-2024.05.01`, the day taken
@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -56,7 +56,17 @@ import orjson
 
 from ..config import CoreSettings, StorageSettings
 from ..errors import ConfigError
-from .base import DEFAULT_INDEX, STORED, Item, Outcome, encode_document, permanent, retry
+from .base import (
+    DEFAULT_INDEX,
+    STORED,
+    Item,
+    Outcome,
+    encode_document,
+    permanent,
+    retry,
+    storage_time,
+    utc_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +78,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 # Bumped whenever index_template() changes, so an operator can see which one a cluster holds.
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 
 # OpenSearch refuses index names longer than 255 bytes; the date suffix takes 11 of them.
 _MAX_INDEX_NAME_BYTES = 255
@@ -97,7 +107,7 @@ def _index_part(hec_index: str, prefix: str) -> str:
 
 def _event_day(item: Item) -> str:
     """The item's UTC day as YYYY.MM.DD; the same answer on every attempt for the same item."""
-    day = datetime.fromtimestamp(item.time, tz=UTC)
+    day = utc_day(int(storage_time(item) // 86400))
     return f"{day.year:04d}.{day.month:02d}.{day.day:02d}"
 
 
@@ -132,6 +142,12 @@ def index_template(
     - Date and numeric detection are off so a string that looks like a date or number does not
       fix that field's type for the day; other strings are keywords, and values longer than the
       ignore_above length stay in `_source` without being indexed (Lucene limits terms to 32 KiB).
+    - `hec` (storage/document.py) is mapped explicitly. `hec.fields` holds keys the client
+      chooses, so it is a `flat_object`: one field in the mapping whatever the keys, and a key
+      that is a number in one event and text in the next is no conflict; `hec.fields.<key>` is
+      still searchable. `hec.time` is kept as sent (seconds, or a value in a wrong unit), so it
+      is a double that ignores malformed values rather than a date that could refuse the event.
+      `hec.payload_b64` (the bytes of a raw line that was not UTF-8) is stored, not indexed.
     - The field count and object depth limits bound what any event can add; an event over them
       is refused with an item 400 and dead-lettered, and the index keeps working.
     - Replicas default to 0 so a single node is green; production clusters raise it.
@@ -170,6 +186,17 @@ def index_template(
                     "message": {"type": "text", "fields": {"keyword": keyword}},
                     "raw_data": stored_only,
                     "unmapped": opaque,
+                    "hec": {
+                        "properties": {
+                            "host": keyword,
+                            "source": keyword,
+                            "sourcetype": keyword,
+                            "index": keyword,
+                            "fields": {"type": "flat_object"},
+                            "time": {"type": "double", "ignore_malformed": True},
+                            "payload_b64": stored_only,
+                        }
+                    },
                 },
                 "dynamic_templates": [
                     {
