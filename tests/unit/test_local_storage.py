@@ -167,7 +167,8 @@ def test_a_document_that_cannot_be_encoded_is_permanent_and_the_rest_are_stored(
 
     assert [o.status for o in outcomes] == [Status.STORED, Status.PERMANENT, Status.PERMANENT]
     assert outcomes[1].error.startswith("event cannot be encoded as JSON")
-    assert outcomes[1].details == {"error_type": "json_encode_error"}
+    assert outcomes[1].details == {"error_type": "json_encode_error", "field": "big"}
+    assert outcomes[2].details == {"error_type": "json_encode_error", "field": "nested"}
     assert ids(backend.data_dir) == [batch[0].id]
 
 
