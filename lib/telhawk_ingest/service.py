@@ -182,8 +182,8 @@ class Service:
         first, against its writability and limits: if it cannot take them all, the request is
         refused before anything of it is stored. Storage failures are known only after storing;
         if the DLQ cannot take those, the answer is 503 too, with the rest of the request stored:
-        storage is idempotent by `_id` (SPEC §6), so a resend carrying the same ids stores nothing
-        twice.
+        a replayed envelope keeps its id, so storage (idempotent by `_id`, SPEC §6) keeps it once,
+        but a plain HEC resend carries new ids (README: "When the DLQ cannot take more").
         """
         items: list[Item] = []
         stored_envelopes: list[Envelope] = []
