@@ -21,7 +21,7 @@ from typing import Any
 from . import ocsf
 from .audit import AuditLog
 from .auth import Authenticator
-from .config import Settings, load_settings
+from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record
 from .envelope import Envelope, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
@@ -101,8 +101,12 @@ class Service:
 
     # -- HEC ------------------------------------------------------------------------------
 
-    def hec(self, req: HecRequest) -> Reply:
-        """Answer one HEC request; every failure is a HEC-shaped answer, never an exception."""
+    def hec(self, req: HecRequest, token: HecToken | None = None) -> Reply:
+        """Answer one HEC request; every failure is a HEC-shaped answer, never an exception.
+
+        `token` is what `hec_admit` returned for this request when the caller authenticated it
+        before reading its body; without it the request is authenticated here.
+        """
         kind = endpoint_kind(req.path)
         try:
             if kind is None:
@@ -113,7 +117,8 @@ class Service:
                 return self.hec_health()
             if req.method != "POST":
                 raise HecError(6, status=405, detail=f"{req.method} is not allowed here; use POST")
-            token = self.auth.authenticate(req)
+            if token is None:
+                token = self.auth.authenticate(req)
             body = read_body(req, self.settings.hec.max_body_bytes)
             received_at = rfc3339(self.clock())
             if kind == "raw":
@@ -122,10 +127,7 @@ class Service:
                 envelopes = parse_events(body, token, received_at)
             result = self.ingest(envelopes)
         except HecError as err:
-            if err.status >= 500:
-                log.warning("HEC request refused: %s %s", err.code, err)
-            self.counters.add(requests_rejected=1)
-            return Reply.hec(err)
+            return self.hec_refuse(err)
         except DLQUnavailable as err:
             log.error("DLQ unavailable, refusing the request so the client keeps it: %s", err)
             self.counters.add(requests_rejected=1)
@@ -134,6 +136,30 @@ class Service:
         if result.dead_lettered:
             body.update(accepted=result.accepted, dead_lettered=result.dead_lettered)
         return Reply(200, body)
+
+    def hec_admit(self, req: HecRequest) -> HecToken | Reply | None:
+        """The part of `hec` that needs no body: method, path, headers and query string only.
+
+        SPEC §3: authentication comes before the body is read. Returns the token of an
+        authenticated POST to an ingest endpoint (read the body, then call `hec(req, token)`), the
+        refusal when the credential is refused, or None when `hec(req)` answers without a body
+        (health, unknown path, wrong method). Blocks while asking the remote auth service, which
+        only happens when `hec.auth_url` is set.
+        """
+        kind = endpoint_kind(req.path)
+        if kind is None or kind == "health" or req.method != "POST":
+            return None
+        try:
+            return self.auth.authenticate(req)
+        except HecError as err:
+            return self.hec_refuse(err)
+
+    def hec_refuse(self, err: HecError) -> Reply:
+        """The answer to a refused HEC request, counted in `requests_rejected`."""
+        if err.status >= 500:
+            log.warning("HEC request refused: %s %s", err.code, err)
+        self.counters.add(requests_rejected=1)
+        return Reply.hec(err)
 
     def hec_health(self) -> Reply:
         """17 while events can be kept somewhere; 18 when the DLQ is full and storage is failing."""
