@@ -44,6 +44,9 @@ from .service import Operator, Reply, Service, service
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+# The answer to a request cut short by the server's shutdown (its task cancelled past the drain):
+# nothing of it is acknowledged, and the client is told to send it again.
+SHUTTING_DOWN = Reply.hec(HecError(9, detail="the server is shutting down; try again"))
 
 
 def respond(reply: Reply, *, close: bool = False) -> Response:
@@ -128,6 +131,8 @@ async def handle_hec(request: Request) -> Response:
         except HecError as err:
             return respond(svc.hec_refuse(err), close=True)
         return respond(await run_in_threadpool(svc.hec, dataclasses.replace(head, body=body), admitted))
+    except asyncio.CancelledError:
+        return respond(SHUTTING_DOWN, close=True)
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.scope.get("path"))
         return respond(Reply.hec(HecError(8)), close=True)
@@ -172,7 +177,10 @@ async def _answer(request: Request, methods: tuple[str, ...], run: Callable[[], 
     ApiError, or a logged 500."""
     if request.method not in methods:
         return respond(Reply.api(ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")))
-    return respond(await run_in_threadpool(_reply, run, request.method, request.scope.get("path")))
+    try:
+        return respond(await run_in_threadpool(_reply, run, request.method, request.scope.get("path")))
+    except asyncio.CancelledError:
+        return respond(SHUTTING_DOWN, close=True)
 
 
 def _reply(run: Callable[[], dict[str, Any]], method: str, path: Any) -> Reply:

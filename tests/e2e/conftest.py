@@ -2,10 +2,11 @@
 
 - `emulator`: one instance per test module, with a fresh DLQ folder and data folder and the dev
   config (local/config.yaml).
-- `start_emulator(config=None, workers=2, threads=4, template=None, **env)`: more instances for one
-  test, stopped when the test ends. `env` are settings variables (`INGEST_DLQ_ENABLED="false"`,
-  `INGEST_OPENSEARCH_URL=...`); a value of None removes the variable. `config` is a settings
-  mapping written to a YAML file, or the path of one.
+- `start_emulator(config=None, workers=2, threads=4, template=None, args=None, **env)`: more
+  instances for one test, stopped when the test ends; `args` are more emulator options. `env`
+  are settings variables (`INGEST_DLQ_ENABLED="false"`, `INGEST_OPENSEARCH_URL=...`); a value of
+  None removes the variable. `config` is a settings mapping written to a YAML file, or the path
+  of one.
 
 Every instance starts from a clean environment: INGEST_*/CORE_* variables of the shell running
 pytest are dropped, so only what a test passes reaches the service. Each instance's output goes to
@@ -193,6 +194,7 @@ class EmulatorPool:
         workers: int = 2,
         threads: int = 4,
         template: Path | None = None,
+        args: list[str] | None = None,
         **env: str | None,
     ) -> Emulator:
         home = self._tmp.mktemp("emulator")
@@ -229,6 +231,7 @@ class EmulatorPool:
                 "--threads",
                 str(threads),
                 *(["--template", str(template)] if template else []),
+                *(args or []),
             ],
         )
         self._running.append(instance)

@@ -4,6 +4,7 @@ and never able to starve the health check. Real emulator processes, raw sockets 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
@@ -147,3 +148,82 @@ def test_100_slow_clients_neither_starve_health_nor_stay_connected_past_the_body
     assert {a.json()["code"] for a in answers if a} == {6}
     assert all(a.closed for a in answers if a)
     assert cut_within < 5.0
+
+
+# -- overload and shutdown -----------------------------------------------------------------------------
+
+def held_request(emu, body: bytes, sent: int):
+    """A POST whose headers and first `sent` body bytes are sent: a request in flight."""
+    sock = send_head(emu, {"Authorization": f"Splunk {emu.hec_token}", "Content-Length": str(len(body))})
+    sock.sendall(body[:sent])
+    return sock
+
+
+def assert_busy(answer: Answer) -> None:
+    assert (answer.status, answer.json()["code"], answer.json()["text"]) == (503, 9, "Server is busy")
+    assert int(answer.headers["retry-after"]) > 0
+    assert answer.headers["connection"] == "close" and answer.closed
+
+
+def stored_ports(emu) -> list[int]:
+    return sorted(d["_source"]["src_endpoint"]["port"] for d in LocalBackend(emu.data_dir).documents())
+
+
+def test_past_max_in_flight_requests_get_503_code_9_and_those_in_flight_still_succeed(start_emulator):
+    emu = start_emulator(workers=1, args=["--max-in-flight", "3"])
+    bodies = [sshd(63000 + n) for n in range(3)]
+    held = [held_request(emu, body, 5) for body in bodies]
+    try:
+        time.sleep(0.3)  # the three requests reach the application
+        with send_head(emu, {"Authorization": f"Splunk {emu.hec_token}", "Content-Length": "10"}) as extra:
+            refused = read_answer(extra, 3.0)
+        for sock, body in zip(held, bodies, strict=True):
+            sock.sendall(body[5:])
+        answers = [read_answer(sock, 10.0) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert_busy(refused)
+    assert [a.status for a in answers] == [200] * 3
+    assert stored_ports(emu) == [63000, 63001, 63002]
+
+
+def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones_with_503_code_9(start_emulator):
+    emu = start_emulator(workers=2)
+    body = b"".join(sshd(64000 + n) for n in range(5))
+    with held_request(emu, body, 10) as in_flight:
+        time.sleep(0.3)  # the request reaches the application
+        emu.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the master has passed SIGTERM on to the workers
+        late = sshd(64100)
+        with send_head(emu, {"Authorization": f"Splunk {emu.hec_token}",
+                             "Content-Length": str(len(late))}) as newcomer:
+            newcomer.sendall(late)
+            refused = read_answer(newcomer, 3.0)
+        in_flight.sendall(body[10:])
+        answer = read_answer(in_flight, 10.0)
+    exit_code = emu.process.wait(timeout=10)
+
+    assert_busy(refused)
+    assert (answer.status, answer.json()) == (200, {"text": "Success", "code": 0})
+    assert exit_code == 0
+    assert stored_ports(emu) == [64000 + n for n in range(5)]
+
+
+def test_a_request_still_unfinished_when_the_drain_ends_is_told_to_retry_never_acknowledged(start_emulator):
+    emu = start_emulator(workers=1, args=["--graceful-timeout", "2"],
+                         INGEST_HEC_BODY_READ_TIMEOUT_SECONDS="60")
+    body = sshd(65000)
+    with held_request(emu, body, 5) as in_flight:
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        emu.process.send_signal(signal.SIGTERM)
+        answer = read_answer(in_flight, 8.0)
+        answered_after = time.monotonic() - signalled
+    exit_code = emu.process.wait(timeout=10)
+
+    assert_busy(answer)
+    assert 2.0 <= answered_after < 5.0
+    assert exit_code == 0
+    assert stored_ports(emu) == []
