@@ -26,11 +26,11 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import anyio.to_thread
 import uvicorn
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -130,8 +130,9 @@ class EmulatorWorker(UvicornWorker):
     }
 
     async def _serve(self) -> None:
-        # Blocking service calls run in anyio's thread pool (one per event loop): size it here.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = self.options.threads
+        # Blocking service calls run in the loop's default executor (telhawk_ingest.http).
+        executor = ThreadPoolExecutor(self.options.threads, thread_name_prefix="service")
+        asyncio.get_running_loop().set_default_executor(executor)
         self.config.app = self.wsgi
         server = DrainingServer(self.config, self.wsgi, self.options.graceful_timeout)
         self._install_sigquit_handler()
