@@ -27,6 +27,7 @@ Routing rules:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shlex
@@ -271,18 +272,20 @@ class Dispatcher:
     untouched, so a function sees `/services/collector/event/1.0`, not a path relative to a mount
     point. It also counts the requests in flight: past `max_in_flight`, and once `draining` is
     set (local/serving.py), a request is answered 503 with HEC code 9, `Retry-After` and
-    `Connection: close` without reaching a function. ASGI lifespan: `on_shutdown` runs at
-    shutdown, after the last request.
+    `Connection: close` without reaching a function. ASGI lifespan: `on_startup` runs in a worker
+    thread before the first request, `on_shutdown` after the last one.
     """
 
     def __init__(self, routes: Iterable[Route], apps: Mapping[str, AsgiApp], *,
-                 max_in_flight: int | None = None, on_shutdown: Callable[[], None] | None = None) -> None:
+                 max_in_flight: int | None = None, on_startup: Callable[[], None] | None = None,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         self.table = RouteTable(routes)
         self.apps = dict(apps)
         missing = {route.function for route in self.table.routes} - self.apps.keys()
         if missing:
             raise TemplateError(f"no app loaded for {', '.join(sorted(missing))}")
         self.max_in_flight = max_in_flight
+        self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         self.in_flight = 0
         self.draining = False
@@ -327,6 +330,8 @@ class Dispatcher:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.on_startup is not None:
+                    await asyncio.to_thread(self.on_startup)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.on_shutdown is not None:
@@ -365,13 +370,14 @@ def load_function_app(spec: FunctionSpec) -> AsgiApp:
 
 def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = None) -> Dispatcher:
     """Load every function (executing its module once) and put them behind one dispatcher, which
-    writes the counters out at shutdown."""
+    warms the service up at start-up and writes the counters out at shutdown."""
+    from telhawk_ingest.http import warm_up
     from telhawk_ingest.stats import retire_all
 
     specs = list(specs)
     apps = {spec.target: load_function_app(spec) for spec in specs}
     return Dispatcher([route for spec in specs for route in spec.routes], apps, max_in_flight=max_in_flight,
-                      on_shutdown=retire_all)
+                      on_startup=warm_up, on_shutdown=retire_all)
 
 
 # --- local settings --------------------------------------------------------------------------

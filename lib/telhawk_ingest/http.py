@@ -49,6 +49,16 @@ JSON = "application/json"
 SHUTTING_DOWN = Reply.hec(HecError(9, detail="the server is shutting down; try again"))
 
 
+def warm_up() -> None:
+    """Build this process's Service and fill its caches before the first request (a server calls
+    it at start-up, in a worker thread): a worker's first health call otherwise pays a scan of the
+    DLQ folder. Failures are logged, not raised; the requests then report them."""
+    try:
+        service().healthz()
+    except Exception:
+        log.exception("warming up the service failed; requests will report the cause")
+
+
 def respond(reply: Reply, *, close: bool = False) -> Response:
     headers = {**reply.headers, "Connection": "close"} if close else reply.headers
     return Response(orjson.dumps(reply.body), status_code=reply.status, headers=headers, media_type=JSON)

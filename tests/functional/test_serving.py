@@ -111,3 +111,23 @@ def test_storage_and_health_run_in_worker_threads_never_on_the_event_loop(make_c
 
     assert (answer[0], health[0], health[2]["code"]) == (200, 200, 17)
     assert seen == ["store in a worker thread", "healthy in a worker thread"]
+
+
+def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch, tmp_path, caplog):
+    from telhawk_ingest import service as service_module
+    from telhawk_ingest.http import warm_up
+
+    monkeypatch.setattr(service_module, "_service", None)
+    monkeypatch.setenv("INGEST_DLQ_BASE_PATH", str(tmp_path / "dlq"))
+    monkeypatch.setenv("INGEST_STORAGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "local")
+    warm_up()
+    built = service_module._service
+    monkeypatch.setattr(service_module, "_service", None)
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "not-a-backend")
+    warm_up()
+
+    assert built is not None and built.settings.dlq.base_path == tmp_path / "dlq"
+    assert service_module._service is None
+    assert "warming up the service failed" in caplog.text
+    built.backend.close()

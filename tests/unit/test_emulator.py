@@ -391,9 +391,10 @@ def test_while_draining_new_requests_get_503_code_9_and_unknown_paths_still_404(
     assert missing[0] == 404
 
 
-def test_lifespan_shutdown_runs_the_shutdown_hook_once() -> None:
+def test_lifespan_runs_the_start_up_and_shutdown_hooks_once_each() -> None:
     calls: list[str] = []
-    dispatcher = Dispatcher([], {}, on_shutdown=lambda: calls.append("shutdown"))
+    dispatcher = Dispatcher([], {}, on_startup=lambda: calls.append("startup"),
+                            on_shutdown=lambda: calls.append("shutdown"))
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
     sent: list[str] = []
 
@@ -406,7 +407,7 @@ def test_lifespan_shutdown_runs_the_shutdown_hook_once() -> None:
     asyncio.run(dispatcher({"type": "lifespan"}, receive, send))
 
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert calls == ["shutdown"]
+    assert calls == ["startup", "shutdown"]
 
 
 # --- local settings -------------------------------------------------------------------------------
