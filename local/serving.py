@@ -1,14 +1,18 @@
 """How the emulator serves: gunicorn with uvicorn workers, as `functions-framework --asgi` does, plus
 the settings a HEC endpoint needs against slow, hostile or unlucky clients (README, "Serving").
 
-Here: `ServeOptions` (the server settings), `HeadDeadlineProtocol` (uvicorn's h11 protocol with a
-deadline for the request head), `DrainingServer` (uvicorn's server with a SIGTERM drain),
+Here: `ServeOptions` (the server settings), `FairAcceptLoop` (an event loop that lets the workers
+share new connections), `HeadLimitProtocol` (uvicorn's httptools protocol with a deadline and a
+size limit for the request head), `DrainingServer` (uvicorn's server with a SIGTERM drain),
 `EmulatorWorker` (the uvicorn worker that carries them) and `run`, the gunicorn launcher.
 
+- HTTP parsing is uvicorn's httptools protocol (llhttp, in C: half the server CPU per request of
+  the pure-Python h11 that uvicorn falls back to without it; README, "Performance").
 - A request head (request line and headers) must arrive whole within `keep_alive` seconds of the
   connection opening or of the previous answer; otherwise the connection is closed. uvicorn
   itself restarts that timer on every byte, so a client sending a header byte at a time could
-  hold a connection for ever. Heads are limited to h11's 16 KiB (answered 400 beyond).
+  hold a connection for ever. A head is limited to MAX_HEAD_BYTES (answered 400 and closed
+  beyond): llhttp sets no limit of its own.
 - Bodies: `hec.body_read_timeout_seconds` in the application (telhawk_ingest.http).
 - Overload: more than `max_in_flight` requests in one worker are answered 503 with HEC code 9
   and `Retry-After` by the dispatcher (uvicorn's own `limit_concurrency` answers plain text).
@@ -34,7 +38,7 @@ from typing import Any
 import uvicorn
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 # Seconds uvicorn waits for what is still running once the drain is over, before cancelling it.
@@ -73,19 +77,65 @@ class FairAcceptLoop(asyncio.SelectorEventLoop):
         super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args)  # type: ignore[misc]
 
 
-class HeadDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for the request head (module docstring)."""
+# Bytes of request line and headers a request may have (h11's default limit, Node's default).
+MAX_HEAD_BYTES = 16 * 1024
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback: httptools stops and uvicorn answers 400 and closes."""
+
+
+class HeadLimitProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size limit for request heads.
+
+    The deadline is uvicorn's keep-alive timer, armed when the connection opens and after each
+    answer as uvicorn does, but not cancelled by the bytes of an unfinished head (uvicorn cancels
+    it on any byte): only a whole head cancels it.
+    """
+
+    _awaiting_head = False
+    _head_bytes = 0
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                             self.timeout_keep_alive_handler)
+        self._awaiting_head = True
 
-    def data_received(self, data: bytes) -> None:
-        # uvicorn's own data_received first cancels the keep-alive timer; here it keeps running
-        # until a whole request head is in (handle_events cancels it on the h11.Request event).
-        self.conn.receive_data(data)
-        self.handle_events()
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn armed the timer unless a pipelined request (its head already in) is starting.
+        self._awaiting_head = self.timeout_keep_alive_task is not None
+
+    def _unset_keepalive_if_required(self) -> None:
+        if not self._awaiting_head:
+            super()._unset_keepalive_if_required()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._unset_keepalive_if_required()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._awaiting_head = False
+        super().connection_lost(exc)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
 
 
 class DrainingServer(uvicorn.Server):
@@ -122,7 +172,7 @@ class EmulatorWorker(UvicornWorker):
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (a class setting read by UvicornWorker)
         "loop": "local.serving:FairAcceptLoop",
-        "http": HeadDeadlineProtocol,
+        "http": HeadLimitProtocol,
         "lifespan": "on",
         "timeout_graceful_shutdown": _AFTER_DRAIN_S,
         # Nothing here reads client addresses; skip the per-request X-Forwarded-* rewrite.

@@ -55,6 +55,9 @@ def read_answer(sock: socket.socket, deadline_s: float = 5.0, *, stop_after_inte
             chunk = sock.recv(65536)
         except TimeoutError:
             raise TimeoutError(f"no complete answer within {deadline_s} s; got {data[:200]!r}") from None
+        except ConnectionError:
+            # A reset: the server closed while bytes of ours were still unread on its side.
+            chunk = b""
         if not chunk:
             closed = True
             raise ConnectionError(f"connection closed; got {data[:200]!r}")

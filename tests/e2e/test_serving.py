@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from telhawk_ingest.storage.local import LocalBackend
-from tests.e2e.rawhttp import Answer, connect, head, read_answer
+from tests.e2e.rawhttp import Answer, closed_by_peer, connect, head, read_answer
 
 pytestmark = pytest.mark.e2e
 
@@ -227,3 +227,46 @@ def test_a_request_still_unfinished_when_the_drain_ends_is_told_to_retry_never_a
     assert 2.0 <= answered_after < 5.0
     assert exit_code == 0
     assert stored_ports(emu) == []
+
+
+# -- request heads -------------------------------------------------------------------------------------
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_keep_alive_deadline(start_emulator):
+    emu = start_emulator(workers=1, args=["--keep-alive", "2"])
+    head_bytes = head("POST", EVENT_PATH, emu.port, {"Authorization": f"Splunk {emu.hec_token}",
+                                                      "Content-Length": "2"})
+    with connect(emu.port) as sock:
+        opened = time.monotonic()
+        cut = False
+        for byte in head_bytes[:-4]:  # never the blank line that ends the head
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if closed_by_peer(sock, 0.25):
+                cut = True
+                break
+        took = time.monotonic() - opened
+
+    assert cut and 2.0 <= took < 4.0
+
+
+def test_a_head_over_16_kib_is_refused_with_400_and_closed(emulator):
+    headers = {"Authorization": f"Splunk {emulator.hec_token}", "Content-Length": "2",
+               **{f"X-Padding-{n}": "x" * 1000 for n in range(17)}}
+    with send_head(emulator, headers) as sock:
+        answer = read_answer(sock, 3.0)
+
+    assert answer.status == 400 and answer.closed
+
+
+def test_a_head_just_under_the_limit_is_served(emulator):
+    body = sshd(66000)
+    headers = {"Authorization": f"Splunk {emulator.hec_token}", "Content-Length": str(len(body)),
+               **{f"X-Padding-{n}": "x" * 1000 for n in range(14)}}
+    with send_head(emulator, headers) as sock:
+        sock.sendall(body)
+        answer = read_answer(sock, 10.0)
+
+    assert (answer.status, answer.json()["code"]) == (200, 0)
