@@ -133,8 +133,8 @@ async def handle_hec(request: Request) -> Response:
         admitted = await _admit(svc, head)
         if isinstance(admitted, Reply):
             return respond(admitted, close=_announces_body(request))
-        if admitted is None:
-            return respond(await asyncio.to_thread(svc.hec, head))
+        if admitted is None:  # health, or a wrong method: answered without a body either way
+            return respond(await asyncio.to_thread(svc.hec, head), close=_announces_body(request))
         hec = svc.settings.hec
         try:
             body = await read_body(request, hec.max_body_bytes, hec.body_read_timeout_seconds)

@@ -63,6 +63,15 @@ def test_a_bad_token_is_refused_without_reading_a_byte_of_the_body(client):
     assert headers["connection"] == "close"
 
 
+def test_a_wrong_method_with_a_body_is_answered_405_without_reading_it(client):
+    status, headers, body = call(client, never_called(),
+                                 {"Authorization": f"Splunk {HEC_TOKEN}", "Content-Length": "10000000"},
+                                 method="PUT")
+
+    assert (status, body["code"]) == (405, 6)
+    assert headers["connection"] == "close"
+
+
 def test_a_declared_body_over_the_limit_is_refused_without_reading_it(make_client):
     client = make_client(hec={"max_body_bytes": 1000})
 
