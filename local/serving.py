@@ -10,9 +10,9 @@ size limit for the request head), `DrainingServer` (uvicorn's server with a SIGT
   the pure-Python h11 that uvicorn falls back to without it; README, "Performance").
 - A request head (request line and headers) must arrive whole within `keep_alive` seconds of the
   connection opening or of the previous answer; otherwise the connection is closed. uvicorn
-  itself restarts that timer on every byte, so a client sending a header byte at a time could
-  hold a connection for ever. A head is limited to MAX_HEAD_BYTES (answered 400 and closed
-  beyond): llhttp sets no limit of its own.
+  itself arms no timer on a new connection and cancels its keep-alive timer at the first byte,
+  so a client sending a header byte at a time could hold a connection for ever. A head is
+  limited to MAX_HEAD_BYTES (answered 400 and closed beyond): llhttp sets no limit of its own.
 - Bodies: `hec.body_read_timeout_seconds` in the application (telhawk_ingest.http).
 - Overload: more than `max_in_flight` requests in one worker are answered 503 with HEC code 9
   and `Retry-After` by the dispatcher (uvicorn's own `limit_concurrency` answers plain text).
@@ -217,6 +217,9 @@ def run(options: ServeOptions, load: Callable[[], Any], on_ready: Callable[[str]
                 "keepalive": options.keep_alive,
                 "preload_app": False,
                 "proc_name": "telhawk-emulator",
+                # gunicorn's control socket has one default path per user: emulators started side
+                # by side (the tests, the benchmarks) would take it from each other.
+                "control_socket_disable": True,
                 "loglevel": options.log_level,
                 "accesslog": "-" if options.access_log else None,
                 "when_ready": lambda server: on_ready(str(server.LISTENERS[0])),
