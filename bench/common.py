@@ -24,24 +24,14 @@ class Context:
     seconds: float  # measured seconds per load run
     warmup: float
     quick: bool
-    sweep: bool
     pool: ServerPool = field(default_factory=ServerPool)
     figures: list[Figure] = field(default_factory=list)
-    # The configuration the sweep found best, (workers, threads, connections); None before it.
-    best: tuple[int, int, int] | None = None
-    default: tuple[int, int] = (DEFAULT_WORKERS, DEFAULT_THREADS)
-    connections: int = 8  # batch-load connections when no sweep chose them
+    default: tuple[int, int] = (DEFAULT_WORKERS, DEFAULT_THREADS)  # the emulator's (workers, threads)
+    connections: int = 8  # batch-load connections
     started: float = field(default_factory=time.monotonic)
 
     def add(self, name: str, measured: str, target: str = "info", ok: bool | None = None) -> None:
         self.figures.append(Figure(name, measured, target, ok))
-
-    def configs(self) -> list[tuple[int, int]]:
-        """The README default first, then the best one when it differs."""
-        out = [self.default]
-        if self.best and self.best[:2] != self.default:
-            out.append(self.best[:2])
-        return out
 
 
 def say(text: str = "") -> None:

@@ -1,21 +1,27 @@
 """The floor: the least an HEC endpoint can do, served exactly like the real functions.
 
-It reads the body as the real handler does (raw, at most the limit plus one byte), parses it as
-concatenated JSON objects with orjson, and answers a constant HEC success. The ingest benchmark
-serves it from the same emulator process as the real functions (`/bench/floor`), so the ratio of
-the two throughputs measures what normalization, validation and storage cost on top of HTTP,
-Flask and JSON parsing.
+It reads the body, parses it as concatenated JSON objects with orjson, and answers a constant HEC
+success: no authentication, no envelopes, no normalization, validation or storage. Two
+deployments of it in the stack bench (bench/stack.py):
+
+- `floor` here, an ASGI function (`functions_framework.aio.http`), served by the emulator next to
+  the real functions (`/bench/floor`, same processes and workers): the product / floor ratio is
+  what the product costs on top of the same ASGI stack and JSON parsing;
+- `floor_wsgi` (bench/floor_wsgi.py), the same parsing as a Flask function, served the way
+  `functions-framework` serves Flask functions (gunicorn, gthread workers): the WSGI stack's floor.
 """
 
 import re
 
-import flask
-import functions_framework
+import functions_framework.aio
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
-_SUCCESS = orjson.dumps({"text": "Success", "code": 0})
+SUCCESS = orjson.dumps({"text": "Success", "code": 0})
+NO_DATA = orjson.dumps({"text": "No data", "code": 5})
 
 
 def parse_concatenated(body: bytes) -> list:
@@ -38,9 +44,9 @@ def parse_concatenated(body: bytes) -> list:
         return out
 
 
-@functions_framework.http
-def floor(request: flask.Request) -> flask.Response:
-    events = parse_concatenated(request.stream.read(MAX_BODY_BYTES + 1))
-    if not events:
-        return flask.Response(b'{"text":"No data","code":5}', status=400, mimetype="application/json")
-    return flask.Response(_SUCCESS, status=200, mimetype="application/json")
+@functions_framework.aio.http
+async def floor(request: Request) -> Response:
+    body = await request.body()
+    if not parse_concatenated(body[: MAX_BODY_BYTES + 1]):
+        return Response(NO_DATA, status_code=400, media_type="application/json")
+    return Response(SUCCESS, media_type="application/json")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from . import events
+from . import events, proc
 from .common import Context, fmt_int, fmt_ms, median, say
 from .ingest import BATCH, HEC_PATH, measure
 from .server import HEC_TOKEN, HOST, ROOT, Server, config_name, free_port
@@ -50,6 +50,9 @@ NODE_SETTINGS = ("-Ecluster.default_number_of_replicas=0",
 NODE_START_TIMEOUT_S = 180
 NODE_STOP_TIMEOUT_S = 60
 TARGET_RATIO = 0.5
+# The service's own CPU per event with OpenSearch storage, against the embedded store (the node's
+# CPU is the node's).
+TARGET_CPU_RATIO = 1.2
 BIG_BATCH = 500  # events per HEC request in the bulk-size comparison
 SETTLE_TIMEOUT_S = 10.0
 # The node's JIT needs about a minute of indexing on 2 busy cores before its CPU per event settles
@@ -143,31 +146,6 @@ def launcher_problem() -> str | None:
 
 # --- CPU accounting -----------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_stats() -> list[tuple[int, int, float]]:
-    """(pid, process group, CPU seconds) of every process."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        out.append((int(entry.name), int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICK))
-    return out
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine spent not idle (all cores)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
 @dataclass
 class CpuSample:
     wall: float
@@ -179,18 +157,18 @@ class CpuSample:
 
 def cpu_sample(node_pid: int | None, server: Server) -> CpuSample | None:
     """CPU seconds so far of the node, the server's process group, our reaped children, the machine."""
-    if not Path("/proc/stat").exists():
+    if not proc.available():
         return None
     group = server.process.pid if server.process else -1
     node = emulator = 0.0
-    for pid, pgrp, seconds in _proc_stats():
+    for pid, _, pgrp, seconds in proc.proc_stats():
         if pid == node_pid:
             node += seconds
         elif pgrp == group:
             emulator += seconds
     times = os.times()
     return CpuSample(time.monotonic(), node, emulator, times.children_user + times.children_system,
-                     _machine_busy())
+                     proc.machine_busy())
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -443,6 +421,11 @@ def _run(ctx: Context, node: Node, started: list[Server]) -> None:
     ctx.add("  cores used, opensearch runs", _cores_text(os_runs["opensearch"]))
     ctx.add("  CPU us per stored event, local runs / opensearch runs",
             f"{_us_text(local_runs)} / {_us_text(os_runs['opensearch'])}")
+    cpu_ratio = median([o.us_per_event["emulator"] / lo.us_per_event["emulator"]
+                        for lo, o in zip(local_runs, os_runs["opensearch"], strict=True)
+                        if lo.us_per_event and o.us_per_event])
+    ctx.add("  the service's own CPU per event, opensearch / local (median of per-round ratios)",
+            f"{cpu_ratio:.2f}", f"<= {TARGET_CPU_RATIO:g}", cpu_ratio <= TARGET_CPU_RATIO)
 
     say(f"  {BIG_BATCH} events per request, {big_rounds} rounds: local, one _bulk of {BIG_BATCH}, "
         f"five of {BATCH}:")

@@ -4,7 +4,8 @@ Each `Server` is one `python -m local` process tree (gunicorn master and workers
 127.0.0.1, with its own DLQ and data folders, fixed bench tokens and the local storage backend. It
 serves a generated template: template.yaml's functions unchanged plus `BenchFloor`
 (bench/floor.py, `POST /bench/floor`), so the floor runs in the very same processes, with the same
-workers and threads, as the real handlers. `ingest_handler` serves another function in place of
+workers and threads, as the real handlers. `WsgiFloor` is the same floor on the WSGI stack, in a
+`functions-framework` process tree of its own. `ingest_handler` serves another function in place of
 the HEC ingest one (bench/ndjson.py: the same pipeline with the former NDJSON file backend).
 """
 
@@ -130,7 +131,14 @@ class Server:
                 self._launch(self._template)
         return self
 
+    def command(self, template: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "local", "--template", str(template), "--host", HOST,
+            "--port", str(self.port), "--workers", str(self.workers), "--threads", str(self.threads),
+        ]
+
     def _launch(self, template: Path) -> None:
+        command = self.command(template)
         environ = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
         environ.update(
             INGEST_DLQ_BASE_PATH=str(self.dlq_path),
@@ -141,10 +149,6 @@ class Server:
             PYTHONUNBUFFERED="1",
         )
         environ.update(self.env)
-        command = [
-            sys.executable, "-m", "local", "--template", str(template), "--host", HOST,
-            "--port", str(self.port), "--workers", str(self.workers), "--threads", str(self.threads),
-        ]
         with (self.home / "emulator.log").open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=log,
@@ -225,6 +229,27 @@ class Server:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+WSGI_WORKERS, WSGI_THREADS = 4, 2
+
+
+@dataclass
+class WsgiFloor(Server):
+    """bench/floor_wsgi.py served as `functions-framework` serves a Flask function: gunicorn with
+    gthread workers (WORKERS x THREADS; 4 x 2 is how the product was served on that stack)."""
+
+    workers: int = WSGI_WORKERS
+    threads: int = WSGI_THREADS
+
+    @property
+    def name(self) -> str:
+        return f"WSGI floor {config_name(self.workers, self.threads)}"
+
+    def command(self, template: Path) -> list[str]:
+        self.env.update(WORKERS=str(self.workers), THREADS=str(self.threads))
+        return [sys.executable, "-m", "functions_framework", "--target", "floor_wsgi",
+                "--source", str(ROOT / "bench" / "floor_wsgi.py"), "--host", HOST, "--port", str(self.port)]
 
 
 class ServerPool:

@@ -1,9 +1,10 @@
 """The local emulator: every function in template.yaml, served on one port (SPEC §10).
 
-Here: reading the SAM template (CloudFormation tags included), the route table, a small WSGI
-dispatcher that hands each request to the functions-framework app of the function that owns the
-route, the local settings overrides (DLQ and data under `var/`, `local` storage, the dev config
-file), and a gunicorn launcher.
+Here: reading the SAM template (CloudFormation tags included), the route table, a small ASGI
+dispatcher that hands each request to the functions-framework ASGI app of the function that owns
+the route, the local settings overrides (DLQ and data under `var/`, `local` storage, the dev
+config file), and the command line. How it serves (gunicorn, uvicorn workers, limits, the SIGTERM
+drain): local/serving.py.
 
 Not here: API Gateway features beyond routing (authorizers, CORS, throttling, payload limits), the
 template's own environment (its /mnt paths exist only on Lambda), and the Lambda adapters (the
@@ -18,25 +19,28 @@ Routing rules:
 - among routes of that path, the one declaring the request's method (or ANY) is chosen; when none
   does, the request still goes to that path's function, which answers the wrong method itself
   (a HEC-shaped 405), as an HTTP function receives every method;
-- the function sees the original path (`request.path`), the path parameters in
-  `environ["telhawk.path_params"]` and the matched route in `environ["telhawk.route"]`;
-- no route matches: 404 with a HEC-shaped JSON body.
+- the function sees the original path (`request.url.path`), the path parameters in
+  `request.scope["telhawk.path_params"]` and the matched route in `request.scope["telhawk.route"]`;
+- no route matches: 404 with a HEC-shaped JSON body; never a redirect.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shlex
-import signal
 import sys
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from starlette.responses import Response
+
+from telhawk_ingest.errors import HecError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -54,7 +58,9 @@ NOT_FOUND_BODY = json.dumps({"text": "The requested URL was not found on this se
 _HTTP_EVENT_TYPES = frozenset({"HttpApi", "Api"})
 _ANY = "ANY"
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
 class TemplateError(ValueError):
@@ -258,57 +264,120 @@ class RouteTable:
         return candidates[0]
 
 
-def _not_found(start_response: Callable[..., Any]) -> list[bytes]:
-    start_response(
-        "404 Not Found",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(NOT_FOUND_BODY)))],
-    )
-    return [NOT_FOUND_BODY]
-
-
 class Dispatcher:
-    """WSGI app: sends each request to the app of the function owning the matched route.
+    """ASGI app: sends each request to the app of the function owning the matched route.
 
-    Unlike werkzeug's DispatcherMiddleware it never redirects (that one answers a POST to a bare
-    mount point with a 308, which HEC clients do not follow) and leaves the path untouched, so a
-    function sees `/services/collector/event/1.0`, not a path relative to a mount point.
+    Unlike a mount-based router it never redirects (werkzeug's DispatcherMiddleware answers a POST
+    to a bare mount point with a 308, which HEC clients do not follow) and leaves the path
+    untouched, so a function sees `/services/collector/event/1.0`, not a path relative to a mount
+    point. It also counts the requests in flight: past `max_in_flight`, and once `draining` is
+    set (local/serving.py), a request is answered 503 with HEC code 9, `Retry-After` and
+    `Connection: close` without reaching a function. ASGI lifespan: `on_startup` runs in a worker
+    thread before the first request, `on_shutdown` after the last one.
     """
 
-    def __init__(self, routes: Iterable[Route], apps: Mapping[str, WsgiApp]) -> None:
+    def __init__(self, routes: Iterable[Route], apps: Mapping[str, AsgiApp], *,
+                 max_in_flight: int | None = None, on_startup: Callable[[], None] | None = None,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         self.table = RouteTable(routes)
         self.apps = dict(apps)
         missing = {route.function for route in self.table.routes} - self.apps.keys()
         if missing:
             raise TemplateError(f"no app loaded for {', '.join(sorted(missing))}")
+        self.max_in_flight = max_in_flight
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.in_flight = 0
+        self.draining = False
+        # Route lookups by (method, path): a few paths carry nearly all requests.
+        self._matches: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        found = self.table.match(path, environ.get("REQUEST_METHOD", "GET").upper())
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return None  # websockets: the functions serve none
+        path = scope.get("path") or "/"
+        found = self._match(scope["method"], path)
         if found is None:
-            return _not_found(start_response)
+            return await _NOT_FOUND(scope, receive, send)
+        if self.draining:
+            return await _SHUTTING_DOWN(scope, receive, send)
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            return await _BUSY(scope, receive, send)
         route, params = found
-        environ["PATH_INFO"] = path
-        environ.setdefault("SCRIPT_NAME", "")
-        environ[PATH_PARAMS_KEY] = params
-        environ[ROUTE_KEY] = f"{route.method} {route.path}"
-        environ[FUNCTION_KEY] = route.function
-        return self.apps[route.function](environ, start_response)
+        scope["path"] = path
+        scope[PATH_PARAMS_KEY] = params
+        scope[ROUTE_KEY] = f"{route.method} {route.path}"
+        scope[FUNCTION_KEY] = route.function
+        self.in_flight += 1
+        try:
+            await self.apps[route.function](scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        key = (method, path)
+        try:
+            return self._matches[key]
+        except KeyError:
+            found = self.table.match(path, method.upper())
+            if len(self._matches) < _MATCH_CACHE_SIZE:
+                self._matches[key] = found
+            return found
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.on_startup is not None:
+                    await asyncio.to_thread(self.on_startup)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown is not None:
+                    self.on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-def load_function_app(spec: FunctionSpec) -> WsgiApp:
-    """The functions-framework app of one function, exactly as `functions-framework` builds it."""
-    # Imported here: functions_framework imports Flask and the whole framework, which the CLI's
-    # --help and the template checks do not need.
-    import functions_framework
-
-    return functions_framework.create_app(target=spec.target, source=str(spec.source), signature_type="http")
+_MATCH_CACHE_SIZE = 4096
 
 
-def build_dispatcher(specs: Iterable[FunctionSpec]) -> Dispatcher:
-    """Load every function (executing its module once) and put them behind one dispatcher."""
+def _json_answer(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    """A prebuilt JSON response (a Starlette Response is an ASGI app and can be sent many times)."""
+    return Response(json.dumps(body).encode(), status, dict(headers or {}), media_type="application/json")
+
+
+def _busy(detail: str) -> Response:
+    err = HecError(9, detail=detail)
+    return _json_answer(err.status, err.body(), {"Retry-After": str(err.retry_after), "Connection": "close"})
+
+
+_NOT_FOUND = _json_answer(404, json.loads(NOT_FOUND_BODY))
+_BUSY = _busy("too many requests in flight in this worker; try again")
+_SHUTTING_DOWN = _busy("the server is shutting down; try again")
+
+
+def load_function_app(spec: FunctionSpec) -> AsgiApp:
+    """The functions-framework ASGI app of one function, exactly as `functions-framework --asgi`
+    builds it."""
+    # Imported here: functions_framework imports Starlette and the whole framework, which the
+    # CLI's --help and the template checks do not need.
+    from functions_framework.aio import create_asgi_app
+
+    return create_asgi_app(target=spec.target, source=str(spec.source), signature_type="http")
+
+
+def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = None) -> Dispatcher:
+    """Load every function (executing its module once) and put them behind one dispatcher, which
+    warms the service up at start-up and writes the counters out at shutdown."""
+    from telhawk_ingest.http import warm_up
+    from telhawk_ingest.stats import retire_all
+
     specs = list(specs)
     apps = {spec.target: load_function_app(spec) for spec in specs}
-    return Dispatcher([route for spec in specs for route in spec.routes], apps)
+    return Dispatcher([route for spec in specs for route in spec.routes], apps, max_in_flight=max_in_flight,
+                      on_startup=warm_up, on_shutdown=retire_all)
 
 
 # --- local settings --------------------------------------------------------------------------
@@ -378,49 +447,11 @@ def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: An
         lines.append(f"  curl -s {url}/api/v1/dlq -H {auth}")
     else:
         lines.append("operator token: none configured (operator.tokens, or INGEST_OPERATOR_TOKENS)")
-    lines.append("Ctrl-C or SIGTERM stops it after in-flight requests finish.")
+    lines.append("Ctrl-C or SIGTERM stops it after in-flight requests finish (new ones get 503 code 9).")
     return "\n".join(lines)
 
 
 # --- serving ---------------------------------------------------------------------------------
-
-
-def _gunicorn_app(specs: list[FunctionSpec], options: dict[str, Any], on_ready: Callable[[str], None]) -> Any:
-    """A gunicorn application that builds the dispatcher in each worker, after fork.
-
-    Functions (and the clients the lib layer creates) must be per process, so no function module
-    is imported in the master: with preload_app off, gunicorn calls load() in every worker.
-    """
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.arbiter import Arbiter
-    from gunicorn.workers.gthread import ThreadWorker
-
-    class GracefulThreadWorker(ThreadWorker):
-        def init_signals(self) -> None:
-            super().init_signals()
-            # Ctrl-C reaches every process in the terminal's group. gunicorn treats SIGINT in a
-            # worker as "quit now", cutting requests mid-way and leaving clients unsure whether
-            # their events were taken; finish them like SIGTERM does.
-            signal.signal(signal.SIGINT, self.handle_exit)
-
-    class GracefulArbiter(Arbiter):
-        def handle_int(self) -> None:
-            self.handle_term()
-
-    class EmulatorApplication(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-            self.cfg.set("worker_class", GracefulThreadWorker)
-            self.cfg.set("when_ready", lambda server: on_ready(str(server.LISTENERS[0])))
-
-        def load(self) -> Dispatcher:
-            return build_dispatcher(specs)
-
-        def run(self) -> None:
-            GracefulArbiter(self).run()
-
-    return EmulatorApplication()
 
 
 def _bind_address(host: str, port: int) -> str:
@@ -435,14 +466,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
-    # 4 x 2 rather than 2 x 4: batch ingest is CPU-bound Python, so threads of one process mostly
-    # wait for its GIL; more processes gave 10-17 % more batch throughput on 2 cores (README).
     parser.add_argument("--workers", type=_positive, default=4, help="processes (default %(default)s)")
     parser.add_argument(
-        "--threads", type=_positive, default=2, help="threads per process (default %(default)s)"
+        "--threads", type=_positive, default=16,
+        help="threads per process for blocking service calls: storage, DLQ, fsync (default %(default)s)",
     )
     parser.add_argument(
         "--timeout", type=_positive, default=60, help="seconds before a stuck worker is restarted"
+    )
+    parser.add_argument(
+        "--graceful-timeout", type=_positive, default=15,
+        help="seconds a stopping worker gives requests in flight (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-alive", type=_positive, default=5,
+        help="seconds an idle connection stays open, and for a request head to arrive (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-in-flight", type=_positive, default=256,
+        help="requests at once per worker; more are answered 503 code 9 (default %(default)s)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request to stdout")
     parser.add_argument(
@@ -485,16 +527,18 @@ def main(argv: list[str] | None = None) -> int:
         text = banner(url, template, specs, settings, os.environ.get("INGEST_CONFIG_FILE", ""))
         print(text, flush=True)
 
-    options = {
-        "bind": [_bind_address(args.host, args.port)],
-        "workers": args.workers,
-        "threads": args.threads,
-        "timeout": args.timeout,
-        "graceful_timeout": 10,
-        "preload_app": False,
-        "proc_name": "telhawk-emulator",
-        "loglevel": args.log_level,
-        "accesslog": "-" if args.access_log else None,
-    }
-    _gunicorn_app(specs, options, on_ready).run()
+    from local.serving import ServeOptions, run
+
+    options = ServeOptions(
+        bind=_bind_address(args.host, args.port),
+        workers=args.workers,
+        threads=args.threads,
+        timeout=args.timeout,
+        graceful_timeout=args.graceful_timeout,
+        keep_alive=args.keep_alive,
+        max_in_flight=args.max_in_flight,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    run(options, lambda: build_dispatcher(specs, args.max_in_flight), on_ready)
     return 0

@@ -45,6 +45,8 @@ class HecSettings(_Section):
     auth_url: str | None = None
     auth_timeout_seconds: float = Field(default=2.0, gt=0)
     auth_cache_seconds: float = Field(default=30.0, ge=0)
+    # A request body must arrive whole within this many seconds of the headers, else 408.
+    body_read_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class OperatorToken(_Section):

@@ -1,108 +1,231 @@
-"""The one place where HTTP meets the service: Flask requests in, JSON responses out.
+"""The one place where HTTP meets the service: Starlette requests in, JSON responses out (ASGI).
 
 Handlers in `functions/` call these adapters and nothing else. Errors become answers here: HEC
 errors as `{"text", "code"}` with Splunk's statuses, operator errors as `{"error", "status"}`, and
 anything unexpected as a logged 500 in the caller's shape, never a stack trace.
+
+How a request is served (README, "Serving"):
+
+- The event loop never waits on a disk or a network: every service call (fsync, storage, DLQ
+  writes and listings, the remote auth service) runs in a worker thread, the event loop's
+  default executor (`asyncio.to_thread`: a third cheaper per call than anyio's thread pool, and
+  sized by the server, local/serving.py). Concurrent requests of one process meet there, in the
+  storage backends' group commit.
+- A HEC request is judged on its method, path, headers and query string before its body is read
+  (SPEC §3: authentication comes first). A refused credential or a declared Content-Length over
+  `hec.max_body_bytes` is answered without reading a body byte, so a client that sent
+  `Expect: 100-continue` gets its 401/403/413 and never `100 Continue` (uvicorn sends it only
+  when the application first asks for the body).
+- The body must arrive whole within `hec.body_read_timeout_seconds` of the headers; a client
+  that sends it slower is answered 408 with HEC code 6 and cut. Reading the body holds no
+  thread, so slow clients cost memory, not service.
+- An answer sent before the whole body was read carries `Connection: close`: the rest of the
+  body would otherwise have to be read and thrown away before the next request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
-import flask
 import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
+from .config import HecToken
 from .errors import ApiError, HecError
 from .hec import HecRequest
-from .service import Operator, Query, Reply, parse_query, service
+from .service import Operator, Query, Reply, Service, parse_query, service
 
 log = logging.getLogger(__name__)
 
-
-def respond(reply: Reply) -> flask.Response:
-    return flask.Response(
-        orjson.dumps(reply.body), status=reply.status, headers=reply.headers, mimetype="application/json"
-    )
-
-
-def hec_request(request: flask.Request, max_body_bytes: int) -> HecRequest:
-    """The raw request. The body is read raw whatever the Content-Type, and at most one byte over
-    the limit, so an oversized body is refused without being held in memory."""
-    return HecRequest(
-        method=request.method,
-        path=request.path,
-        headers=request.headers,
-        query=request.args,
-        body=request.stream.read(max_body_bytes + 1) if request.method == "POST" else b"",
-    )
+JSON = "application/json"
+# The answer to a request cut short by the server's shutdown (its task cancelled past the drain):
+# nothing of it is acknowledged, and the client is told to send it again.
+SHUTTING_DOWN = Reply.hec(HecError(9, detail="the server is shutting down; try again"))
 
 
-def handle_hec(request: flask.Request) -> flask.Response:
+def warm_up() -> None:
+    """Build this process's Service and fill its caches before the first request (a server calls
+    it at start-up, in a worker thread): a worker's first health call otherwise pays a scan of the
+    DLQ folder. Failures are logged, not raised; the requests then report them."""
+    try:
+        service().healthz()
+    except Exception:
+        log.exception("warming up the service failed; requests will report the cause")
+
+
+def respond(reply: Reply, *, close: bool = False) -> Response:
+    headers = {**reply.headers, "Connection": "close"} if close else reply.headers
+    return Response(orjson.dumps(reply.body), status_code=reply.status, headers=headers, media_type=JSON)
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """Every (name, value) of the query string in order, repeats included."""
+    raw = request.scope.get("query_string", b"")
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
+
+
+def query_params(request: Request) -> dict[str, str]:
+    """The query string, first value of each name (as Flask's `request.args` gave it)."""
+    params: dict[str, str] = {}
+    for name, value in query_pairs(request):
+        params.setdefault(name, value)
+    return params
+
+
+def hec_request(request: Request) -> HecRequest:
+    """The request without its body: what the header phase needs."""
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
+    return HecRequest(method=request.method, path=request.scope["path"], headers=headers,
+                      query=query_params(request))
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The raw body, whatever the Content-Type; at most `limit` bytes, within `timeout` seconds.
+
+    Raises HecError: 413 (code 6) when the declared or received size passes `limit` (nothing
+    more is read), 408 (code 6) when the body is not whole within `timeout`, 400 (code 6) when the
+    client disconnects first.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HecError(6, status=413, detail=f"Content-Length of {declared} too large (maximum is {limit})")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _receive_body(request, limit)
+    except TimeoutError:
+        raise HecError(6, status=408, detail=f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise HecError(6, detail="the client disconnected before sending the whole body") from None
+
+
+async def _receive_body(request: Request, limit: int) -> bytes:
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HecError(6, status=413, detail=f"the body is larger than the maximum of {limit} bytes")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _announces_body(request: Request) -> bool:
+    headers = request.headers
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+async def handle_hec(request: Request) -> Response:
     try:
         svc = service()
-        return respond(svc.hec(hec_request(request, svc.settings.hec.max_body_bytes)))
+        head = hec_request(request)
+        admitted = await _admit(svc, head)
+        if isinstance(admitted, Reply):
+            return respond(admitted, close=_announces_body(request))
+        if admitted is None:  # health, or a wrong method: answered without a body either way
+            return respond(await asyncio.to_thread(svc.hec, head), close=_announces_body(request))
+        hec = svc.settings.hec
+        try:
+            body = await read_body(request, hec.max_body_bytes, hec.body_read_timeout_seconds)
+        except HecError as err:
+            return respond(svc.hec_refuse(err), close=True)
+        return respond(await asyncio.to_thread(svc.hec, dataclasses.replace(head, body=body), admitted))
+    except asyncio.CancelledError:
+        return respond(SHUTTING_DOWN, close=True)
     except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return respond(Reply.hec(HecError(8)))
+        log.exception("unexpected error answering %s %s", request.method, request.scope.get("path"))
+        return respond(Reply.hec(HecError(8)), close=True)
 
 
-def handle_operator(
-    request: flask.Request, method: str, call: Callable[[Operator, Query], dict[str, Any]]
-) -> flask.Response:
+async def _admit(svc: Service, head: HecRequest) -> HecToken | Reply | None:
+    """`Service.hec_admit` on the loop when it only looks tokens up in memory; in a worker thread
+    when it may ask the remote auth service."""
+    if svc.settings.hec.auth_url:
+        return await asyncio.to_thread(svc.hec_admit, head)
+    return svc.hec_admit(head)
+
+
+async def handle_operator(
+    request: Request, method: str, call: Callable[[Operator, Query], dict[str, Any]]
+) -> Response:
     """Check the method and the operator credential, then run an operator call with the query's
     pairs (repeats kept, so the call can refuse them). A refusal after authentication (a parameter
     or body it does not take) is audited under the operator's name."""
+    authorization = request.headers.get("authorization")
+    query = query_pairs(request)
+    sent_body = _announces_body(request)
+    where = {"method": request.method, "path": request.scope["path"]}
 
     def run() -> dict[str, Any]:
         svc = service()
         try:
-            who = svc.operator(request.headers.get("Authorization"))
+            who = svc.operator(authorization)
         except ApiError as err:
             # Refused attempts are audited too: they are what an investigation looks for first.
-            svc.audit.record(None, "denied", 0, {"method": request.method, "path": request.path,
-                                                 "status": err.status})
+            svc.audit.record(None, "denied", 0, {**where, "status": err.status})
             raise
         try:
-            _refuse_body(request)
-            return call(who, list(request.args.items(multi=True)))
+            _refuse_body(sent_body)
+            return call(who, query)
         except ApiError as err:
-            svc.audit.record(who.name, "refused", 0, {"method": request.method, "path": request.path,
-                                                      "status": err.status, "error": err.message})
+            svc.audit.record(who.name, "refused", 0, {**where, "status": err.status, "error": err.message})
             raise
 
-    return _answer(request, (method,), run)
+    return await _answer(request, (method,), run)
 
 
-def handle_public(request: flask.Request, call: Callable[[], dict[str, Any]]) -> flask.Response:
+async def handle_public(request: Request, call: Callable[[], dict[str, Any]]) -> Response:
     """A GET endpoint without credentials and without parameters (healthz)."""
+    query = query_pairs(request)
+    sent_body = _announces_body(request)
 
     def run() -> dict[str, Any]:
-        parse_query(request.args.items(multi=True), frozenset())
-        _refuse_body(request)
+        parse_query(query, frozenset())
+        _refuse_body(sent_body)
         return call()
 
-    return _answer(request, ("GET", "HEAD"), run)
+    return await _answer(request, ("GET", "HEAD"), run)
 
 
-def _refuse_body(request: flask.Request) -> None:
+def _refuse_body(sent: bool) -> None:
     """Operator calls read no body: one sent (e.g. `{"id": ...}` to purge) was not understood, and
     acting on the query alone could delete more than was meant (SPEC §8)."""
-    if request.stream.read(1):
+    if sent:
         raise ApiError(400, "this call takes no request body (filters go in the query string); "
                             "nothing was done")
 
 
-def _answer(request: flask.Request, methods: tuple[str, ...], run: Callable[[], dict[str, Any]]
-            ) -> flask.Response:
-    """A JSON answer from `run`, or the operator-shaped error: 405, its ApiError, or a logged 500."""
+async def _answer(request: Request, methods: tuple[str, ...], run: Callable[[], dict[str, Any]]) -> Response:
+    """A JSON answer from `run` (in a worker thread), or the operator-shaped error: 405, its
+    ApiError, or a logged 500."""
+    if request.method not in methods:
+        return respond(Reply.api(ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")))
     try:
-        if request.method not in methods:
-            raise ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")
-        return respond(Reply(200, run()))
+        return respond(await asyncio.to_thread(_reply, run, request.method, request.scope.get("path")))
+    except asyncio.CancelledError:
+        return respond(SHUTTING_DOWN, close=True)
+
+
+def _reply(run: Callable[[], dict[str, Any]], method: str, path: Any) -> Reply:
+    try:
+        return Reply(200, run())
     except ApiError as err:
-        return respond(Reply.api(err))
+        return Reply.api(err)
     except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return respond(Reply.api(ApiError(500, "internal error; see the service log")))
+        log.exception("unexpected error answering %s %s", method, path)
+        return Reply.api(ApiError(500, "internal error; see the service log"))
+

@@ -1,29 +1,42 @@
 """Lambda entry points for the functions (template.yaml's `Handler: functions/<name>.handler`).
 
-On Lambda, API Gateway calls `handler(event, context)`; apig-wsgi turns that event into a WSGI
-request for a one-route Flask app that calls the same functions-framework function the emulator
-serves, so both paths run identical code. Not here: routing (API Gateway does it from the template).
+On Lambda, API Gateway calls `handler(event, context)`; Mangum turns that event into an ASGI
+request for a one-function Starlette app that calls the same functions-framework function the
+emulator serves, so both paths run identical code. Binary bodies (gzip) arrive base64-encoded in
+the event and reach the function as bytes. Not here: routing (API Gateway does it from the
+template).
+
+After every invocation the process's counters are written to their file: Lambda freezes the
+process between invocations and may end it without notice, so the periodic flush (stats.py)
+cannot be relied on there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import flask
-from apig_wsgi import make_lambda_handler
+from mangum import Mangum
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-HttpFunction = Callable[[flask.Request], flask.Response]
+from .stats import flush_all
+
+HttpFunction = Callable[[Request], Awaitable[Response]]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def lambda_handler(function: HttpFunction) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    app = flask.Flask(function.__name__)
+    app = Starlette(routes=[Route("/", function, methods=METHODS),
+                            Route("/{path:path}", function, methods=METHODS)])
+    adapter = Mangum(app, lifespan="off")
 
-    def view(path: str = "") -> flask.Response:
-        return function(flask.request)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return adapter(event, context)
+        finally:
+            flush_all()
 
-    app.add_url_rule("/", function.__name__, view, methods=METHODS)
-    app.add_url_rule("/<path:path>", function.__name__, view, methods=METHODS)
-    # Binary support: gzip HEC bodies arrive base64-encoded and must reach the function as bytes.
-    return make_lambda_handler(app, binary_support=True)
+    return handler

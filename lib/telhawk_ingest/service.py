@@ -112,8 +112,12 @@ class Service:
 
     # -- HEC ------------------------------------------------------------------------------
 
-    def hec(self, req: HecRequest) -> Reply:
-        """Answer one HEC request; every failure is a HEC-shaped answer, never an exception."""
+    def hec(self, req: HecRequest, token: HecToken | None = None) -> Reply:
+        """Answer one HEC request; every failure is a HEC-shaped answer, never an exception.
+
+        `token` is what `hec_admit` returned for this request when the caller authenticated it
+        before reading its body; without it the request is authenticated here.
+        """
         kind = endpoint_kind(req.path)
         try:
             if kind is None:
@@ -124,7 +128,8 @@ class Service:
                 return self.hec_health()
             if req.method != "POST":
                 raise HecError(6, status=405, detail=f"{req.method} is not allowed here; use POST")
-            token = self.auth.authenticate(req)
+            if token is None:
+                token = self.auth.authenticate(req)
             if kind == "ack":
                 return self.hec_ack(req, token)
             # Like authentication, the channel depends on headers and query only: checked before the body.
@@ -137,10 +142,7 @@ class Service:
                 envelopes = parse_events(body, token, received_at)
             result = self.ingest(envelopes)
         except HecError as err:
-            if err.status >= 500:
-                log.warning("HEC request refused: %s %s", err.code, err)
-            self.counters.add(requests_rejected=1)
-            return Reply.hec(err)
+            return self.hec_refuse(err)
         except DLQUnavailable as err:
             log.error("DLQ unavailable, refusing the request so the client keeps it: %s", err)
             self.counters.add(requests_rejected=1)
@@ -164,6 +166,36 @@ class Service:
         ack.channel(req)
         ack_ids = ack.parse_ack_query(read_body(req, self.settings.hec.max_body_bytes))
         return Reply(200, ack.ack_answer(ack_ids))
+
+    def hec_admit(self, req: HecRequest) -> HecToken | Reply | None:
+        """The part of `hec` that needs no body: method, path, headers and query string only.
+
+        SPEC §3: authentication comes before the body is read. Returns the token of an
+        authenticated POST to an ingest or ack endpoint (read the body, then call `hec(req, token)`),
+        the refusal when the credential, the data channel or acknowledgement (codes 10, 11, 14) is
+        refused, or None when `hec(req)` answers without a body
+        (health, unknown path, wrong method). Blocks while asking the remote auth service, which
+        only happens when `hec.auth_url` is set.
+        """
+        kind = endpoint_kind(req.path)
+        if kind is None or kind == "health" or req.method != "POST":
+            return None
+        try:
+            token = self.auth.authenticate(req)
+            if kind == "ack" and not token.ack:
+                raise HecError(14)
+            if token.ack:
+                ack.channel(req)  # 10 or 11, from the headers and query alone
+        except HecError as err:
+            return self.hec_refuse(err)
+        return token
+
+    def hec_refuse(self, err: HecError) -> Reply:
+        """The answer to a refused HEC request, counted in `requests_rejected`."""
+        if err.status >= 500:
+            log.warning("HEC request refused: %s %s", err.code, err)
+        self.counters.add(requests_rejected=1)
+        return Reply.hec(err)
 
     def hec_health(self) -> Reply:
         """17 while ingest can keep an event somewhere; 18 exactly when it could neither store nor

@@ -1,9 +1,17 @@
 """Counters shared by every instance on the DLQ volume and kept across restarts (SPEC §8, §11).
 
 Each process owns one small binary file under `<dlq.base_path>/.state/counters/` and rewrites
-it in place with a single pwrite after every change: no locks between processes (NFS and bucket
-mounts make file locks unreliable), and a process that crashes loses nothing, since the page
-cache already holds the write. A reader sums every file.
+it in place with a single pwrite: no locks between processes (NFS and bucket mounts make file
+locks unreliable). A reader sums every file.
+
+Writes are batched: a change is written by the process's flusher thread, at once when nothing
+was written in the last FLUSH_INTERVAL_S seconds, else at the end of that interval, so a
+process writes its file at most twice a second however many requests it serves. Other
+processes therefore see a count up to FLUSH_INTERVAL_S late (plus the time of one write); a
+reader in the same process writes its own pending counts first and sees them at once. A clean
+shutdown (`retire`, `retire_all`) loses nothing; a process killed outright (SIGKILL, out of
+memory) loses what it counted in its last interval at most, never what it had written, since the
+page cache holds every write.
 
 A process that exits cleanly renames its file to `*.retired`; the next process to start adopts
 one retired file as its own and counts on from its values, so the number of files stays near the
@@ -20,6 +28,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 from .files import private_dir
@@ -47,6 +56,8 @@ COUNTERS = (
     "dlq_bytes_returned",
 )
 _MAGIC = b"THC1"
+# A process writes its counters file at most this often (seconds): the lag other readers see.
+FLUSH_INTERVAL_S = 0.5
 _HEADER = struct.Struct("<4sI")
 
 
@@ -57,8 +68,10 @@ class Counters:
         self.directory = directory
         self._lock = threading.Lock()
         self._values = [0] * len(COUNTERS)
+        self._dirty = False
         self._fd: int | None = None
         self._path: Path | None = None
+        _live.add(self)
 
     def _open(self) -> int:
         """Open (or adopt) this process's file on first use, after any fork."""
@@ -74,34 +87,47 @@ class Counters:
             self._values = [a + b for a, b in zip(self._values, _read(self._path), strict=True)]
             break
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._flush()
         atexit.register(self.retire)
         return self._fd
 
-    def _flush(self) -> None:
-        assert self._fd is not None
-        os.pwrite(self._fd, _HEADER.pack(_MAGIC, len(self._values)) + struct.pack(
-            f"<{len(self._values)}q", *self._values), 0)
-
     def add(self, sync: bool = False, **deltas: int) -> None:
-        """Add to this process's counters. `sync`: fsync the file too, so that other hosts on a
-        network volume see the change on their next open (NFS close-to-open), not when the page
-        cache is written back."""
+        """Count; the file is written by the flusher thread within FLUSH_INTERVAL_S. `sync`: write
+        and fsync it now, before returning, so that other processes see the change at once and other
+        hosts on a network volume on their next open (NFS close-to-open): the DLQ's ledger relies on
+        that (dlq.py)."""
         if not any(deltas.values()):
             return
         with self._lock:
             for name, delta in deltas.items():
                 self._values[COUNTERS.index(name)] += delta
+            self._dirty = True
+        if sync:
+            self.flush(sync=True)
+        else:
+            _flusher.wake()
+
+    def flush(self, sync: bool = False) -> None:
+        """Write pending counts to this process's file now: one pwrite, and an fsync when `sync`
+        (even when the flusher thread wrote them a moment ago without one)."""
+        with self._lock:
+            if not self._dirty and not (sync and self._fd is not None):
+                return
             try:
                 fd = self._open()
-                self._flush()
+                if self._dirty:
+                    os.pwrite(fd, _HEADER.pack(_MAGIC, len(self._values)) + struct.pack(
+                        f"<{len(self._values)}q", *self._values), 0)
+                    self._dirty = False
                 if sync:
                     os.fsync(fd)
             except OSError:
-                # Counters are observability, not data: never fail a request over them.
-                pass
+                # Counters are observability, not data: never fail a request over them. The
+                # counts stay pending and the next change tries again.
+                return
 
     def retire(self) -> None:
+        """Write pending counts and hand the file over to the next process (clean shutdown)."""
+        self.flush()
         with self._lock:
             if self._fd is None or self._path is None:
                 return
@@ -113,7 +139,8 @@ class Counters:
                 pass
 
     def totals(self) -> dict[str, int]:
-        """Every instance's counters summed, this one's included."""
+        """Every instance's counters summed, this one's included (its pending counts written first)."""
+        flush_all()
         sums = [0] * len(COUNTERS)
         for _mtime, values in self.snapshot().values():
             for i, value in enumerate(values):
@@ -141,6 +168,63 @@ class Counters:
                     continue  # adopted under another name since the listing
                 out[entry.name] = (mtime, _read(Path(entry.path)))
         return out
+
+
+# Every Counters of this process, for flush_all and retire_all.
+_live: weakref.WeakSet[Counters] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Write the pending counts of every Counters in this process (Lambda: after each invocation)."""
+    for counters in list(_live):
+        counters.flush()
+
+
+def retire_all() -> None:
+    """Clean shutdown of this process's counters: write everything, hand the files over."""
+    for counters in list(_live):
+        counters.retire()
+
+
+class _Flusher:
+    """The process's one flusher thread: writes pending counts at most every FLUSH_INTERVAL_S.
+
+    Started on first use in each process (a thread does not survive a fork). It waits with
+    `Event.wait`, never `time.sleep`, so tests that replace `time.sleep` do not see it.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._pause = threading.Event()  # never set: its wait() is the interval
+
+    def wake(self) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        if not self._wanted.is_set():
+            self._wanted.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._wanted, self._pause = threading.Event(), threading.Event()
+            threading.Thread(target=self._run, name="counters-flusher", daemon=True).start()
+            self._pid = os.getpid()
+
+    def _run(self) -> None:
+        wanted, pause = self._wanted, self._pause
+        while True:
+            wanted.wait()
+            wanted.clear()
+            flush_all()
+            pause.wait(FLUSH_INTERVAL_S)
+
+
+_flusher = _Flusher()
+# A fork copies the lock in whatever state another thread left it: the child starts afresh.
+os.register_at_fork(after_in_child=_flusher.__init__)
 
 
 def _read(path: Path) -> list[int]:

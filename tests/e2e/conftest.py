@@ -2,10 +2,11 @@
 
 - `emulator`: one instance per test module, with a fresh DLQ folder and data folder and the dev
   config (local/config.yaml).
-- `start_emulator(config=None, workers=2, threads=4, template=None, **env)`: more instances for one
-  test, stopped when the test ends. `env` are settings variables (`INGEST_DLQ_ENABLED="false"`,
-  `INGEST_OPENSEARCH_URL=...`); a value of None removes the variable. `config` is a settings
-  mapping written to a YAML file, or the path of one.
+- `start_emulator(config=None, workers=2, threads=4, template=None, args=None, **env)`: more
+  instances for one test, stopped when the test ends; `args` are more emulator options. `env`
+  are settings variables (`INGEST_DLQ_ENABLED="false"`, `INGEST_OPENSEARCH_URL=...`); a value of
+  None removes the variable. `config` is a settings mapping written to a YAML file, or the path
+  of one.
 
 Every instance starts from a clean environment: INGEST_*/CORE_* variables of the shell running
 pytest are dropped, so only what a test passes reaches the service. Each instance's output goes to
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,15 @@ import httpx
 import pytest
 import yaml
 
+from telhawk_ingest.stats import FLUSH_INTERVAL_S
+
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "local" / "config.yaml"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
-# gunicorn gives in-flight requests 10 s (graceful_timeout) after SIGTERM; allow a little more.
-STOP_TIMEOUT_S = 15.0
+# A SIGTERM'd worker drains for at most 15 s (--graceful-timeout) and gunicorn kills what is left
+# 5 s later; allow a little more.
+STOP_TIMEOUT_S = 25.0
 _SCRUBBED_PREFIXES = ("INGEST_", "CORE_", "FUNCTION_")
 
 
@@ -91,7 +95,7 @@ class Emulator:
                 self.url = f"http://{HOST}:{self.port}"
 
     def stop(self) -> int | None:
-        """SIGTERM (gunicorn finishes in-flight requests), then SIGKILL to the whole group."""
+        """SIGTERM (the workers drain: in-flight requests finish), then SIGKILL to the whole group."""
         process, self.process = self.process, None
         if process is None:
             return None
@@ -104,6 +108,20 @@ class Emulator:
                 # yet, so the id is still ours): it holds the workers and nothing else.
                 os.killpg(process.pid, signal.SIGKILL)
         return process.wait(timeout=5)
+
+    def healthz(self, settled: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+        """GET /healthz, asked again until `settled(health)` holds or counters had time to arrive.
+
+        Each worker writes its counters at most every stats.FLUSH_INTERVAL_S, so a count made by
+        another worker may reach healthz that much later (README, "Counters").
+        """
+        deadline = time.monotonic() + 4 * FLUSH_INTERVAL_S + 1.0
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            while True:
+                health = client.get(f"{self.url}/healthz").json()
+                if settled(health) or time.monotonic() > deadline:
+                    return health
+                time.sleep(0.05)
 
     def restart(self) -> None:
         """Stop and start again with the same settings, folders and (if still free) port."""
@@ -176,6 +194,7 @@ class EmulatorPool:
         workers: int = 2,
         threads: int = 4,
         template: Path | None = None,
+        args: list[str] | None = None,
         **env: str | None,
     ) -> Emulator:
         home = self._tmp.mktemp("emulator")
@@ -212,6 +231,7 @@ class EmulatorPool:
                 "--threads",
                 str(threads),
                 *(["--template", str(template)] if template else []),
+                *(args or []),
             ],
         )
         self._running.append(instance)

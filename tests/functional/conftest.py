@@ -1,4 +1,5 @@
-"""In-process harness: the real handlers (functions-framework apps) over a Service on temp paths."""
+"""In-process harness: the real handlers (functions-framework ASGI apps, behind the emulator's
+dispatcher and route table) over a Service on temp paths, driven by Starlette's test client."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
+from starlette.testclient import TestClient
 
+from local.emulator import build_dispatcher, read_functions
 from telhawk_ingest import service as service_module
 from telhawk_ingest.config import Settings
 from telhawk_ingest.service import Service
@@ -19,16 +21,12 @@ from telhawk_ingest.storage.base import StorageBackend
 ROOT = Path(__file__).resolve().parents[2]
 HEC_TOKEN = "11111111-2222-4333-8444-555555555555"
 OPERATOR_TOKEN = "operator-token-for-tests-0001"
-FUNCTIONS = ("ingest_event", "list_dlq", "purge_dlq", "healthz")
 
 
 @pytest.fixture(scope="session")
-def apps() -> dict[str, Any]:
-    return {
-        name: functions_framework.create_app(name, str(ROOT / "functions" / f"{name}.py"), "http")
-        .test_client()
-        for name in FUNCTIONS
-    }
+def app() -> TestClient:
+    """Every function of template.yaml on one in-process ASGI app, routed as the emulator routes."""
+    return TestClient(build_dispatcher(read_functions(ROOT / "template.yaml")), follow_redirects=False)
 
 
 def settings_for(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
@@ -45,19 +43,10 @@ def settings_for(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
 
 @dataclass
 class Client:
-    """Sends requests to the handler the route table would pick, and reads the DLQ directory."""
+    """Sends requests through the route table to the handlers, and reads the DLQ directory."""
 
-    apps: dict[str, Any]
+    app: TestClient
     service: Service
-
-    def _app(self, path: str) -> Any:
-        if path.startswith("/services/collector"):
-            return self.apps["ingest_event"]
-        if path == "/healthz":
-            return self.apps["healthz"]
-        if path == "/api/v1/dlq/purge":
-            return self.apps["purge_dlq"]
-        return self.apps["list_dlq"]
 
     def hec(self, body: bytes | str, path: str = "/services/collector/event", *,
             token: str | None = HEC_TOKEN, scheme: str = "Splunk", gzipped: bool = False,
@@ -69,11 +58,11 @@ class Client:
         if gzipped:
             data = gzip.compress(data)
             headers["Content-Encoding"] = "gzip"
-        return self._app(path).open(path, method=method, data=data, headers=headers, **kw)
+        return self.app.request(method, path, content=data, headers=headers, **kw)
 
     def operator(self, method: str, path: str, token: str | None = OPERATOR_TOKEN, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self._app(path).open(path, method=method, headers=headers, **kw)
+        return self.app.request(method, path, headers=headers, **kw)
 
     def dlq_records(self) -> list[dict[str, Any]]:
         import json
@@ -83,7 +72,7 @@ class Client:
 
 
 @pytest.fixture
-def make_client(apps: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def make_client(app: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 ) -> Iterator[Callable[..., Client]]:
     made: list[Service] = []
 
@@ -91,7 +80,7 @@ def make_client(apps: dict[str, Any], tmp_path: Path, monkeypatch: pytest.Monkey
         svc = Service(settings_for(tmp_path, **sections), backend=backend)
         made.append(svc)
         monkeypatch.setattr(service_module, "_service", svc)
-        return Client(apps, svc)
+        return Client(app, svc)
 
     yield make
     for svc in made:

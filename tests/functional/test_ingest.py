@@ -29,7 +29,7 @@ def test_a_good_event_is_stored_under_its_envelope_id(client):
     answer = client.hec(SSHD_EVENT)
 
     assert answer.status_code == 200
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     docs = stored_docs(client)
     assert len(docs) == 1
     assert docs[0]["_source"]["class_uid"] == 3002
@@ -41,7 +41,7 @@ def test_the_seeds_cisco_asa_event_lands_in_the_dlq_with_the_seeds_fields_and_er
     answer = client.hec(CISCO)
 
     assert answer.status_code == 200
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
     [record] = client.dlq_records()
     assert list(record)[:6] == SEED_FIELDS
     assert record["error"] == "no normalizer registered for format=json source_type=cisco_asa"
@@ -78,7 +78,7 @@ def test_a_permanent_storage_failure_lands_in_the_dlq_after_one_attempt(make_cli
 
     answer = client.hec(SSHD_EVENT)
 
-    assert answer.status_code == 200 and answer.get_json()["dead_lettered"] == 1
+    assert answer.status_code == 200 and answer.json()["dead_lettered"] == 1
     [record] = client.dlq_records()
     assert list(record)[:6] == SEED_FIELDS
     assert record["reason"] == "storage_failed" and record["stage"] == "store"
@@ -126,7 +126,7 @@ def test_a_mixed_bulk_answer_stores_the_good_retries_the_429_and_dead_letters_th
 
     answer = client.hec(SSHD_EVENT * 3)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
     assert len(bulks) == 2 and bulks[1] == [bulks[0][1]]
     assert waits == [0.1]
     [record] = client.dlq_records()
@@ -138,7 +138,7 @@ def test_a_mixed_bulk_answer_stores_the_good_retries_the_429_and_dead_letters_th
 def test_one_request_with_good_and_bad_events_stores_the_good_and_dead_letters_the_bad(client):
     answer = client.hec(SSHD_EVENT + "\n" + CISCO + "  " + SSHD_EVENT)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
     assert len(stored_docs(client)) == 2
     assert len(client.dlq_records()) == 1
 
@@ -151,7 +151,7 @@ def test_dlq_disabled_and_storage_failing_answers_503_code_9_with_retry_after(ma
     answer = client.hec(SSHD_EVENT)
 
     assert answer.status_code == 503
-    assert answer.get_json()["code"] == 9 and answer.get_json()["text"] == "Server is busy"
+    assert answer.json()["code"] == 9 and answer.json()["text"] == "Server is busy"
     assert int(answer.headers["Retry-After"]) > 0
 
 
@@ -161,7 +161,7 @@ def test_dlq_disabled_and_a_normalization_failure_answers_503_before_storing_any
 
     answer = client.hec(SSHD_EVENT + CISCO)
 
-    assert answer.status_code == 503 and answer.get_json()["code"] == 9
+    assert answer.status_code == 503 and answer.json()["code"] == 9
     assert backend.calls == []
 
 
@@ -179,13 +179,13 @@ def test_an_unwritable_dlq_answers_503_and_leaves_no_file(make_client, tmp_path)
 
     answer = client.hec(CISCO)
 
-    assert answer.status_code == 503 and answer.get_json()["code"] == 9
+    assert answer.status_code == 503 and answer.json()["code"] == 9
 
 
 def test_a_full_dlq_answers_503(make_client):
     client = make_client(dlq={"min_free_bytes": 2**62})
 
-    assert client.hec(CISCO).get_json()["code"] == 9
+    assert client.hec(CISCO).json()["code"] == 9
 
 
 # -- HEC protocol ---------------------------------------------------------------------------------
@@ -193,21 +193,21 @@ def test_a_full_dlq_answers_503(make_client):
 @pytest.mark.parametrize("path", ["/services/collector", "/services/collector/event",
                                   "/services/collector/event/1.0"])
 def test_every_json_endpoint_ingests(client, path):
-    assert client.hec(SSHD_EVENT, path=path).get_json() == {"text": "Success", "code": 0}
+    assert client.hec(SSHD_EVENT, path=path).json() == {"text": "Success", "code": 0}
 
 
 @pytest.mark.parametrize("path", ["/services/collector/raw", "/services/collector/raw/1.0"])
 def test_raw_endpoints_take_one_event_per_line_with_query_metadata(client, path):
     answer = client.hec(SSHD + "\n\n" + SSHD + "\n", path=path,
-                        query_string={"sourcetype": "linux_secure", "host": "web01", "index": "auth"})
+                        params={"sourcetype": "linux_secure", "host": "web01", "index": "auth"})
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     docs = stored_docs(client)
     assert len(docs) == 2 and {d["_index"] for d in docs} == {"auth"}
 
 
 def test_gzip_bodies_are_accepted(client):
-    assert client.hec(SSHD_EVENT, gzipped=True).get_json()["code"] == 0
+    assert client.hec(SSHD_EVENT, gzipped=True).json()["code"] == 0
 
 
 @pytest.mark.parametrize(("scheme", "token"), [("Splunk", HEC_TOKEN), ("Telhawk", HEC_TOKEN),
@@ -235,7 +235,7 @@ BAD_INPUT = [
     ("no token", SSHD_EVENT, {"token": None}, 401, 2),
     ("unknown token", SSHD_EVENT, {"token": "nope"}, 403, 4),
     ("wrong scheme", SSHD_EVENT, {"scheme": "Token"}, 401, 3),
-    ("query token not allowed", SSHD_EVENT, {"token": None, "query_string": {"token": HEC_TOKEN}}, 400, 16),
+    ("query token not allowed", SSHD_EVENT, {"token": None, "params": {"token": HEC_TOKEN}}, 400, 16),
     ("corrupt gzip", b"\x1f\x8b\x08\x00garbage", {"headers": {"Content-Encoding": "gzip"}}, 400, 6),
 ]
 
@@ -245,8 +245,8 @@ def test_bad_input_gets_its_hec_code_and_ingests_nothing(client, case, body, kw,
     answer = client.hec(body, **kw)
 
     assert answer.status_code == status
-    assert answer.get_json()["code"] == code
-    assert set(answer.get_json()) >= {"text", "code"}
+    assert answer.json()["code"] == code
+    assert set(answer.json()) >= {"text", "code"}
     assert stored_docs(client) == [] and client.dlq_records() == []
 
 
@@ -256,14 +256,14 @@ def test_an_oversized_body_gets_413_with_a_hec_body(make_client):
     answer = client.hec(SSHD_EVENT * 50)
 
     assert answer.status_code == 413
-    assert set(answer.get_json()) >= {"text", "code"}
+    assert set(answer.json()) >= {"text", "code"}
 
 
 def test_a_malformed_third_event_rejects_the_whole_request(client):
     answer = client.hec(SSHD_EVENT + SSHD_EVENT + '{"event": }')
 
     assert answer.status_code == 400
-    assert answer.get_json()["code"] == 6 and "invalid-event-number" in answer.get_json()
+    assert answer.json()["code"] == 6 and "invalid-event-number" in answer.json()
     assert stored_docs(client) == []
 
 
@@ -272,13 +272,13 @@ def test_a_wrong_method_gets_405_with_a_hec_body(client, method):
     answer = client.hec("", method=method)
 
     assert answer.status_code == 405
-    assert set(answer.get_json()) >= {"text", "code"}
+    assert set(answer.json()) >= {"text", "code"}
 
 
 def test_the_health_endpoint_needs_no_token_and_says_healthy(client):
     answer = client.hec("", path="/services/collector/health", method="GET", token=None)
 
-    assert answer.status_code == 200 and answer.get_json() == {"text": "HEC is healthy", "code": 17}
+    assert answer.status_code == 200 and answer.json() == {"text": "HEC is healthy", "code": 17}
 
 
 def test_the_health_endpoint_says_unhealthy_when_the_dlq_is_full_and_storage_fails(make_client):
@@ -288,7 +288,7 @@ def test_the_health_endpoint_says_unhealthy_when_the_dlq_is_full_and_storage_fai
 
     answer = client.hec("", path="/services/collector/health", method="GET", token=None)
 
-    assert answer.status_code == 503 and answer.get_json()["code"] == 18
+    assert answer.status_code == 503 and answer.json()["code"] == 18
 
 
 # -- replay through HEC (the seed's workflow) ------------------------------------------------------
@@ -304,7 +304,7 @@ def test_a_dlq_envelope_posted_back_after_the_fix_is_stored_under_its_original_i
 
     answer = client.hec(json.dumps(record["envelope"], separators=(",", ":")), scheme="Telhawk")
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     [doc] = stored_docs(client)
     assert doc["_id"] == record["envelope"]["id"]
     assert doc["_source"]["raw_data"] == record["envelope"]["payload"]
@@ -324,4 +324,4 @@ def test_a_replayed_envelope_that_fails_again_keeps_its_id(client):
 def test_an_object_without_event_that_is_not_an_envelope_still_gets_code_12(client):
     answer = client.hec('{"id": "not-a-uuid", "payload": "x", "format": "raw", "source_type": "s"}')
 
-    assert answer.status_code == 400 and answer.get_json()["code"] == 12
+    assert answer.status_code == 400 and answer.json()["code"] == 12

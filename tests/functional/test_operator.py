@@ -25,7 +25,7 @@ def audit(client) -> list[dict]:
 @pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq/purge")])
 def test_dlq_calls_without_a_credential_get_401(client, method, path):
     answer = client.operator(method, path, token=None)
-    assert answer.status_code == 401 and "Bearer" in answer.get_json()["error"]
+    assert answer.status_code == 401 and "Bearer" in answer.json()["error"]
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/api/v1/dlq"), ("DELETE", "/api/v1/dlq/purge")])
@@ -46,7 +46,7 @@ def test_listing_has_the_seeds_shape_and_is_audited(client):
 
     answer = client.operator("GET", "/api/v1/dlq")
 
-    body = answer.get_json()
+    body = answer.json()
     assert answer.status_code == 200
     assert body["count"] == 2 and len(body["events"]) == 2
     assert body["events"][0]["reason"] == "normalization_failed"
@@ -60,14 +60,14 @@ def test_purge_empties_the_dlq_says_how_many_and_is_audited(client):
 
     answer = client.operator("DELETE", "/api/v1/dlq/purge")
 
-    assert answer.get_json() == {"status": "purged", "purged": 3}
+    assert answer.json() == {"status": "purged", "purged": 3}
     assert client.dlq_records() == []
     entry = audit(client)[-1]
     assert (entry["operator"], entry["action"], entry["count"]) == ("ops", "purge_dlq", 3)
 
 
 def test_list_with_a_bad_limit_gets_400(client):
-    assert client.operator("GET", "/api/v1/dlq", query_string={"limit": "0"}).status_code == 400
+    assert client.operator("GET", "/api/v1/dlq", params={"limit": "0"}).status_code == 400
 
 
 def test_a_wrong_method_on_purge_gets_405(client):
@@ -79,7 +79,7 @@ def test_healthz_has_every_seed_key_and_counts_what_happened(client):
 
     answer = client.hec("", path="/healthz", method="GET", token=None)
 
-    health = answer.get_json()
+    health = answer.json()
     assert answer.status_code == 200
     assert set(health) >= HEALTH_KEYS and set(health["dlq_stats"]) >= DLQ_STATS_KEYS
     assert (health["processed"], health["stored"], health["failed"], health["dlq_written"]) == (3, 2, 1, 1)
@@ -96,8 +96,8 @@ def test_healthz_reports_a_corrupt_file_and_ignores_foreign_ones(client):
     (base / corrupt).write_text('{"timestamp": ')
     (base / "notes.md").write_text("# not ours")
 
-    health = client.hec("", path="/healthz", method="GET", token=None).get_json()
-    listing = client.operator("GET", "/api/v1/dlq").get_json()
+    health = client.hec("", path="/healthz", method="GET", token=None).json()
+    listing = client.operator("GET", "/api/v1/dlq").json()
 
     assert health["dlq_stats"]["pending_files"] == 2
     assert health["dlq_stats"]["corrupt_files"] == [corrupt]

@@ -6,13 +6,15 @@ ones, so these tests do not depend on the service's handlers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from werkzeug.test import Client
+from starlette.testclient import TestClient as Client
 
 from local import emulator
 from local.emulator import (
@@ -101,20 +103,20 @@ Resources:
 FAKE_FUNCTION = '''\
 """A fake function that reports what it received."""
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
 
 
-@functions_framework.http
-def {name}(request: flask.Request) -> dict:
+@functions_framework.aio.http
+async def {name}(request: Request) -> dict:
     return {{
         "function": "{name}",
-        "path": request.path,
+        "path": request.url.path,
         "method": request.method,
-        "query": request.query_string.decode(),
-        "body": request.get_data(as_text=True),
-        "params": request.environ.get("telhawk.path_params"),
-        "route": request.environ.get("telhawk.route"),
+        "query": request.url.query,
+        "body": (await request.body()).decode(),
+        "params": request.scope.get("telhawk.path_params"),
+        "route": request.scope.get("telhawk.route"),
     }}
 '''
 
@@ -148,9 +150,9 @@ def client(template_path: Path) -> Iterator[Client]:
             sys.modules.pop(name, None)
 
 
-def call(client: Client, method: str, path: str, **kwargs: object) -> tuple[int, dict]:
-    response = client.open(path, method=method, **kwargs)
-    return response.status_code, json.loads(response.get_data())
+def call(client: Client, method: str, path: str, **kwargs: Any) -> tuple[int, dict]:
+    response = client.request(method, path, **kwargs)
+    return response.status_code, response.json()
 
 
 # --- template ---------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def test_a_template_without_resources_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_literal_path_reaches_its_function_with_the_full_original_path(client: Client) -> None:
-    status, seen = call(client, "POST", "/services/collector/event/1.0?channel=x", data="{}")
+    status, seen = call(client, "POST", "/services/collector/event/1.0?channel=x", content="{}")
 
     assert status == 200
     assert seen["function"] == "fake_echo"
@@ -227,14 +229,14 @@ def test_a_literal_path_reaches_its_function_with_the_full_original_path(client:
 
 
 def test_a_post_to_a_bare_path_is_answered_not_redirected(client: Client) -> None:
-    response = client.post("/services/collector", data='{"event": "x"}')
+    response = client.post("/services/collector", content='{"event": "x"}', follow_redirects=False)
 
     assert response.status_code == 200
     assert "Location" not in response.headers
-    assert json.loads(response.get_data())["path"] == "/services/collector"
+    assert response.json()["path"] == "/services/collector"
 
 
-def test_a_path_parameter_is_exposed_in_the_environ(client: Client) -> None:
+def test_a_path_parameter_is_exposed_in_the_scope(client: Client) -> None:
     status, seen = call(client, "GET", "/api/v1/dlq/failed_1700000000_abc")
 
     assert status == 200
@@ -281,11 +283,11 @@ def test_an_undeclared_method_on_a_shared_path_goes_to_the_first_declared_functi
     ["/", "/nope", "/services/collector/", "/services", "/api/v1/dlq/", "/api/v1/dlq/a/b", "/api/v1/dlqx"],
 )
 def test_an_unknown_path_is_a_hec_shaped_404(client: Client, path: str) -> None:
-    response = client.post(path, data="{}")
+    response = client.post(path, content="{}", follow_redirects=False)
 
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/json"
-    assert json.loads(response.get_data()) == {
+    assert response.json() == {
         "text": "The requested URL was not found on this server.",
         "code": 404,
     }
@@ -324,6 +326,88 @@ def test_a_malformed_route_path_is_refused(path: str) -> None:
 def test_the_dispatcher_refuses_a_route_without_an_app() -> None:
     with pytest.raises(TemplateError, match="no app loaded for missing"):
         Dispatcher([Route("GET", "/x", "missing")], {})
+
+
+class Held:
+    """An ASGI app whose requests wait until released, to hold requests in flight."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+async def request(app: Any, method: str = "POST", path: str = "/x") -> tuple[int, dict[str, str], bytes]:
+    """One request through an ASGI app: (status, headers, body)."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_past_max_in_flight_a_request_gets_hec_503_code_9_and_held_ones_still_finish() -> None:
+    held = Held()
+    dispatcher = Dispatcher([Route("POST", "/x", "held")], {"held": held}, max_in_flight=2)
+
+    async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
+        first = [asyncio.create_task(request(dispatcher)) for _ in range(2)]
+        while held.entered < 2:
+            await asyncio.sleep(0)
+        refused = await request(dispatcher)
+        held.release.set()
+        return [refused, *await asyncio.gather(*first)]
+
+    (status, headers, body), *finished = asyncio.run(scenario())
+
+    assert (status, json.loads(body)["code"], json.loads(body)["text"]) == (503, 9, "Server is busy")
+    assert int(headers["retry-after"]) > 0 and headers["connection"] == "close"
+    assert [(s, b) for s, _, b in finished] == [(200, b"done")] * 2
+    assert held.entered == 2 and dispatcher.in_flight == 0
+
+
+def test_while_draining_new_requests_get_503_code_9_and_unknown_paths_still_404() -> None:
+    dispatcher = Dispatcher([Route("POST", "/x", "held")], {"held": Held()})
+    dispatcher.draining = True
+
+    status, headers, body = asyncio.run(request(dispatcher))
+    missing = asyncio.run(request(dispatcher, path="/nope"))
+
+    assert (status, json.loads(body)["code"]) == (503, 9)
+    assert "shutting down" in json.loads(body)["detail"]
+    assert int(headers["retry-after"]) > 0 and headers["connection"] == "close"
+    assert missing[0] == 404
+
+
+def test_lifespan_runs_the_start_up_and_shutdown_hooks_once_each() -> None:
+    calls: list[str] = []
+    dispatcher = Dispatcher([], {}, on_startup=lambda: calls.append("startup"),
+                            on_shutdown=lambda: calls.append("shutdown"))
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(dispatcher({"type": "lifespan"}, receive, send))
+
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert calls == ["startup", "shutdown"]
 
 
 # --- local settings -------------------------------------------------------------------------------

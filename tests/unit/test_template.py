@@ -107,7 +107,8 @@ def test_each_function_file_exists_and_defines_a_target_of_its_stem(template: di
         assert spec.logical_id == "".join(part.title() for part in spec.target.split("_"))
         assert spec.source == ROOT / "functions" / f"{spec.target}.py"
         tree = ast.parse(spec.source.read_text(), filename=str(spec.source))
-        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+        defined = {node.name for node in tree.body if isinstance(node, functions)}
         assert spec.target in defined, f"{spec.source.name} defines no function {spec.target}"
 
 

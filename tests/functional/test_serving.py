@@ -1,0 +1,142 @@
+"""The HTTP layer over ASGI, in process: what is decided before the body is read, the body-read
+deadline, and that blocking service work never runs on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.functional.conftest import HEC_TOKEN
+from tests.functional.test_ingest import SSHD_EVENT, stored_docs
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def never_called() -> Receive:
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    return receive
+
+
+def never_arrives() -> Receive:
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def whole(body: bytes) -> Receive:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def call(client, receive: Receive, headers: dict[str, str], path: str = "/services/collector/event",
+         method: str = "POST") -> tuple[int, dict[str, str], dict[str, Any]]:
+    """One request straight into the ASGI app: (status, response headers, JSON body)."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8088),
+    }
+    asyncio.run(client.app.app(scope, receive, send))
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, json.loads(body)
+
+
+def test_a_bad_token_is_refused_without_reading_a_byte_of_the_body(client):
+    status, headers, body = call(client, never_called(),
+                                 {"Authorization": "Splunk wrong", "Content-Length": "10000000"})
+
+    assert (status, body["code"]) == (403, 4)
+    assert headers["connection"] == "close"
+
+
+def test_a_wrong_method_with_a_body_is_answered_405_without_reading_it(client):
+    status, headers, body = call(client, never_called(),
+                                 {"Authorization": f"Splunk {HEC_TOKEN}", "Content-Length": "10000000"},
+                                 method="PUT")
+
+    assert (status, body["code"]) == (405, 6)
+    assert headers["connection"] == "close"
+
+
+def test_a_declared_body_over_the_limit_is_refused_without_reading_it(make_client):
+    client = make_client(hec={"max_body_bytes": 1000})
+
+    status, headers, body = call(client, never_called(),
+                                 {"Authorization": f"Splunk {HEC_TOKEN}", "Content-Length": "1001"})
+
+    assert (status, body["code"]) == (413, 6)
+    assert body["detail"] == "Content-Length of 1001 too large (maximum is 1000)"
+    assert headers["connection"] == "close"
+    assert client.service.healthz()["requests_rejected"] == 1
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_closed(make_client):
+    client = make_client(hec={"body_read_timeout_seconds": 0.2})
+
+    status, headers, body = call(client, never_arrives(),
+                                 {"Authorization": f"Splunk {HEC_TOKEN}", "Content-Length": "100"})
+
+    assert (status, body["code"]) == (408, 6)
+    assert body["detail"] == "the body did not arrive within 0.2 s"
+    assert headers["connection"] == "close"
+    assert stored_docs(client) == [] and client.dlq_records() == []
+
+
+def test_storage_and_health_run_in_worker_threads_never_on_the_event_loop(make_client):
+    # A full DLQ volume: health then asks the storage backend too.
+    client = make_client(dlq={"min_free_bytes": 2**62})
+    backend = client.service.backend
+    seen: list[str] = []
+
+    def spy(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(*args: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                seen.append(f"{name} on the loop")
+            except RuntimeError:
+                seen.append(f"{name} in a worker thread")
+            return call(*args)
+        return inner
+
+    backend.store = spy("store", backend.store)
+    backend.healthy = spy("healthy", backend.healthy)
+
+    answer = call(client, whole(SSHD_EVENT.encode()), {"Authorization": f"Splunk {HEC_TOKEN}"})
+    health = call(client, whole(b""), {}, path="/services/collector/health", method="GET")
+
+    assert (answer[0], health[0], health[2]["code"]) == (200, 200, 17)
+    assert seen == ["store in a worker thread", "healthy in a worker thread"]
+
+
+def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch, tmp_path, caplog):
+    from telhawk_ingest import service as service_module
+    from telhawk_ingest.http import warm_up
+
+    monkeypatch.setattr(service_module, "_service", None)
+    monkeypatch.setenv("INGEST_DLQ_BASE_PATH", str(tmp_path / "dlq"))
+    monkeypatch.setenv("INGEST_STORAGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "local")
+    warm_up()
+    built = service_module._service
+    monkeypatch.setattr(service_module, "_service", None)
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "not-a-backend")
+    warm_up()
+
+    assert built is not None and built.settings.dlq.base_path == tmp_path / "dlq"
+    assert service_module._service is None
+    assert "warming up the service failed" in caplog.text
+    built.backend.close()
