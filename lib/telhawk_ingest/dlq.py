@@ -238,7 +238,7 @@ class Ledger(Protocol):
     """Counters every process sharing the directory adds to, one file per process (stats.Counters):
     `snapshot` gives each file's last change (unix seconds) and values in stats.COUNTERS order."""
 
-    def add(self, sync: bool = False, **deltas: int) -> None: ...
+    def add(self, now: bool = False, sync: bool = False, **deltas: int) -> None: ...
 
     def snapshot(self) -> dict[str, tuple[float, list[int]]]: ...
 
@@ -250,7 +250,7 @@ class LocalLedger:
         self._values = [0] * len(COUNTERS)
         self._lock = threading.Lock()
 
-    def add(self, sync: bool = False, **deltas: int) -> None:
+    def add(self, now: bool = False, sync: bool = False, **deltas: int) -> None:
         with self._lock:
             for name, delta in deltas.items():
                 self._values[COUNTERS.index(name)] += delta
@@ -528,7 +528,8 @@ class DeadLetterQueue:
                 raise DLQUnavailable(reason)
 
     def _record(self, names: tuple[str, str], files: int, nbytes: int, sync: bool = False) -> None:
-        self._ledger.add(sync=sync, **{names[0]: files, names[1]: nbytes})
+        # Written at once (not by the counters' flusher): other processes' limit checks read it.
+        self._ledger.add(now=True, sync=sync, **{names[0]: files, names[1]: nbytes})
 
     def _entries(self, records: list[dict[str, Any]], now: float | None) -> list[_Entry]:
         """Records with their ids assigned, serialized as they will be written."""

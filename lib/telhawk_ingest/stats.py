@@ -90,19 +90,19 @@ class Counters:
         atexit.register(self.retire)
         return self._fd
 
-    def add(self, sync: bool = False, **deltas: int) -> None:
-        """Count; the file is written by the flusher thread within FLUSH_INTERVAL_S. `sync`: write
-        and fsync it now, before returning, so that other processes see the change at once and other
-        hosts on a network volume on their next open (NFS close-to-open): the DLQ's ledger relies on
-        that (dlq.py)."""
+    def add(self, now: bool = False, sync: bool = False, **deltas: int) -> None:
+        """Count; the file is written by the flusher thread within FLUSH_INTERVAL_S. `now`: write
+        it before returning, so other processes see the change at once; `sync` (implies `now`):
+        fsync it too, so other hosts on a network volume see it on their next open (NFS
+        close-to-open). The DLQ's ledger relies on both (dlq.py)."""
         if not any(deltas.values()):
             return
         with self._lock:
             for name, delta in deltas.items():
                 self._values[COUNTERS.index(name)] += delta
             self._dirty = True
-        if sync:
-            self.flush(sync=True)
+        if now or sync:
+            self.flush(sync=sync)
         else:
             _flusher.wake()
 
@@ -148,20 +148,21 @@ class Counters:
         return dict(zip(COUNTERS, sums, strict=True))
 
     def snapshot(self) -> dict[str, tuple[float, list[int]]]:
-        """Each file's last change (unix seconds) and values (COUNTERS order), by file name; this
-        process's values not yet in a file under "". A file adopted (renamed) while being read may
-        show under both names or neither: a reader that must never count low compares file by
-        file (dlq.py does)."""
+        """Each file's last change (unix seconds) and values (COUNTERS order), by file name. This
+        process's own values come from memory, counts the flusher has not written yet included,
+        under its file's name (under "" before it has one). A file adopted (renamed) while being
+        read may show under both names or neither: a reader that must never count low compares
+        file by file (dlq.py does)."""
         out: dict[str, tuple[float, list[int]]] = {}
         with self._lock:
-            if self._fd is None:
-                out[""] = (time.time(), list(self._values))  # not yet written anywhere
+            own = "" if self._path is None or self._fd is None else self._path.name
+            out[own] = (time.time(), list(self._values))
         try:
             files = list(os.scandir(self.directory))
         except FileNotFoundError:
             files = []
         for entry in files:
-            if entry.name.endswith((".counters", ".retired")):
+            if entry.name.endswith((".counters", ".retired")) and entry.name != own:
                 try:
                     mtime = entry.stat().st_mtime
                 except OSError:

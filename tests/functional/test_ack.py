@@ -48,14 +48,14 @@ def ack_query(client, acks, path: str = "/services/collector/ack", channel: str 
 
 
 def answer(response) -> tuple[int, dict]:
-    return response.status_code, response.get_json()
+    return response.status_code, response.json()
 
 
 # -- the examples: the ack endpoint existed for nobody -------------------------------------------
 
 
 def test_the_ack_endpoint_answers_true_for_the_ids_a_token_with_ack_got(client):
-    ids = [send(client).get_json()["ackId"] for _ in range(2)]
+    ids = [send(client).json()["ackId"] for _ in range(2)]
 
     assert answer(ack_query(client, ids)) == (200, {"acks": {"0": True, "1": True}})
 
@@ -63,7 +63,7 @@ def test_the_ack_endpoint_answers_true_for_the_ids_a_token_with_ack_got(client):
 def test_the_ack_endpoint_of_a_token_without_ack_is_code_14_not_a_404(client):
     assert answer(ack_query(client, [0], token=HEC_TOKEN)) == (400, {"text": "ACK is disabled", "code": 14})
     # The channel does not matter then: acknowledgement is off for this token.
-    assert ack_query(client, [0], token=HEC_TOKEN, channel=None).get_json()["code"] == 14
+    assert ack_query(client, [0], token=HEC_TOKEN, channel=None).json()["code"] == 14
 
 
 def test_the_versioned_ack_path_answers_too(client):
@@ -101,16 +101,16 @@ def test_with_ack_on_a_channel_that_is_not_a_guid_is_code_11_and_stores_nothing(
 
 def test_the_channel_is_checked_before_the_body_is_looked_at(client):
     # A body that is malformed, or over the limit, would be 400 code 6 or 413: the channel comes first.
-    assert send(client, "{not json", channel=None).get_json()["code"] == 10
+    assert send(client, "{not json", channel=None).json()["code"] == 10
     too_big = "x" * (client.service.settings.hec.max_body_bytes + 1)
     assert answer(send(client, too_big, channel=None))[0] == 400
-    assert send(client, too_big, channel="nope").get_json()["code"] == 11
+    assert send(client, too_big, channel="nope").json()["code"] == 11
 
 
 def test_ack_ids_increase_per_channel_across_every_ingest_endpoint(client):
     paths = ["/services/collector", "/services/collector/event", "/services/collector/event/1.0"]
-    got = [send(client, path=path).get_json() for path in paths]
-    got += [send(client, SSHD, path, query_string={"sourcetype": "linux_secure"}).get_json()
+    got = [send(client, path=path).json() for path in paths]
+    got += [send(client, SSHD, path, params={"sourcetype": "linux_secure"}).json()
             for path in ("/services/collector/raw", "/services/collector/raw/1.0")]
 
     assert got == [{"text": "Success", "code": 0, "ackId": n} for n in range(5)]
@@ -118,19 +118,19 @@ def test_ack_ids_increase_per_channel_across_every_ingest_endpoint(client):
 
 
 def test_different_channels_count_independently_and_the_query_parameter_names_one(client):
-    assert send(client).get_json()["ackId"] == 0
-    assert send(client).get_json()["ackId"] == 1
-    assert send(client, channel=None, query_string={"channel": OTHER_CHANNEL}).get_json()["ackId"] == 0
-    assert send(client, channel=OTHER_CHANNEL).get_json()["ackId"] == 1
+    assert send(client).json()["ackId"] == 0
+    assert send(client).json()["ackId"] == 1
+    assert send(client, channel=None, params={"channel": OTHER_CHANNEL}).json()["ackId"] == 0
+    assert send(client, channel=OTHER_CHANNEL).json()["ackId"] == 1
     # The same GUID in another case is the same channel.
-    assert send(client, channel=CHANNEL.lower()).get_json()["ackId"] == 2
+    assert send(client, channel=CHANNEL.lower()).json()["ackId"] == 2
 
 
 def test_a_refused_request_gets_no_ack_id_and_uses_none_up(client):
-    assert send(client).get_json()["ackId"] == 0
+    assert send(client).json()["ackId"] == 0
     refused = send(client, '{"event": "a"}{"no_event": 1}')
-    assert refused.status_code == 400 and "ackId" not in refused.get_json()
-    assert send(client).get_json()["ackId"] == 1
+    assert refused.status_code == 400 and "ackId" not in refused.json()
+    assert send(client).json()["ackId"] == 1
 
 
 def test_a_dead_lettered_success_carries_its_ack_id(client):
@@ -146,7 +146,7 @@ def test_a_503_gets_no_ack_id(make_client):
 
     assert answer(refused) == (503, {"text": "Server is busy", "code": 9,
                                      "detail": "the DLQ is disabled (dlq.enabled: false)"})
-    assert send(client).get_json()["ackId"] == 0
+    assert send(client).json()["ackId"] == 0
 
 
 def test_a_raw_request_with_ack_on_stores_every_line_and_gets_one_ack_id(client):
@@ -168,21 +168,21 @@ def test_with_ack_off_the_channel_is_neither_needed_nor_checked_and_no_ack_id_co
 @pytest.mark.parametrize("token, code, status", [(None, 2, 401), ("not-a-token", 4, 403)])
 def test_the_ack_query_needs_a_token_like_ingest(client, token, code, status):
     response = ack_query(client, [0], token=token)
-    assert (response.status_code, response.get_json()["code"]) == (status, code)
+    assert (response.status_code, response.json()["code"]) == (status, code)
 
 
 def test_the_ack_query_takes_the_token_from_the_query_string_only_where_allowed(make_client):
     tokens = [{**TOKENS[1], "allow_query_string": True}]
     client = make_client(hec={"tokens": tokens})
     response = client.hec(json.dumps({"acks": [0]}), "/services/collector/ack", token=None,
-                          query_string={"token": ACK_TOKEN, "channel": CHANNEL})
+                          params={"token": ACK_TOKEN, "channel": CHANNEL})
     assert answer(response) == (200, {"acks": {"0": True}})
 
 
 def test_the_ack_query_needs_a_valid_channel(client):
     assert answer(ack_query(client, [0], channel=None))[1]["code"] == 10
     assert answer(ack_query(client, [0], channel="firehose"))[1]["code"] == 11
-    assert answer(ack_query(client, [0], channel=None, query_string={"channel": CHANNEL}))[0] == 200
+    assert answer(ack_query(client, [0], channel=None, params={"channel": CHANNEL}))[0] == 200
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"acks": "0"}', b'{"acks": [-1]}', b'{"acks": [0.5]}',
@@ -199,7 +199,7 @@ def test_a_gzipped_ack_query_is_read_like_a_gzipped_ingest_body(client):
 def test_the_ack_query_answers_only_post(client):
     response = client.hec(b"", "/services/collector/ack", method="GET",
                           headers={"X-Splunk-Request-Channel": CHANNEL})
-    assert (response.status_code, response.get_json()["code"]) == (405, 6)
+    assert (response.status_code, response.json()["code"]) == (405, 6)
 
 
 def test_an_ack_query_stores_nothing_and_counts_no_request_as_rejected(client):

@@ -26,12 +26,12 @@ HEALTH = "/services/collector/health"
 
 def busy(answer) -> bool:
     """503 code 9 with a Retry-After: the client keeps the events and sends them again."""
-    return (answer.status_code == 503 and answer.get_json()["code"] == 9
+    return (answer.status_code == 503 and answer.json()["code"] == 9
             and int(answer.headers["Retry-After"]) > 0)
 
 
 def health_code(client) -> int:
-    return client.hec("", path=HEALTH, method="GET", token=None).get_json()["code"]
+    return client.hec("", path=HEALTH, method="GET", token=None).json()["code"]
 
 
 # -- limits hold per request --------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def test_200_undeliverable_events_against_a_limit_of_2_files_are_refused_whole(m
     answer = client.hec(CISCO * 200)
 
     assert busy(answer)
-    assert "max_pending_files=2" in answer.get_json()["detail"]
+    assert "max_pending_files=2" in answer.json()["detail"]
     assert client.dlq_records() == [] and stored_docs(client) == []
 
 
@@ -55,7 +55,7 @@ def test_a_mixed_request_past_the_limit_stores_nothing_and_its_resend_loses_noth
     assert busy(answer) and backend.calls == [] and client.dlq_records() == []
     client.service.dlq.max_pending_files = 2  # the operator raises the limit; the client resends
     again = client.hec(SSHD_EVENT + CISCO + CISCO)
-    assert again.get_json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 2}
+    assert again.json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 2}
     assert len(backend.stored) == 1 and len(client.dlq_records()) == 2
 
 
@@ -69,7 +69,7 @@ def test_a_request_past_the_byte_limit_is_refused_whole(make_client, tmp_path):
     assert client.hec(CISCO + CISCO).status_code == 200
     answer = client.hec(CISCO + CISCO)
 
-    assert busy(answer) and f"max_pending_bytes={3 * one}" in answer.get_json()["detail"]
+    assert busy(answer) and f"max_pending_bytes={3 * one}" in answer.json()["detail"]
     assert len(client.dlq_records()) == 2
     assert client.hec(CISCO).status_code == 200  # one more still fits
 
@@ -93,7 +93,7 @@ def test_storage_failures_the_full_dlq_cannot_take_get_503_and_the_rest_stays_st
 
     answer = client.hec(SSHD_EVENT + SSHD_EVENT)
 
-    assert busy(answer) and "max_pending_files=1" in answer.get_json()["detail"]
+    assert busy(answer) and "max_pending_files=1" in answer.json()["detail"]
     assert len(backend.stored) == 1 and len(client.dlq_records()) == 1
     assert client.service.healthz()["stored"] == 1
 
@@ -128,10 +128,10 @@ def test_health_is_18_when_the_dlq_is_full_and_storage_fails_and_healthz_says_wh
 
     answer = client.hec(SSHD_EVENT)
     health = client.hec(HEALTH, path=HEALTH, method="GET", token=None)
-    healthz = client.hec("", path="/healthz", method="GET", token=None).get_json()
+    healthz = client.hec("", path="/healthz", method="GET", token=None).json()
 
     assert busy(answer)
-    assert health.status_code == 503 and health.get_json()["code"] == 18
+    assert health.status_code == 503 and health.json()["code"] == 18
     assert healthz["storage"]["healthy"] is False
     assert healthz["dlq_stats"]["accepting"] is False
     assert "max_pending_files=1" in healthz["dlq_stats"]["refusal"]
@@ -144,7 +144,7 @@ def test_health_is_18_exactly_when_neither_side_can_take_an_event(make_client, s
     backend.is_healthy = storage_ok
     client = make_client(backend, dlq={"max_pending_files": 1 if dlq_ok else 0, "enabled": dlq_ok})
 
-    healthz = client.hec("", path="/healthz", method="GET", token=None).get_json()
+    healthz = client.hec("", path="/healthz", method="GET", token=None).json()
 
     assert health_code(client) == code
     assert healthz["storage"]["healthy"] is storage_ok and healthz["dlq_stats"]["accepting"] is dlq_ok

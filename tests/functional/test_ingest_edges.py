@@ -93,7 +93,7 @@ def test_a_batch_whose_second_event_has_a_hec_time_out_of_range_stores_both_once
 
     first = client.hec(body)
 
-    assert first.get_json() == {"text": "Success", "code": 0}
+    assert first.json() == {"text": "Success", "code": 0}
     docs = stored_docs(client)
     assert sorted(d["_source"]["message"] for d in docs) == sorted([OCSF["message"], "second"])
     assert client.dlq_records() == []
@@ -160,7 +160,7 @@ def test_a_replay_days_later_goes_to_the_day_of_the_first_try(make_client):
     with freeze_time("2026-01-20T10:00:00Z"):
         answer = client.hec(json.dumps(record["envelope"]))
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     first, replayed = backend.calls
     assert first == replayed == [record["envelope"]["id"]]
     days = {datetime.fromtimestamp(item.time, tz=UTC).date().isoformat() for item in backend.stored}
@@ -189,7 +189,7 @@ def test_an_envelope_id_at_the_edge_of_uuid7_time_is_still_stored(client, envelo
     envelope = {"id": envelope_id, "source": "s", "source_type": "ocsf", "format": "json",
                 "payload": json.dumps(ocsf()), "attributes": {"index": None, "fields": {}}}
 
-    assert client.hec(json.dumps(envelope)).get_json() == {"text": "Success", "code": 0}
+    assert client.hec(json.dumps(envelope)).json() == {"text": "Success", "code": 0}
     assert [d["_id"] for d in stored_docs(client)] == [envelope_id]
 
 
@@ -211,7 +211,7 @@ def test_an_event_nested_300_levels_deep_is_dead_lettered_with_its_text_on_every
 
     answer = client.hec('{"event": ' + event + ', "sourcetype": "' + sourcetype + '"}', path=path)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
     [record] = client.dlq_records()
     assert record["reason"] == "normalization_failed"
     assert record["envelope"]["payload"] == event
@@ -233,7 +233,7 @@ def test_an_ocsf_event_too_deep_to_store_is_dead_lettered_naming_the_member(clie
 
     answer = client.hec(body)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
     assert [d["_source"]["message"] for d in stored_docs(client)] == [OCSF["message"]]
     [record] = client.dlq_records()
     assert record["reason"] == "storage_failed"
@@ -249,7 +249,7 @@ def test_an_ocsf_event_as_deep_as_storage_can_write_is_stored(client):
     # The stored line wraps the document in one object: {"_id", "_index", "_source": {...}}.
     answer = client.hec(deep_ocsf(nested(251)))
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     [doc] = stored_docs(client)
     assert doc["_source"]["unmapped"]["x"] == json.loads(nested(251))
 
@@ -258,7 +258,7 @@ def test_an_event_deeper_than_the_parser_takes_refuses_the_request_and_stores_no
     answer = client.hec(hec_object(ocsf()) + "\n" + '{"event": ' + nested(1024) + "}")
 
     assert answer.status_code == 400
-    assert answer.get_json()["code"] == 6 and answer.get_json()["invalid-event-number"] == 1
+    assert answer.json()["code"] == 6 and answer.json()["invalid-event-number"] == 1
     assert stored_docs(client) == [] and client.dlq_records() == []
 
 
@@ -271,7 +271,7 @@ def test_deep_metadata_refuses_the_whole_batch_and_stores_nothing(client, second
     answer = client.hec(hec_object(ocsf()) + "\n" + second)
 
     assert answer.status_code == 400
-    assert answer.get_json()["code"] == code and answer.get_json()["invalid-event-number"] == 1
+    assert answer.json()["code"] == code and answer.json()["invalid-event-number"] == 1
     assert stored_docs(client) == [] and client.dlq_records() == []
 
 
@@ -288,7 +288,7 @@ def test_a_dead_lettered_event_keeps_its_text_exactly_as_sent(client, separator)
 
     answer = client.hec(separator.join(objects))
 
-    assert answer.get_json()["dead_lettered"] == 3
+    assert answer.json()["dead_lettered"] == 3
     payloads = sorted(r["envelope"]["payload"] for r in client.dlq_records())
     assert payloads == sorted([UNTOUCHED, "[1,  2.50]", UNTOUCHED.replace('"n"', '"m"')])
 
@@ -317,7 +317,7 @@ def test_an_unexpected_error_while_checking_one_event_dead_letters_it_and_stores
 
     answer = client.hec(body)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 3, "dead_lettered": 1}
     assert sorted(d["_source"]["message"] for d in stored_docs(client)) == sorted([OCSF["message"], "last"])
     [record] = client.dlq_records()
     assert record["reason"] == "normalization_failed"
@@ -333,7 +333,7 @@ def test_a_storage_backend_that_raises_is_retried_then_dead_lettered_not_answere
 
     answer = client.hec(hec_object(ocsf()))
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
     assert waits == [0.1, 0.2, 0.4]
     [record] = client.dlq_records()
     assert (record["reason"], record["attempts"]) == ("storage_failed", 4)
@@ -347,7 +347,7 @@ def test_a_storage_backend_that_raises_once_stores_on_the_retry(make_client, wai
     backend = ScriptedBackend(broken)
     client = make_client(backend)
 
-    assert client.hec(hec_object(ocsf())).get_json() == {"text": "Success", "code": 0}
+    assert client.hec(hec_object(ocsf())).json() == {"text": "Success", "code": 0}
     assert len(backend.stored) == 1 and waits == [0.1]
 
 
@@ -361,7 +361,7 @@ RAW = "/services/collector/raw?sourcetype=linux_secure"
 def test_one_latin_1_byte_no_longer_refuses_the_valid_line_beside_it(client):
     answer = client.hec(SSHD_OK + b"\n" + SSHD_LATIN1 + b"\n", path=RAW)
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     users = sorted(d["_source"]["user"]["name"] for d in stored_docs(client))
     assert users == ["alice", "jos\ufffd"]
     assert client.dlq_records() == []
@@ -376,7 +376,7 @@ def test_one_latin_1_byte_no_longer_refuses_the_valid_line_beside_it(client):
 def test_a_dead_lettered_invalid_line_keeps_its_exact_bytes_in_the_record(client, bad, ending):
     answer = client.hec(SSHD_OK + (ending or b"\n") + bad + ending, path=RAW, gzipped=True)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1}
     assert len(stored_docs(client)) == 1
     [record] = client.dlq_records()
     assert record["reason"] == "normalization_failed"

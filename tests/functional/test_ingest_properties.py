@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from telhawk_ingest import service as service_module
 from telhawk_ingest.service import Service
@@ -116,27 +117,27 @@ def _takes(text: str) -> bool:
 
 
 @contextmanager
-def fresh_client(apps: dict[str, Any]) -> Iterator[Client]:
+def fresh_client(app: TestClient) -> Iterator[Client]:
     """A service of its own on empty directories, served by the real handlers."""
     with tempfile.TemporaryDirectory(prefix="telhawk-prop-") as home:
         svc = Service(settings_for(Path(home)))
         saved, service_module._service = service_module._service, svc
         try:
-            yield Client(apps, svc)
+            yield Client(app, svc)
         finally:
             service_module._service = saved
             svc.backend.close()
 
 
-def check(apps: dict[str, Any], body: bytes, expected_events: int | None, **kw: Any) -> None:
+def check(app: TestClient, body: bytes, expected_events: int | None, **kw: Any) -> None:
     """Send `body`; `expected_events` is the event count when the body must be taken, else None."""
-    with fresh_client(apps) as client:
+    with fresh_client(app) as client:
         answer = client.hec(body, **kw)
         stored = [doc["_id"] for doc in LocalBackend(client.service.settings.storage.data_dir).documents()]
         dead = client.dlq_records()
-    assert answer.status_code < 500, answer.get_json()
+    assert answer.status_code < 500, answer.json()
     if answer.status_code != 200:
-        assert answer.status_code == 400 and expected_events is None, answer.get_json()
+        assert answer.status_code == 400 and expected_events is None, answer.json()
         assert stored == [] and dead == []
         return
     assert expected_events is not None
@@ -153,12 +154,12 @@ def check(apps: dict[str, Any], body: bytes, expected_events: int | None, **kw: 
        st.booleans())
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-def test_any_json_body_is_answered_without_a_5xx_and_every_taken_event_ends_once(apps, objects, sep, gz):
+def test_any_json_body_is_answered_without_a_5xx_and_every_taken_event_ends_once(app, objects, sep, gz):
     replayed = [text[8:44] for text, _ in objects if text.startswith('{"id": ')]
     assume(len(replayed) == len(set(replayed)))  # one envelope posted twice is another matter
     body = sep.join(text for text, _ in objects)
     taken = all(ok for _, ok in objects)
-    check(apps, body.encode(), len(objects) if taken else None, gzipped=gz)
+    check(app, body.encode(), len(objects) if taken else None, gzipped=gz)
 
 
 LINES = st.one_of(st.sampled_from(SSHD), st.binary(max_size=40),
@@ -168,8 +169,8 @@ LINES = st.one_of(st.sampled_from(SSHD), st.binary(max_size=40),
 @given(st.lists(LINES, min_size=1, max_size=6), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-def test_any_raw_body_keeps_every_non_blank_line_once(apps, lines, ending, last_ending):
+def test_any_raw_body_keeps_every_non_blank_line_once(app, lines, ending, last_ending):
     body = ending.join(lines) + (ending if last_ending else b"")
     texts = [raw.decode("utf-8", "replace").removesuffix("\r") for raw in body.split(b"\n")]
     count = sum(1 for text in texts if text and not text.isspace())
-    check(apps, body, count or None, path="/services/collector/raw?sourcetype=linux_secure")
+    check(app, body, count or None, path="/services/collector/raw?sourcetype=linux_secure")

@@ -148,11 +148,11 @@ def pending(client) -> int:
 def test_purge_with_a_parameter_it_does_not_know_deletes_nothing_and_names_it(client, query):
     client.hec(CISCO + CISCO + CISCO)
 
-    answer = client.operator("DELETE", "/api/v1/dlq/purge", query_string=query)
+    answer = client.operator("DELETE", "/api/v1/dlq/purge", params=query)
 
     unknown = next(k for k in query if k not in {"reason"})
     assert answer.status_code == 400
-    assert f"'{unknown}'" in answer.get_json()["error"]
+    assert f"'{unknown}'" in answer.json()["error"]
     assert pending(client) == 3
 
 
@@ -160,17 +160,17 @@ def test_purge_with_a_parameter_it_does_not_know_deletes_nothing_and_names_it(cl
 def test_listing_with_a_parameter_it_does_not_know_gets_400_naming_it(client, query):
     client.hec(CISCO)
 
-    answer = client.operator("GET", "/api/v1/dlq", query_string=query)
+    answer = client.operator("GET", "/api/v1/dlq", params=query)
 
     [name] = query
-    assert answer.status_code == 400 and f"'{name}'" in answer.get_json()["error"]
-    assert "events" not in answer.get_json()
+    assert answer.status_code == 400 and f"'{name}'" in answer.json()["error"]
+    assert "events" not in answer.json()
 
 
 def test_every_unknown_parameter_is_named_in_one_answer(client):
-    answer = client.operator("GET", "/api/v1/dlq", query_string="zeta=1&alpha=2&limit=5")
+    answer = client.operator("GET", "/api/v1/dlq", params="zeta=1&alpha=2&limit=5")
 
-    error = answer.get_json()["error"]
+    error = answer.json()["error"]
     assert answer.status_code == 400
     assert "'alpha'" in error and "'zeta'" in error and "'limit'" not in error.split("takes")[0]
 
@@ -183,9 +183,9 @@ def test_every_unknown_parameter_is_named_in_one_answer(client):
 def test_a_parameter_given_twice_gets_400_and_changes_nothing(client, method, path, query):
     client.hec(CISCO + CISCO)
 
-    answer = client.operator(method, path, query_string=query)
+    answer = client.operator(method, path, params=query)
 
-    assert answer.status_code == 400 and "more than once" in answer.get_json()["error"]
+    assert answer.status_code == 400 and "more than once" in answer.json()["error"]
     assert pending(client) == 2
 
 
@@ -195,24 +195,24 @@ def test_purge_with_a_json_body_deletes_nothing(client):
 
     answer = client.operator("DELETE", "/api/v1/dlq/purge", json={"id": first["id"]})
 
-    assert answer.status_code == 400 and "body" in answer.get_json()["error"]
+    assert answer.status_code == 400 and "body" in answer.json()["error"]
     assert pending(client) == 2
 
 
 def test_known_parameters_still_work_and_an_empty_value_means_no_filter(client):
     client.hec(CISCO + SSHD_EVENT.replace("linux_secure", "cisco_asa"))
 
-    listing = client.operator("GET", "/api/v1/dlq", query_string="limit=1&reason=&source_type=cisco_asa")
+    listing = client.operator("GET", "/api/v1/dlq", params="limit=1&reason=&source_type=cisco_asa")
     purged = client.operator("DELETE", "/api/v1/dlq/purge",
-                             query_string="reason=normalization_failed&since=0&error=no+normalizer")
+                             params="reason=normalization_failed&since=0&error=no+normalizer")
 
-    assert listing.status_code == 200 and listing.get_json()["count"] == 2
-    assert len(listing.get_json()["events"]) == 1
-    assert purged.get_json() == {"status": "purged", "purged": 2}
+    assert listing.status_code == 200 and listing.json()["count"] == 2
+    assert len(listing.json()["events"]) == 1
+    assert purged.json() == {"status": "purged", "purged": 2}
 
 
 def test_a_refused_operator_call_is_audited_with_the_operator_name(client):
-    client.operator("DELETE", "/api/v1/dlq/purge", query_string={"limit": "1"})
+    client.operator("DELETE", "/api/v1/dlq/purge", params={"limit": "1"})
 
     [entry] = audit(client)
     assert (entry["operator"], entry["action"], entry["count"]) == ("ops", "refused", 0)
@@ -221,9 +221,9 @@ def test_a_refused_operator_call_is_audited_with_the_operator_name(client):
 
 @pytest.mark.parametrize("query", ["verbose=1", "dlq_stats=0"])
 def test_healthz_refuses_parameters_it_does_not_take(client, query):
-    answer = client.hec("", path="/healthz", method="GET", token=None, query_string=query)
+    answer = client.hec("", path="/healthz", method="GET", token=None, params=query)
 
-    assert answer.status_code == 400 and query.split("=")[0] in answer.get_json()["error"]
+    assert answer.status_code == 400 and query.split("=")[0] in answer.json()["error"]
 
 
 def test_healthz_counts_temp_files_a_kill_left_and_the_next_start_removes_the_old_ones(client, tmp_path):
@@ -233,7 +233,7 @@ def test_healthz_counts_temp_files_a_kill_left_and_the_next_start_removes_the_ol
         path.write_bytes(b'{"timestamp": "2026-')
         os.utime(path, (time.time() - age, time.time() - age))
 
-    before = client.hec("", path="/healthz", method="GET", token=None).get_json()["dlq_stats"]
+    before = client.hec("", path="/healthz", method="GET", token=None).json()["dlq_stats"]
     restarted = Service(settings_for(tmp_path)).healthz()["dlq_stats"]
 
     assert (before["temp_files"], before["pending_files"]) == (2, 0)

@@ -36,7 +36,7 @@ def test_every_normalizer_stores_the_hec_metadata_beside_the_ocsf_attributes(cli
     answer = client.hec(hec_object(event=event, sourcetype=sourcetype, host="web01", source="/var/log/x",
                                    index="auth", fields=fields, time=1730682123.5))
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     [doc] = sources(client)
     assert doc["hec"] == {"host": "web01", "source": "/var/log/x", "sourcetype": sourcetype, "index": "auth",
                           "fields": fields, "time": 1730682123.5}
@@ -106,7 +106,7 @@ def test_an_ocsf_event_with_its_own_hec_attribute_is_dead_lettered_not_overwritt
 
     answer = client.hec(hec_object(event=event, sourcetype="ocsf"))
 
-    assert answer.get_json()["dead_lettered"] == 1
+    assert answer.json()["dead_lettered"] == 1
     assert sources(client) == []
     [record] = client.dlq_records()
     assert record["reason"] == "validation_failed"
