@@ -150,19 +150,19 @@ class Counters:
     def snapshot(self) -> dict[str, tuple[float, list[int]]]:
         """Each file's last change (unix seconds) and values (COUNTERS order), by file name. This
         process's own values come from memory, counts the flusher has not written yet included,
-        under its file's name (under "" before it has one). A file adopted (renamed) while being
-        read may show under both names or neither: a reader that must never count low compares
-        file by file (dlq.py does)."""
+        always under "" (so a reader comparing two snapshots sees one name for them, before and
+        after the file is created). A file adopted (renamed) while being read may show under both
+        names or neither: a reader that must never count low compares file by file (dlq.py does)."""
         out: dict[str, tuple[float, list[int]]] = {}
         with self._lock:
-            own = "" if self._path is None or self._fd is None else self._path.name
-            out[own] = (time.time(), list(self._values))
+            own = "" if self._path is None else self._path.name
+            out[""] = (time.time(), list(self._values))
         try:
             files = list(os.scandir(self.directory))
         except FileNotFoundError:
             files = []
         for entry in files:
-            if entry.name.endswith((".counters", ".retired")) and entry.name != own:
+            if entry.name.endswith((".counters", ".retired")) and entry.name != own:  # own: from memory
                 try:
                     mtime = entry.stat().st_mtime
                 except OSError:
