@@ -98,7 +98,8 @@ class Service:
         self.backend = backend or make_backend(settings)
         self.registry = registry or default_registry()
         self.validate = validate
-        self.auth = authenticator or Authenticator(settings.hec)
+        self.auth = authenticator or Authenticator(
+            settings.hec, operator_tokens=[t.token for t in settings.operator.tokens])
         self.counters = Counters(settings.state_path / "counters")
         # The shared counters are also the DLQ's ledger: its limits see every process's writes.
         self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters,
