@@ -2,7 +2,8 @@
 
 One JSON line per operator call, appended and fsync'd to this process's own file under
 `<dlq.base_path>/.state/audit/`, so instances sharing the volume never interleave writes. The
-operator's name is logged, never a credential.
+operator's name is logged, never a credential. Files are appended to and read only as regular
+files, never through a link or a FIFO planted under their name (files.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from typing import Any
 import orjson
 
 from .envelope import rfc3339
-from .files import append_synced, private_dir
+from .files import append_synced, private_dir, read_regular
 
 log = logging.getLogger(__name__)
+
+# What `entries` reads of one file at most.
+MAX_READ_BYTES = 256 * 1024 * 1024
 
 
 class AuditLog:
@@ -50,9 +54,15 @@ class AuditLog:
                 # The call itself has happened; say so loudly rather than fail it after the fact.
                 log.error("audit log not writable (%s): %s", exc, line.decode())
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        """Every instance's entries, file by file."""
+    def entries(self, max_file_bytes: int = MAX_READ_BYTES) -> Iterator[dict[str, Any]]:
+        """Every instance's entries, file by file; a name that is not a regular file of at most
+        `max_file_bytes` (a link, a FIFO) is skipped with a warning."""
         for path in sorted(self.directory.glob("*.log")):
-            for line in path.read_bytes().splitlines():
+            try:
+                data = read_regular(path, max_file_bytes)
+            except OSError as exc:
+                log.warning("audit log %s skipped: %s", path.name, exc)
+                continue
+            for line in data.splitlines():
                 if line.strip():
                     yield orjson.loads(line)

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -38,15 +46,49 @@ class HecToken(_Section):
     ack: bool = False
 
 
+class AuthScope(_Section):
+    """Where a remotely validated token may write when the auth service's answer names no
+    `allowed_indexes` (auth.py): its default index, and the indexes it may name."""
+
+    default_index: str = Field(default="main", min_length=1)
+    allowed_indexes: list[str] = Field(default_factory=lambda: ["main"], min_length=1)
+
+    @model_validator(mode="after")
+    def _default_inside(self) -> AuthScope:
+        if self.default_index not in self.allowed_indexes:
+            raise ValueError(f"default_index {self.default_index!r} must be one of allowed_indexes")
+        return self
+
+
 class HecSettings(_Section):
     tokens: list[HecToken] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    # Optional remote token validation: POST {auth_url}/api/v1/auth/validate-hec.
+    # Optional remote token validation: POST {auth_url}/api/v1/auth/validate-hec (auth.py).
+    # http:// only when this is true, for local testing; a warning says so at start-up.
+    auth_allow_insecure_http: bool = False
     auth_url: str | None = None
     auth_timeout_seconds: float = Field(default=2.0, gt=0)
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     # A request body must arrive whole within this many seconds of the headers, else 408.
     body_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Per process: remote calls in flight at once (more are answered 503 code 9 at once, never
+    # queued), and a token bucket of calls per second with bursts up to auth_burst.
+    auth_max_in_flight: int = Field(default=4, gt=0)
+    auth_calls_per_second: float = Field(default=10.0, gt=0)
+    auth_burst: int = Field(default=20, gt=0)
+    # Whether a `?token=` unknown here is sent to the auth service at all.
+    auth_query_string: bool = False
+    auth_default_scope: AuthScope = Field(default_factory=AuthScope)
+
+    @field_validator("auth_url")
+    @classmethod
+    def _https(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.startswith("https://"):
+            return value
+        if value.startswith("http://") and info.data.get("auth_allow_insecure_http"):
+            return value
+        raise ValueError("expected an https:// URL (http:// only with hec.auth_allow_insecure_http: true, "
+                         "for local testing)")
 
 
 class OperatorToken(_Section):

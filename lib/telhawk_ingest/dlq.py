@@ -20,6 +20,12 @@ a DLQ removes those older than STALE_TEMP_S when it starts, and counts the rest 
 Files are written once and never changed, so what a process learned by parsing a file (its
 summary, or that it is corrupt) stays true while the name exists; the `_Catalog` caches that and
 only reads names it has not seen, keeping listings and health fast with 100,000 pending files.
+
+Whatever else is under an entry's name is corrupt, and never followed: entries are read with
+files.read_regular, so a symbolic link (to a file outside the DLQ), a FIFO (which would hang the
+reader, and with it `healthz`), any other non-regular file, or a file over the record size cap
+(`record_cap`) is reported in `corrupt_files` and skipped by listings, like a file that does not
+parse. Sizes are taken with lstat. Purging such an entry removes the name, never what it points to.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import orjson
 from .config import DlqSettings
 from .envelope import new_id, rfc3339
 from .errors import ApiError, DLQUnavailable
-from .files import fsync_dir, private_dir, unwritable, write_synced
+from .files import fsync_dir, private_dir, read_regular, unwritable, write_synced
 from .stats import COUNTERS
 
 log = logging.getLogger(__name__)
@@ -63,8 +69,18 @@ REBASE_ON_REFUSAL_S = 1.0
 ADMITTED = ("dlq_files_admitted", "dlq_bytes_admitted")
 WRITTEN = ("dlq_files_written", "dlq_bytes_written")
 RETURNED = ("dlq_files_returned", "dlq_bytes_returned")
+# The largest entry file a reader takes; larger ones are reported corrupt. A record holds its
+# event's text once, JSON-escaped: a control character becomes six bytes, so at the default
+# 10 MiB body limit no record reaches 61 MiB. `record_cap` raises it with hec.max_body_bytes.
+MAX_RECORD_BYTES = 128 * 1024 * 1024
 REASONS = ("normalization_failed", "validation_failed", "storage_failed")
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
+
+
+def record_cap(max_body_bytes: int) -> int:
+    """The entry size cap for a service taking bodies of up to `max_body_bytes`: MAX_RECORD_BYTES,
+    or room for such a body escaped at six bytes per byte with an envelope around it."""
+    return max(MAX_RECORD_BYTES, 7 * max_body_bytes)
 
 
 def check_id(entry_id: str) -> str:
@@ -191,7 +207,7 @@ class _Catalog:
         found = {}
         for name in missing:
             try:
-                found[name] = os.stat(directory / name).st_size
+                found[name] = os.lstat(directory / name).st_size
             except FileNotFoundError:
                 continue  # purged since the listing
         with self._lock:
@@ -353,10 +369,13 @@ class Reservation:
 class DeadLetterQueue:
     """The DLQ directory. Thread-safe; any number of processes may share the directory."""
 
-    def __init__(self, settings: DlqSettings, ledger: Ledger | None = None) -> None:
+    def __init__(self, settings: DlqSettings, ledger: Ledger | None = None,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         """`ledger`: where writes are recorded for every process sharing the directory to see
-        (the service passes its shared Counters); alone, a DLQ knows only its own writes."""
+        (the service passes its shared Counters); alone, a DLQ knows only its own writes.
+        `max_record_bytes`: entry files larger than this are reported corrupt (`record_cap`)."""
         self.enabled = settings.enabled
+        self.max_record_bytes = max_record_bytes
         self.path = Path(settings.base_path)
         self.max_pending_files = settings.max_pending_files
         self.max_pending_bytes = settings.max_pending_bytes
@@ -394,7 +413,7 @@ class DeadLetterQueue:
         try:
             for name in _temp_names(os.listdir(self.path)):
                 try:
-                    if os.stat(self.path / name).st_mtime <= cutoff:
+                    if os.lstat(self.path / name).st_mtime <= cutoff:
                         os.unlink(self.path / name)
                         removed.append(name)
                 except FileNotFoundError:
@@ -615,9 +634,10 @@ class DeadLetterQueue:
         return listing
 
     def _load(self, name: str) -> dict[str, Any] | None:
-        """Parse one file; None when it is corrupt (or vanished under a concurrent purge)."""
+        """Parse one file; None when it is corrupt (or vanished under a concurrent purge). Not a
+        regular file, a link, or over the size cap: corrupt, and never followed (module docstring)."""
         try:
-            data = (self.path / name).read_bytes()
+            data = read_regular(self.path / name, self.max_record_bytes)
             record = orjson.loads(data)
         except FileNotFoundError:
             self._catalog.forget([name])
@@ -642,7 +662,7 @@ class DeadLetterQueue:
     def get(self, entry_id: str) -> dict[str, Any]:
         check_id(entry_id)
         path = self.path / f"{entry_id}.json"
-        if not path.exists():
+        if not os.path.lexists(path):
             raise ApiError(404, f"no DLQ entry {entry_id}")
         record = self._load(path.name)
         if record is None:

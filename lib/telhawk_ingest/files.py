@@ -2,18 +2,78 @@
 
 Here: creating private directories (0700 at every level we create), writing a whole buffer (and
 fsync'ing it, new file or append), fsync'ing a directory so renames and creations survive a
-power cut, and asking whether a directory can take new files. Not here: what is written (dlq.py,
-storage/local.py, audit.py).
+power cut, asking whether a directory can take new files, and reading a file that someone else
+may have planted on the volume. Not here: what is written (dlq.py, storage/local.py, audit.py).
+
+Everything on the volumes is treated as possibly planted by someone who can write there: a file
+is opened without following a symbolic link and without blocking (a FIFO would hang the reader),
+must turn out to be a regular file, and is read up to a size cap. Whatever fails that raises
+`UnsafeFile`, an OSError, so callers that already treat an unreadable file as corrupt do so
+for these too, and nothing is ever read through a link.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+# O_NOFOLLOW: a planted link is refused (ELOOP), never written through; O_NONBLOCK: a planted FIFO
+# makes open fail (ENXIO) or return at once, where a blocking open would wait for a peer forever.
+APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# How files on the volumes are opened for reading (module docstring).
+READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UnsafeFile(OSError):
+    """A file on a volume that is not what the service wrote there: not a regular file (a FIFO,
+    socket, device or directory), or larger than its reader takes. Symbolic links fail earlier,
+    in open(2) with O_NOFOLLOW (ELOOP)."""
+
+
+def open_regular(path: Path, flags: int = READ) -> int:
+    """A descriptor of `path`, opened with `flags` (O_NOFOLLOW and O_NONBLOCK included by the
+    callers here), after fstat says it is a regular file; UnsafeFile (closed) otherwise."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafeFile(errno.EINVAL, f"not a regular file ({_kind(mode)})", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The whole of a regular file of at most `max_bytes` bytes, read without following a link or
+    blocking on a FIFO. OSError when it cannot be opened (ELOOP for a symbolic link,
+    FileNotFoundError when absent); UnsafeFile when it is not a regular file or is larger."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise UnsafeFile(errno.EFBIG, f"{size} bytes, over the {max_bytes} this reader takes", str(path))
+        chunks = []
+        left = max_bytes + 1  # one more than allowed: a file that grew since fstat is caught too
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise UnsafeFile(errno.EFBIG, f"over the {max_bytes} bytes this reader takes", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return f"mode {stat.S_IFMT(mode):o}"
 
 
 def private_dir(path: Path) -> Path:
@@ -36,13 +96,14 @@ def private_dir(path: Path) -> Path:
 
 
 def open_append(path: Path) -> int:
-    """An O_APPEND descriptor; when this call creates the file, its directory entry is fsync'd
-    too, since fsync'ing the file alone does not keep a new file's name through a power cut."""
+    """An O_APPEND descriptor of a regular file (a link or FIFO planted under its name: OSError,
+    UnsafeFile); when this call creates the file, its directory entry is fsync'd too, since
+    fsync'ing the file alone does not keep a new file's name through a power cut."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND, 0o600)
+        return open_regular(path, APPEND & ~os.O_CREAT)
     except FileNotFoundError:
         pass
-    fd = os.open(path, APPEND, 0o600)
+    fd = open_regular(path, APPEND)
     try:
         fsync_dir(path.parent)
     except OSError:

@@ -89,13 +89,13 @@ DEFAULT_SOURCETYPE = "httpevent"
 _METADATA = ("sourcetype", "source", "host", "index")
 
 # Between two objects of a batch: a closing brace, JSON whitespace, an opening brace.
-_BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
+_BOUNDARY = re.compile(rb"\}[ \t\r\n]*+\{")
 # Between two objects of a newline-delimited batch whose objects span several lines.
 _LINE_BOUNDARY = re.compile(rb"\}\r?\n\{")
 # The exact splitter's tokens: a complete JSON string (skipped whole), a brace, or a quote
 # that opens a string never closed.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}]|"', re.DOTALL)
-_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}]|"', re.DOTALL)
+_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
 # orjson refuses deeper nesting, so a piece past this depth is invalid whatever follows.
 _MAX_DEPTH = 1024
 # The deepest nesting of a posted-back envelope's attributes, counting the envelope (module
@@ -103,7 +103,7 @@ _MAX_DEPTH = 1024
 MAX_REPLAY_DEPTH = 200
 ORJSON_MAX_DEPTH = 254
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
-_NUMBER = re.compile(r"[ \t]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t]*")
+_NUMBER = re.compile(r"[ \t]*+[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?[ \t]*+")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Tells an absent `event` key from `"event": null`.

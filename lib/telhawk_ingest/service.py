@@ -23,7 +23,7 @@ from . import ack, ocsf
 from .audit import AuditLog
 from .auth import Authenticator
 from .config import HecToken, Settings, load_settings
-from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record
+from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
@@ -98,10 +98,12 @@ class Service:
         self.backend = backend or make_backend(settings)
         self.registry = registry or default_registry()
         self.validate = validate
-        self.auth = authenticator or Authenticator(settings.hec)
+        self.auth = authenticator or Authenticator(
+            settings.hec, operator_tokens=[t.token for t in settings.operator.tokens])
         self.counters = Counters(settings.state_path / "counters")
         # The shared counters are also the DLQ's ledger: its limits see every process's writes.
-        self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters)
+        self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters,
+                                   max_record_bytes=record_cap(settings.hec.max_body_bytes))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         self.clock = clock

@@ -17,11 +17,17 @@ A process that exits cleanly renames its file to `*.retired`; the next process t
 one retired file as its own and counts on from its values, so the number of files stays near the
 number of live processes. Not here: the health and metrics documents built from these numbers
 (service.py).
+
+Anyone who can write on the volume could plant something under a counters name: files are
+opened without following links or blocking (files.open_regular), and only regular files count.
+A retired "file" that is a link or a FIFO is removed when adopted, never written through; a
+reader skips such names and counts an unreadable or oversized file as zeros.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import struct
@@ -31,7 +37,9 @@ import uuid
 import weakref
 from pathlib import Path
 
-from .files import private_dir
+from .files import open_regular, private_dir, read_regular
+
+log = logging.getLogger(__name__)
 
 # Append only: a file records how many counters it holds, so files written by an older version,
 # with fewer counters, still read correctly.
@@ -59,6 +67,10 @@ _MAGIC = b"THC1"
 # A process writes its counters file at most this often (seconds): the lag other readers see.
 FLUSH_INTERVAL_S = 0.5
 _HEADER = struct.Struct("<4sI")
+# A counters file is 8 bytes and 8 per counter; anything much larger was not written here.
+MAX_FILE_BYTES = 4096
+# This process's file: read-write, never through a link, never blocking (files.py).
+_OWN = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class Counters:
@@ -84,9 +96,20 @@ class Counters:
                 os.rename(retired, self._path)  # only one process wins each retired file
             except OSError:
                 continue
-            self._values = [a + b for a, b in zip(self._values, _read(self._path), strict=True)]
+            try:
+                fd = open_regular(self._path, _OWN)
+            except OSError as exc:
+                log.warning("counters: %s is not a counters file (%s); removed, not adopted",
+                            retired.name, exc)
+                _discard(self._path)  # the planted name only: unlinking a link leaves its target alone
+                continue
+            self._fd = fd
+            added = _values(os.pread(fd, MAX_FILE_BYTES + 1, 0))
+            self._values = [a + b for a, b in zip(self._values, added, strict=True)]
+            self._dirty = True
             break
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._fd is None:
+            self._fd = open_regular(self._path, _OWN | os.O_CREAT | os.O_EXCL)
         atexit.register(self.retire)
         return self._fd
 
@@ -164,7 +187,9 @@ class Counters:
         for entry in files:
             if entry.name.endswith((".counters", ".retired")) and entry.name != own:  # own: from memory
                 try:
-                    mtime = entry.stat().st_mtime
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # a link, FIFO or directory under a counters name: not ours
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     continue  # adopted under another name since the listing
                 out[entry.name] = (mtime, _read(Path(entry.path)))
@@ -231,11 +256,26 @@ os.register_at_fork(after_in_child=_flusher.__init__)
 def _read(path: Path) -> list[int]:
     """One file's values, padded to the current counter list; unreadable files count as zeros."""
     try:
-        data = path.read_bytes()
+        return _values(read_regular(path, MAX_FILE_BYTES))
+    except OSError:
+        return [0] * len(COUNTERS)
+
+
+def _values(data: bytes) -> list[int]:
+    """The values in a counters file's bytes, padded to the current counter list; zeros when
+    they are not a counters file."""
+    try:
         magic, n = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             return [0] * len(COUNTERS)
         values = list(struct.unpack_from(f"<{n}q", data, _HEADER.size))
-    except (OSError, struct.error):
+    except struct.error:
         return [0] * len(COUNTERS)
     return (values + [0] * len(COUNTERS))[: len(COUNTERS)]
+
+
+def _discard(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

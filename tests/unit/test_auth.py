@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,10 @@ from telhawk_ingest.hec import HecRequest
 SECRET = "6f1e2d3c-aaaa-bbbb-cccc-000000000001"
 QUERY_SECRET = "6f1e2d3c-aaaa-bbbb-cccc-000000000002"
 REMOTE_SECRET = "remote-0000-1111-2222-333333333333"
-AUTH_URL = "http://auth.internal:8080"
+OPERATOR_SECRET = "operator-secret-0000-1111-2222"
+AUTH_URL = "https://auth.internal:8080"
+OTHER_SECRET = "another-remote-token-0000-1111"
+OTHER = {"Authorization": f"Splunk {OTHER_SECRET}"}
 
 SETTINGS = HecSettings(
     tokens=[
@@ -76,9 +80,12 @@ class AuthService:
         return httpx.Response(200, json={"valid": False})
 
 
-def remote_authenticator(service: AuthService, clock: Clock, cache_seconds: float = 30.0) -> Authenticator:
-    settings = HecSettings(tokens=SETTINGS.tokens, auth_url=AUTH_URL + "/", auth_cache_seconds=cache_seconds)
-    return Authenticator(settings, transport=httpx.MockTransport(service), clock=clock)
+def remote_authenticator(service: AuthService, clock: Clock, cache_seconds: float = 30.0,
+                         **hec: Any) -> Authenticator:
+    settings = HecSettings(tokens=SETTINGS.tokens, auth_url=AUTH_URL + "/", auth_cache_seconds=cache_seconds,
+                           **hec)
+    return Authenticator(settings, transport=httpx.MockTransport(service), clock=clock,
+                         operator_tokens=[OPERATOR_SECRET])
 
 
 @pytest.mark.parametrize(
@@ -170,13 +177,13 @@ def test_a_remote_token_carries_the_services_name_and_index_rules_but_not_the_se
 
 def test_a_remote_token_takes_indexer_acknowledgement_from_the_answer():
     service = AuthService(httpx.Response(200, json={"valid": True, "token_name": "firehose", "ack": True}))
-    token = remote_authenticator(service, Clock()).authenticate(request({"Authorization": "Splunk abc"}))
+    token = remote_authenticator(service, Clock()).authenticate(request(OTHER))
     assert (token.name, token.ack) == ("firehose", True)
 
 
 def test_a_remote_answer_without_a_name_is_named_remote():
     service = AuthService(httpx.Response(200, json={"valid": True}))
-    token = remote_authenticator(service, Clock()).authenticate(request({"Authorization": "Splunk abc"}))
+    token = remote_authenticator(service, Clock()).authenticate(request(OTHER))
     assert token.name == "remote"
 
 
@@ -265,7 +272,7 @@ def test_without_an_auth_service_an_unknown_token_is_invalid():
 
 def test_concurrent_requests_share_one_client_and_one_cache():
     service = AuthService()
-    auth = remote_authenticator(service, Clock())
+    auth = remote_authenticator(service, Clock(), auth_max_in_flight=16)
     results: list[str] = []
 
     def call() -> None:

@@ -19,6 +19,12 @@ from telhawk_ingest.envelope import Envelope, parse_time
 from telhawk_ingest.errors import NormalizationError
 from telhawk_ingest.ocsf import OCSF_VERSION
 
+# The longest log line a line normalizer reads (linux_auth, aws_vpcflow), in characters: far
+# above any sshd, PAM or flow log line (syslog daemons cut lines at 8 KiB by default), and a bound
+# on the work one line can cost. A longer line raises NormalizationError: it is dead-lettered
+# whole, never cut.
+MAX_LINE_CHARS = 16 * 1024
+
 # Keys under which log shippers put the original line when they wrap it in a JSON object
 # (journald, Docker/Fluent Bit, CloudWatch Logs subscriptions, Splunk `_raw`), in that order.
 LINE_KEYS = ("message", "MESSAGE", "log", "_raw", "line")
@@ -52,22 +58,30 @@ def event_line(envelope: Envelope) -> tuple[str, dict[str, Any]]:
 
     A raw envelope is the line itself. A JSON envelope is either a JSON string or an object
     holding the line under one of LINE_KEYS; its other keys are returned so the caller keeps them
-    in `unmapped`.
+    in `unmapped`. NormalizationError when the line is longer than MAX_LINE_CHARS.
     """
     if envelope.format != "json":
-        return envelope.payload.rstrip("\r\n"), {}
+        return _line(envelope.payload), {}
     value = payload_value(envelope)
     if isinstance(value, str):
-        return value.rstrip("\r\n"), {}
+        return _line(value), {}
     if isinstance(value, dict):
         for key in LINE_KEYS:
             if isinstance(value.get(key), str):
                 rest = {k: v for k, v in value.items() if k != key}
-                return value[key].rstrip("\r\n"), rest
+                return _line(value[key]), rest
         raise NormalizationError(
             f"JSON event has no log line: expected a string under one of {', '.join(LINE_KEYS)}"
         )
     raise NormalizationError(f"JSON event is a {type(value).__name__}, expected a string or an object")
+
+
+def _line(text: str) -> str:
+    if len(text) > MAX_LINE_CHARS:
+        raise NormalizationError(
+            f"log line is {len(text)} characters, over the {MAX_LINE_CHARS} a line normalizer reads"
+        )
+    return text.rstrip("\r\n")
 
 
 def classification(

@@ -17,6 +17,17 @@ of the event time the client sent, else of arrival, moved back one year when tha
 event more than a day in the future (a December line that arrives in January). Lines without a
 header take the client's event time, else arrival time. The whole payload is kept in `raw_data`;
 parsed values OCSF has no place for go to `unmapped`.
+
+Matching time is linear in the line, by construction (the structure is checked by
+tests/unit/test_regex_construction.py for every pattern in the package):
+- a line is at most common.MAX_LINE_CHARS long and has no line break (one event is one line;
+  either fault raises NormalizationError and the event is dead-lettered whole);
+- every unbounded repeat is possessive (`*+`, `++`): it never gives back what it took, so no
+  pattern re-reads text through a second path;
+- the one exception is a lazy `.*?` for a user name, which may hold spaces. The engine tries
+  each place the name could end, and from each, the rest of the pattern reads only the next
+  token or two before failing (the tokens after different places do not overlap), or reaches
+  the end of the line (the patterns end at the end of the text) and succeeds: one pass in all.
 """
 
 from __future__ import annotations
@@ -36,9 +47,9 @@ LINUX_PAM = {"name": "Linux-PAM"}
 
 _SYSLOG = re.compile(
     r"^(?:<\d{1,3}>)?"
-    r"(?P<ts>(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2})\s+(?P<hms>\d{2}:\d{2}:\d{2})"
-    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
-    r"\s+(?P<host>\S+)\s+(?P<program>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<message>.*)$"
+    r"(?P<ts>(?P<mon>[A-Z][a-z]{2})\s++(?P<day>\d{1,2})\s++(?P<hms>\d{2}:\d{2}:\d{2})"
+    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d++)?+(?:Z|[+-]\d{2}:?\d{2}))"
+    r"\s++(?P<host>\S++)\s++(?P<program>[^\s\[:]++)(?:\[(?P<pid>\d++)\])?+:\s?+(?P<message>.*+)\Z"
 )
 _MONTHS = {
     name: number
@@ -71,6 +82,8 @@ def normalize(envelope: Envelope) -> dict[str, Any]:
     text, extra = common.event_line(envelope)
     if not text.strip():
         raise NormalizationError("empty log line")
+    if (at := text.find("\n")) >= 0:
+        raise NormalizationError(f"log line has a line break at character {at}: one event is one line")
     line = _parse_line(envelope, text, extra)
     message = line.message.removesuffix(_PREAUTH)
     for pattern, build in _PATTERNS:
@@ -320,8 +333,13 @@ def _connection_from(match: re.Match[str], line: _Line) -> dict[str, Any]:
     )
 
 
+# `name=value`; the name starts where a word starts, so a long word without `=` is read once,
+# not once from each of its characters.
+_PAM_FIELD = re.compile(r"(?<!\w)(\w++)=(\S*+)")
+
+
 def _pam_fields(text: str) -> dict[str, str]:
-    return dict(re.findall(r"(\w+)=(\S*)", text))
+    return dict(_PAM_FIELD.findall(text))
 
 
 def _pam_session(match: re.Match[str], line: _Line) -> dict[str, Any]:
@@ -361,38 +379,39 @@ def _pam_failure(match: re.Match[str], line: _Line) -> dict[str, Any]:
     return event
 
 
-_USER = r"(?P<user>.*?)"
-_FROM = r"from (?P<addr>\S+)"
-_PORT = r"port (?P<port>\d+)"
-_PROTO = r"(?: (?P<proto>ssh\d?))?"
+_USER = r"(?P<user>.*?)"  # the one lazy field (module docstring)
+_FROM = r"from (?P<addr>\S++)"
+_PORT = r"port (?P<port>\d++)"
+_PROTO = r"(?: (?P<proto>ssh\d?+))?+"
+_KEY = r"(?:: (?P<key>.++))?+"
 
 _PATTERNS: list[tuple[re.Pattern[str], Builder]] = [
-    (re.compile(rf"^Accepted (?P<method>\S+) for {_USER} {_FROM} {_PORT}{_PROTO}(?:: (?P<key>.+))?$"),
-     _accepted),
-    (re.compile(rf"^Failed (?P<method>\S+) for (?:(?P<invalid>invalid user) )?{_USER} "
-                rf"{_FROM} {_PORT}{_PROTO}(?:: (?P<key>.+))?$"),
+    (re.compile(rf"^Accepted (?P<method>\S++) for {_USER} {_FROM} {_PORT}{_PROTO}{_KEY}\Z"), _accepted),
+    (re.compile(rf"^Failed (?P<method>\S++) for (?:(?P<invalid>invalid user) )?{_USER} "
+                rf"{_FROM} {_PORT}{_PROTO}{_KEY}\Z"),
      _failed),
-    (re.compile(rf"^Invalid user {_USER} {_FROM}(?: {_PORT})?$"), _refused("Invalid user")),
+    (re.compile(rf"^Invalid user {_USER} {_FROM}(?: {_PORT})?+\Z"), _refused("Invalid user")),
     (re.compile(rf"^(?:error: )?maximum authentication attempts exceeded for (?:invalid user )?{_USER} "
-                rf"{_FROM} {_PORT}{_PROTO}$"),
+                rf"{_FROM} {_PORT}{_PROTO}\Z"),
      _refused("maximum authentication attempts exceeded")),
-    (re.compile(rf"^User (?P<user>\S+) {_FROM} not allowed because (?P<why>.+)$"), _refused("not allowed")),
-    (re.compile(r"^ROOT LOGIN REFUSED FROM (?P<addr>\S+)(?: port (?P<port>\d+))?$"),
+    (re.compile(rf"^User (?P<user>\S++) {_FROM} not allowed because (?P<why>.++)\Z"),
+     _refused("not allowed")),
+    (re.compile(r"^ROOT LOGIN REFUSED FROM (?P<addr>\S++)(?: port (?P<port>\d++))?+\Z"),
      _refused("root login refused")),
     (re.compile(rf"^(?P<what>{'|'.join(_PREAUTH_ENDINGS)}) "
-                rf"(?P<kind>user|invalid user|authenticating user) {_USER} (?P<addr>\S+) {_PORT}"
-                r"(?:: (?P<why>.+))?$"),
+                rf"(?P<kind>user|invalid user|authenticating user) {_USER} (?P<addr>\S++) {_PORT}"
+                r"(?:: (?P<why>.++))?+\Z"),
      _user_disconnect),
-    (re.compile(rf"^(?P<what>{'|'.join(_CONNECTION_ACTIVITY)}) (?P<addr>\S+) {_PORT}(?P<rest>.*)$"),
+    (re.compile(rf"^(?P<what>{'|'.join(_CONNECTION_ACTIVITY)}) (?P<addr>\S++) {_PORT}(?P<rest>.*+)\Z"),
      _connection_event),
-    (re.compile(rf"^Connection {_FROM} {_PORT} on (?P<daddr>\S+) port (?P<dport>\d+)"
-                r"(?: rdomain (?P<rdomain>.*))?$"),
+    (re.compile(rf"^Connection {_FROM} {_PORT} on (?P<daddr>\S++) port (?P<dport>\d++)"
+                r"(?: rdomain (?P<rdomain>.*+))?+\Z"),
      _connection_from),
-    (re.compile(r"^pam_unix\((?P<service>[^:)]+):session\): session (?P<what>opened|closed) for user "
-                r"(?P<user>[^\s(]+)(?:\(uid=(?P<uid>\d+)\))?"
-                r"(?: by (?P<by>[^\s(]*)(?:\(uid=(?P<by_uid>\d+)\))?)?\s*$"),
+    (re.compile(r"^pam_unix\((?P<service>[^:)]++):session\): session (?P<what>opened|closed) for user "
+                r"(?P<user>[^\s(]++)(?:\(uid=(?P<uid>\d++)\))?+"
+                r"(?: by (?P<by>[^\s(]*+)(?:\(uid=(?P<by_uid>\d++)\))?+)?+\s*+\Z"),
      _pam_session),
-    (re.compile(r"^(?:pam_unix\((?P<service>[^:)]+):auth\): authentication failure"
-                r"|PAM (?P<count>\d+) more authentication failures?); (?P<fields>.*)$"),
+    (re.compile(r"^(?:pam_unix\((?P<service>[^:)]++):auth\): authentication failure"
+                r"|PAM (?P<count>\d++) more authentication failures?); (?P<fields>.*+)\Z"),
      _pam_failure),
 ]

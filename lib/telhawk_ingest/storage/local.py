@@ -178,8 +178,22 @@ def check_local_filesystem(data_dir: Path, mountinfo: Path = MOUNTINFO) -> None:
 
 def check_files(db: Path) -> None:
     """Raise ConfigError unless the database and its `-wal`/`-shm`, where present, are regular
-    files (not symbolic links) owned by the user the service runs as."""
+    files (not symbolic links) owned by the user the service runs as.
+
+    The folder holding them (`storage.data_dir`) may be a symbolic link, as operators make them,
+    but only one owned by the service's user or by root: a link someone else planted in its place
+    would move the database wherever it points. The files are then checked where the link leads.
+    """
     uid = os.geteuid()
+    try:
+        folder = os.lstat(db.parent)
+    except OSError:
+        folder = None  # not made yet: private_dir makes a real directory
+    if folder is not None and stat.S_ISLNK(folder.st_mode) and folder.st_uid not in (uid, 0):
+        raise ConfigError(
+            f"storage.data_dir: {db.parent} is a symbolic link owned by uid {folder.st_uid}; refusing "
+            f"to follow it (expected a directory, or a link owned by uid {uid} or root)"
+        )
     for suffix in SIDE_SUFFIXES:
         path = Path(f"{db}{suffix}")
         try:
@@ -485,7 +499,7 @@ class LocalBackend:
         """In the writer: a RESTART checkpoint once the WAL file is over WAL_RESTART_BYTES."""
         with self._sqlite_lock:
             try:
-                big = Path(f"{self.db_path}-wal").stat().st_size > WAL_RESTART_BYTES
+                big = os.lstat(f"{self.db_path}-wal").st_size > WAL_RESTART_BYTES
                 if big and self._conn is not None and not restart_wal(self._conn):
                     log.warning("local storage: the WAL of %s stays large: readers or writers kept "
                                 "the checkpoint from finishing", self.db_path)
@@ -627,7 +641,7 @@ class LocalBackend:
     def documents(self, index: str | None = None) -> Iterator[dict[str, Any]]:
         """Every stored event in commit order, shaped like an OpenSearch hit: `{"_id", "_index",
         "_source"}`; only those of one HEC index when given. Nothing when no database exists."""
-        if not self.db_path.exists():
+        if not os.path.lexists(self.db_path):
             return
         check_files(self.db_path)
         conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
@@ -655,7 +669,7 @@ class LocalBackend:
             fs = os.statvfs(directory)
             if (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) == 0:
                 return False
-            if not self.db_path.exists():
+            if not os.path.lexists(self.db_path):  # a dangling link is there, and refused
                 return True
             check_files(self.db_path)
             probe = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, timeout=0.5)

@@ -1,0 +1,35 @@
+"""Lines built to be expensive, through the real ingest handler: refused per event with a clear
+error, kept whole in the DLQ, and their neighbours stored."""
+
+from __future__ import annotations
+
+import json
+
+from telhawk_ingest.normalizers.common import MAX_LINE_CHARS
+from tests.functional.test_ingest import SSHD, stored_docs
+
+
+def test_a_line_over_the_cap_is_dead_lettered_whole_and_its_neighbour_stored(client):
+    long_line = SSHD + ": " + "K" * MAX_LINE_CHARS
+
+    answer = client.hec(f"{long_line}\n{SSHD}\n", path="/services/collector/raw",
+                        query_string={"sourcetype": "linux_secure"})
+
+    assert answer.get_json()["code"] == 0
+    assert len(stored_docs(client)) == 1
+    [record] = client.dlq_records()
+    assert record["reason"] == "normalization_failed"
+    assert record["error"] == (f"log line is {len(long_line)} characters, over the {MAX_LINE_CHARS} "
+                               "a line normalizer reads")
+    assert record["envelope"]["payload"] == long_line
+
+
+def test_the_quadratic_sshd_line_is_dead_lettered_with_the_reason(client):
+    text = "Failed password for u from a port 1: " + "from a port 1: " * 1000 + "\nX"
+
+    answer = client.hec(json.dumps({"event": text, "sourcetype": "linux_secure"}))
+
+    assert answer.get_json()["code"] == 0
+    [record] = client.dlq_records()
+    assert record["error"].startswith("log line has a line break at character")
+    assert record["envelope"]["payload"] == text
