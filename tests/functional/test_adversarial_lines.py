@@ -13,9 +13,9 @@ def test_a_line_over_the_cap_is_dead_lettered_whole_and_its_neighbour_stored(cli
     long_line = SSHD + ": " + "K" * MAX_LINE_CHARS
 
     answer = client.hec(f"{long_line}\n{SSHD}\n", path="/services/collector/raw",
-                        query_string={"sourcetype": "linux_secure"})
+                        params={"sourcetype": "linux_secure"})
 
-    assert answer.get_json()["code"] == 0
+    assert answer.json()["code"] == 0
     assert len(stored_docs(client)) == 1
     [record] = client.dlq_records()
     assert record["reason"] == "normalization_failed"
@@ -29,7 +29,7 @@ def test_the_quadratic_sshd_line_is_dead_lettered_with_the_reason(client):
 
     answer = client.hec(json.dumps({"event": text, "sourcetype": "linux_secure"}))
 
-    assert answer.get_json()["code"] == 0
+    assert answer.json()["code"] == 0
     [record] = client.dlq_records()
     assert record["error"].startswith("log line has a line break at character")
     assert record["envelope"]["payload"] == text

@@ -35,17 +35,17 @@ def test_24_bad_tokens_against_a_slow_auth_service_never_delay_a_local_token(mak
 
         answer = local.result(timeout=10)  # raises TimeoutError when it waited for the held calls
 
-        assert answer.status_code == 200 and answer.get_json()["code"] == 0
+        assert answer.status_code == 200 and answer.json()["code"] == 0
         assert server.arrived.is_set() and not server.release.is_set() and server.in_flight == 4
         busy = [f.result(timeout=10) for f in bad if f.done()]
         assert len(busy) == 20
-        assert {(a.status_code, a.get_json()["code"]) for a in busy} == {(503, 9)}
+        assert {(a.status_code, a.json()["code"]) for a in busy} == {(503, 9)}
         assert all(a.headers.get("Retry-After") for a in busy)
         server.release.set()
 
     answers = [f.result() for f in bad]
     assert len(server.calls) == 4 and server.most_in_flight == 4
-    assert sorted((a.status_code, a.get_json()["code"]) for a in answers) == [(403, 4)] * 4 + [(503, 9)] * 20
+    assert sorted((a.status_code, a.json()["code"]) for a in answers) == [(403, 4)] * 4 + [(503, 9)] * 20
     assert len(stored_docs(client)) == 1
 
 
@@ -57,6 +57,6 @@ def test_a_remote_token_without_index_rules_writes_only_the_default_scope(make_c
         elsewhere = client.hec(json.dumps({"event": "x", "index": "secrets"}), token=REMOTE)
         default = client.hec(SSHD_EVENT, token=REMOTE)
 
-    assert (elsewhere.status_code, elsewhere.get_json()["code"]) == (400, 7)
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (400, 7)
     assert default.status_code == 200
     assert [d["_index"] for d in stored_docs(client)] == ["main"]

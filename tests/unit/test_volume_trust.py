@@ -214,7 +214,7 @@ def test_read_regular_refuses_links_fifos_directories_and_oversized_files(tmp_pa
 
 def test_a_fifo_under_a_counters_name_does_not_block_the_totals(tmp_path):
     counters = Counters(tmp_path / "counters")
-    counters.add(stored=3)
+    counters.add(now=True, stored=3)  # the folder exists, as on a running service
     fifo = tmp_path / "counters" / "planted.counters"
     os.mkfifo(fifo, 0o600)
 
@@ -223,9 +223,9 @@ def test_a_fifo_under_a_counters_name_does_not_block_the_totals(tmp_path):
 
 def test_a_counters_link_counts_nothing(tmp_path):
     counters = Counters(tmp_path / "counters")
-    counters.add(stored=3)
+    counters.add(now=True, stored=3)
     other = tmp_path / "elsewhere.counters"
-    Counters(tmp_path / "other").add(stored=1000)
+    Counters(tmp_path / "other").add(now=True, stored=1000)
     other_file = next((tmp_path / "other").glob("*.counters"))
     (tmp_path / "counters" / "planted.counters").symlink_to(other_file)
 
