@@ -3,8 +3,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import backoff._sync
+import freezegun
 import pytest
 from freezegun import freeze_time
+
+# pytest measures test durations (--durations, and mutmut's time limits) on real time, not the frozen clock.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 
 @pytest.fixture
