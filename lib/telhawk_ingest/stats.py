@@ -106,7 +106,9 @@ class Counters:
                 sums = list(self._values)  # not yet written anywhere
         try:
             files = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except OSError:
+            # Missing, or not readable (a file in its place, no permission): observability must not
+            # fail the health document, so only this process's counts are known.
             files = []
         for entry in files:
             if entry.name.endswith((".counters", ".retired")):
