@@ -447,15 +447,15 @@ def test_a_refreshed_answer_counts_as_the_newest_in_a_full_cache(monkeypatch):
     use(auth, "t1")
     clock.now += 20
     use(auth, "t2")
-    use(auth, "t3")
-    clock.now += 11  # t1 expired: asked again, and now newer than t2 and t3
+    clock.now += 11  # t1 expired: asked again, and now newer than t2
     use(auth, "t1")
+    use(auth, "t3")
 
     use(auth, "t4")  # full: t2 is the oldest
     use(auth, "t1")
     use(auth, "t3")
 
-    assert service.calls == ["t1", "t2", "t3", "t1", "t4"]
+    assert service.calls == ["t1", "t2", "t1", "t3", "t4"]
 
 
 def test_close_closes_the_connection_to_the_auth_service_once():

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import stat
 import struct
 import subprocess
@@ -160,3 +162,35 @@ def test_a_process_that_exits_cleanly_retires_its_file(tmp_path):
     [path] = tmp_path.iterdir()
     assert path.suffix == ".retired"
     assert Counters(tmp_path).totals()["stored"] == 5
+
+
+def test_a_counter_file_is_named_after_its_host_and_process(tmp_path):
+    Counters(tmp_path).add(stored=1)
+
+    [path] = tmp_path.iterdir()
+    host = re.escape(socket.gethostname())
+    assert re.fullmatch(rf"{host}-{os.getpid()}-[0-9a-f]{{8}}\.counters", path.name)
+
+
+def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp_path, monkeypatch):
+    running = [Counters(tmp_path), Counters(tmp_path)]
+    for n, counters in enumerate(running, start=1):
+        counters.add(stored=n * 10)
+    for counters in running:
+        counters.retire()
+    first = sorted(tmp_path.glob("*.retired"))[0]
+    real_rename = os.rename
+
+    def raced(src, dst):
+        if src == first:
+            raise FileNotFoundError(2, "adopted by another process")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", raced)
+    third = Counters(tmp_path)
+    third.add(dlq_deleted=1)
+
+    assert first.exists()
+    own = next(tmp_path.glob("*.counters"))
+    assert struct.unpack_from("<q", own.read_bytes(), 8)[0] == 30 - struct.unpack_from(
+        "<q", first.read_bytes(), 8)[0]
