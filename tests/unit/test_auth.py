@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from telhawk_ingest.auth import NEGATIVE_CACHE_SECONDS, Authenticator
+from telhawk_ingest.auth import MAX_CACHE_ENTRIES, NEGATIVE_CACHE_SECONDS, Authenticator
 from telhawk_ingest.config import HecSettings, HecToken
 from telhawk_ingest.errors import HecError
 from telhawk_ingest.hec import HecRequest
@@ -474,3 +474,16 @@ def test_close_closes_the_connection_to_the_auth_service_once():
     auth.close()
 
     assert closed == [True]
+
+
+def test_a_refusal_is_remembered_for_5_seconds_and_the_cache_holds_10000_answers():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=300)
+    headers = {"Authorization": "Splunk not-a-real-token"}
+    for step in (0.0, 4.9, 0.1):
+        clock.now += step
+        with pytest.raises(HecError):
+            auth.authenticate(request(headers))
+    assert len(service.calls) == 2  # asked at 0 s and again at 5 s
+    assert NEGATIVE_CACHE_SECONDS == 5.0
+    assert MAX_CACHE_ENTRIES == 10_000  # about 2 MB of digests and tokens

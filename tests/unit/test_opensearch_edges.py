@@ -517,3 +517,37 @@ def test_verify_tls_true_refuses_a_node_with_an_untrusted_certificate(https_node
         assert outcome.status is Status.RETRY and "CERTIFICATE_VERIFY_FAILED" in outcome.error
     finally:
         backend.close()
+
+
+# Module constants, through what they decide.
+
+
+@pytest.mark.parametrize("first", [".", "_", "-", "+"])
+def test_a_name_never_starts_with_a_character_opensearch_forbids_first(first):
+    backend = OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix=f"{first}{first}siem-"))
+    assert backend.prefix == "siem-"
+    bare = OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix=""))
+    assert bare.index_name(Item(id="id-1", index=f"{first}web", time=1_700_000_000.0, document={})) == (
+        "web-2023.11.14"
+    )
+
+
+def test_what_a_proxy_says_is_cut_to_200_characters():
+    page = b"<html>" + b"x" * 500 + b"</html>"
+    server = FakeOpenSearch(bulk=answering(502, page))
+
+    [outcome] = make_backend(server).store(batch(1))
+
+    assert outcome.details["error_reason"] == ("<html>" + "x" * 500)[:200]
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 599])
+def test_whole_request_statuses_that_are_retried(status):
+    [outcome] = make_backend(FakeOpenSearch(bulk=answering(status, {"error": "busy"}))).store(batch(1))
+    assert outcome.status is Status.RETRY
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 428, 430, 499])
+def test_whole_request_statuses_that_are_permanent(status):
+    [outcome] = make_backend(FakeOpenSearch(bulk=answering(status, {"error": "no"}))).store(batch(1))
+    assert outcome.status is Status.PERMANENT

@@ -177,3 +177,9 @@ def test_a_backend_that_keeps_answering_the_wrong_number_of_results_is_reported_
     assert [(f.outcome.status, f.outcome.error, f.attempts) for f in finals] == [
         (Status.RETRY, "storage returned a wrong number of results", 4),
     ] * 2
+
+
+def test_by_default_waits_stop_growing_at_30_s_and_a_retry_after_counts_up_to_5_s():
+    assert POLICY.delay(20) == 30.0
+    assert POLICY.delay(1, retry_after=60.0) == 5.0
+    assert {POLICY.delay(3) for _ in range(20)} == {0.4}  # no jitter unless asked for

@@ -194,3 +194,10 @@ def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp
     own = next(tmp_path.glob("*.counters"))
     assert struct.unpack_from("<q", own.read_bytes(), 8)[0] == 30 - struct.unpack_from(
         "<q", first.read_bytes(), 8)[0]
+
+
+def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_position():
+    assert COUNTERS == (
+        "stored", "dlq_normalization_failed", "dlq_validation_failed", "dlq_storage_failed",
+        "storage_retries", "requests_rejected", "dlq_purged", "dlq_deleted", "replay_stored", "replay_failed",
+    )
