@@ -74,6 +74,8 @@ def equivalent_mutants() -> set[str]:
 
 
 DETECTED = ("killed", "timeout")
+# Each module should kill at least this share of its non-equivalent mutants.
+TARGET = 0.9
 
 
 @dataclass
@@ -117,7 +119,8 @@ def print_scores(modules: list[str]) -> None:
     total = Score("all", *sums, survivors=[])
     print(f"\n{'module':<20} {'killed':>7} {'counted':>8} {'equiv.':>7} {'score':>7}")
     for s in [*scores, total]:
-        print(f"{s.module:<20} {s.killed:>7} {s.counted:>8} {s.equivalent:>7} {s.percent:>7}")
+        below = "  below the 90% target" if s.counted and s.killed < TARGET * s.counted else ""
+        print(f"{s.module:<20} {s.killed:>7} {s.counted:>8} {s.equivalent:>7} {s.percent:>7}{below}")
     for s in scores:
         if s.survivors:
             print(f"\nsurvivors in {s.module} (see one: cd build/mutate && ../../.venv/bin/mutmut show NAME)")

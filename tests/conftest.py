@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import backoff._sync
@@ -23,3 +24,13 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
         monkeypatch.setattr(backoff._sync.time, "sleep", sleep)
         yield recorded
+
+
+@pytest.fixture
+def west_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is UTC-8 (no DST), so local and UTC days differ before 08:00 UTC."""
+    monkeypatch.setenv("TZ", "XST+08")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

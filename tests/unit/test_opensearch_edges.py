@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,16 +35,6 @@ from tests.unit.test_opensearch_backend import (
 )
 
 LOGGER = "telhawk_ingest.storage.opensearch"
-
-
-@pytest.fixture
-def west_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The server's local time zone is UTC-8 (no DST), so local and UTC days differ before 08:00 UTC."""
-    monkeypatch.setenv("TZ", "XST+08")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 # The index day does not depend on the server's time zone.
