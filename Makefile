@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(ARGS)
+
+# Mutation testing of the core modules (scripts/mutate.py); MODULES="retry auth" for some of them.
+mutate: $(STAMP)
+	$(VENV)/bin/python scripts/mutate.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) var

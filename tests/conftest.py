@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import backoff._sync
+import freezegun
 import pytest
 from freezegun import freeze_time
 from hypothesis import HealthCheck, settings
+
+# pytest measures test durations (--durations, and mutmut's time limits) on real time, not the frozen clock.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 
 @pytest.fixture
@@ -37,3 +42,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def examples(base: int) -> int:
     """A test's example count under the loaded profile: `base` under `ci`, scaled by the others."""
     return max(1, base * settings.default.max_examples // 100)
+
+
+@pytest.fixture
+def west_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is UTC-8 (no DST), so local and UTC days differ before 08:00 UTC."""
+    monkeypatch.setenv("TZ", "XST+08")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -182,7 +182,9 @@ class Counters:
             out[""] = (time.time(), list(self._values))
         try:
             files = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except OSError:
+            # Missing, or not readable (a file in its place, no permission): observability must not
+            # fail the health document, so only this process's counts are known.
             files = []
         for entry in files:
             if entry.name.endswith((".counters", ".retired")) and entry.name != own:  # own: from memory

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from telhawk_ingest.auth import NEGATIVE_CACHE_SECONDS, Authenticator
+from telhawk_ingest.auth import MAX_CACHE_ENTRIES, NEGATIVE_CACHE_SECONDS, Authenticator
 from telhawk_ingest.config import HecSettings, HecToken
 from telhawk_ingest.errors import HecError
 from telhawk_ingest.hec import HecRequest
@@ -290,3 +290,215 @@ def test_concurrent_requests_share_one_client_and_one_cache():
     auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
     assert len(service.calls) == calls
     auth.close()
+
+
+REFUSAL_DETAILS = [
+    # (case, Authorization header, detail the client reads)
+    ("unknown scheme", f"Bearer {SECRET}", "expected the Splunk, Telhawk or Basic scheme"),
+    ("basic that is not base64", "Basic !!!", "Basic credential is not base64 of user:token"),
+    ("basic with characters outside base64", basic("x", SECRET) + "!",
+     "Basic credential is not base64 of user:token"),
+    ("basic that is not UTF-8", "Basic " + base64.b64encode(b"x:\xff\xfe").decode(),
+     "Basic credential is not base64 of user:token"),
+    ("basic without a colon", "Basic " + base64.b64encode(SECRET.encode()).decode(),
+     "Basic credential is not base64 of user:token"),
+    ("empty token", "Splunk   ", "the credential is empty or contains spaces"),
+    ("token with a space", basic("x", "two words"), "the credential is empty or contains spaces"),
+]
+
+
+@pytest.mark.parametrize(("authorization", "detail"), [c[1:] for c in REFUSAL_DETAILS],
+                         ids=[c[0] for c in REFUSAL_DETAILS])
+def test_a_malformed_credential_is_code_3_with_a_detail_saying_what_is_wrong(authorization, detail):
+    with pytest.raises(HecError) as caught:
+        Authenticator(SETTINGS).authenticate(request({"Authorization": authorization}))
+    assert caught.value.body() == {"text": "Invalid authorization", "code": 3, "detail": detail}
+
+
+def test_a_basic_password_may_itself_contain_colons():
+    settings = HecSettings(tokens=[HecToken(name="colons", token="abc:def:ghi")])
+    token = Authenticator(settings).authenticate(request({"Authorization": basic("user", "abc:def:ghi")}))
+    assert token.name == "colons"
+
+
+def test_a_token_with_a_lone_surrogate_is_an_unknown_token_not_a_crash():
+    with pytest.raises(HecError) as caught:
+        Authenticator(SETTINGS).authenticate(request(query={"token": "abc\udcff"}))
+    assert caught.value.code == 4
+
+
+FAILURE_DETAILS = [
+    ("refused connection", httpx.ConnectError("refused"), "auth service unreachable (ConnectError)"),
+    ("timeout", httpx.ReadTimeout("slow"), "auth service unreachable (ReadTimeout)"),
+    ("server error", httpx.Response(500, text="boom"), "auth service answered HTTP 500"),
+    ("not JSON", httpx.Response(200, text="ok"), 'auth service answer is not {"valid": bool, ...}'),
+    ("bad metadata", httpx.Response(200, json={"valid": True, "allowed_indexes": "main"}),
+     "auth service answer has malformed token metadata"),
+]
+
+
+@pytest.mark.parametrize(("answer", "detail"), [c[1:] for c in FAILURE_DETAILS],
+                         ids=[c[0] for c in FAILURE_DETAILS])
+def test_a_failing_auth_service_is_named_in_the_detail(answer, detail):
+    auth = remote_authenticator(AuthService(answer), Clock())
+    with pytest.raises(HecError) as caught:
+        auth.authenticate(request({"Authorization": "Splunk x"}))
+    assert caught.value.body()["detail"] == detail
+
+
+def test_a_remote_answer_carries_every_token_setting():
+    service = AuthService(httpx.Response(200, json={
+        "valid": True, "name": "legacy-name", "default_index": "web", "default_sourcetype": "access_combined",
+        "default_source": "nginx", "allowed_indexes": ["web"], "allow_query_string": True,
+    }))
+    auth = remote_authenticator(service, Clock())
+
+    token = auth.authenticate(request(query={"token": "from-query"}))
+
+    assert (token.name, token.default_index, token.default_sourcetype, token.default_source) == (
+        "legacy-name", "web", "access_combined", "nginx")
+    assert token.allowed_indexes == ["web"] and token.allow_query_string is True
+
+
+def test_the_auth_url_keeps_its_path_prefix():
+    seen: list[str] = []
+
+    def service(req: httpx.Request) -> httpx.Response:
+        seen.append(str(req.url))
+        return httpx.Response(200, json={"valid": True})
+
+    settings = HecSettings(auth_url="http://gateway.internal/hec-X/")
+    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(
+        request({"Authorization": "Splunk abc"}))
+
+    assert seen == ["http://gateway.internal/hec-X/api/v1/auth/validate-hec"]
+
+
+def test_the_auth_service_is_given_the_configured_timeout():
+    timeouts: list[dict] = []
+
+    def service(req: httpx.Request) -> httpx.Response:
+        timeouts.append(req.extensions["timeout"])
+        return httpx.Response(200, json={"valid": True})
+
+    settings = HecSettings(auth_url=AUTH_URL, auth_timeout_seconds=0.75)
+    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(
+        request({"Authorization": "Splunk abc"}))
+
+    assert timeouts == [{"connect": 0.75, "read": 0.75, "write": 0.75, "pool": 0.75}]
+
+
+def test_a_cached_answer_expires_exactly_at_its_cache_time():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=30)
+    headers = {"Authorization": f"Splunk {REMOTE_SECRET}"}
+    auth.authenticate(request(headers))
+    clock.now += 30
+    auth.authenticate(request(headers))
+    assert len(service.calls) == 2
+
+
+def test_a_cache_time_under_a_second_still_caches():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=0.5)
+    for _ in range(3):
+        auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+    assert len(service.calls) == 1
+
+
+class CountingService:
+    """Accepts every token; counts the validations per token."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        token = json.loads(req.content)["token"]
+        self.calls.append(token)
+        return httpx.Response(200, json={"valid": not token.startswith("bad")})
+
+
+def full_cache(monkeypatch, entries: int = 3) -> tuple[Authenticator, CountingService, Clock]:
+    monkeypatch.setattr("telhawk_ingest.auth.MAX_CACHE_ENTRIES", entries)
+    service, clock = CountingService(), Clock()
+    settings = HecSettings(auth_url=AUTH_URL, auth_cache_seconds=30)
+    return Authenticator(settings, transport=httpx.MockTransport(service), clock=clock), service, clock
+
+
+def use(auth: Authenticator, token: str) -> None:
+    try:
+        auth.authenticate(request({"Authorization": f"Splunk {token}"}))
+    except HecError:
+        pass
+
+
+def test_a_full_cache_forgets_the_oldest_answer(monkeypatch):
+    auth, service, _ = full_cache(monkeypatch)
+    for token in ("t1", "t2", "t3", "t4"):
+        use(auth, token)
+
+    for token in ("t2", "t3", "t4", "t1"):
+        use(auth, token)
+
+    assert service.calls == ["t1", "t2", "t3", "t4", "t1"]
+
+
+def test_a_full_cache_forgets_expired_answers_before_live_ones(monkeypatch):
+    auth, service, clock = full_cache(monkeypatch)
+    use(auth, "t1")
+    use(auth, "bad-2")  # a refusal is cached for NEGATIVE_CACHE_SECONDS only
+    use(auth, "t3")
+    clock.now += NEGATIVE_CACHE_SECONDS  # the refusal expires now
+
+    use(auth, "t4")
+    use(auth, "t1")
+    use(auth, "t3")
+
+    assert service.calls == ["t1", "bad-2", "t3", "t4"]
+
+
+def test_a_refreshed_answer_counts_as_the_newest_in_a_full_cache(monkeypatch):
+    auth, service, clock = full_cache(monkeypatch)
+    use(auth, "t1")
+    clock.now += 20
+    use(auth, "t2")
+    clock.now += 11  # t1 expired: asked again, and now newer than t2
+    use(auth, "t1")
+    use(auth, "t3")
+
+    use(auth, "t4")  # full: t2 is the oldest
+    use(auth, "t1")
+    use(auth, "t3")
+
+    assert service.calls == ["t1", "t2", "t1", "t3", "t4"]
+
+
+def test_close_closes_the_connection_to_the_auth_service_once():
+    closed: list[bool] = []
+
+    class Transport(httpx.MockTransport):
+        def close(self) -> None:
+            closed.append(True)
+
+    settings = HecSettings(auth_url=AUTH_URL)
+    auth = Authenticator(settings, transport=Transport(AuthService()))
+    auth.close()  # before any use: nothing to close
+    auth.authenticate(request({"Authorization": f"Splunk {REMOTE_SECRET}"}))
+
+    auth.close()
+    auth.close()
+
+    assert closed == [True]
+
+
+def test_a_refusal_is_remembered_for_5_seconds_and_the_cache_holds_10000_answers():
+    service, clock = AuthService(), Clock()
+    auth = remote_authenticator(service, clock, cache_seconds=300)
+    headers = {"Authorization": "Splunk not-a-real-token"}
+    for step in (0.0, 4.9, 0.1):
+        clock.now += step
+        with pytest.raises(HecError):
+            auth.authenticate(request(headers))
+    assert len(service.calls) == 2  # asked at 0 s and again at 5 s
+    assert NEGATIVE_CACHE_SECONDS == 5.0
+    assert MAX_CACHE_ENTRIES == 10_000  # about 2 MB of digests and tokens

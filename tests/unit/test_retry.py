@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
 import time
 
 import backoff
 import pytest
 
+from telhawk_ingest.config import CoreSettings
 from telhawk_ingest.retry import RetryPolicy, store_with_retries
 from telhawk_ingest.storage.base import STORED, Status, permanent, retry
 from tests.fakes import ScriptedBackend, every, item
@@ -128,3 +130,56 @@ def test_attempts_count_the_tries_each_item_was_in(waits):
     assert [(f.outcome.status, f.attempts) for f in finals] == [
         (Status.STORED, 3), (Status.PERMANENT, 1), (Status.STORED, 2),
     ]
+
+
+def test_every_core_retry_setting_reaches_the_policy():
+    core = CoreSettings(max_retries=5, retry_delay_ms=50, retry_multiplier=3, retry_max_delay_ms=1_000,
+                        jitter=True, max_retry_after_seconds=2.5)
+
+    assert RetryPolicy.from_settings(core) == RetryPolicy(
+        max_retries=5, delay_ms=50, multiplier=3.0, max_delay_ms=1_000, jitter=True,
+        max_retry_after_seconds=2.5,
+    )
+
+
+def test_the_default_settings_give_the_default_policy():
+    assert RetryPolicy.from_settings(CoreSettings()) == POLICY
+
+
+def test_on_retry_hears_how_many_items_wait_and_for_how_long(waits):
+    backend = ScriptedBackend(every(retry("503")), lambda batch: [STORED, retry("503")])
+    heard: list[tuple[int, float]] = []
+
+    store_with_retries(backend, [item(1), item(2)], POLICY, lambda n, wait: heard.append((n, wait)))
+
+    assert heard == [(2, 0.1), (1, 0.2)]
+    assert waits == [0.1, 0.2]
+
+
+def test_each_retry_logs_one_line_saying_what_waits_and_for_how_long(waits, caplog):
+    backend = ScriptedBackend(every(retry("503")), every(retry("503")))
+
+    with caplog.at_level(logging.DEBUG):
+        store_with_retries(backend, [item(1), item(2), item(3)], POLICY)
+
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 1 failed, waiting 0.100s"),
+        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 2 failed, waiting 0.200s"),
+    ]
+
+
+def test_a_backend_that_keeps_answering_the_wrong_number_of_results_is_reported_as_such(waits):
+    backend = ScriptedBackend(*[lambda batch: [STORED]] * 4)
+
+    finals = store_with_retries(backend, [item(1), item(2)], POLICY)
+
+    assert len(backend.calls) == 4
+    assert [(f.outcome.status, f.outcome.error, f.attempts) for f in finals] == [
+        (Status.RETRY, "storage returned a wrong number of results", 4),
+    ] * 2
+
+
+def test_by_default_waits_stop_growing_at_30_s_and_a_retry_after_counts_up_to_5_s():
+    assert POLICY.delay(20) == 30.0
+    assert POLICY.delay(1, retry_after=60.0) == 5.0
+    assert {POLICY.delay(3) for _ in range(20)} == {0.4}  # no jitter unless asked for

@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
+import socket
+import stat
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +94,61 @@ def test_a_reader_in_the_same_process_sees_its_counts_at_once(tmp_path):
     counters.flush()  # the flusher is now pausing: the next count waits for it
     counters.add(stored=2)
 
+
+def test_adding_twice_adds_up(tmp_path):
+    counters = Counters(tmp_path)
+    counters.add(stored=2, storage_retries=1)
+    counters.add(stored=3)
+    counters.add(storage_retries=4, requests_rejected=1)
+
+    totals = counters.totals()
+    assert (totals["stored"], totals["storage_retries"], totals["requests_rejected"]) == (5, 5, 1)
+    assert Counters(tmp_path).totals() == totals  # and the file on the volume says the same
+
+
+def test_a_fresh_volume_counts_zero_for_every_counter(tmp_path):
+    assert Counters(tmp_path / "missing").totals() == dict.fromkeys(COUNTERS, 0)
+    assert Counters(tmp_path).totals() == dict.fromkeys(COUNTERS, 0)
+
+
+def test_adding_nothing_writes_nothing(tmp_path):
+    Counters(tmp_path / "counters").add(stored=0, dlq_purged=0)
+    assert not (tmp_path / "counters").exists()
+
+
+def test_the_counter_file_is_private_and_holds_every_counter(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    counters.add(replay_failed=9)
+
+    [path] = (tmp_path / "counters").iterdir()
+    assert path.name.endswith(".counters")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "counters").stat().st_mode) == 0o700
+    data = path.read_bytes()
+    assert struct.unpack_from("<4sI", data) == (b"THC1", len(COUNTERS))
+    assert list(struct.unpack_from(f"<{len(COUNTERS)}q", data, 8)) == [0] * (len(COUNTERS) - 1) + [9]
+
+
+def test_counters_cannot_fail_a_request_and_still_count_in_this_process(tmp_path, monkeypatch):
+    def read_only(path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(stats, "private_dir", read_only)
+    counters = Counters(tmp_path / "counters")
+
+    counters.add(stored=3)
+    counters.add(stored=1)
+
+    assert counters.totals()["stored"] == 4
+
+
+def test_an_unreadable_counters_directory_reads_as_this_process_alone(tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    counters = Counters(blocked)
+
+    counters.add(stored=3)
+
     assert counters.totals()["stored"] == 3
 
 
@@ -121,3 +181,98 @@ def test_a_clean_shutdown_loses_nothing(tmp_path):
 
     assert Counters(tmp_path).totals()["stored"] == 12
     assert [p.suffix for p in tmp_path.iterdir()] == [".retired"]
+
+
+def test_a_file_from_a_newer_version_with_more_counters_reads_the_known_ones(tmp_path):
+    values = list(range(1, len(COUNTERS) + 3))
+    (tmp_path / "new.counters").write_bytes(struct.pack(f"<4sI{len(values)}q", b"THC1", len(values), *values))
+
+    assert list(Counters(tmp_path).totals().values()) == values[: len(COUNTERS)]
+
+
+def test_a_file_with_a_foreign_header_counts_as_zero(tmp_path):
+    (tmp_path / "other.counters").write_bytes(struct.pack("<4sI2q", b"XXXX", 2, 10, 1))
+    (tmp_path / "short.counters").write_bytes(struct.pack("<4sI2q", b"THC1", 5, 10, 1))
+    assert Counters(tmp_path).totals()["stored"] == 0
+
+
+def test_only_counter_files_are_read(tmp_path):
+    (tmp_path / "stray.bin").write_bytes(struct.pack("<4sI1q", b"THC1", 1, 10))
+    (tmp_path / "old.retired").write_bytes(struct.pack("<4sI1q", b"THC1", 1, 7))
+    assert Counters(tmp_path).totals()["stored"] == 7
+
+
+def test_a_restart_adopts_one_retired_file_and_leaves_the_others_for_the_next_process(tmp_path):
+    running = [Counters(tmp_path), Counters(tmp_path)]
+    for n, counters in enumerate(running, start=1):
+        counters.add(stored=n)
+    for counters in running:
+        counters.retire()
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".retired", ".retired"]
+
+    third = Counters(tmp_path)
+    third.add(dlq_deleted=1)
+
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".counters", ".retired"]
+    assert third.totals()["stored"] == 3
+    own = next(tmp_path.glob("*.counters"))
+    assert struct.unpack_from("<q", own.read_bytes(), 8)[0] in (1, 2)  # it counts on from one of them
+
+
+def test_retiring_twice_or_before_any_count_is_harmless(tmp_path):
+    Counters(tmp_path).retire()
+    counters = Counters(tmp_path)
+    counters.add(stored=1)
+    counters.retire()
+    counters.retire()
+    assert [p.suffix for p in tmp_path.iterdir()] == [".retired"]
+
+
+def test_a_process_that_exits_cleanly_retires_its_file(tmp_path):
+    script = "import sys; from pathlib import Path; from telhawk_ingest.stats import Counters; " \
+             "Counters(Path(sys.argv[1])).add(stored=5)"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env={**os.environ,
+                   "PYTHONPATH": os.pathsep.join(sys.path)})
+
+    [path] = tmp_path.iterdir()
+    assert path.suffix == ".retired"
+    assert Counters(tmp_path).totals()["stored"] == 5
+
+
+def test_a_counter_file_is_named_after_its_host_and_process(tmp_path):
+    Counters(tmp_path).add(stored=1)
+
+    [path] = tmp_path.iterdir()
+    host = re.escape(socket.gethostname())
+    assert re.fullmatch(rf"{host}-{os.getpid()}-[0-9a-f]{{8}}\.counters", path.name)
+
+
+def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp_path, monkeypatch):
+    running = [Counters(tmp_path), Counters(tmp_path)]
+    for n, counters in enumerate(running, start=1):
+        counters.add(stored=n * 10)
+    for counters in running:
+        counters.retire()
+    first = sorted(tmp_path.glob("*.retired"))[0]
+    real_rename = os.rename
+
+    def raced(src, dst):
+        if src == first:
+            raise FileNotFoundError(2, "adopted by another process")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", raced)
+    third = Counters(tmp_path)
+    third.add(dlq_deleted=1)
+
+    assert first.exists()
+    own = next(tmp_path.glob("*.counters"))
+    assert struct.unpack_from("<q", own.read_bytes(), 8)[0] == 30 - struct.unpack_from(
+        "<q", first.read_bytes(), 8)[0]
+
+
+def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_position():
+    assert COUNTERS == (
+        "stored", "dlq_normalization_failed", "dlq_validation_failed", "dlq_storage_failed",
+        "storage_retries", "requests_rejected", "dlq_purged", "dlq_deleted", "replay_stored", "replay_failed",
+    )
