@@ -17,7 +17,7 @@ def test_max_retries_0_dead_letters_after_the_first_try(make_client, waits):
 
     answer = client.hec(SSHD_EVENT)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 1, "dead_lettered": 1}
     assert len(backend.calls) == 1 and waits == []
     [record] = client.dlq_records()
     assert record["attempts"] == 1 and record["error"] == "503 Service Unavailable"
