@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 from telhawk_ingest.storage.base import retry
 from tests.fakes import ScriptedBackend, every
 
 SSHD = "Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5 port 52144 ssh2"
-# An hour before arrival: inside the storage day window, so the event's own time picks its day.
-WHEN = int(time.time()) - 3600 + 0.5
+# An hour before arrival (the `waits` fixture freezes the clock at 2026-01-02T03:04:05Z): inside the
+# storage day window, so the event's own time picks its day.
+WHEN = 1_767_323_045 - 3600 + 0.5
 EVENT = json.dumps({"event": SSHD, "sourcetype": "linux_secure", "host": "web01", "index": "auth",
                     "time": WHEN, "fields": {"dc": "eu-1"}})
 
