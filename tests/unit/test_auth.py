@@ -26,7 +26,7 @@ OTHER = {"Authorization": f"Splunk {OTHER_SECRET}"}
 SETTINGS = HecSettings(
     tokens=[
         HecToken(name="web", token=SECRET, default_index="main"),
-        HecToken(name="curl", token=QUERY_SECRET, allow_params=True),
+        HecToken(name="curl", token=QUERY_SECRET, allow_query_string=True),
     ]
 )
 

@@ -69,7 +69,7 @@ def test_a_query_string_token_is_not_forwarded_unless_enabled():
 
 def test_an_enabled_query_string_token_is_forwarded_and_the_answer_still_decides():
     service = AuthService(httpx.Response(200, json={"valid": True, "allow_query_string": True}))
-    auth = remote_authenticator(service, Clock(), auth_params=True)
+    auth = remote_authenticator(service, Clock(), auth_query_string=True)
 
     assert auth.authenticate(request(query={"token": REMOTE_SECRET})).name == "remote"
     assert [c["token"] for c in service.calls] == [REMOTE_SECRET]
