@@ -26,14 +26,18 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
 - Nesting: the parser takes what orjson parses (1,024 levels). An event too deep for storage
   to write (orjson writes 254 levels) is dead-lettered by the storage backend (storage.base.
   encode_document), which names the member; its DLQ record keeps the text, so it never needs
-  serializing. Measuring every event here would cost more than parsing it. A DLQ envelope
-  posted back is the exception: its `attributes` go into the DLQ record and the stored
-  document as objects, so one nested more than MAX_REPLAY_DEPTH (200) levels is refused with code 6.
+  serializing. Measuring every event here would cost more than parsing it.
 - `fields` must be a flat object: values are scalars or arrays of scalars (Splunk's
   multi-value indexed fields). A nested object or array answers code 15, as Splunk does.
 - `host`, `source`, `sourcetype` and `index` must be strings when given; `null` or `""`
   fall back to the defaults. Default sourcetype is the token's, else `httpevent` (Splunk's
   own default); default source is the token's, else `http:<token name>`.
+- Index scope (SPEC §3): an index name follows Splunk's rule (config.INDEX_NAME: lower-case
+  letters, digits, `_`, `-`, not starting with `_` or `-`, at most 80 characters); any other
+  name answers code 7 and is never rewritten into one. A missing, null or empty index is the
+  token's `default_index` on every path (events, raw lines, posted-back envelopes), and a
+  token's `allowed_indexes` are checked against the index the storage will use (`main` when
+  neither the event nor the token names one), so leaving the index out never leaves the scope.
 - The raw endpoint reads metadata from query parameters first, then `X-Splunk-Request-*`
   headers, then the token's defaults. Blank and whitespace-only lines are skipped.
 - Raw lines are decoded one by one only when the body as a whole is not valid UTF-8 (one
@@ -44,8 +48,18 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   (`\n` or `\r\n`). It then goes through the pipeline like any other line.
 - An object without `event` that is shaped like a DLQ envelope (`id`, `source_type`, `format`,
   `payload`, `attributes`) is a replay, as in the seed's workflow of posting
-  `jq -c '.events[].envelope'` back to HEC: it keeps its id and metadata, so storage never
-  holds a replayed event twice.
+  `jq -c '.events[].envelope'` back to HEC: it keeps its id, so storage never holds a replayed
+  event twice, and its payload, format, source and source type. It is checked exactly as a
+  fresh event (SPEC §3): `attributes.host`, `source`, `source_type` and `attributes.index` as
+  `host`, `source`, `sourcetype` and `index` (index scope included), `attributes.fields` as
+  `fields` (nested: code 15), `attributes.time` as `time`, `attributes.payload_b64` must be
+  base64. Its attributes are rebuilt from those members only (others are ignored, as unknown
+  members of an event are); `token_name` is the replaying token's name and `received_at` the
+  time of this request, whatever the envelope says. The token name the envelope claimed is
+  kept as `attributes.original_token_name` (unverified: any token holder can write it).
+- A DLQ listing entry too large for its page has no `envelope` (dlq.py): a client replaying a
+  listing with `jq -c '.events[].envelope'` posts `null` for it, which answers code 6 with a
+  detail saying so; a whole DLQ record posted instead of its envelope answers code 12 likewise.
 - A body over the limit (before or after gzip) answers HTTP 413 with code 6 and a detail in
   Splunk's words: "Content-Length of N too large (maximum is M)".
 """
@@ -64,10 +78,11 @@ from typing import Any, Literal
 
 import orjson
 
-from .config import HecToken
+from .config import INDEX_RULE, HecToken, is_index_name
 from .envelope import Envelope, Format, new_id
 from .errors import HecError
 from .jsontext import member_span
+from .storage.base import DEFAULT_INDEX
 
 EndpointKind = Literal["event", "raw", "health", "ack"]
 
@@ -98,10 +113,6 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}]|"', re.DOTALL)
 _WHITESPACE = re.compile(rb"[ \t\r\n]*")
 # orjson refuses deeper nesting, so a piece past this depth is invalid whatever follows.
 _MAX_DEPTH = 1024
-# The deepest nesting of a posted-back envelope's attributes, counting the envelope (module
-# docstring); and the deepest orjson serializes (tests pin it against the installed orjson).
-MAX_REPLAY_DEPTH = 200
-ORJSON_MAX_DEPTH = 254
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t]*")
 
@@ -325,18 +336,18 @@ class _EventBuilder:
     def __init__(self, token: HecToken, received_at: str, body: bytes) -> None:
         self.body = body
         self.token_name = token.name
-        self.default_index = token.default_index
         self.received_at = received_at
         self.source = token.default_source or f"http:{token.name}"
         self.source_type = token.default_sourcetype or DEFAULT_SOURCETYPE
-        self.allowed = set(token.allowed_indexes) if token.allowed_indexes is not None else None
+        self.index = _Scope(token)
 
     def __call__(self, number: int, obj: Any, start: int, end: int) -> Envelope:
         """The envelope of the object `obj`, which lies at `body[start:end]`."""
         # The hot path of ingest: plain dict lookups and isinstance checks, no helpers
         # unless a value needs more than a type check.
         if type(obj) is not dict:
-            raise HecError(6, invalid_event_number=number, detail="each event must be a JSON object")
+            raise HecError(6, invalid_event_number=number, detail=_NOT_AN_OBJECT if obj is not None
+                           else f"event {number} is null; {_NO_ENVELOPE}")
         event = obj.get("event", _MISSING)
         fmt: Format
         payload: str | None = None
@@ -352,40 +363,22 @@ class _EventBuilder:
         elif event is _MISSING:
             if _is_envelope(obj):
                 return self._replayed(number, obj)
+            if "envelope" in obj or "envelope_bytes" in obj:
+                # A DLQ record, or a listing entry too large for its page, posted as it was listed.
+                raise HecError(12, invalid_event_number=number, detail=f"event {number} is a DLQ record, "
+                               f"not an event or an envelope; {_NO_ENVELOPE}")
             raise HecError(12, invalid_event_number=number)
         elif event is None:
             raise HecError(13, invalid_event_number=number)
         else:
             fmt, text = "raw", partial(_event_text, self.body, start, end, event)
-        host = obj.get("host")
-        source = obj.get("source")
-        source_type = obj.get("sourcetype")
-        index = obj.get("index")
-        fields = obj.get("fields")
-        when = obj.get("time")
-        if not (
-            (host is None or type(host) is str)
-            and (source is None or type(source) is str)
-            and (source_type is None or type(source_type) is str)
-            and (index is None or type(index) is str)
-        ):
-            key = next(k for k in _METADATA if not _is_text(obj.get(k)))
-            raise HecError(6, invalid_event_number=number, detail=f"{key} must be a string")
-        index = index or self.default_index
-        if self.allowed is not None and index is not None and index not in self.allowed:
-            raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
-        attributes: dict[str, Any] = {
-            "host": host or None,
-            "index": index,
-            "fields": {} if fields is None else _check_fields(fields, number),
-            "token_name": self.token_name,
-        }
-        if when is not None:
-            attributes["time"] = _epoch(when, number)
+        source, source_type, attributes = self._metadata(
+            number, _EVENT_KEYS, obj.get("host"), obj.get("source"), obj.get("sourcetype"),
+            obj.get("index"), obj.get("fields"), obj.get("time"))
         return Envelope(
             id=new_id(),
-            source=source or self.source,
-            source_type=source_type or self.source_type,
+            source=source,
+            source_type=source_type,
             format=fmt,
             payload=payload,
             attributes=attributes,
@@ -394,40 +387,105 @@ class _EventBuilder:
             text=text,
         )
 
+    def _metadata(self, number: int, keys: tuple[str, ...], host: Any, source: Any, source_type: Any,
+                  index: Any, fields: Any, when: Any) -> tuple[str, str, dict[str, Any]]:
+        """(source, source type, attributes) of an event or a posted-back envelope, checked the
+        same way for both (module docstring); `keys` name the members in error details."""
+        if not (
+            (host is None or type(host) is str)
+            and (source is None or type(source) is str)
+            and (source_type is None or type(source_type) is str)
+            and (index is None or type(index) is str)
+        ):
+            key = next(k for k, v in zip(keys, (host, source, source_type, index), strict=False)
+                       if not _is_text(v))
+            raise HecError(6, invalid_event_number=number, detail=f"{key} must be a string")
+        attributes: dict[str, Any] = {
+            "host": host or None,
+            "index": self.index(index, number),
+            "fields": {} if fields is None else _check_fields(fields, number, keys[4]),
+            "token_name": self.token_name,
+        }
+        if when is not None:
+            attributes["time"] = _epoch(when, number, keys[5])
+        return source or self.source, source_type or self.source_type, attributes
 
     def _replayed(self, number: int, obj: dict[str, Any]) -> Envelope:
         """A DLQ envelope sent back as it was listed (the seed's replay workflow).
 
         It keeps its id, so storage's create-by-`_id` never stores a replayed event twice, and its
-        original metadata; the replaying token is recorded beside the original one.
+        payload, format, source and source type; everything else is checked as for a fresh event
+        (module docstring): its attributes are rebuilt from the members the service itself writes
+        there, `token_name` is the replaying token's and `received_at` the time of this request.
         """
         attributes = obj.get("attributes")
         if attributes is None:
             attributes = {}
         if type(attributes) is not dict:
             raise HecError(6, invalid_event_number=number, detail="envelope attributes must be an object")
-        index = attributes.get("index")
-        if index is not None and type(index) is not str:
-            raise HecError(6, invalid_event_number=number, detail="index must be a string")
-        if self.allowed is not None and index is not None and index not in self.allowed:
-            raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
         if not obj["payload"].strip():
             raise HecError(13, invalid_event_number=number)
-        if _deeper_than(attributes, MAX_REPLAY_DEPTH - 1):
-            raise HecError(6, invalid_event_number=number,
-                           detail=f"attributes is nested more than {MAX_REPLAY_DEPTH} levels deep")
+        source, source_type, checked = self._metadata(
+            number, _ENVELOPE_KEYS, attributes.get("host"), obj.get("source"), obj["source_type"],
+            attributes.get("index"), attributes.get("fields"), attributes.get("time"))
+        exact = attributes.get("payload_b64")
+        if exact is not None:
+            if type(exact) is not str or not _is_base64(exact):
+                raise HecError(6, invalid_event_number=number,
+                               detail="attributes.payload_b64 must be base64 text")
+            checked["payload_b64"] = exact
+        original = attributes.get("original_token_name") or attributes.get("token_name")
+        if type(original) is str:
+            checked["original_token_name"] = original[:MAX_TOKEN_NAME]
         return Envelope(
             id=obj["id"],
-            source=obj.get("source") if type(obj.get("source")) is str else self.source,
-            source_type=obj["source_type"],
+            source=source,
+            source_type=source_type,
             format=obj["format"],
             payload=obj["payload"],
-            attributes={**attributes, "replayed_by": self.token_name},
-            received_at=obj.get("received_at") if type(obj.get("received_at")) is str else self.received_at,
+            attributes=checked,
+            received_at=self.received_at,
         )
 
 
+class _Scope:
+    """A token's index scope (SPEC §3): which index an event lands in, or HecError(7)."""
+
+    def __init__(self, token: HecToken) -> None:
+        self.default = token.default_index
+        self.allowed = frozenset(token.allowed_indexes) if token.allowed_indexes is not None else None
+
+    def __call__(self, index: str | None, number: int | None = None) -> str | None:
+        """The index of an event that names `index` (None or "" for none): its own when it follows
+        Splunk's naming rule, else the token's default. The allowed check runs on the name the
+        storage uses, so an event without any index is checked as the storage's default one."""
+        index = index or self.default
+        if index is not None and not is_index_name(index):
+            raise HecError(7, invalid_event_number=number,
+                           detail=f"index {index[:100]!r} is not an index name ({INDEX_RULE})")
+        if self.allowed is not None and (index or DEFAULT_INDEX) not in self.allowed:
+            raise HecError(7, invalid_event_number=number,
+                           detail=f"index {(index or DEFAULT_INDEX)!r} is not allowed for this token")
+        return index
+
+
+# Member names in error details: of an event object, and of a posted-back envelope.
+_EVENT_KEYS = ("host", "source", "sourcetype", "index", "fields", "time")
+_ENVELOPE_KEYS = ("attributes.host", "source", "source_type", "attributes.index", "attributes.fields",
+                  "attributes.time")
+# A posted-back envelope's claimed token name is kept (as `original_token_name`) at most this long.
+MAX_TOKEN_NAME = 200
+_NOT_AN_OBJECT = "each event must be a JSON object"
+# What a client replaying a DLQ listing with `jq -c '.events[].envelope'` is told when it posts an
+# entry listed without its envelope (too large for a page): jq prints `null` for it.
+_NO_ENVELOPE = ("a DLQ listing entry too large for its page is listed without its envelope "
+                "(\"truncated\": true) and cannot be replayed from the listing; nothing was stored")
 _ENVELOPE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _is_base64(text: str) -> bool:
+    return len(text) % 4 == 0 and _BASE64.fullmatch(text) is not None
 
 
 def _event_text(body: bytes, start: int, end: int, event: Any) -> str:
@@ -436,21 +494,6 @@ def _event_text(body: bytes, start: int, end: int, event: Any) -> str:
     if span is None:  # not for a body orjson parsed; an event is never lost over it
         return orjson.dumps(event).decode()
     return body[span[0] : span[1]].decode()
-
-
-def _deeper_than(value: Any, levels: int) -> bool:
-    """Whether `value` nests more than `levels` arrays or objects deep (a scalar is 0 deep).
-
-    orjson (in C) serializes at most ORJSON_MAX_DEPTH levels: wrapped in enough lists to leave
-    exactly `levels` for it, `value` serializes only if it is no deeper than that.
-    """
-    for _ in range(ORJSON_MAX_DEPTH - levels):
-        value = [value]
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return True
-    return False
 
 
 def _is_envelope(obj: dict[str, Any]) -> bool:
@@ -474,25 +517,25 @@ def _skip_whitespace(body: bytes, pos: int) -> int:
     return match.end() if match else pos
 
 
-def _check_fields(value: Any, number: int) -> dict[str, Any]:
+def _check_fields(value: Any, number: int, key: str = "fields") -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise HecError(6, invalid_event_number=number, detail="fields must be an object")
+        raise HecError(6, invalid_event_number=number, detail=f"{key} must be an object")
     for name, item in value.items():
         if isinstance(item, dict) or (
             isinstance(item, list) and any(isinstance(part, dict | list) for part in item)
         ):
-            raise HecError(15, invalid_event_number=number, detail=f"fields.{name[:80]} is nested")
+            raise HecError(15, invalid_event_number=number, detail=f"{key}.{name[:80]} is nested")
     return value
 
 
-def _epoch(value: Any, number: int) -> float:
+def _epoch(value: Any, number: int, key: str = "time") -> float:
     """Event time as float seconds from a JSON number or numeric string."""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     if numeric or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         seconds = float(value)
         if math.isfinite(seconds):
             return seconds
-    raise HecError(6, invalid_event_number=number, detail="time must be epoch seconds")
+    raise HecError(6, invalid_event_number=number, detail=f"{key} must be epoch seconds")
 
 
 def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -> list[Envelope]:
@@ -505,9 +548,7 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
     meta: dict[str, str | None] = {}
     for key in _METADATA:
         meta[key] = req.query.get(key) or req.header(f"x-splunk-request-{key}") or None
-    index = meta["index"] or token.default_index
-    if token.allowed_indexes is not None and index is not None and index not in token.allowed_indexes:
-        raise HecError(7, detail=f"index {index[:80]!r} is not allowed")
+    index = _Scope(token)(meta["index"])
     source = meta["source"] or token.default_source or f"http:{token.name}"
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
     envelopes = []
