@@ -70,11 +70,11 @@ import base64
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
-from typing import Any, Literal
+from itertools import islice, repeat
+from typing import Any, AnyStr, Literal
 
 import orjson
 
@@ -111,12 +111,27 @@ _LINE_BOUNDARY = re.compile(rb"\}\r?\n\{")
 # that opens a string never closed.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}]|"', re.DOTALL)
 _WHITESPACE = re.compile(rb"[ \t\r\n]*")
+# A run of lines holding only JSON whitespace (possessive: a line that is not blank costs only its
+# leading whitespace), and a piece of JSON whitespace.
+_BLANK_JSON_LINES = re.compile(rb"(?:[ \t\r]*+\n)*+")
+_JSON_BLANK = re.compile(rb"[ \t\r]*")
+# A run of raw lines holding only whitespace (as str.isspace() sees it for text; ASCII only for
+# bytes that are not UTF-8, whose other blank lines are dropped one at a time after decoding).
+_BLANK_TEXT_LINES = re.compile(r"(?:[^\S\n]*+\n)*+")
+_BLANK_BYTE_LINES = re.compile(rb"(?:[^\S\n]*+\n)*+")
 # orjson refuses deeper nesting, so a piece past this depth is invalid whatever follows.
 _MAX_DEPTH = 1024
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t]*")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# The most gzip members one body may hold (400 code 6 past it): clients send one, or one per
+# batch they append; ten thousand leaves room for any of them.
+MAX_GZIP_MEMBERS = 10_000
+# Input fed to zlib per call for one member: small at first, so a member's end is found after
+# copying little of what follows it, then doubling so a large member takes few calls.
+GZIP_FIRST_STEP = 64
+GZIP_MAX_STEP = 64 * 1024
 # Tells an absent `event` key from `"event": null`.
 _MISSING = object()
 
@@ -147,8 +162,15 @@ def endpoint_kind(path: str) -> EndpointKind | None:
     return _ENDPOINTS.get(path)
 
 
-def read_body(req: HecRequest, max_bytes: int) -> bytes:
-    """The request body as sent by the client, decompressed, and never more than `max_bytes`."""
+def read_body(req: HecRequest, max_bytes: int, max_ratio: int | None = None,
+              max_members: int = MAX_GZIP_MEMBERS) -> bytes:
+    """The request body as sent by the client, decompressed, and never more than `max_bytes`.
+
+    A gzip body inflates to at most `max_ratio` times its own size (`hec.max_decompression_ratio`,
+    SPEC §9) and holds at most `max_members` gzip members. Raises HecError: 413 code 6 past a size
+    limit, 400 code 6 for a body that is not gzip as labelled, has too many members, or an
+    encoding other than gzip.
+    """
     body = req.body
     if len(body) > max_bytes:
         raise _too_large(f"Content-Length of {len(body)} too large (maximum is {max_bytes})")
@@ -156,7 +178,7 @@ def read_body(req: HecRequest, max_bytes: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding in ("gzip", "x-gzip"):
-        return _gunzip(body, max_bytes)
+        return _gunzip(body, max_bytes, max_ratio, max_members)
     raise HecError(6, detail=f"unsupported Content-Encoding {encoding[:40]!r}; expected gzip or none")
 
 
@@ -164,77 +186,120 @@ def _too_large(detail: str) -> HecError:
     return HecError(6, status=413, detail=detail)
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress every gzip member of `data`, stopping as soon as the output passes `limit`.
+def _gunzip(data: bytes, max_bytes: int, max_ratio: int | None, max_members: int) -> bytes:
+    """Decompress every gzip member of `data`, stopping as soon as the output passes its limit.
 
-    Output is produced in steps capped by `max_length`, so a small body that inflates to
-    gigabytes (a gzip bomb) costs at most `limit` bytes of memory before it is refused.
+    Linear in the input: each member is fed from a memoryview of the body in steps that start at
+    GZIP_FIRST_STEP bytes and double up to GZIP_MAX_STEP, so finding where a member ends copies at
+    most one step of input (zlib's `unused_data`), and a body of tiny members costs no more than
+    a body of one. Output is produced in steps capped by `max_length`, so a small body that inflates
+    to gigabytes (a gzip bomb) costs at most the limit in memory before it is refused.
     """
     if not data:
         return b""
+    limit = max_bytes if max_ratio is None else min(max_bytes, max_ratio * len(data))
+    view = memoryview(data)
+    size = len(data)
     chunks: list[bytes] = []
-    size = 0
-    pending = data
-    while pending:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            while not inflater.eof:
-                chunk = inflater.decompress(pending, limit + 1 - size)
-                pending = inflater.unconsumed_tail
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(f"decompressed body is larger than the maximum of {limit} bytes")
-                chunks.append(chunk)
-                if not chunk and not pending:
+    total = 0
+    pos = 0
+    members = 0
+    while pos < size:
+        if members:
+            # Some writers pad the last member with zeros; anything else must be another member.
+            if data[pos:pos + 2] != _GZIP_MAGIC:
+                if data.count(0, pos) == size - pos:
                     break
-        except zlib.error as exc:
-            raise HecError(6, detail=f"body is not valid gzip: {exc}") from None
-        if not inflater.eof:
-            raise HecError(6, detail="body is not valid gzip: compressed data is truncated")
-        pending = inflater.unused_data
-        # Some writers pad the last member with zeros; anything else must be another member.
-        if pending and not pending.startswith(_GZIP_MAGIC):
-            if pending.strip(b"\x00"):
                 raise HecError(6, detail="body is not valid gzip: unexpected bytes after the compressed data")
-            pending = b""
+            if members == max_members:
+                raise HecError(6, detail=f"gzip body has more than {max_members} members (the maximum)")
+        members += 1
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        step = GZIP_FIRST_STEP
+        while not inflater.eof:
+            if pos >= size:
+                raise HecError(6, detail="body is not valid gzip: compressed data is truncated")
+            piece = view[pos:pos + step]
+            try:
+                chunk = inflater.decompress(piece, limit + 1 - total)
+            except zlib.error as exc:
+                raise HecError(6, detail=f"body is not valid gzip: {exc}") from None
+            pos += len(piece) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(_over_limit(limit, max_bytes, max_ratio, size))
+            chunks.append(chunk)
+            step = min(step * 2, GZIP_MAX_STEP)
     return b"".join(chunks)
 
 
-def parse_events(body: bytes, token: HecToken, received_at: str) -> list[Envelope]:
+def _over_limit(limit: int, max_bytes: int, max_ratio: int | None, size: int) -> str:
+    if limit < max_bytes and max_ratio is not None:
+        return (f"decompressed body is more than {max_ratio} times its compressed size of {size} bytes "
+                "(hec.max_decompression_ratio)")
+    return f"decompressed body is larger than the maximum of {max_bytes} bytes"
+
+
+def parse_events(body: bytes, token: HecToken, received_at: str,
+                 max_events: int | None = None) -> list[Envelope]:
     """The JSON protocol: one or more concatenated objects, all validated before any is returned.
 
     Each object is checked as soon as it is decoded, so a bad batch is refused at its first
-    bad event without decoding the rest.
+    bad event without decoding the rest; and objects are counted as they are decoded, so a
+    body of more than `max_events` (`hec.max_events_per_request`) is refused with 413 code 6
+    after decoding at most one more, never all of them. A body whose first value is not an
+    object is refused with code 6 without decoding it.
     """
     if not body or body.isspace():
         raise HecError(5)
+    first = _skip_whitespace(body, 0)
+    if body[first] != 0x7B:  # "{"
+        null = body.startswith(b"null", first)
+        raise HecError(6, invalid_event_number=0,
+                       detail=f"event 0 is null; {_NO_ENVELOPE}" if null else _NOT_AN_OBJECT)
+    limit = max_events if max_events is not None else len(body)
     build = _EventBuilder(token, received_at, body)
     try:
-        return [build(number, *piece) for number, piece in enumerate(_split_fast(body))]
+        return _counted(build, _split_fast(body, limit), limit)
     except _SplitFailed:
-        return [build(number, *piece) for number, piece in enumerate(_split_exact(body))]
+        return _counted(build, _split_exact(body), limit)
+
+
+def _counted(build: _EventBuilder, pieces: Iterator[tuple[Any, int, int]], limit: int) -> list[Envelope]:
+    """The envelopes of the pieces, or 413 once there are more than `limit` (taking one more)."""
+    envelopes = [build(number, *piece) for number, piece in islice(enumerate(pieces), limit + 1)]
+    if len(envelopes) > limit:
+        raise _too_many(limit)
+    return envelopes
+
+
+def _too_many(limit: int) -> HecError:
+    return _too_large(f"more than {limit} events in one request (hec.max_events_per_request)")
 
 
 class _SplitFailed(Exception):
     """The fast splitter met a piece that does not parse; the exact splitter must decide."""
 
 
-def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
+def _split_fast(body: bytes, limit: int) -> Iterator[tuple[Any, int, int]]:
     """Top-level values of a well-formed body with their (start, end) in it, found cheaply;
     _SplitFailed when unsure.
 
     A single object, the most common request, needs one call. A line feed cannot occur inside
     a JSON string, so when every non-blank line of a body parses, each line is one value: that
     is how most batching clients write (one object per line), and splitting on a single byte
-    is several times cheaper than searching for multi-byte boundaries. An object spread over
-    several lines breaks this on its first line (which cannot parse alone); when that is the
-    body's first line nothing has been yielded and the two ways below are tried instead.
+    is several times cheaper than searching for multi-byte boundaries. Lines are found one at a
+    time (runs of blank lines skipped by one match), so a caller that stops early has not paid
+    for the rest. An object spread over several lines breaks this on its first line (which
+    cannot parse alone); when that is the body's first line nothing has been yielded and the
+    two ways below are tried instead.
 
     In newline-delimited batches every brace-newline-brace between objects is a boundary:
-    replacing each with `},{` makes one JSON array. Other batches separate objects with `}{`
-    plus spaces, which may also occur inside a string; but a split there leaves the piece
-    before it with an unterminated string, which cannot parse. So while every piece parses,
-    every split so far was a true boundary.
+    replacing each with `},{` makes one JSON array, decoded at once; only when there are fewer
+    than `limit` boundaries, so that a body of too many objects is never decoded whole. Other
+    batches separate objects with `}{` plus spaces, which may also occur inside a string; but a
+    split there leaves the piece before it with an unterminated string, which cannot parse. So
+    while every piece parses, every split so far was a true boundary.
     """
     try:
         single = orjson.loads(body)
@@ -243,25 +308,31 @@ def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
     else:
         yield single, 0, len(body)
         return
+    view = memoryview(body)
+    size = len(body)
     if b"\n" in body:
         yielded = False
-        end = -1
-        for line in body.split(b"\n"):
-            start, end = end + 1, end + 1 + len(line)
-            if not line.strip(b" \t\r"):  # JSON's whitespace only; bytes.isspace() takes more
-                continue
+        pos = 0
+        while True:
+            pos = _skip(_BLANK_JSON_LINES, body, pos)
+            if pos >= size:
+                return
+            end = body.find(b"\n", pos)
+            end = size if end < 0 else end
+            if _JSON_BLANK.fullmatch(body, pos, end):  # the last line, without a line feed
+                return
             try:
-                value = orjson.loads(line)
+                value = orjson.loads(view[pos:end])
             except orjson.JSONDecodeError:
                 if yielded:
                     raise _SplitFailed from None
                 break
-            yield value, start, end
+            yield value, pos, end
             yielded = True
-        else:
-            return
-    boundaries = [(match.start() + 1, match.end() - 1) for match in _LINE_BOUNDARY.finditer(body)]
-    if boundaries:
+            pos = end + 1
+    boundaries = [(match.start() + 1, match.end() - 1)
+                  for match in islice(_LINE_BOUNDARY.finditer(body), limit)]
+    if boundaries and len(boundaries) < limit:
         joined = body.replace(b"}\r\n{", b"},{").replace(b"}\n{", b"},{")
         try:
             batch = orjson.loads(b"[" + joined + b"]")
@@ -275,7 +346,6 @@ def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
             ends = [*(before for before, _ in boundaries), len(body)]
             yield from zip(batch, starts, ends, strict=True)
             return
-    view = memoryview(body)
     start = 0
     for match in _BOUNDARY.finditer(body):
         yield _loads_or_resplit(view[start : match.start() + 1]), start, match.start() + 1
@@ -513,7 +583,12 @@ def _is_text(value: Any) -> bool:
 
 
 def _skip_whitespace(body: bytes, pos: int) -> int:
-    match = _WHITESPACE.match(body, pos)
+    return _skip(_WHITESPACE, body, pos)
+
+
+def _skip(run: re.Pattern[AnyStr], data: AnyStr, pos: int) -> int:
+    """Where the run `run` (a pattern that also matches nothing) starting at `pos` ends."""
+    match = run.match(data, pos)
     return match.end() if match else pos
 
 
@@ -538,25 +613,22 @@ def _epoch(value: Any, number: int, key: str = "time") -> float:
     raise HecError(6, invalid_event_number=number, detail=f"{key} must be epoch seconds")
 
 
-def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -> list[Envelope]:
-    """The raw protocol: one event per non-blank line, metadata from the query or headers."""
-    lines: Iterable[tuple[str, str | None]]
-    try:
-        lines = zip(body.decode("utf-8").split("\n"), repeat(None))
-    except UnicodeDecodeError:
-        lines = map(_decode_line, body.split(b"\n"))
+def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str,
+              max_events: int | None = None) -> list[Envelope]:
+    """The raw protocol: one event per non-blank line, metadata from the query or headers.
+
+    Lines are taken one at a time, so a body of more than `max_events` lines
+    (`hec.max_events_per_request`) is refused with 413 code 6 having built at most one more.
+    """
     meta: dict[str, str | None] = {}
     for key in _METADATA:
         meta[key] = req.query.get(key) or req.header(f"x-splunk-request-{key}") or None
     index = _Scope(token)(meta["index"])
     source = meta["source"] or token.default_source or f"http:{token.name}"
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
+    limit = max_events if max_events is not None else len(body)
     envelopes = []
-    for line, exact in lines:
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line or line.isspace():
-            continue
+    for line, exact in islice(_raw_lines(body), limit + 1):
         attributes = {"host": meta["host"], "index": index, "fields": {}, "token_name": token.name}
         if exact is not None:
             attributes["payload_b64"] = exact
@@ -573,7 +645,41 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
         )
     if not envelopes:
         raise HecError(5)
+    if len(envelopes) > limit:
+        raise _too_many(limit)
     return envelopes
+
+
+def _raw_lines(body: bytes) -> Iterator[tuple[str, str | None]]:
+    """(text, exact bytes as base64 or None) of each non-blank line of a raw body, in order,
+    without its `\n` or `\r\n` (module docstring)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        lines: Iterator[tuple[str, str | None]] = map(_decode_line, _lines(body, _BLANK_BYTE_LINES, b"\n"))
+    else:
+        lines = zip(_lines(text, _BLANK_TEXT_LINES, "\n"), repeat(None))
+    for line, exact in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line and not line.isspace():
+            yield line, exact
+
+
+def _lines(data: AnyStr, blank_run: re.Pattern[AnyStr], newline: AnyStr) -> Iterator[AnyStr]:
+    """The lines of `data` one at a time, without their `newline`, skipping each run of lines of
+    whitespace with one match (C speed); a line that is only whitespace may still come out (the
+    last one, or one of non-ASCII whitespace from bytes)."""
+    pos = 0
+    size = len(data)
+    while pos < size:
+        pos = _skip(blank_run, data, pos)
+        if pos >= size:
+            return
+        end = data.find(newline, pos)
+        end = size if end < 0 else end
+        yield data[pos:end]
+        pos = end + 1
 
 
 def _decode_line(raw: bytes) -> tuple[str, str | None]:

@@ -130,12 +130,13 @@ class Service:
                 return self.hec_ack(req, token)
             # Like authentication, the channel depends on headers and query only: checked before the body.
             channel = ack.channel(req) if token.ack else None
-            body = read_body(req, self.settings.hec.max_body_bytes)
+            limits = self.settings.hec
+            body = read_body(req, limits.max_body_bytes, limits.max_decompression_ratio)
             received_at = rfc3339(self.clock())
             if kind == "raw":
-                envelopes = parse_raw(body, req, token, received_at)
+                envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
             else:
-                envelopes = parse_events(body, token, received_at)
+                envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
             result = self.ingest(envelopes)
         except HecError as err:
             if err.status >= 500:
@@ -163,7 +164,8 @@ class Service:
         if not token.ack:
             raise HecError(14)
         ack.channel(req)
-        ack_ids = ack.parse_ack_query(read_body(req, self.settings.hec.max_body_bytes))
+        limits = self.settings.hec
+        ack_ids = ack.parse_ack_query(read_body(req, limits.max_body_bytes, limits.max_decompression_ratio))
         return Reply(200, ack.ack_answer(ack_ids))
 
     def hec_health(self) -> Reply:
