@@ -9,6 +9,8 @@ Benches, in the order they run (default: all but opensearch):
   dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
+  abuse     one request per fresh process: peak memory at the body limit and the time of
+            adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             and the _bulk request size (needs Java; not in the default set, about 2 minutes)
 Figures are printed, never judged pass/fail on time; the last table compares them to targets.
@@ -23,7 +25,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import backlog, dlqwrite, ingest, opensearch, overhead, storage
+from . import abuse, backlog, dlqwrite, ingest, opensearch, overhead, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -42,6 +44,7 @@ BENCHES = {
     "dlq": dlqwrite.run,
     "overhead": overhead.run,
     "backlog": backlog.run,
+    "abuse": abuse.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]
