@@ -12,7 +12,8 @@ import pytest
 
 from telhawk_ingest.config import HecToken, load_settings
 from telhawk_ingest.envelope import new_id
-from telhawk_ingest.errors import ConfigError
+from telhawk_ingest.errors import ConfigError, HecError
+from telhawk_ingest.hec import HecRequest, parse_events, parse_raw
 from tests.functional.conftest import HEC_TOKEN
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -139,3 +140,16 @@ def test_an_unsound_token_scope_stops_start_up_naming_the_token_never_printing_i
 def test_a_scoped_token_with_its_default_among_its_indexes_is_taken():
     token = HecToken(name="n", token="t", default_index="network", allowed_indexes=["network"])
     assert token.default_index == "network"
+
+
+def test_a_scoped_token_without_a_default_never_lets_an_event_without_index_into_main():
+    # Start-up refuses such a token; one built some other way (model_construct skips validation)
+    # is still checked on the index the storage would use, `main`, and refused.
+    token = HecToken.model_construct(name="n", token="t", default_index=None, allowed_indexes=["network"],
+                                     default_sourcetype=None, default_source=None)
+    raw = HecRequest("POST", "/services/collector/raw")
+    for parse in (lambda: parse_events(b'{"event": "x"}{"event": "y", "index": ""}', token, "r"),
+                  lambda: parse_raw(b"x\n", raw, token, "r")):
+        with pytest.raises(HecError) as caught:
+            parse()
+        assert caught.value.code == 7 and "'main' is not allowed" in caught.value.detail
