@@ -62,6 +62,12 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   detail saying so; a whole DLQ record posted instead of its envelope answers code 12 likewise.
 - A body over the limit (before or after gzip) answers HTTP 413 with code 6 and a detail in
   Splunk's words: "Content-Length of N too large (maximum is M)".
+- Caps besides the body limit (SPEC §3, §9), each checked while the body is read or parsed, so
+  that memory and time stay in proportion to what the caps allow, never to what a body claims:
+  a gzip body inflating to more than `hec.max_decompression_ratio` times its size (413 code 6),
+  or holding more than MAX_GZIP_MEMBERS members (400 code 6); more than
+  `hec.max_events_per_request` events (413 code 6), counted as objects and lines are found, so
+  at most one envelope past the cap is ever built. Details name the setting.
 """
 
 from __future__ import annotations
