@@ -12,6 +12,8 @@ Benches, in the order they run (default: all but opensearch):
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
   normalizers  every normalizer against adversarial lines: worst time per line and per request
+  abuse     one request per fresh process: peak memory at the body limit and the time of
+            adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -27,7 +29,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, storage
+from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -40,6 +42,7 @@ BENCHES = {
     "overhead": overhead.run,
     "backlog": backlog.run,
     "normalizers": normalizers.run,
+    "abuse": abuse.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]

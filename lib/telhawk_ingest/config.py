@@ -9,6 +9,7 @@ anywhere else; the rest of the package is handed a Settings object.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,19 @@ from .errors import ConfigError
 
 CONFIG_FILE_ENV = "INGEST_CONFIG_FILE"
 
+# Splunk's rule for index names (Splunk Enterprise, Managing Indexers: "Create custom indexes"):
+# lower-case ASCII letters, digits, `_` and `-`, not starting with `_` or `-` (Splunk's own
+# internal indexes start with `_`), at most 80 characters. Every index name the service takes, from
+# a client or from the settings, follows it; nothing is ever rewritten into it.
+INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,79}")
+INDEX_RULE = ("lower-case letters, digits, '_' and '-', not starting with '_' or '-', "
+              "at most 80 characters")
+
+
+def is_index_name(name: object) -> bool:
+    """Whether `name` is a string that follows INDEX_NAME (Splunk's index naming rule)."""
+    return type(name) is str and INDEX_NAME.fullmatch(name) is not None
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +58,26 @@ class HecToken(_Section):
     # Splunk's indexer acknowledgement (useACK): a data channel on every request, an ackId in each
     # success answer, and /services/collector/ack (SPEC §3; ack.py).
     ack: bool = False
+
+    @model_validator(mode="after")
+    def _index_scope(self) -> HecToken:
+        """Index names follow INDEX_NAME, and a token limited to `allowed_indexes` has its
+        `default_index` among them, so an event that names no index stays in scope (SPEC §3).
+        Errors name the token by its name, never by the token itself."""
+        who = f"token {self.name!r}"
+        if self.default_index is not None and not is_index_name(self.default_index):
+            raise ValueError(f"{who}: default_index {self.default_index[:100]!r} is not an index name "
+                             f"({INDEX_RULE})")
+        if self.allowed_indexes is None:
+            return self
+        for index in self.allowed_indexes:
+            if not is_index_name(index):
+                raise ValueError(f"{who}: allowed_indexes entry {index[:100]!r} is not an index name "
+                                 f"({INDEX_RULE})")
+        if self.default_index is None or self.default_index not in self.allowed_indexes:
+            raise ValueError(f"{who}: has allowed_indexes, so default_index must be set to one of them "
+                             f"(events that name no index go there); got {self.default_index!r}")
+        return self
 
 
 class AuthScope(_Section):
@@ -63,6 +97,12 @@ class AuthScope(_Section):
 class HecSettings(_Section):
     tokens: list[HecToken] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Per request, counted while the body is parsed (SPEC §9): past it the request is refused with
+    # 413 before more envelopes are built.
+    max_events_per_request: int = Field(default=100_000, gt=0)
+    # A gzip body may inflate to at most this many times its compressed size (and never past
+    # max_body_bytes); checked while decompressing (SPEC §9).
+    max_decompression_ratio: int = Field(default=100, gt=0)
     # Optional remote token validation: POST {auth_url}/api/v1/auth/validate-hec (auth.py).
     # http:// only when this is true, for local testing; a warning says so at start-up.
     auth_allow_insecure_http: bool = False
@@ -139,11 +179,15 @@ class DayWindow(_Section):
     """How far an event's own time may lie from its arrival and still pick its storage day (SPEC §3).
 
     Outside `[arrival - back_days, arrival + ahead_days]` the arrival's day is used instead.
-    Whole days, at most ten years each way.
+    Arrival is the time in the envelope id, so a replay lands on the day of the first try; but an
+    envelope posted back to HEC brings its own id, so that time counts only within
+    `[this request's arrival - replay_back_days, + ahead_days]`, else the request's arrival does:
+    ids made up by a client cannot pick days of their own either. Whole days, at most ten years.
     """
 
     back_days: int = Field(default=7, ge=0, le=3650)
     ahead_days: int = Field(default=1, ge=0, le=3650)
+    replay_back_days: int = Field(default=30, ge=0, le=3650)
 
 
 class StorageSettings(_Section):
@@ -288,5 +332,6 @@ def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
         where = f"{key} (from {origin})" if origin else key
         given = err.get("input")
         shown = "" if isinstance(given, dict | list) or key.endswith("token") else f", got {given!r}"
-        lines.append(f"{where}: {err['msg'].lower()}{shown}")
+        msg = err["msg"]  # only its first letter lowered: the rest may quote a token's name
+        lines.append(f"{where}: {msg[:1].lower()}{msg[1:]}{shown}")
     return "invalid configuration: " + "; ".join(lines)

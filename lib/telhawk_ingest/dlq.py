@@ -74,6 +74,9 @@ RETURNED = ("dlq_files_returned", "dlq_bytes_returned")
 # 10 MiB body limit no record reaches 61 MiB. `record_cap` raises it with hec.max_body_bytes.
 MAX_RECORD_BYTES = 128 * 1024 * 1024
 REASONS = ("normalization_failed", "validation_failed", "storage_failed")
+# A listing page holds at most this many bytes of records (SPEC §11 bounds it by count; this
+# bounds the answer and the memory a listing takes whatever the records' sizes).
+LIST_PAGE_BYTES = 8 * 1024 * 1024
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
 
 
@@ -114,6 +117,20 @@ def make_record(
         "stage": STAGES[reason],
         "details": details or {},
     }
+
+
+def truncated_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A listing entry for a record too large for a page: every member but `envelope`, then
+    `envelope_bytes` (the envelope's size as JSON) and `"truncated": true`.
+
+    The envelope is left out whole, never cut down: a client that posts `.envelope` back to HEC
+    (the seed's replay loop) gets `null` for this entry, which HEC refuses, rather than a partial
+    event stored under the real id, where it would make the real event unstorable.
+    """
+    entry = {key: value for key, value in record.items() if key != "envelope"}
+    entry["envelope_bytes"] = len(orjson.dumps(record["envelope"]))
+    entry["truncated"] = True
+    return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,20 +653,24 @@ class DeadLetterQueue:
     def _load(self, name: str) -> dict[str, Any] | None:
         """Parse one file; None when it is corrupt (or vanished under a concurrent purge). Not a
         regular file, a link, or over the size cap: corrupt, and never followed (module docstring)."""
+        return self._load_sized(name)[0]
+
+    def _load_sized(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        """`_load`, and the file's size in bytes (0 when it could not be read)."""
         try:
             data = read_regular(self.path / name, self.max_record_bytes)
             record = orjson.loads(data)
         except FileNotFoundError:
             self._catalog.forget([name])
-            return None
+            return None, 0
         except (OSError, orjson.JSONDecodeError):
             self._catalog.put(name, CORRUPT)
-            return None
+            return None, 0
         if not isinstance(record, dict) or not isinstance(record.get("envelope"), dict):
-            self._catalog.put(name, CORRUPT)
-            return None
-        self._catalog.put(name, _summarize(record, _seconds(name)))
-        return record
+            self._catalog.put(name, CORRUPT, len(data))
+            return None, len(data)
+        self._catalog.put(name, _summarize(record, _seconds(name)), len(data))
+        return record, len(data)
 
     def _summary(self, name: str) -> Summary | None:
         """The file's summary, read once per process; None when it is corrupt or gone."""
@@ -670,39 +691,33 @@ class DeadLetterQueue:
         return record
 
     def list(
-        self, flt: DlqFilter = NO_FILTER, limit: int = 100, cursor: str | None = None
+        self, flt: DlqFilter = NO_FILTER, limit: int = 100, cursor: str | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[list[dict[str, Any]], int, str | None]:
         """A page of records, oldest first: (records, total matching, next cursor or None).
 
-        Without content filters only the page's files are read; with them, every candidate is
-        summarized once per process and cached.
+        A page holds at most `limit` records and `max_bytes` bytes of them (LIST_PAGE_BYTES by
+        default; a record counts as its file's size, about what it takes in the answer): it ends
+        before the record that would pass the bytes, which the next cursor starts with. A record
+        larger than `max_bytes` alone is listed without its envelope (`truncated_entry`), never
+        with part of it. Without content filters only the page's files are read; with them,
+        every candidate is summarized once per process and cached.
         """
         if cursor is not None:
             check_id(cursor)
+        budget = LIST_PAGE_BYTES if max_bytes is None else max_bytes
         listing = self._scan()
         if flt.since is None and flt.until is None:
             candidates = listing.names
         else:
             candidates = [n for n in listing.names if flt.matches_name(_seconds(n))]
-        page: list[dict[str, Any]] = []
         if flt.needs_content:
             matching = [n for n in candidates if (s := self._summary(n)) is not None and flt.matches(s)]
             total = len(matching)
-            start = _after(matching, cursor)
-            for name in matching[start:]:
-                if len(page) == limit:
-                    break
-                if (record := self._load(name)) is not None:
-                    page.append(record)
-            last_index = start + len(page)
-            more = last_index < len(matching)
+            page, i = self._page(matching, _after(matching, cursor), limit, budget)
+            more = i < len(matching)
         else:
-            start = _after(candidates, cursor)
-            i = start
-            while i < len(candidates) and len(page) < limit:
-                if (record := self._load(candidates[i])) is not None:
-                    page.append(record)
-                i += 1
+            page, i = self._page(candidates, _after(candidates, cursor), limit, budget)
             corrupt = self._catalog.corrupt
             if candidates is listing.names:
                 known_corrupt = len(corrupt & listing.present)
@@ -712,6 +727,26 @@ class DeadLetterQueue:
             more = any(n not in corrupt for n in candidates[i:])
         next_cursor = page[-1]["id"] if page and more else None
         return page, total, next_cursor
+
+    def _page(self, names: list[str], start: int, limit: int, budget: int
+              ) -> tuple[list[dict[str, Any]], int]:
+        """The readable records of `names[start:]` that fit a page (see `list`), and the index of
+        the first name the page did not consume."""
+        page: list[dict[str, Any]] = []
+        used = 0
+        i = start
+        while i < len(names) and len(page) < limit:
+            record, size = self._load_sized(names[i])
+            if record is not None:
+                if size > budget:
+                    record = truncated_entry(record)
+                    size = 0
+                elif page and used + size > budget:
+                    break
+                page.append(record)
+                used += size
+            i += 1
+        return page, i
 
     def iter_matching(self, flt: DlqFilter) -> Iterator[str]:
         """Ids of parseable entries that match, oldest first."""

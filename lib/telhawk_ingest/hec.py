@@ -26,14 +26,18 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
 - Nesting: the parser takes what orjson parses (1,024 levels). An event too deep for storage
   to write (orjson writes 254 levels) is dead-lettered by the storage backend (storage.base.
   encode_document), which names the member; its DLQ record keeps the text, so it never needs
-  serializing. Measuring every event here would cost more than parsing it. A DLQ envelope
-  posted back is the exception: its `attributes` go into the DLQ record and the stored
-  document as objects, so one nested more than MAX_REPLAY_DEPTH (200) levels is refused with code 6.
+  serializing. Measuring every event here would cost more than parsing it.
 - `fields` must be a flat object: values are scalars or arrays of scalars (Splunk's
   multi-value indexed fields). A nested object or array answers code 15, as Splunk does.
 - `host`, `source`, `sourcetype` and `index` must be strings when given; `null` or `""`
   fall back to the defaults. Default sourcetype is the token's, else `httpevent` (Splunk's
   own default); default source is the token's, else `http:<token name>`.
+- Index scope (SPEC §3): an index name follows Splunk's rule (config.INDEX_NAME: lower-case
+  letters, digits, `_`, `-`, not starting with `_` or `-`, at most 80 characters); any other
+  name answers code 7 and is never rewritten into one. A missing, null or empty index is the
+  token's `default_index` on every path (events, raw lines, posted-back envelopes), and a
+  token's `allowed_indexes` are checked against the index the storage will use (`main` when
+  neither the event nor the token names one), so leaving the index out never leaves the scope.
 - The raw endpoint reads metadata from query parameters first, then `X-Splunk-Request-*`
   headers, then the token's defaults. Blank and whitespace-only lines are skipped.
 - Raw lines are decoded one by one only when the body as a whole is not valid UTF-8 (one
@@ -44,10 +48,26 @@ Choices where Splunk's documentation is silent, matched to observed Splunk behav
   (`\n` or `\r\n`). It then goes through the pipeline like any other line.
 - An object without `event` that is shaped like a DLQ envelope (`id`, `source_type`, `format`,
   `payload`, `attributes`) is a replay, as in the seed's workflow of posting
-  `jq -c '.events[].envelope'` back to HEC: it keeps its id and metadata, so storage never
-  holds a replayed event twice.
+  `jq -c '.events[].envelope'` back to HEC: it keeps its id, so storage never holds a replayed
+  event twice, and its payload, format, source and source type. It is checked exactly as a
+  fresh event (SPEC §3): `attributes.host`, `source`, `source_type` and `attributes.index` as
+  `host`, `source`, `sourcetype` and `index` (index scope included), `attributes.fields` as
+  `fields` (nested: code 15), `attributes.time` as `time`, `attributes.payload_b64` must be
+  base64. Its attributes are rebuilt from those members only (others are ignored, as unknown
+  members of an event are); `token_name` is the replaying token's name and `received_at` the
+  time of this request, whatever the envelope says. The token name the envelope claimed is
+  kept as `attributes.original_token_name` (unverified: any token holder can write it).
+- A DLQ listing entry too large for its page has no `envelope` (dlq.py): a client replaying a
+  listing with `jq -c '.events[].envelope'` posts `null` for it, which answers code 6 with a
+  detail saying so; a whole DLQ record posted instead of its envelope answers code 12 likewise.
 - A body over the limit (before or after gzip) answers HTTP 413 with code 6 and a detail in
   Splunk's words: "Content-Length of N too large (maximum is M)".
+- Caps besides the body limit (SPEC §3, §9), each checked while the body is read or parsed, so
+  that memory and time stay in proportion to what the caps allow, never to what a body claims:
+  a gzip body inflating to more than `hec.max_decompression_ratio` times its size (413 code 6),
+  or holding more than MAX_GZIP_MEMBERS members (400 code 6); more than
+  `hec.max_events_per_request` events (413 code 6), counted as objects and lines are found, so
+  at most one envelope past the cap is ever built. Details name the setting.
 """
 
 from __future__ import annotations
@@ -56,18 +76,19 @@ import base64
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
-from typing import Any, Literal
+from itertools import islice, repeat
+from typing import Any, AnyStr, Literal
 
 import orjson
 
-from .config import HecToken
+from .config import INDEX_RULE, HecToken, is_index_name
 from .envelope import Envelope, Format, new_id
 from .errors import HecError
 from .jsontext import member_span
+from .storage.base import DEFAULT_INDEX
 
 EndpointKind = Literal["event", "raw", "health", "ack"]
 
@@ -96,16 +117,27 @@ _LINE_BOUNDARY = re.compile(rb"\}\r?\n\{")
 # that opens a string never closed.
 _TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}]|"', re.DOTALL)
 _WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+# A run of lines holding only JSON whitespace (possessive: a line that is not blank costs only its
+# leading whitespace), and a piece of JSON whitespace.
+_BLANK_JSON_LINES = re.compile(rb"(?:[ \t\r]*+\n)*+")
+_JSON_BLANK = re.compile(rb"[ \t\r]*+")
+# A run of raw lines holding only whitespace (as str.isspace() sees it for text; ASCII only for
+# bytes that are not UTF-8, whose other blank lines are dropped one at a time after decoding).
+_BLANK_TEXT_LINES = re.compile(r"(?:[^\S\n]*+\n)*+")
+_BLANK_BYTE_LINES = re.compile(rb"(?:[^\S\n]*+\n)*+")
 # orjson refuses deeper nesting, so a piece past this depth is invalid whatever follows.
 _MAX_DEPTH = 1024
-# The deepest nesting of a posted-back envelope's attributes, counting the envelope (module
-# docstring); and the deepest orjson serializes (tests pin it against the installed orjson).
-MAX_REPLAY_DEPTH = 200
-ORJSON_MAX_DEPTH = 254
 # Epoch seconds as text: float() alone would also take "nan", "inf" and "1_000".
 _NUMBER = re.compile(r"[ \t]*+[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?[ \t]*+")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# The most gzip members one body may hold (400 code 6 past it): clients send one, or one per
+# batch they append; ten thousand leaves room for any of them.
+MAX_GZIP_MEMBERS = 10_000
+# Input fed to zlib per call for one member: small at first, so a member's end is found after
+# copying little of what follows it, then doubling so a large member takes few calls.
+GZIP_FIRST_STEP = 64
+GZIP_MAX_STEP = 64 * 1024
 # Tells an absent `event` key from `"event": null`.
 _MISSING = object()
 
@@ -136,8 +168,15 @@ def endpoint_kind(path: str) -> EndpointKind | None:
     return _ENDPOINTS.get(path)
 
 
-def read_body(req: HecRequest, max_bytes: int) -> bytes:
-    """The request body as sent by the client, decompressed, and never more than `max_bytes`."""
+def read_body(req: HecRequest, max_bytes: int, max_ratio: int | None = None,
+              max_members: int = MAX_GZIP_MEMBERS) -> bytes:
+    """The request body as sent by the client, decompressed, and never more than `max_bytes`.
+
+    A gzip body inflates to at most `max_ratio` times its own size (`hec.max_decompression_ratio`,
+    SPEC §9) and holds at most `max_members` gzip members. Raises HecError: 413 code 6 past a size
+    limit, 400 code 6 for a body that is not gzip as labelled, has too many members, or an
+    encoding other than gzip.
+    """
     body = req.body
     if len(body) > max_bytes:
         raise _too_large(f"Content-Length of {len(body)} too large (maximum is {max_bytes})")
@@ -145,7 +184,7 @@ def read_body(req: HecRequest, max_bytes: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding in ("gzip", "x-gzip"):
-        return _gunzip(body, max_bytes)
+        return _gunzip(body, max_bytes, max_ratio, max_members)
     raise HecError(6, detail=f"unsupported Content-Encoding {encoding[:40]!r}; expected gzip or none")
 
 
@@ -153,77 +192,120 @@ def _too_large(detail: str) -> HecError:
     return HecError(6, status=413, detail=detail)
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress every gzip member of `data`, stopping as soon as the output passes `limit`.
+def _gunzip(data: bytes, max_bytes: int, max_ratio: int | None, max_members: int) -> bytes:
+    """Decompress every gzip member of `data`, stopping as soon as the output passes its limit.
 
-    Output is produced in steps capped by `max_length`, so a small body that inflates to
-    gigabytes (a gzip bomb) costs at most `limit` bytes of memory before it is refused.
+    Linear in the input: each member is fed from a memoryview of the body in steps that start at
+    GZIP_FIRST_STEP bytes and double up to GZIP_MAX_STEP, so finding where a member ends copies at
+    most one step of input (zlib's `unused_data`), and a body of tiny members costs no more than
+    a body of one. Output is produced in steps capped by `max_length`, so a small body that inflates
+    to gigabytes (a gzip bomb) costs at most the limit in memory before it is refused.
     """
     if not data:
         return b""
+    limit = max_bytes if max_ratio is None else min(max_bytes, max_ratio * len(data))
+    view = memoryview(data)
+    size = len(data)
     chunks: list[bytes] = []
-    size = 0
-    pending = data
-    while pending:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            while not inflater.eof:
-                chunk = inflater.decompress(pending, limit + 1 - size)
-                pending = inflater.unconsumed_tail
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(f"decompressed body is larger than the maximum of {limit} bytes")
-                chunks.append(chunk)
-                if not chunk and not pending:
+    total = 0
+    pos = 0
+    members = 0
+    while pos < size:
+        if members:
+            # Some writers pad the last member with zeros; anything else must be another member.
+            if data[pos:pos + 2] != _GZIP_MAGIC:
+                if data.count(0, pos) == size - pos:
                     break
-        except zlib.error as exc:
-            raise HecError(6, detail=f"body is not valid gzip: {exc}") from None
-        if not inflater.eof:
-            raise HecError(6, detail="body is not valid gzip: compressed data is truncated")
-        pending = inflater.unused_data
-        # Some writers pad the last member with zeros; anything else must be another member.
-        if pending and not pending.startswith(_GZIP_MAGIC):
-            if pending.strip(b"\x00"):
                 raise HecError(6, detail="body is not valid gzip: unexpected bytes after the compressed data")
-            pending = b""
+            if members == max_members:
+                raise HecError(6, detail=f"gzip body has more than {max_members} members (the maximum)")
+        members += 1
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        step = GZIP_FIRST_STEP
+        while not inflater.eof:
+            if pos >= size:
+                raise HecError(6, detail="body is not valid gzip: compressed data is truncated")
+            piece = view[pos:pos + step]
+            try:
+                chunk = inflater.decompress(piece, limit + 1 - total)
+            except zlib.error as exc:
+                raise HecError(6, detail=f"body is not valid gzip: {exc}") from None
+            pos += len(piece) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(_over_limit(limit, max_bytes, max_ratio, size))
+            chunks.append(chunk)
+            step = min(step * 2, GZIP_MAX_STEP)
     return b"".join(chunks)
 
 
-def parse_events(body: bytes, token: HecToken, received_at: str) -> list[Envelope]:
+def _over_limit(limit: int, max_bytes: int, max_ratio: int | None, size: int) -> str:
+    if limit < max_bytes and max_ratio is not None:
+        return (f"decompressed body is more than {max_ratio} times its compressed size of {size} bytes "
+                "(hec.max_decompression_ratio)")
+    return f"decompressed body is larger than the maximum of {max_bytes} bytes"
+
+
+def parse_events(body: bytes, token: HecToken, received_at: str,
+                 max_events: int | None = None) -> list[Envelope]:
     """The JSON protocol: one or more concatenated objects, all validated before any is returned.
 
     Each object is checked as soon as it is decoded, so a bad batch is refused at its first
-    bad event without decoding the rest.
+    bad event without decoding the rest; and objects are counted as they are decoded, so a
+    body of more than `max_events` (`hec.max_events_per_request`) is refused with 413 code 6
+    after decoding at most one more, never all of them. A body whose first value is not an
+    object is refused with code 6 without decoding it.
     """
     if not body or body.isspace():
         raise HecError(5)
+    first = _skip_whitespace(body, 0)
+    if body[first] != 0x7B:  # "{"
+        null = body.startswith(b"null", first)
+        raise HecError(6, invalid_event_number=0,
+                       detail=f"event 0 is null; {_NO_ENVELOPE}" if null else _NOT_AN_OBJECT)
+    limit = max_events if max_events is not None else len(body)
     build = _EventBuilder(token, received_at, body)
     try:
-        return [build(number, *piece) for number, piece in enumerate(_split_fast(body))]
+        return _counted(build, _split_fast(body, limit), limit)
     except _SplitFailed:
-        return [build(number, *piece) for number, piece in enumerate(_split_exact(body))]
+        return _counted(build, _split_exact(body), limit)
+
+
+def _counted(build: _EventBuilder, pieces: Iterator[tuple[Any, int, int]], limit: int) -> list[Envelope]:
+    """The envelopes of the pieces, or 413 once there are more than `limit` (taking one more)."""
+    envelopes = [build(number, *piece) for number, piece in islice(enumerate(pieces), limit + 1)]
+    if len(envelopes) > limit:
+        raise _too_many(limit)
+    return envelopes
+
+
+def _too_many(limit: int) -> HecError:
+    return _too_large(f"more than {limit} events in one request (hec.max_events_per_request)")
 
 
 class _SplitFailed(Exception):
     """The fast splitter met a piece that does not parse; the exact splitter must decide."""
 
 
-def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
+def _split_fast(body: bytes, limit: int) -> Iterator[tuple[Any, int, int]]:
     """Top-level values of a well-formed body with their (start, end) in it, found cheaply;
     _SplitFailed when unsure.
 
     A single object, the most common request, needs one call. A line feed cannot occur inside
     a JSON string, so when every non-blank line of a body parses, each line is one value: that
     is how most batching clients write (one object per line), and splitting on a single byte
-    is several times cheaper than searching for multi-byte boundaries. An object spread over
-    several lines breaks this on its first line (which cannot parse alone); when that is the
-    body's first line nothing has been yielded and the two ways below are tried instead.
+    is several times cheaper than searching for multi-byte boundaries. Lines are found one at a
+    time (runs of blank lines skipped by one match), so a caller that stops early has not paid
+    for the rest. An object spread over several lines breaks this on its first line (which
+    cannot parse alone); when that is the body's first line nothing has been yielded and the
+    two ways below are tried instead.
 
     In newline-delimited batches every brace-newline-brace between objects is a boundary:
-    replacing each with `},{` makes one JSON array. Other batches separate objects with `}{`
-    plus spaces, which may also occur inside a string; but a split there leaves the piece
-    before it with an unterminated string, which cannot parse. So while every piece parses,
-    every split so far was a true boundary.
+    replacing each with `},{` makes one JSON array, decoded at once; only when there are fewer
+    than `limit` boundaries, so that a body of too many objects is never decoded whole. Other
+    batches separate objects with `}{` plus spaces, which may also occur inside a string; but a
+    split there leaves the piece before it with an unterminated string, which cannot parse. So
+    while every piece parses, every split so far was a true boundary.
     """
     try:
         single = orjson.loads(body)
@@ -232,25 +314,31 @@ def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
     else:
         yield single, 0, len(body)
         return
+    view = memoryview(body)
+    size = len(body)
     if b"\n" in body:
         yielded = False
-        end = -1
-        for line in body.split(b"\n"):
-            start, end = end + 1, end + 1 + len(line)
-            if not line.strip(b" \t\r"):  # JSON's whitespace only; bytes.isspace() takes more
-                continue
+        pos = 0
+        while True:
+            pos = _skip(_BLANK_JSON_LINES, body, pos)
+            if pos >= size:
+                return
+            end = body.find(b"\n", pos)
+            end = size if end < 0 else end
+            if _JSON_BLANK.fullmatch(body, pos, end):  # the last line, without a line feed
+                return
             try:
-                value = orjson.loads(line)
+                value = orjson.loads(view[pos:end])
             except orjson.JSONDecodeError:
                 if yielded:
                     raise _SplitFailed from None
                 break
-            yield value, start, end
+            yield value, pos, end
             yielded = True
-        else:
-            return
-    boundaries = [(match.start() + 1, match.end() - 1) for match in _LINE_BOUNDARY.finditer(body)]
-    if boundaries:
+            pos = end + 1
+    boundaries = [(match.start() + 1, match.end() - 1)
+                  for match in islice(_LINE_BOUNDARY.finditer(body), limit)]
+    if boundaries and len(boundaries) < limit:
         joined = body.replace(b"}\r\n{", b"},{").replace(b"}\n{", b"},{")
         try:
             batch = orjson.loads(b"[" + joined + b"]")
@@ -264,7 +352,6 @@ def _split_fast(body: bytes) -> Iterator[tuple[Any, int, int]]:
             ends = [*(before for before, _ in boundaries), len(body)]
             yield from zip(batch, starts, ends, strict=True)
             return
-    view = memoryview(body)
     start = 0
     for match in _BOUNDARY.finditer(body):
         yield _loads_or_resplit(view[start : match.start() + 1]), start, match.start() + 1
@@ -325,18 +412,18 @@ class _EventBuilder:
     def __init__(self, token: HecToken, received_at: str, body: bytes) -> None:
         self.body = body
         self.token_name = token.name
-        self.default_index = token.default_index
         self.received_at = received_at
         self.source = token.default_source or f"http:{token.name}"
         self.source_type = token.default_sourcetype or DEFAULT_SOURCETYPE
-        self.allowed = set(token.allowed_indexes) if token.allowed_indexes is not None else None
+        self.index = _Scope(token)
 
     def __call__(self, number: int, obj: Any, start: int, end: int) -> Envelope:
         """The envelope of the object `obj`, which lies at `body[start:end]`."""
         # The hot path of ingest: plain dict lookups and isinstance checks, no helpers
         # unless a value needs more than a type check.
         if type(obj) is not dict:
-            raise HecError(6, invalid_event_number=number, detail="each event must be a JSON object")
+            raise HecError(6, invalid_event_number=number, detail=_NOT_AN_OBJECT if obj is not None
+                           else f"event {number} is null; {_NO_ENVELOPE}")
         event = obj.get("event", _MISSING)
         fmt: Format
         payload: str | None = None
@@ -352,40 +439,22 @@ class _EventBuilder:
         elif event is _MISSING:
             if _is_envelope(obj):
                 return self._replayed(number, obj)
+            if "envelope" in obj or "envelope_bytes" in obj:
+                # A DLQ record, or a listing entry too large for its page, posted as it was listed.
+                raise HecError(12, invalid_event_number=number, detail=f"event {number} is a DLQ record, "
+                               f"not an event or an envelope; {_NO_ENVELOPE}")
             raise HecError(12, invalid_event_number=number)
         elif event is None:
             raise HecError(13, invalid_event_number=number)
         else:
             fmt, text = "raw", partial(_event_text, self.body, start, end, event)
-        host = obj.get("host")
-        source = obj.get("source")
-        source_type = obj.get("sourcetype")
-        index = obj.get("index")
-        fields = obj.get("fields")
-        when = obj.get("time")
-        if not (
-            (host is None or type(host) is str)
-            and (source is None or type(source) is str)
-            and (source_type is None or type(source_type) is str)
-            and (index is None or type(index) is str)
-        ):
-            key = next(k for k in _METADATA if not _is_text(obj.get(k)))
-            raise HecError(6, invalid_event_number=number, detail=f"{key} must be a string")
-        index = index or self.default_index
-        if self.allowed is not None and index is not None and index not in self.allowed:
-            raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
-        attributes: dict[str, Any] = {
-            "host": host or None,
-            "index": index,
-            "fields": {} if fields is None else _check_fields(fields, number),
-            "token_name": self.token_name,
-        }
-        if when is not None:
-            attributes["time"] = _epoch(when, number)
+        source, source_type, attributes = self._metadata(
+            number, _EVENT_KEYS, obj.get("host"), obj.get("source"), obj.get("sourcetype"),
+            obj.get("index"), obj.get("fields"), obj.get("time"))
         return Envelope(
             id=new_id(),
-            source=source or self.source,
-            source_type=source_type or self.source_type,
+            source=source,
+            source_type=source_type,
             format=fmt,
             payload=payload,
             attributes=attributes,
@@ -394,40 +463,105 @@ class _EventBuilder:
             text=text,
         )
 
+    def _metadata(self, number: int, keys: tuple[str, ...], host: Any, source: Any, source_type: Any,
+                  index: Any, fields: Any, when: Any) -> tuple[str, str, dict[str, Any]]:
+        """(source, source type, attributes) of an event or a posted-back envelope, checked the
+        same way for both (module docstring); `keys` name the members in error details."""
+        if not (
+            (host is None or type(host) is str)
+            and (source is None or type(source) is str)
+            and (source_type is None or type(source_type) is str)
+            and (index is None or type(index) is str)
+        ):
+            key = next(k for k, v in zip(keys, (host, source, source_type, index), strict=False)
+                       if not _is_text(v))
+            raise HecError(6, invalid_event_number=number, detail=f"{key} must be a string")
+        attributes: dict[str, Any] = {
+            "host": host or None,
+            "index": self.index(index, number),
+            "fields": {} if fields is None else _check_fields(fields, number, keys[4]),
+            "token_name": self.token_name,
+        }
+        if when is not None:
+            attributes["time"] = _epoch(when, number, keys[5])
+        return source or self.source, source_type or self.source_type, attributes
 
     def _replayed(self, number: int, obj: dict[str, Any]) -> Envelope:
         """A DLQ envelope sent back as it was listed (the seed's replay workflow).
 
         It keeps its id, so storage's create-by-`_id` never stores a replayed event twice, and its
-        original metadata; the replaying token is recorded beside the original one.
+        payload, format, source and source type; everything else is checked as for a fresh event
+        (module docstring): its attributes are rebuilt from the members the service itself writes
+        there, `token_name` is the replaying token's and `received_at` the time of this request.
         """
         attributes = obj.get("attributes")
         if attributes is None:
             attributes = {}
         if type(attributes) is not dict:
             raise HecError(6, invalid_event_number=number, detail="envelope attributes must be an object")
-        index = attributes.get("index")
-        if index is not None and type(index) is not str:
-            raise HecError(6, invalid_event_number=number, detail="index must be a string")
-        if self.allowed is not None and index is not None and index not in self.allowed:
-            raise HecError(7, invalid_event_number=number, detail=f"index {index[:80]!r} is not allowed")
         if not obj["payload"].strip():
             raise HecError(13, invalid_event_number=number)
-        if _deeper_than(attributes, MAX_REPLAY_DEPTH - 1):
-            raise HecError(6, invalid_event_number=number,
-                           detail=f"attributes is nested more than {MAX_REPLAY_DEPTH} levels deep")
+        source, source_type, checked = self._metadata(
+            number, _ENVELOPE_KEYS, attributes.get("host"), obj.get("source"), obj["source_type"],
+            attributes.get("index"), attributes.get("fields"), attributes.get("time"))
+        exact = attributes.get("payload_b64")
+        if exact is not None:
+            if type(exact) is not str or not _is_base64(exact):
+                raise HecError(6, invalid_event_number=number,
+                               detail="attributes.payload_b64 must be base64 text")
+            checked["payload_b64"] = exact
+        original = attributes.get("original_token_name") or attributes.get("token_name")
+        if type(original) is str:
+            checked["original_token_name"] = original[:MAX_TOKEN_NAME]
         return Envelope(
             id=obj["id"],
-            source=obj.get("source") if type(obj.get("source")) is str else self.source,
-            source_type=obj["source_type"],
+            source=source,
+            source_type=source_type,
             format=obj["format"],
             payload=obj["payload"],
-            attributes={**attributes, "replayed_by": self.token_name},
-            received_at=obj.get("received_at") if type(obj.get("received_at")) is str else self.received_at,
+            attributes=checked,
+            received_at=self.received_at,
         )
 
 
+class _Scope:
+    """A token's index scope (SPEC §3): which index an event lands in, or HecError(7)."""
+
+    def __init__(self, token: HecToken) -> None:
+        self.default = token.default_index
+        self.allowed = frozenset(token.allowed_indexes) if token.allowed_indexes is not None else None
+
+    def __call__(self, index: str | None, number: int | None = None) -> str | None:
+        """The index of an event that names `index` (None or "" for none): its own when it follows
+        Splunk's naming rule, else the token's default. The allowed check runs on the name the
+        storage uses, so an event without any index is checked as the storage's default one."""
+        index = index or self.default
+        if index is not None and not is_index_name(index):
+            raise HecError(7, invalid_event_number=number,
+                           detail=f"index {index[:100]!r} is not an index name ({INDEX_RULE})")
+        if self.allowed is not None and (index or DEFAULT_INDEX) not in self.allowed:
+            raise HecError(7, invalid_event_number=number,
+                           detail=f"index {(index or DEFAULT_INDEX)!r} is not allowed for this token")
+        return index
+
+
+# Member names in error details: of an event object, and of a posted-back envelope.
+_EVENT_KEYS = ("host", "source", "sourcetype", "index", "fields", "time")
+_ENVELOPE_KEYS = ("attributes.host", "source", "source_type", "attributes.index", "attributes.fields",
+                  "attributes.time")
+# A posted-back envelope's claimed token name is kept (as `original_token_name`) at most this long.
+MAX_TOKEN_NAME = 200
+_NOT_AN_OBJECT = "each event must be a JSON object"
+# What a client replaying a DLQ listing with `jq -c '.events[].envelope'` is told when it posts an
+# entry listed without its envelope (too large for a page): jq prints `null` for it.
+_NO_ENVELOPE = ("a DLQ listing entry too large for its page is listed without its envelope "
+                "(\"truncated\": true) and cannot be replayed from the listing; nothing was stored")
 _ENVELOPE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _is_base64(text: str) -> bool:
+    return len(text) % 4 == 0 and _BASE64.fullmatch(text) is not None
 
 
 def _event_text(body: bytes, start: int, end: int, event: Any) -> str:
@@ -436,21 +570,6 @@ def _event_text(body: bytes, start: int, end: int, event: Any) -> str:
     if span is None:  # not for a body orjson parsed; an event is never lost over it
         return orjson.dumps(event).decode()
     return body[span[0] : span[1]].decode()
-
-
-def _deeper_than(value: Any, levels: int) -> bool:
-    """Whether `value` nests more than `levels` arrays or objects deep (a scalar is 0 deep).
-
-    orjson (in C) serializes at most ORJSON_MAX_DEPTH levels: wrapped in enough lists to leave
-    exactly `levels` for it, `value` serializes only if it is no deeper than that.
-    """
-    for _ in range(ORJSON_MAX_DEPTH - levels):
-        value = [value]
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return True
-    return False
 
 
 def _is_envelope(obj: dict[str, Any]) -> bool:
@@ -470,52 +589,52 @@ def _is_text(value: Any) -> bool:
 
 
 def _skip_whitespace(body: bytes, pos: int) -> int:
-    match = _WHITESPACE.match(body, pos)
+    return _skip(_WHITESPACE, body, pos)
+
+
+def _skip(run: re.Pattern[AnyStr], data: AnyStr, pos: int) -> int:
+    """Where the run `run` (a pattern that also matches nothing) starting at `pos` ends."""
+    match = run.match(data, pos)
     return match.end() if match else pos
 
 
-def _check_fields(value: Any, number: int) -> dict[str, Any]:
+def _check_fields(value: Any, number: int, key: str = "fields") -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise HecError(6, invalid_event_number=number, detail="fields must be an object")
+        raise HecError(6, invalid_event_number=number, detail=f"{key} must be an object")
     for name, item in value.items():
         if isinstance(item, dict) or (
             isinstance(item, list) and any(isinstance(part, dict | list) for part in item)
         ):
-            raise HecError(15, invalid_event_number=number, detail=f"fields.{name[:80]} is nested")
+            raise HecError(15, invalid_event_number=number, detail=f"{key}.{name[:80]} is nested")
     return value
 
 
-def _epoch(value: Any, number: int) -> float:
+def _epoch(value: Any, number: int, key: str = "time") -> float:
     """Event time as float seconds from a JSON number or numeric string."""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     if numeric or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         seconds = float(value)
         if math.isfinite(seconds):
             return seconds
-    raise HecError(6, invalid_event_number=number, detail="time must be epoch seconds")
+    raise HecError(6, invalid_event_number=number, detail=f"{key} must be epoch seconds")
 
 
-def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -> list[Envelope]:
-    """The raw protocol: one event per non-blank line, metadata from the query or headers."""
-    lines: Iterable[tuple[str, str | None]]
-    try:
-        lines = zip(body.decode("utf-8").split("\n"), repeat(None))
-    except UnicodeDecodeError:
-        lines = map(_decode_line, body.split(b"\n"))
+def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str,
+              max_events: int | None = None) -> list[Envelope]:
+    """The raw protocol: one event per non-blank line, metadata from the query or headers.
+
+    Lines are taken one at a time, so a body of more than `max_events` lines
+    (`hec.max_events_per_request`) is refused with 413 code 6 having built at most one more.
+    """
     meta: dict[str, str | None] = {}
     for key in _METADATA:
         meta[key] = req.query.get(key) or req.header(f"x-splunk-request-{key}") or None
-    index = meta["index"] or token.default_index
-    if token.allowed_indexes is not None and index is not None and index not in token.allowed_indexes:
-        raise HecError(7, detail=f"index {index[:80]!r} is not allowed")
+    index = _Scope(token)(meta["index"])
     source = meta["source"] or token.default_source or f"http:{token.name}"
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
+    limit = max_events if max_events is not None else len(body)
     envelopes = []
-    for line, exact in lines:
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line or line.isspace():
-            continue
+    for line, exact in islice(_raw_lines(body), limit + 1):
         attributes = {"host": meta["host"], "index": index, "fields": {}, "token_name": token.name}
         if exact is not None:
             attributes["payload_b64"] = exact
@@ -532,7 +651,41 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str) -
         )
     if not envelopes:
         raise HecError(5)
+    if len(envelopes) > limit:
+        raise _too_many(limit)
     return envelopes
+
+
+def _raw_lines(body: bytes) -> Iterator[tuple[str, str | None]]:
+    """(text, exact bytes as base64 or None) of each non-blank line of a raw body, in order,
+    without its `\n` or `\r\n` (module docstring)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        lines: Iterator[tuple[str, str | None]] = map(_decode_line, _lines(body, _BLANK_BYTE_LINES, b"\n"))
+    else:
+        lines = zip(_lines(text, _BLANK_TEXT_LINES, "\n"), repeat(None))
+    for line, exact in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line and not line.isspace():
+            yield line, exact
+
+
+def _lines(data: AnyStr, blank_run: re.Pattern[AnyStr], newline: AnyStr) -> Iterator[AnyStr]:
+    """The lines of `data` one at a time, without their `newline`, skipping each run of lines of
+    whitespace with one match (C speed); a line that is only whitespace may still come out (the
+    last one, or one of non-ASCII whitespace from bytes)."""
+    pos = 0
+    size = len(data)
+    while pos < size:
+        pos = _skip(blank_run, data, pos)
+        if pos >= size:
+            return
+        end = data.find(newline, pos)
+        end = size if end < 0 else end
+        yield data[pos:end]
+        pos = end + 1
 
 
 def _decode_line(raw: bytes) -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ from .normalizers import Registry, default_registry
 from .retry import RetryPolicy, store_with_retries
 from .stats import Counters
 from .storage import make_backend
-from .storage.base import DEFAULT_INDEX, Item, StorageBackend, day_anchor, seconds
+from .storage.base import DEFAULT_INDEX, SECONDS_PER_DAY, Item, StorageBackend, day_anchor, seconds
 from .storage.document import stored_document
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Service:
         registry: Registry | None = None,
         validate: Callable[[dict[str, Any]], None] = ocsf.validate,
         authenticator: Authenticator | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend or make_backend(settings)
@@ -106,7 +106,8 @@ class Service:
                                    max_record_bytes=record_cap(settings.hec.max_body_bytes))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
-        self.clock = clock
+        # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
+        self.clock = clock or (lambda: time.time())
         self.ack_ids = ack.AckIds()
         self.started = time.monotonic()
         self._operators = {t.token: t.name for t in settings.operator.tokens}
@@ -136,12 +137,13 @@ class Service:
                 return self.hec_ack(req, token)
             # Like authentication, the channel depends on headers and query only: checked before the body.
             channel = ack.channel(req) if token.ack else None
-            body = read_body(req, self.settings.hec.max_body_bytes)
+            limits = self.settings.hec
+            body = read_body(req, limits.max_body_bytes, limits.max_decompression_ratio)
             received_at = rfc3339(self.clock())
             if kind == "raw":
-                envelopes = parse_raw(body, req, token, received_at)
+                envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
             else:
-                envelopes = parse_events(body, token, received_at)
+                envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
             result = self.ingest(envelopes)
         except HecError as err:
             return self.hec_refuse(err)
@@ -166,7 +168,8 @@ class Service:
         if not token.ack:
             raise HecError(14)
         ack.channel(req)
-        ack_ids = ack.parse_ack_query(read_body(req, self.settings.hec.max_body_bytes))
+        limits = self.settings.hec
+        ack_ids = ack.parse_ack_query(read_body(req, limits.max_body_bytes, limits.max_decompression_ratio))
         return Reply(200, ack.ack_answer(ack_ids))
 
     def hec_admit(self, req: HecRequest) -> HecToken | Reply | None:
@@ -292,17 +295,23 @@ class Service:
 
         The event's time is the HEC `time` when the client sent one, else the OCSF `time` (epoch
         milliseconds); neither is rescaled or changed in the document. Arrival is the envelope id's
-        time (UUIDv7), else `received_at`, so it is the same on every try, replay and redelivery.
+        time (UUIDv7), so it is the same on every try, replay and redelivery; but only within
+        `[received_at - replay_back_days, received_at + ahead_days]` (config.DayWindow), since an
+        envelope posted back to HEC brings its id from the client, while `received_at` is always
+        the server's. Otherwise, and for an id that is not UUIDv7, arrival is `received_at`.
         """
         given = envelope.attributes.get("time")
         event_time = seconds(given) if given is not None else seconds(event.get("time"), 1000)
-        arrival = id_time(envelope.id)
-        if arrival is None:
-            try:
-                arrival = seconds(parse_time(envelope.received_at))
-            except ValueError:
-                arrival = None
         window = self.settings.storage.day_window
+        arrival = id_time(envelope.id)
+        try:
+            received = seconds(parse_time(envelope.received_at))
+        except ValueError:
+            received = None
+        if received is not None and (arrival is None or not (
+                received - window.replay_back_days * SECONDS_PER_DAY <= arrival
+                <= received + window.ahead_days * SECONDS_PER_DAY)):
+            arrival = received
         return day_anchor(event_time, self.clock() if arrival is None else arrival,
                           window.back_days, window.ahead_days)
 

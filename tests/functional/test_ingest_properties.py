@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,8 @@ def hec_objects(draw: st.DrawFn) -> tuple[str, bool]:
                     "format": draw(st.sampled_from(["json", "raw"])),
                     "payload": draw(st.sampled_from([json.dumps(OCSF), SSHD[0].decode(), "{}", "x"])),
                     "attributes": {"time": draw(TIMES), "index": None, "fields": {}}}
-        return json.dumps(envelope), True
+        # Checked as a fresh event's `time` is: a posted-back envelope is no way around the rules.
+        return json.dumps(envelope), _epoch_seconds(envelope["attributes"]["time"])
     meta: dict[str, Any] = {"sourcetype": draw(st.sampled_from(SOURCETYPES))}
     if draw(st.booleans()):
         meta["time"] = draw(st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -104,6 +106,18 @@ def hec_objects(draw: st.DrawFn) -> tuple[str, bool]:
         meta["fields"] = draw(st.dictionaries(st.text(max_size=5), SCALARS, max_size=3))
     text = '{"event": ' + draw(events()) + ", " + json.dumps(meta)[1:]
     return text, _takes(text)
+
+
+def _epoch_seconds(value: Any) -> bool:
+    """Whether HEC takes `value` as a `time`: absent, or a finite JSON number or numeric string."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _takes(text: str) -> bool:

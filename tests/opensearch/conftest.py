@@ -130,7 +130,8 @@ def ocsf_event(name: str = "ocsf_authentication", **changes: Any) -> dict[str, A
 def envelope_of(event: dict[str, Any], index: str = "main") -> Envelope:
     """An already-OCSF event as the HEC layer would hand it over: source type `ocsf`, a fresh id.
 
-    The id carries the event's own time as its arrival, so the event is stored on its own day.
+    The id and `received_at` carry the event's own time as its arrival, as if it had been received
+    then, so the event is stored on its own day.
     """
     return Envelope(
         id=new_id(now_ns=int(event["time"]) * 1_000_000),
@@ -139,7 +140,7 @@ def envelope_of(event: dict[str, Any], index: str = "main") -> Envelope:
         format="json",
         payload=json.dumps(event),
         attributes={"index": index, "host": "it-host", "fields": {}, "token_name": "test"},
-        received_at=rfc3339(),
+        received_at=rfc3339(event["time"] / 1000),
     )
 
 

@@ -161,11 +161,16 @@ def test_events_land_in_a_daily_index_named_after_the_prefix_hec_index_and_event
         opensearch, opensearch_url, index_prefix, make_service):
     service = make_service(opensearch_url, index_prefix)
 
-    service.ingest([envelope_of(ocsf_event(), index="main"), envelope_of(ocsf_event(), index="Web Logs")])
+    names = ("main", "web_logs", "Web Logs")
+    result = service.ingest([envelope_of(ocsf_event(), index=name) for name in names])
 
     indices = opensearch.get(f"/_cat/indices/{index_prefix}*?format=json").json()
     names = sorted(row["index"] for row in indices)
     assert names == [f"{index_prefix}main-{DAY}", f"{index_prefix}web_logs-{DAY}"]
+    # A name outside Splunk's rule is never rewritten into another index: it is dead-lettered.
+    assert (result.stored, result.dead_lettered) == (2, 1)
+    [record] = dlq_records(service)
+    assert record["envelope"]["attributes"]["index"] == "Web Logs" and record["reason"] == "storage_failed"
 
 
 def test_the_ocsf_template_makes_time_a_date_and_keeps_raw_data_and_unmapped_out_of_the_index(

@@ -70,12 +70,14 @@ def test_a_uuid7_id_gives_its_millisecond_time_and_other_ids_none():
 
 
 def test_the_day_window_defaults_to_7_days_back_and_1_ahead_and_can_be_set(tmp_path):
-    assert load_settings(env={}).storage.day_window.model_dump() == {"back_days": 7, "ahead_days": 1}
+    assert load_settings(env={}).storage.day_window.model_dump() == {"back_days": 7, "ahead_days": 1,
+                                                                     "replay_back_days": 30}
     config = tmp_path / "c.yaml"
     config.write_text("storage:\n  day_window: {back_days: 30, ahead_days: 0}\n")
     assert load_settings(config, env={}).storage.day_window.back_days == 30
     from_env = load_settings(env={"INGEST_STORAGE_DAY_WINDOW": "{back_days: 2, ahead_days: 3}"})
-    assert from_env.storage.day_window.model_dump() == {"back_days": 2, "ahead_days": 3}
+    assert from_env.storage.day_window.model_dump() == {"back_days": 2, "ahead_days": 3,
+                                                        "replay_back_days": 30}
 
 
 @pytest.mark.parametrize(("window", "names"), [

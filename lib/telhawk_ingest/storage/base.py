@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..config import INDEX_RULE, is_index_name
 from ..envelope import id_time as envelope_id_time
 
 DEFAULT_INDEX = "main"
@@ -124,6 +125,21 @@ def utc_day(day_number: int) -> date:
     """The UTC date `day_number` days after 1970-01-01 (`int(seconds // 86400)`); day arithmetic,
     so no rounding of a time a microsecond before year 10000 can fall outside the calendar."""
     return _EPOCH + timedelta(days=day_number)
+
+
+def index_of(item: Item) -> str | Outcome:
+    """The index an item is stored in (DEFAULT_INDEX when it names none), or a permanent Outcome
+    when the name breaks Splunk's naming rule (config.INDEX_NAME).
+
+    The HEC layer refuses such names with code 7, so none reaches a backend from a client; this
+    guard is for anything else that builds items. A name is never rewritten into a valid one:
+    two names would then share an index (`a b` and `a_b`) or land somewhere no one asked for.
+    """
+    index = item.index or DEFAULT_INDEX
+    if is_index_name(index):
+        return index
+    shown = index[:100] if type(index) is str else type(index).__name__
+    return permanent(f"index {shown!r} is not an index name ({INDEX_RULE})", field="index")
 
 
 def retry(error: str, retry_after: float | None = None, **details: Any) -> Outcome:

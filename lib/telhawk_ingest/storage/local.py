@@ -68,7 +68,7 @@ import orjson
 
 from ..errors import ConfigError
 from ..files import fsync_dir, private_dir, uncreatable
-from .base import DEFAULT_INDEX, STORED, Item, Outcome, encode_document, retry, storage_time, utc_day
+from .base import STORED, Item, Outcome, encode_document, index_of, retry, storage_time, utc_day
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +257,18 @@ def day_text(day_number: int) -> str:
 
 
 def _row(item: Item) -> Row | Outcome:
-    """The row of one item, or the permanent Outcome when its document cannot be encoded as JSON
-    (ints over 64 bits, non-string keys, nesting too deep: `encode_document`)."""
+    """The row of one item, or the permanent Outcome when its index is not an index name
+    (`index_of`) or its document cannot be encoded as JSON (ints over 64 bits, non-string keys,
+    nesting too deep: `encode_document`)."""
+    index = index_of(item)
+    if isinstance(index, Outcome):
+        return index
     encoded = encode_document(item.document)
     if isinstance(encoded, Outcome):
         return encoded
     when = storage_time(item)
     document = encoded.decode()
-    return (item.id, item.index or DEFAULT_INDEX, day_text(int(when // 86400)), when, document)
+    return (item.id, index, day_text(int(when // 86400)), when, document)
 
 
 def _busy(exc: sqlite3.Error) -> bool:

@@ -12,11 +12,12 @@ Index naming
     `storage.base.day_anchor`). The name is the same on every attempt: a retry, or a DLQ replay days
     later, goes to the index of the first attempt, where `create` with `_id` = envelope id finds the
     copy already there (409, counted as stored) instead of writing a second one into today's index.
-    Names are lower-cased; every character outside `[a-z0-9._-]` becomes `_` (OpenSearch forbids
-    upper case, spaces and `\\ / * ? " < > | , # :`); characters an index name may not start with
-    are dropped from the front; an empty HEC index becomes `main`; the HEC part is cut so the
-    name stays within OpenSearch's 255 bytes. Spellings that differ only in case or punctuation
-    ("Web Logs", "web_logs") therefore share an index.
+    HEC index names follow Splunk's rule (config.INDEX_NAME: lower-case letters, digits, `_` and
+    `-`, at most 80 characters), which OpenSearch accepts as they are; the HEC layer refuses any
+    other name, and an item that carries one anyway is a permanent failure (`base.index_of`),
+    never rewritten. An empty HEC index is `main`. The prefix must be an OpenSearch name part
+    already (checked at start-up, not rewritten either), at most 164 characters, so a whole name
+    stays within OpenSearch's 255 bytes.
 
 Index template
     `_index_template/<prefix>ocsf`, matching `<prefix>*`, is PUT once per backend instance,
@@ -40,7 +41,6 @@ Outcomes where SPEC §6 is silent
 from __future__ import annotations
 
 import email.utils
-import functools
 import logging
 import math
 import re
@@ -62,6 +62,7 @@ from .base import (
     Item,
     Outcome,
     encode_document,
+    index_of,
     permanent,
     retry,
     storage_time,
@@ -80,29 +81,16 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 # Bumped whenever index_template() changes, so an operator can see which one a cluster holds.
 TEMPLATE_VERSION = 2
 
-# OpenSearch refuses index names longer than 255 bytes; the date suffix takes 11 of them.
+# OpenSearch refuses index names longer than 255 bytes; the date suffix takes 11 of them and a
+# HEC index name at most 80 (config.INDEX_NAME), which leaves 164 for the prefix.
 _MAX_INDEX_NAME_BYTES = 255
 _DAY_SUFFIX_LEN = len("-YYYY.MM.DD")
-_MAX_PREFIX_LEN = 200
-_NOT_IN_INDEX_NAME = re.compile(r"[^a-z0-9._-]")
-# An index name may not start with these (a leading "." would also make it a hidden index).
-_BAD_FIRST_CHARS = "._-+"
+_MAX_PREFIX_LEN = _MAX_INDEX_NAME_BYTES - _DAY_SUFFIX_LEN - 80
+# What OpenSearch takes at the start of an index name: lower case, none of `\ / * ? " < > | , # :`
+# or spaces, and no leading `_`, `-`, `+` or `.` (which would make it a hidden index).
+_PREFIX = re.compile(r"(?:[a-z0-9][a-z0-9._-]*)?")
 # Error text from a non-JSON body (an HTML page from a proxy, "Unauthorized") is cut to this.
 _MAX_BODY_SNIPPET = 200
-
-
-def sanitize_prefix(prefix: str) -> str:
-    """`storage.index_prefix` as OpenSearch accepts it: lower case, no forbidden characters."""
-    return _NOT_IN_INDEX_NAME.sub("_", prefix.lower()).lstrip(_BAD_FIRST_CHARS)
-
-
-@functools.lru_cache(maxsize=1024)
-def _index_part(hec_index: str, prefix: str) -> str:
-    part = _NOT_IN_INDEX_NAME.sub("_", (hec_index or "").lower())
-    if not prefix:
-        part = part.lstrip(_BAD_FIRST_CHARS)
-    part = part or DEFAULT_INDEX
-    return part[: _MAX_INDEX_NAME_BYTES - _DAY_SUFFIX_LEN - len(prefix)]
 
 
 def _event_day(item: Item) -> str:
@@ -112,8 +100,9 @@ def _event_day(item: Item) -> str:
 
 
 def index_name(prefix: str, item: Item) -> str:
-    """`<prefix><hec index>-YYYY.MM.DD` for an already sanitized prefix (module docstring)."""
-    return f"{prefix}{_index_part(item.index, prefix)}-{_event_day(item)}"
+    """`<prefix><hec index>-YYYY.MM.DD` (module docstring), for an item whose index `base.index_of`
+    accepts and a prefix the backend checked."""
+    return f"{prefix}{item.index or DEFAULT_INDEX}-{_event_day(item)}"
 
 
 def index_template(
@@ -402,14 +391,12 @@ class OpenSearchBackend:
             raise ConfigError(
                 "core.url: required for the opensearch storage backend, e.g. http://127.0.0.1:9200"
             )
-        prefix = sanitize_prefix(storage.index_prefix)
-        if len(prefix) > _MAX_PREFIX_LEN:
-            raise ConfigError(f"storage.index_prefix: expected at most {_MAX_PREFIX_LEN} characters")
-        if prefix != storage.index_prefix:
-            log.warning(
-                "storage.index_prefix %r is used as %r, as OpenSearch index names require",
-                storage.index_prefix,
-                prefix,
+        prefix = storage.index_prefix
+        if len(prefix) > _MAX_PREFIX_LEN or not _PREFIX.fullmatch(prefix):
+            raise ConfigError(
+                f"storage.index_prefix: expected at most {_MAX_PREFIX_LEN} lower-case letters, digits, "
+                f"'.', '_' and '-', not starting with '.', '_' or '-' (OpenSearch index names), "
+                f"got {prefix[:_MAX_PREFIX_LEN + 10]!r}"
             )
         self.prefix = prefix
         self.template_name = f"{prefix}ocsf"
@@ -441,7 +428,8 @@ class OpenSearchBackend:
         # Each event becomes its NDJSON pair, or its outcome when it cannot be encoded at all.
         prepared: list[bytes | Outcome] = []
         for item in batch:
-            source = encode_document(item.document)
+            index = index_of(item)
+            source = index if isinstance(index, Outcome) else encode_document(item.document)
             if isinstance(source, Outcome):
                 # No attempt can store such a document: it goes to the DLQ without holding up the rest.
                 prepared.append(source)
