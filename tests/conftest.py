@@ -10,8 +10,12 @@ import pytest
 from freezegun import freeze_time
 from hypothesis import HealthCheck, settings
 
-# pytest measures test durations (--durations, and mutmut's time limits) on real time, not the frozen clock.
-freezegun.configure(extend_ignore_list=["_pytest.timing"])
+# pytest measures test durations (--durations, and mutmut's time limits) on real time, not the frozen
+# clock. And frozen time reaches the service in the worker threads the ASGI handlers hand it to:
+# freezegun's default list would give real time to any call with `threading` within five frames up
+# the stack, so how deep a clock read sits would decide which clock it gets.
+freezegun.configure(default_ignore_list=[
+    *(name for name in freezegun.config.DEFAULT_IGNORE_LIST if name != "threading"), "_pytest.timing"])
 
 
 @pytest.fixture

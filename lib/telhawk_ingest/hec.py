@@ -557,7 +557,7 @@ _NOT_AN_OBJECT = "each event must be a JSON object"
 _NO_ENVELOPE = ("a DLQ listing entry too large for its page is listed without its envelope "
                 "(\"truncated\": true) and cannot be replayed from the listing; nothing was stored")
 _ENVELOPE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*+={0,2}")
 
 
 def _is_base64(text: str) -> bool:

@@ -30,12 +30,12 @@ def test_the_seed_replay_loop_never_stores_a_truncated_copy_under_the_real_id(ma
     client = make_client(backend)
     big_message = "m" * 200_000
     answer = client.hec(ocsf_event("small one") + ocsf_event(big_message) + ocsf_event("small two"))
-    assert answer.get_json()["dead_lettered"] == 3
+    assert answer.json()["dead_lettered"] == 3
     records = {r["envelope"]["id"]: r for r in client.dlq_records()}
     [big_id] = [i for i, r in records.items() if big_message in r["envelope"]["payload"]]
     monkeypatch.setattr(dlq_module, "LIST_PAGE_BYTES", 100_000)
 
-    listing = client.operator("GET", "/api/v1/dlq").get_json()
+    listing = client.operator("GET", "/api/v1/dlq").json()
 
     assert len(listing["events"]) == 3 and listing["next_cursor"] is None
     [truncated] = [e for e in listing["events"] if e.get("truncated")]
@@ -44,13 +44,13 @@ def test_the_seed_replay_loop_never_stores_a_truncated_copy_under_the_real_id(ma
     answers = [client.hec(line) for line in jq_envelopes(listing)]
 
     assert sorted(a.status_code for a in answers) == [200, 200, 400]
-    [refused] = [a.get_json() for a in answers if a.status_code == 400]
+    [refused] = [a.json() for a in answers if a.status_code == 400]
     assert refused["code"] == 6 and "listed without its envelope" in refused["detail"]
     assert big_id not in {item.id for item in backend.stored}
     assert len(backend.stored) == 2
 
     # The whole record (as on disk) still replays, with its whole payload.
-    assert client.hec(json.dumps(records[big_id]["envelope"])).get_json() == {"text": "Success", "code": 0}
+    assert client.hec(json.dumps(records[big_id]["envelope"])).json() == {"text": "Success", "code": 0}
     [stored] = [item for item in backend.stored if item.id == big_id]
     assert stored.document["message"] == big_message
 
@@ -58,12 +58,12 @@ def test_the_seed_replay_loop_never_stores_a_truncated_copy_under_the_real_id(ma
 def test_a_whole_listing_entry_posted_instead_of_its_envelope_gets_a_clear_400(client, monkeypatch):
     client.hec(json.dumps({"event": {"msg": "x" * 5000}, "sourcetype": "cisco_asa"}))
     monkeypatch.setattr(dlq_module, "LIST_PAGE_BYTES", 1000)
-    [entry] = client.operator("GET", "/api/v1/dlq").get_json()["events"]
+    [entry] = client.operator("GET", "/api/v1/dlq").json()["events"]
     assert entry["truncated"] is True
 
     answer = client.hec(json.dumps(entry))
 
     assert answer.status_code == 400
-    assert answer.get_json()["code"] == 12
-    assert "is a DLQ record" in answer.get_json()["detail"]
+    assert answer.json()["code"] == 12
+    assert "is a DLQ record" in answer.json()["detail"]
     assert len(client.dlq_records()) == 1

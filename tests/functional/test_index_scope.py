@@ -56,7 +56,7 @@ def scoped(make_client):
 def test_an_event_that_names_no_index_lands_in_the_tokens_default_not_in_main(scoped, case, body, path):
     answer = scoped.hec(body, path=path)
 
-    assert answer.get_json() == {"text": "Success", "code": 0}, case
+    assert answer.json() == {"text": "Success", "code": 0}, case
     assert stored_indexes(scoped) == ["network"]
 
 
@@ -68,7 +68,7 @@ def test_an_event_that_names_no_index_lands_in_the_tokens_default_not_in_main(sc
 def test_an_index_outside_the_scope_is_refused_on_every_path(scoped, case, body, path):
     answer = scoped.hec(body, path=path)
 
-    assert (answer.status_code, answer.get_json()["code"]) == (400, 7), case
+    assert (answer.status_code, answer.json()["code"]) == (400, 7), case
     assert stored_indexes(scoped) == [] and scoped.dlq_records() == []
 
 
@@ -78,14 +78,14 @@ def test_an_index_name_outside_splunks_rule_is_refused_not_rewritten(client, ind
     answer = client.hec(sshd_event(index="a_b") + sshd_event(index=index))
 
     assert answer.status_code == 400
-    assert answer.get_json()["code"] == 7 and answer.get_json()["invalid-event-number"] == 1
-    assert "is not an index name" in answer.get_json()["detail"]
+    assert answer.json()["code"] == 7 and answer.json()["invalid-event-number"] == 1
+    assert "is not an index name" in answer.json()["detail"]
     assert stored_indexes(client) == []
 
 
 def test_two_spellings_never_share_an_index(client):
     assert client.hec(sshd_event(index="a_b")).status_code == 200
-    assert client.hec(sshd_event(index="a b")).get_json()["code"] == 7
+    assert client.hec(sshd_event(index="a b")).json()["code"] == 7
     assert client.hec(sshd_event(index="a-b")).status_code == 200
 
     assert stored_indexes(client) == ["a_b", "a-b"]
@@ -98,7 +98,7 @@ def test_two_spellings_never_share_an_index(client):
 def test_a_raw_index_from_the_query_or_a_header_follows_the_same_rule(client, query, headers):
     answer = client.hec(SSHD, path=f"/services/collector/raw?sourcetype=linux_secure{query}", headers=headers)
 
-    assert (answer.status_code, answer.get_json()["code"]) == (400, 7)
+    assert (answer.status_code, answer.json()["code"]) == (400, 7)
     assert stored_indexes(client) == []
 
 

@@ -52,7 +52,7 @@ def test_a_posted_envelope_cannot_set_its_token_name_or_arrival(client):
     forged = envelope(token_name="admin-pipeline")
     forged["received_at"] = "1999-01-01T00:00:00.000Z"
 
-    assert post(client, forged).get_json()["code"] == 0
+    assert post(client, forged).json()["code"] == 0
 
     [record] = client.dlq_records()  # cisco_asa has no normalizer: the record shows what was kept
     kept = record["envelope"]
@@ -84,14 +84,14 @@ def test_a_posted_envelope_is_refused_where_a_fresh_event_would_be(client, attri
     answer = post(client, envelope(), bad)
 
     assert answer.status_code == 400
-    assert answer.get_json() == {"text": answer.get_json()["text"], "code": code, "invalid-event-number": 1,
-                                 "detail": answer.get_json()["detail"]}
-    assert detail in answer.get_json()["detail"]
+    assert answer.json() == {"text": answer.json()["text"], "code": code, "invalid-event-number": 1,
+                                 "detail": answer.json()["detail"]}
+    assert detail in answer.json()["detail"]
     assert client.dlq_records() == []
 
 
 def test_a_posted_envelope_with_a_numeric_string_time_is_taken_as_a_fresh_event_would_be(client):
-    assert post(client, envelope(time="1767323045.5")).get_json()["code"] == 0
+    assert post(client, envelope(time="1767323045.5")).json()["code"] == 0
     [record] = client.dlq_records()
     assert record["envelope"]["attributes"]["time"] == 1767323045.5
 
@@ -107,7 +107,7 @@ def ocsf_event(seconds: int) -> dict[str, Any]:
 def test_a_thousand_client_times_in_one_request_make_one_storage_day(client):
     answer = post(client, *(ocsf_event(DAY * i) for i in range(1000)))
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     stored = rows(client)
     assert len(stored) == 1000
     assert {day for day, _, _ in stored} == {"2026-01-02"}
@@ -120,7 +120,7 @@ def test_a_thousand_client_times_in_one_request_make_one_storage_day(client):
 def test_a_thousand_posted_envelopes_with_client_times_make_one_storage_day(client):
     envelopes = [envelope(source_type="ocsf", payload=json.dumps(OCSF), time=DAY * i) for i in range(1000)]
 
-    assert post(client, *envelopes).get_json() == {"text": "Success", "code": 0}
+    assert post(client, *envelopes).json() == {"text": "Success", "code": 0}
 
     stored = rows(client)
     assert len(stored) == 1000 and {day for day, _, _ in stored} == {"2026-01-02"}
@@ -133,7 +133,7 @@ def test_made_up_envelope_ids_cannot_pick_storage_days_either(client):
     envelopes = [envelope(uuid7_at(DAY * i, i), source_type="ocsf", payload=json.dumps(OCSF))
                  for i in range(1000)]
 
-    assert post(client, *envelopes).get_json() == {"text": "Success", "code": 0}
+    assert post(client, *envelopes).json() == {"text": "Success", "code": 0}
 
     stored = rows(client)
     assert len(stored) == 1000 and {day for day, _, _ in stored} == {"2026-01-02"}
@@ -147,7 +147,7 @@ def test_ids_made_up_within_the_replay_horizon_reach_at_most_its_days(client):
     envelopes = [envelope(uuid7_at(now - 3 * 3600 * i, i), source_type="ocsf", payload=json.dumps(OCSF))
                  for i in range(1000)]
 
-    assert post(client, *envelopes).get_json() == {"text": "Success", "code": 0}
+    assert post(client, *envelopes).json() == {"text": "Success", "code": 0}
 
     days = {day for day, _, _ in rows(client)}
     assert len(days) <= 32

@@ -26,7 +26,7 @@ def test_a_70_kb_body_of_5001_events_is_refused_past_the_cap_leaving_no_dlq_file
     answer = client.hec(body)
 
     assert answer.status_code == 413
-    assert answer.get_json() == {
+    assert answer.json() == {
         "text": "Invalid data format", "code": 6,
         "detail": "more than 5000 events in one request (hec.max_events_per_request)"}
     assert dlq_files(client) == []
@@ -38,15 +38,15 @@ def test_the_same_body_at_the_cap_is_taken_whole(make_client):
 
     answer = client.hec('{"event":"x"}' * 50)
 
-    assert answer.get_json() == {"text": "Success", "code": 0, "accepted": 50, "dead_lettered": 50}
+    assert answer.json() == {"text": "Success", "code": 0, "accepted": 50, "dead_lettered": 50}
     assert len(dlq_files(client)) == 50
 
 
 def test_with_the_default_cap_100001_raw_lines_are_refused(client):
     answer = client.hec("a\n" * 100_001, path="/services/collector/raw")
 
-    assert answer.status_code == 413 and answer.get_json()["code"] == 6
-    assert "100000 events" in answer.get_json()["detail"]
+    assert answer.status_code == 413 and answer.json()["code"] == 6
+    assert "100000 events" in answer.json()["detail"]
     assert dlq_files(client) == []
 
 
@@ -62,8 +62,8 @@ def test_a_small_gzip_inflating_past_the_ratio_is_refused_and_leaves_nothing(cli
     answer = client.hec(packed, path=path, headers={"Content-Encoding": "gzip"})
 
     assert answer.status_code == 413, case
-    assert answer.get_json()["code"] == 6
-    assert "hec.max_decompression_ratio" in answer.get_json()["detail"]
+    assert answer.json()["code"] == 6
+    assert "hec.max_decompression_ratio" in answer.json()["detail"]
     assert dlq_files(client) == []
 
 
@@ -71,7 +71,7 @@ def test_two_mib_of_empty_gzip_members_are_refused_past_the_member_cap(client):
     answer = client.hec(gzip.compress(b"") * (2 * MiB // 20), headers={"Content-Encoding": "gzip"})
 
     assert answer.status_code == 400
-    assert answer.get_json() == {"text": "Invalid data format", "code": 6,
+    assert answer.json() == {"text": "Invalid data format", "code": 6,
                                  "detail": "gzip body has more than 10000 members (the maximum)"}
 
 
@@ -81,5 +81,5 @@ def test_a_body_of_many_small_gzip_members_within_the_cap_is_taken(client):
 
     answer = client.hec(member * 2000, headers={"Content-Encoding": "gzip"})
 
-    assert answer.get_json() == {"text": "Success", "code": 0}
+    assert answer.json() == {"text": "Success", "code": 0}
     assert len(list(LocalBackend(client.service.settings.storage.data_dir).documents())) == 2000

@@ -149,7 +149,7 @@ def test_a_default_scope_whose_default_is_outside_it_fails_at_start():
 
 @pytest.mark.parametrize("url", ["http://auth.internal", "ftp://auth.internal", "auth.internal"])
 def test_an_auth_url_that_is_not_https_fails_at_start(url):
-    with pytest.raises(ConfigError, match=r"hec\.auth_url .*expected an https:// url"):
+    with pytest.raises(ConfigError, match=r"hec\.auth_url .*expected an https:// URL"):
         load_settings(env={"INGEST_HEC_AUTH_URL": url})
 
 

@@ -88,7 +88,7 @@ _DAY_SUFFIX_LEN = len("-YYYY.MM.DD")
 _MAX_PREFIX_LEN = _MAX_INDEX_NAME_BYTES - _DAY_SUFFIX_LEN - 80
 # What OpenSearch takes at the start of an index name: lower case, none of `\ / * ? " < > | , # :`
 # or spaces, and no leading `_`, `-`, `+` or `.` (which would make it a hidden index).
-_PREFIX = re.compile(r"(?:[a-z0-9][a-z0-9._-]*)?")
+_PREFIX = re.compile(r"(?:[a-z0-9][a-z0-9._-]*+)?")
 # Error text from a non-JSON body (an HTML page from a proxy, "Unauthorized") is cut to this.
 _MAX_BODY_SNIPPET = 200
 
