@@ -62,8 +62,8 @@ def test_the_open_flags_create_new_files_exclusively_and_append_to_existing_ones
     # descriptor leaks into a child process (files.py's docstring).
     volume = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     assert files.NEW == os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    assert files.APPEND == os.O_WRONLY | os.O_CREAT | os.O_APPEND | volume
-    assert files.READ == os.O_RDONLY | volume
+    assert os.O_WRONLY | os.O_CREAT | os.O_APPEND | volume == files.APPEND
+    assert os.O_RDONLY | volume == files.READ
 
 
 def test_write_synced_writes_then_fsyncs_the_file_before_closing_it(tmp_path, syscalls):
