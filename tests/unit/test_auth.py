@@ -342,8 +342,8 @@ FAILURE_DETAILS = [
 def test_a_failing_auth_service_is_named_in_the_detail(answer, detail):
     auth = remote_authenticator(AuthService(answer), Clock())
     with pytest.raises(HecError) as caught:
-        auth.authenticate(request({"Authorization": "Splunk x"}))
-    assert caught.value.body()["detail"] == detail
+        auth.authenticate(request(OTHER))
+    assert caught.value.body() == {"text": "Server is busy", "code": 9, "detail": detail}
 
 
 def test_a_remote_answer_carries_every_token_setting():
@@ -351,9 +351,9 @@ def test_a_remote_answer_carries_every_token_setting():
         "valid": True, "name": "legacy-name", "default_index": "web", "default_sourcetype": "access_combined",
         "default_source": "nginx", "allowed_indexes": ["web"], "allow_query_string": True,
     }))
-    auth = remote_authenticator(service, Clock())
+    auth = remote_authenticator(service, Clock(), auth_query_string=True)
 
-    token = auth.authenticate(request(query={"token": "from-query"}))
+    token = auth.authenticate(request(query={"token": OTHER_SECRET}))
 
     assert (token.name, token.default_index, token.default_sourcetype, token.default_source) == (
         "legacy-name", "web", "access_combined", "nginx")
@@ -367,11 +367,10 @@ def test_the_auth_url_keeps_its_path_prefix():
         seen.append(str(req.url))
         return httpx.Response(200, json={"valid": True})
 
-    settings = HecSettings(auth_url="http://gateway.internal/hec-X/")
-    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(
-        request({"Authorization": "Splunk abc"}))
+    settings = HecSettings(auth_url="https://gateway.internal/hec-X/")
+    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(request(OTHER))
 
-    assert seen == ["http://gateway.internal/hec-X/api/v1/auth/validate-hec"]
+    assert seen == ["https://gateway.internal/hec-X/api/v1/auth/validate-hec"]
 
 
 def test_the_auth_service_is_given_the_configured_timeout():
@@ -382,8 +381,7 @@ def test_the_auth_service_is_given_the_configured_timeout():
         return httpx.Response(200, json={"valid": True})
 
     settings = HecSettings(auth_url=AUTH_URL, auth_timeout_seconds=0.75)
-    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(
-        request({"Authorization": "Splunk abc"}))
+    Authenticator(settings, transport=httpx.MockTransport(service)).authenticate(request(OTHER))
 
     assert timeouts == [{"connect": 0.75, "read": 0.75, "write": 0.75, "pool": 0.75}]
 
@@ -406,15 +404,20 @@ def test_a_cache_time_under_a_second_still_caches():
     assert len(service.calls) == 1
 
 
+# Appended to the short names the cache tests use, so each is a token long enough to be forwarded.
+TOKEN_TAIL = "-0000-1111-2222-3333"
+
+
 class CountingService:
-    """Accepts every token; counts the validations per token."""
+    """Accepts every token but those starting with "bad"; records the validations, each by its
+    short name (the token without TOKEN_TAIL)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         token = json.loads(req.content)["token"]
-        self.calls.append(token)
+        self.calls.append(token.removesuffix(TOKEN_TAIL))
         return httpx.Response(200, json={"valid": not token.startswith("bad")})
 
 
@@ -425,9 +428,9 @@ def full_cache(monkeypatch, entries: int = 3) -> tuple[Authenticator, CountingSe
     return Authenticator(settings, transport=httpx.MockTransport(service), clock=clock), service, clock
 
 
-def use(auth: Authenticator, token: str) -> None:
+def use(auth: Authenticator, name: str) -> None:
     try:
-        auth.authenticate(request({"Authorization": f"Splunk {token}"}))
+        auth.authenticate(request({"Authorization": f"Splunk {name}{TOKEN_TAIL}"}))
     except HecError:
         pass
 

@@ -58,8 +58,12 @@ def mode(path: Path) -> int:
 
 
 def test_the_open_flags_create_new_files_exclusively_and_append_to_existing_ones():
+    # Appends and reads on the volumes never go through a link or wait on a FIFO, and no
+    # descriptor leaks into a child process (files.py's docstring).
+    volume = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     assert files.NEW == os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    assert files.APPEND == os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    assert os.O_WRONLY | os.O_CREAT | os.O_APPEND | volume == files.APPEND
+    assert os.O_RDONLY | volume == files.READ
 
 
 def test_write_synced_writes_then_fsyncs_the_file_before_closing_it(tmp_path, syscalls):

@@ -218,7 +218,9 @@ def test_an_unreachable_node_says_which_transport_error_for_every_event():
 def test_an_event_that_cannot_be_encoded_is_marked_as_such():
     [outcome] = make_backend(FakeOpenSearch()).store([item(count=2**70)])
 
-    assert outcome.status is Status.PERMANENT and outcome.details == {"error_type": "json_encode_error"}
+    assert outcome.status is Status.PERMANENT
+    assert outcome.details == {"error_type": "json_encode_error", "field": "count"}
+    assert outcome.error.startswith("event cannot be encoded as JSON: count: ")
 
 
 def test_a_batch_of_only_unencodable_events_sends_no_bulk_request():
@@ -353,8 +355,9 @@ def test_a_failed_health_check_is_logged_at_debug_level(caplog):
     ]
 
 
-# The template itself: version 1 of the mapping. Changing any part changes how events are indexed
-# and searched; bump TEMPLATE_VERSION with it, so an operator can tell which one a cluster holds.
+# The template itself: version 2 of the mapping (version 1 had no explicit `hec` object). Changing
+# any part changes how events are indexed and searched; bump TEMPLATE_VERSION with it, so an operator
+# can tell which one a cluster holds.
 
 EPOCH_MILLIS = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
 RFC3339 = {"type": "date", "format": "strict_date_optional_time||epoch_millis", "ignore_malformed": True}
@@ -379,10 +382,10 @@ OURS = {
 }
 
 
-def test_the_template_is_version_1_and_outranks_ad_hoc_templates():
+def test_the_template_is_version_2_and_outranks_ad_hoc_templates():
     template = index_template("siem-")
 
-    assert TEMPLATE_VERSION == 1
+    assert TEMPLATE_VERSION == 2
     assert template["index_patterns"] == ["siem-*"]
     assert template["priority"] == 100
     assert template["version"] == TEMPLATE_VERSION
@@ -414,6 +417,13 @@ def test_the_template_maps_each_known_ocsf_field_as_documented():
     assert properties["message"] == {"type": "text", "fields": {"keyword": KEYWORD}}
     assert properties["raw_data"] == STORED_ONLY
     assert properties["unmapped"] == OPAQUE
+    assert properties["hec"] == {"properties": {
+        "host": KEYWORD, "source": KEYWORD, "sourcetype": KEYWORD, "index": KEYWORD,
+        "fields": {"type": "flat_object"},
+        "time": {"type": "double", "ignore_malformed": True},
+        "payload_b64": STORED_ONLY,
+    }}
+    assert set(properties) == {"time", "time_dt", "message", "raw_data", "unmapped", "hec"}
 
 
 def test_the_template_maps_other_fields_by_rules_tried_in_order_with_plain_strings_last():

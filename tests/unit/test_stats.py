@@ -94,6 +94,8 @@ def test_a_reader_in_the_same_process_sees_its_counts_at_once(tmp_path):
     counters.flush()  # the flusher is now pausing: the next count waits for it
     counters.add(stored=2)
 
+    assert counters.totals()["stored"] == 3
+
 
 def test_adding_twice_adds_up(tmp_path):
     counters = Counters(tmp_path)
@@ -118,7 +120,7 @@ def test_adding_nothing_writes_nothing(tmp_path):
 
 def test_the_counter_file_is_private_and_holds_every_counter(tmp_path):
     counters = Counters(tmp_path / "counters")
-    counters.add(replay_failed=9)
+    counters.add(replay_failed=9, dlq_bytes_returned=4, now=True)  # the tenth and the last counter
 
     [path] = (tmp_path / "counters").iterdir()
     assert path.name.endswith(".counters")
@@ -126,7 +128,9 @@ def test_the_counter_file_is_private_and_holds_every_counter(tmp_path):
     assert stat.S_IMODE((tmp_path / "counters").stat().st_mode) == 0o700
     data = path.read_bytes()
     assert struct.unpack_from("<4sI", data) == (b"THC1", len(COUNTERS))
-    assert list(struct.unpack_from(f"<{len(COUNTERS)}q", data, 8)) == [0] * (len(COUNTERS) - 1) + [9]
+    assert len(data) == 8 + 8 * len(COUNTERS)
+    values = list(struct.unpack_from(f"<{len(COUNTERS)}q", data, 8))
+    assert values == [0] * 9 + [9] + [0] * (len(COUNTERS) - 11) + [4]
 
 
 def test_counters_cannot_fail_a_request_and_still_count_in_this_process(tmp_path, monkeypatch):
@@ -205,13 +209,13 @@ def test_only_counter_files_are_read(tmp_path):
 def test_a_restart_adopts_one_retired_file_and_leaves_the_others_for_the_next_process(tmp_path):
     running = [Counters(tmp_path), Counters(tmp_path)]
     for n, counters in enumerate(running, start=1):
-        counters.add(stored=n)
+        counters.add(stored=n, now=True)  # both files exist before either retires
     for counters in running:
         counters.retire()
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".retired", ".retired"]
 
     third = Counters(tmp_path)
-    third.add(dlq_deleted=1)
+    third.add(dlq_deleted=1, now=True)
 
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".counters", ".retired"]
     assert third.totals()["stored"] == 3
@@ -230,17 +234,17 @@ def test_retiring_twice_or_before_any_count_is_harmless(tmp_path):
 
 def test_a_process_that_exits_cleanly_retires_its_file(tmp_path):
     script = "import sys; from pathlib import Path; from telhawk_ingest.stats import Counters; " \
-             "Counters(Path(sys.argv[1])).add(stored=5)"
+             "c = Counters(Path(sys.argv[1])); c.add(stored=5, now=True); c.add(stored=2)"
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env={**os.environ,
                    "PYTHONPATH": os.pathsep.join(sys.path)})
 
     [path] = tmp_path.iterdir()
     assert path.suffix == ".retired"
-    assert Counters(tmp_path).totals()["stored"] == 5
+    assert Counters(tmp_path).totals()["stored"] == 7  # the count still pending at exit included
 
 
 def test_a_counter_file_is_named_after_its_host_and_process(tmp_path):
-    Counters(tmp_path).add(stored=1)
+    Counters(tmp_path).add(stored=1, now=True)
 
     [path] = tmp_path.iterdir()
     host = re.escape(socket.gethostname())
@@ -250,7 +254,7 @@ def test_a_counter_file_is_named_after_its_host_and_process(tmp_path):
 def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp_path, monkeypatch):
     running = [Counters(tmp_path), Counters(tmp_path)]
     for n, counters in enumerate(running, start=1):
-        counters.add(stored=n * 10)
+        counters.add(stored=n * 10, now=True)
     for counters in running:
         counters.retire()
     first = sorted(tmp_path.glob("*.retired"))[0]
@@ -263,7 +267,7 @@ def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp
 
     monkeypatch.setattr(os, "rename", raced)
     third = Counters(tmp_path)
-    third.add(dlq_deleted=1)
+    third.add(dlq_deleted=1, now=True)
 
     assert first.exists()
     own = next(tmp_path.glob("*.counters"))
@@ -275,4 +279,6 @@ def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_pos
     assert COUNTERS == (
         "stored", "dlq_normalization_failed", "dlq_validation_failed", "dlq_storage_failed",
         "storage_retries", "requests_rejected", "dlq_purged", "dlq_deleted", "replay_stored", "replay_failed",
+        "dlq_files_admitted", "dlq_bytes_admitted", "dlq_files_written", "dlq_bytes_written",
+        "dlq_files_returned", "dlq_bytes_returned",
     )
