@@ -4,7 +4,9 @@ dispatcher and route table) over a Service on temp paths, driven by Starlette's 
 from __future__ import annotations
 
 import gzip
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,19 @@ def make_client(app: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def client(make_client: Callable[..., Client]) -> Client:
     return make_client()
+
+
+@contextmanager
+def fresh_client(app: TestClient) -> Iterator[Client]:
+    """A Service on its own empty temp folders, installed as the one the handlers use, for tests
+    that need a new one per example (Hypothesis). On the way out its counters are retired, so the
+    counters' flusher thread writes nothing into the folders while they are being removed."""
+    with tempfile.TemporaryDirectory(prefix="telhawk-fresh-") as home:
+        svc = Service(settings_for(Path(home)))
+        saved, service_module._service = service_module._service, svc
+        try:
+            yield Client(app, svc)
+        finally:
+            service_module._service = saved
+            svc.backend.close()
+            svc.counters.retire()

@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +20,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from telhawk_ingest import service as service_module
-from telhawk_ingest.service import Service
 from telhawk_ingest.storage.local import LocalBackend
-from tests.functional.conftest import Client, settings_for
+from tests.functional.conftest import fresh_client
 
 ROOT = Path(__file__).resolve().parents[2]
 OCSF = json.loads((ROOT / "tests" / "events" / "ocsf_authentication.json").read_text())
@@ -128,19 +123,6 @@ def _takes(text: str) -> bool:
     except orjson.JSONDecodeError:
         return False
     return event is not None and not (isinstance(event, str) and (not event or event.isspace()))
-
-
-@contextmanager
-def fresh_client(app: TestClient) -> Iterator[Client]:
-    """A service of its own on empty directories, served by the real handlers."""
-    with tempfile.TemporaryDirectory(prefix="telhawk-prop-") as home:
-        svc = Service(settings_for(Path(home)))
-        saved, service_module._service = service_module._service, svc
-        try:
-            yield Client(app, svc)
-        finally:
-            service_module._service = saved
-            svc.backend.close()
 
 
 def check(app: TestClient, body: bytes, expected_events: int | None, **kw: Any) -> None:

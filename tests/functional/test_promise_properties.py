@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +34,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from telhawk_ingest import service as service_module
-from telhawk_ingest.service import Service
 from tests.conftest import examples
-from tests.functional.conftest import Client, settings_for
+from tests.functional.conftest import Client, fresh_client
 from tests.readback import dlq_records, stored_documents
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -79,20 +74,6 @@ def json_or_none(answer: Any) -> Any:
         return answer.json()
     except ValueError:
         return None
-
-
-@contextmanager
-def fresh_client(app: TestClient) -> Iterator[Client]:
-    """A Service on its own empty folders, installed as the one the handlers use."""
-    with tempfile.TemporaryDirectory(prefix="hec-prop-") as tmp:
-        svc = Service(settings_for(Path(tmp)))
-        previous = service_module._service
-        service_module._service = svc
-        try:
-            yield Client(app, svc)
-        finally:
-            service_module._service = previous
-            svc.backend.close()
 
 
 def check_answer(answer: Any) -> None:
