@@ -317,16 +317,22 @@ def test_a_failed_commit_is_retry_for_every_row_it_held_even_those_of_other_requ
     assert all(o.stored for o in backend.store([item(4), item(5)]))  # a fresh connection, no poison
 
 
-def test_requests_that_arrive_while_another_process_commits_share_the_next_commit(backend, monkeypatch):
-    statements: list[str] = []
+@pytest.fixture
+def statements(monkeypatch) -> list[str]:
+    """Every SQL statement the backend's connections run, in order (sqlite3 trace callback)."""
+    traced: list[str] = []
     real_connect = local.connect
 
     def tracing(db: Path) -> sqlite3.Connection:
         conn = real_connect(db)
-        conn.set_trace_callback(statements.append)
+        conn.set_trace_callback(traced.append)
         return conn
 
     monkeypatch.setattr(local, "connect", tracing)
+    return traced
+
+
+def test_requests_that_arrive_while_another_process_commits_share_the_next_commit(backend, statements):
     assert backend.store([item(0)])[0].stored
     other = lock_database(backend.data_dir)
     statements.clear()
@@ -674,16 +680,9 @@ def test_retention_is_read_from_the_settings(tmp_path):
 # --- checkpoints, reading, closing ---------------------------------------------------------------------
 
 
-def test_checkpoints_run_off_the_commit_path_and_restart_a_wal_grown_too_big(tmp_path, monkeypatch):
-    statements: list[str] = []
-    real_connect = local.connect
-
-    def tracing(db: Path) -> sqlite3.Connection:
-        conn = real_connect(db)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(local, "connect", tracing)
+def test_checkpoints_run_off_the_commit_path_and_restart_a_wal_grown_too_big(
+    tmp_path, monkeypatch, statements
+):
     monkeypatch.setattr(local, "CHECKPOINT_BYTES", 1000)
     backend = LocalBackend(tmp_path / "data")
     assert backend.store([item(n) for n in range(10)])[0].stored
