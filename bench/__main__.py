@@ -11,6 +11,7 @@ Benches, in the order they run (default: all but opensearch):
   dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
+  state     counters and audit files under 10,000 simulated serverless cold starts (in process)
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -26,7 +27,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import backlog, dlqwrite, opensearch, overhead, slow, stack, storage
+from . import backlog, dlqwrite, opensearch, overhead, slow, stack, state, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -38,6 +39,7 @@ BENCHES = {
     "dlq": dlqwrite.run,
     "overhead": overhead.run,
     "backlog": backlog.run,
+    "state": state.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]

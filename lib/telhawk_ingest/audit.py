@@ -12,11 +12,11 @@ Bounded, so that nobody can fill the volume through it:
   and one `refused_suppressed` line at the end of the window says how many, by whom, where.
 - A process's file is closed at MAX_FILE_BYTES and a new one started.
 - Files unchanged for ABSORB_AFTER_S (processes gone: serverless cold starts leave one each) and
-  small archives (older than fold.CLAIM_STALE_S) are folded into archives of at most
-  MAX_FILE_BYTES (fold.py: claim by rename, temp+fsync+rename, each archive's first line names
-  the files it absorbed). Past MAX_FILES
-  files in the folder the oldest archives are deleted, with a warning in the service log: at
-  most MAX_FILES x MAX_FILE_BYTES on the volume.
+  archives under half of MAX_FILE_BYTES are folded into archives of at most MAX_FILE_BYTES
+  (fold.py: claim by rename, temp+fsync+rename, each archive's first line names the files it
+  absorbed). Past MAX_FILES archives the oldest are deleted, with a warning in the service log:
+  at most MAX_FILES x MAX_FILE_BYTES of archives, plus the files of processes active in the
+  last ABSORB_AFTER_S.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_FILES = 100
 ABSORB_AFTER_S = 900.0
 COMPACT_INTERVAL_S = 60.0
+RECENT_S = 2 * fold.CLAIM_STALE_S
 ARCHIVE_PREFIX = "archive-"
 SUFFIX = ".log"
 
@@ -201,10 +202,8 @@ class AuditLog:
                     Path(entry.path).unlink(missing_ok=True)
                     continue
             elif original.startswith(ARCHIVE_PREFIX):
-                # Small archives are merged once older than any claim of what they absorbed, so
-                # their first line need not carry the names on (leftover claims are gone by then).
-                if st.st_size >= MAX_FILE_BYTES // 2 or not fold.claim_is_stale(st.st_mtime, now):
-                    continue
+                if st.st_size >= MAX_FILE_BYTES // 2:
+                    continue  # full enough: kept as it is until retention deletes it
             elif now - st.st_mtime < ABSORB_AFTER_S:
                 continue
             if (path := fold.claim(self.directory, name, fid)) is not None:
@@ -214,13 +213,19 @@ class AuditLog:
             chosen = []
         folded = 0
         for batch in _batches(chosen):
-            lines = [orjson.dumps({"absorbed": [fold.original(p.name) for p in batch],
-                                   "archived": rfc3339(now)}) + b"\n"]
+            # The first line names what the archive holds, with when it was absorbed: a merged
+            # archive's names are carried on for RECENT_S, as long as a leftover claim of one of
+            # them can exist (a fold deletes those fold.CLAIM_STALE_S old before it writes).
+            absorbed: dict[str, float] = {}
+            body = []
             for path in batch:
                 data = path.read_bytes()
+                absorbed[fold.original(path.name)] = now
                 if fold.original(path.name).startswith(ARCHIVE_PREFIX):
-                    data = data.split(b"\n", 1)[1] if b"\n" in data else b""
-                lines.append(data if data.endswith(b"\n") or not data else data + b"\n")
+                    first, _, data = data.partition(b"\n")
+                    absorbed.update({n: at for n, at in _names(first).items() if now - at < RECENT_S})
+                body.append(data if data.endswith(b"\n") or not data else data + b"\n")
+            lines = [orjson.dumps({"absorbed": absorbed, "archived": rfc3339(now)}) + b"\n", *body]
             name = fold.unique_name(ARCHIVE_PREFIX, SUFFIX)
             if fold.commit(self.directory, name, b"".join(lines), batch, started):
                 folded += len(batch)
@@ -231,17 +236,17 @@ class AuditLog:
         return [Path(e.path) for e in entries if fold.original(e.name).startswith(ARCHIVE_PREFIX)]
 
     def _retain(self) -> None:
-        """Delete the oldest archives while the folder holds more than MAX_FILES files."""
+        """Delete the oldest archives while there are more than MAX_FILES of them."""
         try:
-            names = sorted(n for n in os.listdir(self.directory) if fold.original(n).endswith(SUFFIX))
+            archives = sorted(n for n in os.listdir(self.directory)
+                              if n.startswith(ARCHIVE_PREFIX) and n.endswith(SUFFIX))
         except FileNotFoundError:
             return
-        excess = len(names) - MAX_FILES
-        oldest = [n for n in names if n.startswith(ARCHIVE_PREFIX) and not fold.is_claim(n)][:max(0, excess)]
+        oldest = archives[:max(0, len(archives) - MAX_FILES)]
         for name in oldest:
             (self.directory / name).unlink(missing_ok=True)
         if oldest:
-            log.warning("audit: deleted the %d oldest archives in %s: at most %d audit files are kept",
+            log.warning("audit: deleted the %d oldest archives in %s: at most %d are kept",
                         len(oldest), self.directory, MAX_FILES)
 
     def entries(self) -> Iterator[dict[str, Any]]:
@@ -270,10 +275,18 @@ def _header(path: Path) -> list[str]:
     """The names an archive absorbed (its first line)."""
     try:
         with open(path, "rb") as handle:
-            first = handle.readline()
-        return [str(n) for n in orjson.loads(first).get("absorbed", [])]
-    except (OSError, orjson.JSONDecodeError, AttributeError):
+            return list(_names(handle.readline()))
+    except OSError:
         return []
+
+
+def _names(first_line: bytes) -> dict[str, float]:
+    """An archive's first line: absorbed name -> when (unix seconds)."""
+    try:
+        absorbed = orjson.loads(first_line).get("absorbed", {})
+        return {str(n): float(at) for n, at in absorbed.items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return {}
 
 
 def _batches(chosen: list[tuple[Path, int]]) -> Iterator[list[Path]]:

@@ -35,7 +35,7 @@ from .files import fsync_dir, write_synced
 CLAIM_MARK = ".claim-"
 TEMP_PREFIX = ".tmp-"
 # A claim this old (by its rename time, ctime) belongs to a folder that stopped: others take it over.
-CLAIM_STALE_S = 3600.0
+CLAIM_STALE_S = 1800.0
 # A folder whose claims are older than this when it is about to commit gives them back instead.
 COMMIT_BUDGET_S = 60.0
 

@@ -19,8 +19,9 @@ one retired file as its own and counts on from its values.
 Bounded on serverless platforms (every cold start is a new process, most never exit cleanly):
 files unchanged for ABSORB_AFTER_S are folded into one compacted file (`compacted-*.totals`)
 by whichever process runs its compaction next (every COMPACT_INTERVAL_S, and at its first
-write), with the lock-free steps of fold.py. A compacted file holds the sums, and the values it
-took from each file by the file's name (kept RECORD_KEEP_S). A compaction waits for MIN_BATCH
+write), with the lock-free steps of fold.py. A compacted file holds the sums, the names it took
+in the last RECENT_S (what readers skip), and the values it took from each file by the file's
+name (kept RECORD_KEEP_S, read only to correct, below). A compaction waits for MIN_BATCH
 files to fold (or one that waited 2 x ABSORB_AFTER_S). So the folder holds the files of processes
 active in the last 2 x ABSORB_AFTER_S at most (MIN_BATCH more at a low start rate), plus one
 compacted file per concurrent compaction, and `healthz` reads that many.
@@ -109,10 +110,19 @@ def _is_compacted(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Compacted:
-    """A compacted file: the sums, and what it took from each file (name -> (when, values))."""
+    """A compacted file. Its first line: the sums, and the names it and the compacted files it
+    folded took in the last RECENT_S (readers skip files of these names). Its second line, read
+    only by a process whose file was taken and by compactions: what it took from each file, by
+    name, for RECORD_KEEP_S (name -> (when, values))."""
 
     values: dict[str, int]
-    absorbed: dict[str, tuple[float, dict[str, int]]]
+    recent: frozenset[str]
+    absorbed: dict[str, tuple[float, dict[str, int]]] | None  # None: the second line was not read
+
+
+# A name stays in the first line this long: longer than any claim of it can be left behind
+# (a compaction deletes leftover claims fold.CLAIM_STALE_S old before it rewrites this line).
+RECENT_S = 2 * fold.CLAIM_STALE_S
 
 
 def _as_values(named: dict[str, int]) -> list[int]:
@@ -123,19 +133,20 @@ def _named(values: list[int]) -> dict[str, int]:
     return {name: value for name, value in zip(COUNTERS, values, strict=True) if value}
 
 
-# Parsed compacted files by (path, inode, size, mtime): files are written once, so this is exact.
-_compacted_cache: dict[tuple[str, int, int, int], _Compacted] = {}
+# Parsed compacted files by (path, inode, size, mtime, both lines): files are written once.
+_compacted_cache: dict[tuple[str, int, int, int, bool], _Compacted] = {}
 
 
-def _load_compacted(path: Path) -> _Compacted | None:
-    """A compacted file's contents; None when it vanished; empty when it does not parse."""
+def _load_compacted(path: Path, full: bool = False) -> _Compacted | None:
+    """A compacted file's contents (`full`: both lines); None when it vanished; empty when it
+    does not parse."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     try:
         st = os.fstat(fd)
-        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, full)
         if (found := _compacted_cache.get(key)) is not None:
             return found
         data = b""
@@ -143,16 +154,18 @@ def _load_compacted(path: Path) -> _Compacted | None:
             data += chunk
     finally:
         os.close(fd)
+    first, _, second = data.partition(b"\n")
     try:
-        raw = orjson.loads(data)
-        parsed = _Compacted(
-            {str(k): int(v) for k, v in raw["values"].items()},
-            {str(name): (float(at), {str(k): int(v) for k, v in taken.items()})
-             for name, (at, taken) in raw["absorbed"].items()},
-        )
+        head = orjson.loads(first)
+        absorbed = None
+        if full:
+            absorbed = {str(name): (float(at), {str(k): int(v) for k, v in taken.items()})
+                        for name, (at, taken) in orjson.loads(second)["absorbed"].items()}
+        parsed = _Compacted({str(k): int(v) for k, v in head["values"].items()},
+                            frozenset(str(n) for n in head["recent"]), absorbed)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         log.error("counters: %s is not a compacted counters file; its counts are not read", path)
-        parsed = _Compacted({}, {})
+        parsed = _Compacted({}, frozenset(), {} if full else None)
     if len(_compacted_cache) > 64:
         _compacted_cache.clear()
     _compacted_cache[key] = parsed
@@ -284,7 +297,9 @@ class Counters:
                 if not complete or _claimed_or_present(self.directory, name):
                     continue  # the compaction is not committed yet, or the folder changed: later
                 del self._taken[name]  # no record any more (module docstring): keep the assumption
-                log.warning("counters: the record of %s is gone; its last write is not counted", name)
+                if self.directory.is_dir():
+                    log.warning("counters: no compacted file records %s any more; its last write "
+                                "may not be counted", name)
                 continue
             del self._taken[name]
             if recorded != assumed:
@@ -337,7 +352,7 @@ class Counters:
                         return None
                     continue
                 compacted[entry.name] = found
-        recorded = {name for c in compacted.values() for name in c.absorbed}
+        recorded = {name for c in compacted.values() for name in c.recent}
         sums = [0] * len(COUNTERS)
         for entry in entries:
             name = entry.name
@@ -408,7 +423,7 @@ class Counters:
         for entry in entries:
             if _is_compacted(fold.original(entry.name)):
                 found = _load_compacted(Path(entry.path))
-                recorded |= set(found.absorbed) if found else set()
+                recorded |= found.recent if found else frozenset()
         fid = fold.folder_id()
         claimed: list[Path] = []
         overdue = False
@@ -442,15 +457,18 @@ class Counters:
         for path in claimed:
             original = fold.original(path.name)
             if _is_compacted(original):
-                found = _load_compacted(path) or _Compacted({}, {})
+                found = _load_compacted(path, full=True) or _Compacted({}, frozenset(), {})
                 taken = _as_values(found.values)
-                absorbed.update({n: r for n, r in found.absorbed.items() if now - r[0] < RECORD_KEEP_S})
+                kept = (found.absorbed or {}).items()
+                absorbed.update({n: r for n, r in kept if now - r[0] < RECORD_KEEP_S})
                 absorbed[original] = (now, {})
             else:
                 taken = _read(path)
                 absorbed[original] = (now, _named(taken))
             values = [a + b for a, b in zip(values, taken, strict=True)]
-        data = orjson.dumps({"values": _named(values), "absorbed": absorbed})
+        recent = sorted(n for n, (at, _) in absorbed.items() if now - at < RECENT_S)
+        data = (orjson.dumps({"values": _named(values), "recent": recent}) + b"\n"
+                + orjson.dumps({"absorbed": absorbed}))
         name = fold.unique_name(COMPACTED_PREFIX, COMPACTED_SUFFIX)
         if not fold.commit(self.directory, name, data, claimed, started):
             return 0
@@ -477,10 +495,10 @@ def _recorded(directory: Path, name: str) -> tuple[list[int] | None, bool]:
     complete = True
     for entry in entries:
         if _is_compacted(fold.original(entry.name)):
-            found = _load_compacted(Path(entry.path))
+            found = _load_compacted(Path(entry.path), full=True)
             if found is None:
                 complete = False
-            elif name in found.absorbed:
+            elif found.absorbed and name in found.absorbed:
                 return _as_values(found.absorbed[name][1]), True
     return None, complete
 
@@ -548,8 +566,18 @@ class _Flusher:
 
 
 _flusher = _Flusher()
-# A fork copies the lock in whatever state another thread left it: the child starts afresh.
-os.register_at_fork(after_in_child=_flusher.__init__)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts afresh: its own flusher, and Counters that neither hold the parent's
+    counts nor write to the parent's file (a fork copies locks in whatever state another thread
+    left them, too)."""
+    _flusher.__init__()  # type: ignore[misc]
+    for counters in list(_live):
+        counters.__init__(counters.directory)  # type: ignore[misc]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read_present(path: Path) -> list[int] | None:
