@@ -34,11 +34,12 @@ lock:
 	printf 'setuptools>=68\n' | .venv-tools/bin/uv pip compile pyproject.toml - --extra test --universal \
 		--python-version 3.11 --generate-hashes -o $(LOCK)
 
-# Known vulnerabilities in the locked versions (needs PyPI's advisory data over the network).
+# Known vulnerabilities in the locked versions. Needs PyPI's advisory data over the network; --strict
+# fails when a package could not be looked up, rather than report "no known vulnerabilities".
 audit:
 	$(PYTHON) -m venv .venv-tools
 	.venv-tools/bin/pip install --quiet pip-audit
-	.venv-tools/bin/pip-audit --require-hashes --disable-pip -r $(LOCK)
+	.venv-tools/bin/pip-audit --strict --require-hashes --disable-pip -r $(LOCK)
 
 clean:
 	rm -rf $(VENV) .venv-tools var
