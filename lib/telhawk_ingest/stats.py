@@ -243,7 +243,7 @@ class Counters:
                     if fd is None:
                         return
                     if self._dirty:
-                        if not self._still_own():
+                        if self._taken_from_us():
                             self._give_up_file()
                             continue
                         content = [v - b for v, b in zip(self._values, self._base, strict=True)]
@@ -253,7 +253,7 @@ class Counters:
                     if sync and self._unsynced:
                         os.fsync(fd)
                         self._unsynced = False
-                        if not self._still_own():
+                        if self._taken_from_us():
                             self._give_up_file()
                             continue
                     return
@@ -275,6 +275,16 @@ class Counters:
         finally:
             os.close(fd)
         return (st.st_dev, st.st_ino) == self._identity
+
+    def _taken_from_us(self) -> bool:
+        """Whether a compaction claimed this process's file: it is not under its name any more,
+        and a claim of it or a compacted file's record of it exists. A file removed by hand (or
+        with its whole folder) is not taken: writes go on into it, as they always did."""
+        if self._still_own():
+            return False
+        assert self._path is not None
+        name = self._path.name
+        return _claimed_or_present(self.directory, name) or _recorded(self.directory, name)[0] is not None
 
     def _give_up_file(self) -> None:
         """The file was taken by a compaction: assume it held what was last written (corrected
