@@ -135,6 +135,9 @@ class AuditLog:
         def fire() -> None:
             self._timer = None
             self.flush_suppressed()
+            with self._lock:  # woken a little early (the timer's clock is not the wall clock)
+                if self._suppressed:
+                    self._arm_timer(self._clock())
 
         self._timer = threading.Timer(delay, fire)
         self._timer.daemon = True

@@ -93,6 +93,9 @@ def fresh_client(app: TestClient) -> Iterator[Client]:
         finally:
             service_module._service = previous
             svc.backend.close()
+            # Its counters write their last counts and close their file now, not from the
+            # flusher thread while the folder is being removed.
+            svc.counters.retire()
 
 
 def check_answer(answer: Any) -> None:
