@@ -14,6 +14,7 @@ Benches, in the order they run (default: all but opensearch):
   normalizers  every normalizer against adversarial lines: worst time per line and per request
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
+  state     counters and audit files under 10,000 simulated serverless cold starts (in process)
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -29,7 +30,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, storage
+from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, state, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -43,6 +44,7 @@ BENCHES = {
     "backlog": backlog.run,
     "normalizers": normalizers.run,
     "abuse": abuse.run,
+    "state": state.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]

@@ -6,8 +6,9 @@ the route, the local settings overrides (DLQ and data under `var/`, `local` stor
 config file), and the command line. How it serves (gunicorn, uvicorn workers, limits, the SIGTERM
 drain): local/serving.py.
 
-Not here: API Gateway features beyond routing (authorizers, CORS, throttling, payload limits), the
-template's own environment (its /mnt paths exist only on Lambda), and the Lambda adapters (the
+Not here: API Gateway features beyond routing (authorizers, CORS, throttling, payload limits, the
+operator API being private: every route of every API in the template is served on the one port),
+the template's own environment (its /mnt paths exist only on Lambda), and the Lambda adapters (the
 emulator ignores the Handler's attribute and serves the functions-framework target whose name is the
 Handler module's file stem).
 
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 from starlette.responses import Response
 
+from telhawk_ingest.credentials import PUBLIC_TOKENS, redact_url
 from telhawk_ingest.errors import HecError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -409,10 +411,15 @@ def local_overrides(environ: Mapping[str, str], root: Path = REPO_ROOT) -> dict[
 
 
 def apply_local_overrides(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set the local overrides in `environ` (default os.environ); returns what was set."""
+    """Set the local overrides in `environ` (default os.environ); returns what was set. Also marks
+    the process (and its workers) as the emulator's, where local/config.yaml's public tokens are
+    accepted (telhawk_ingest.credentials)."""
+    from telhawk_ingest.credentials import EMULATOR_ENV
+
     environ = os.environ if environ is None else environ
     overrides = local_overrides(environ)
     environ.update(overrides)
+    environ[EMULATOR_ENV] = "1"
     return overrides
 
 
@@ -428,27 +435,35 @@ def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: An
     dlq = settings.dlq
     lines.append(f"DLQ:      {dlq.base_path} ({'enabled' if dlq.enabled else 'DISABLED'})")
     if settings.storage_backend == "opensearch":
-        lines.append(f"storage:  opensearch at {settings.core.url}")
+        lines.append(f"storage:  opensearch at {redact_url(settings.core.url or '')}")
     else:
         lines.append(f"storage:  local, data in {settings.storage.data_dir}")
     lines.append(f"config:   {config_file or '(none: environment and defaults only)'}")
     hec = settings.hec.tokens[0] if settings.hec.tokens else None
     operator = settings.operator.tokens[0] if settings.operator.tokens else None
     if hec:
-        lines.append(f"HEC token:      {hec.token}  ({hec.name})")
+        shown, auth = _token_for_banner(hec.token, "Splunk", "$HEC_TOKEN")
+        lines.append(f"HEC token:      {shown}  ({hec.name})")
         body = shlex.quote(json.dumps({"event": "hello from the emulator", "sourcetype": "demo"}))
-        auth = shlex.quote(f"Authorization: Splunk {hec.token}")
         lines.append(f"  curl -s {url}/services/collector/event -H {auth} -d {body}")
     else:
         lines.append("HEC token:      none configured (hec.tokens in the config file, or INGEST_HEC_TOKENS)")
     if operator:
-        lines.append(f"operator token: {operator.token}  ({operator.name})")
-        auth = shlex.quote(f"Authorization: Bearer {operator.token}")
+        shown, auth = _token_for_banner(operator.token, "Bearer", "$OPERATOR_TOKEN")
+        lines.append(f"operator token: {shown}  ({operator.name})")
         lines.append(f"  curl -s {url}/api/v1/dlq -H {auth}")
     else:
         lines.append("operator token: none configured (operator.tokens, or INGEST_OPERATOR_TOKENS)")
     lines.append("Ctrl-C or SIGTERM stops it after in-flight requests finish (new ones get 503 code 9).")
     return "\n".join(lines)
+
+
+def _token_for_banner(token: str, scheme: str, placeholder: str) -> tuple[str, str]:
+    """(what to print for the token, the quoted curl header): only local/config.yaml's public
+    tokens are printed; any other is a secret, shown as a shell variable to set."""
+    if token in PUBLIC_TOKENS:
+        return token, shlex.quote(f"Authorization: {scheme} {token}")
+    return "(yours: not shown)", f'"Authorization: {scheme} {placeholder}"'
 
 
 # --- serving ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ anywhere else; the rest of the package is handed a Settings object.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,13 +20,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from . import credentials
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE_ENV = "INGEST_CONFIG_FILE"
 
@@ -167,12 +172,32 @@ class CoreSettings(_Section):
     password: str | None = None
     verify_tls: bool = True
 
+    # Whether `url` came with a user and password in it (moved out; a start-up warning).
+    _url_had_credentials: bool = PrivateAttr(default=False)
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _credentials_out_of_url(self) -> CoreSettings:
+        """`https://user:pw@host` becomes `https://host` with `username`/`password` (unless those
+        are set), so that the URL can be printed and logged (credentials.py)."""
+        if self.url:
+            url, user, password = credentials.split_credentials(self.url)
+            if url != self.url:
+                self.url, self._url_had_credentials = url, True
+                if self.username is None and self.password is None:
+                    self.username, self.password = user or None, password
+        return self
+
+    def warnings(self) -> list[str]:
+        """Insecure settings, for a warning at start-up (credentials.storage_warnings)."""
+        return credentials.storage_warnings(self.url, bool(self.username or self.password),
+                                            self._url_had_credentials, self.verify_tls)
 
 
 class DayWindow(_Section):
@@ -207,6 +232,17 @@ class Settings(_Section):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @model_validator(mode="after")
+    def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:
+        """Tokens too short, and the emulator's public tokens outside it, are refused (credentials.py).
+        The context's `emulator` says whether the local emulator started this process."""
+        emulator = bool((info.context or {}).get("emulator"))
+        problems = credentials.token_problems([(t.name, t.token) for t in self.hec.tokens],
+                                              [(t.name, t.token) for t in self.operator.tokens], emulator)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def storage_backend(self) -> str:
@@ -271,7 +307,17 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _parse_tokens(var: str, text: str) -> list[dict[str, str]]:
+def _parse_tokens(var: str, text: str) -> list[dict[str, Any]]:
+    """`name:token[,name:token]`, or a YAML/JSON list of token mappings (`[{name: ..., token: ...,
+    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name)."""
+    if text.lstrip().startswith("["):
+        try:
+            listed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
+            raise ConfigError(f"{var}: expected a list of token mappings such as '[{{name: a, token: ...}}]'")
+        return listed
     tokens = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, token = part.partition(":")
@@ -291,8 +337,12 @@ def _parse_mapping(var: str, text: str) -> Any:
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the YAML file (argument, else INGEST_CONFIG_FILE), apply environment overrides, validate."""
+    """Read the YAML file (argument, else INGEST_CONFIG_FILE), apply environment overrides (and
+    secrets named by `*_SECRET` variables, credentials.resolve_secrets), validate. Insecure
+    storage settings are logged as warnings. Public or short tokens are refused unless
+    TELHAWK_LOCAL_EMULATOR=1 (credentials.py)."""
     env = os.environ if env is None else env
+    env = {**env, **credentials.resolve_secrets(env)}
     path = path or env.get(CONFIG_FILE_ENV)
     data: dict[str, Any] = {}
     if path:
@@ -319,9 +369,13 @@ def load_settings(
         data[section][name] = parsed
         sources[key] = var
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(
+            data, context={"emulator": env.get(credentials.EMULATOR_ENV) == "1"})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+    for warning in settings.core.warnings():
+        log.warning("insecure storage setting: %s", warning)
+    return settings
 
 
 def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
@@ -331,7 +385,13 @@ def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
         origin = sources.get(".".join(str(p) for p in err["loc"][:2]))
         where = f"{key} (from {origin})" if origin else key
         given = err.get("input")
-        shown = "" if isinstance(given, dict | list) or key.endswith("token") else f", got {given!r}"
+        secret = key.endswith(("token", "password", "username"))
+        if key == "core.url" and isinstance(given, str):
+            given = credentials.redact_url(given)
+        shown = "" if isinstance(given, dict | list) or secret else f", got {given!r}"
+        if not err["loc"]:  # a rule across keys (e.g. Settings._no_weak_or_public_tokens): as written
+            lines.append(str(err["ctx"]["error"]) if "error" in err.get("ctx", {}) else err["msg"])
+            continue
         msg = err["msg"]  # only its first letter lowered: the rest may quote a token's name
         lines.append(f"{where}: {msg[:1].lower()}{msg[1:]}{shown}")
     return "invalid configuration: " + "; ".join(lines)

@@ -300,11 +300,13 @@ def _unlisted(before: dict[str, tuple[float, list[int]]], now: dict[str, tuple[f
               at: float) -> tuple[int, int]:
     """Files and bytes that may be in place without being in a listing taken after `before`.
 
-    Per ledger file: admitted up to now, less returned up to now, less written before the
-    listing (those are in it). Compared file by file and never below zero, so a file adopted by a
-    new process (renamed) while a snapshot was read, showing under both names or neither, can
-    only count high. A file unchanged for STALE_TEMP_S belongs to a process that died: what it
-    admitted and never wrote or returned is not in flight any more, and counts zero.
+    Per ledger file: written since the listing (not in it), plus admitted and neither written nor
+    returned yet (in flight). Compared file by file, each part never below zero, so a file
+    adopted by a new process (renamed) while a snapshot was read, showing under both names or
+    neither, can only count high; so can a process that went on in a new file after a compaction
+    took its old one (stats.py), whose new file may write entries the old one admitted. A file
+    unchanged for STALE_TEMP_S belongs to a process that died: what it admitted and never wrote
+    or returned is not in flight any more, and counts zero.
     """
     totals = [0, 0]
     for name, (mtime, values) in now.items():
@@ -312,8 +314,10 @@ def _unlisted(before: dict[str, tuple[float, list[int]]], now: dict[str, tuple[f
             continue
         old = before.get(name)
         for k in (0, 1):
+            written = values[_AT[WRITTEN[k]]]
             written_before = old[1][_AT[WRITTEN[k]]] if old else 0
-            totals[k] += max(0, values[_AT[ADMITTED[k]]] - values[_AT[RETURNED[k]]] - written_before)
+            in_flight = values[_AT[ADMITTED[k]]] - values[_AT[RETURNED[k]]] - written
+            totals[k] += max(0, written - written_before) + max(0, in_flight)
     return totals[0], totals[1]
 
 

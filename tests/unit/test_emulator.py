@@ -442,7 +442,8 @@ def test_the_dev_config_is_valid_and_the_banner_shows_routes_and_tokens(template
     from telhawk_ingest.config import load_settings
 
     settings = load_settings(
-        emulator.DEFAULT_CONFIG, env={"INGEST_DLQ_BASE_PATH": "/tmp/x/dlq", "INGEST_STORAGE_BACKEND": "local"}
+        emulator.DEFAULT_CONFIG, env={"INGEST_DLQ_BASE_PATH": "/tmp/x/dlq", "INGEST_STORAGE_BACKEND": "local",
+                                      "TELHAWK_LOCAL_EMULATOR": "1"}
     )
     text = emulator.banner(
         "http://127.0.0.1:8088", template_path, read_functions(template_path), settings, "cfg.yaml"
@@ -470,6 +471,7 @@ def test_local_storage_on_a_network_filesystem_stops_the_emulator_before_it_serv
                    "INGEST_CONFIG_FILE": emulator.DEFAULT_CONFIG, "INGEST_STORAGE_BACKEND": "local"}
     for name, value in environment.items():  # all set: the emulator's own overrides change nothing
         monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("TELHAWK_LOCAL_EMULATOR", "1")  # the emulator sets it: restored after the test
 
     assert emulator.main(["--port", "0"]) == 2
 

@@ -136,3 +136,87 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
         assert variables.get("INGEST_OPENSEARCH_URL") == {"Ref": "OpenSearchUrl"}, logical_id
         data_dir = variables.get("INGEST_STORAGE_DATA_DIR")
         assert data_dir is None or not any(str(data_dir).startswith(m) for m in mounts), logical_id
+
+
+# -- the deployment surface: which API, which secrets ------------------------------------------------
+
+HEC_PATH_PREFIX = "/services/collector"
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
+
+
+def events(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in (props.get("Events") or {}).values() if e.get("Type") in ("HttpApi", "Api")]
+
+
+def test_operator_routes_are_on_a_private_api_behind_the_execute_api_endpoint(template: dict[str, Any]
+                                                                              ) -> None:
+    api = template["Resources"]["OperatorApi"]
+    assert api["Type"] == "AWS::Serverless::Api"
+    endpoint = api["Properties"]["EndpointConfiguration"]
+    only_through = [{"Ref": "ExecuteApiEndpoint"}]
+    assert endpoint["Type"] == "PRIVATE" and endpoint["VPCEndpointIds"] == only_through
+    assert api["Properties"]["Auth"]["ResourcePolicy"]["IntrinsicVpceWhitelist"] == only_through
+    vpce = template["Resources"]["ExecuteApiEndpoint"]["Properties"]
+    assert vpce["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.execute-api"}
+    for logical_id, props in serverless_functions(template).items():
+        for event in events(props):
+            path = event["Properties"]["Path"]
+            if path.startswith("/api/") or path == "/healthz":
+                assert logical_id in OPERATOR_FUNCTIONS
+                assert event["Type"] == "Api" and event["Properties"]["RestApiId"] == {"Ref": "OperatorApi"}
+            else:
+                assert path.startswith(HEC_PATH_PREFIX)
+                assert event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "HecApi"}
+
+
+def test_both_apis_are_throttled(template: dict[str, Any]) -> None:
+    hec = template["Resources"]["HecApi"]["Properties"]["DefaultRouteSettings"]
+    assert hec == {"ThrottlingRateLimit": {"Ref": "HecThrottlingRateLimit"},
+                   "ThrottlingBurstLimit": {"Ref": "HecThrottlingBurstLimit"}}
+    [operator] = template["Resources"]["OperatorApi"]["Properties"]["MethodSettings"]
+    assert operator["ThrottlingRateLimit"] == {"Ref": "OperatorThrottlingRateLimit"}
+    for name in ("HecThrottlingRateLimit", "HecThrottlingBurstLimit", "OperatorThrottlingRateLimit"):
+        assert int(template["Parameters"][name]["Default"]) > 0
+
+
+def secret_variables(props: dict[str, Any]) -> dict[str, str]:
+    """INGEST_*_SECRET variable -> the secret parameter it names."""
+    variables = (props.get("Environment") or {}).get("Variables") or {}
+    out = {}
+    for name, value in variables.items():
+        if name.endswith("_SECRET"):
+            chosen = value["Fn::If"][1]
+            out[name] = chosen["Ref"] if "Ref" in chosen else chosen["Fn::Sub"].split("}")[0][2:]
+    return out
+
+
+def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(template: dict[str, Any]
+                                                                              ) -> None:
+    storage = {"INGEST_CORE_USERNAME_SECRET", "INGEST_CORE_PASSWORD_SECRET"}
+    wanted = {
+        "IngestEvent": {"INGEST_HEC_TOKENS_SECRET", *storage},
+        "ListDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "Healthz": storage,
+    }
+    for logical_id, props in serverless_functions(template).items():
+        secrets = secret_variables(props)
+        assert set(secrets) == wanted[logical_id], logical_id
+        readable = {p["Fn::If"][1]["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]["Ref"]
+                    for p in props["Policies"] if isinstance(p, dict) and "Fn::If" in p}
+        assert readable == set(secrets.values()), logical_id
+        assert props["Layers"] == [{"Ref": "SecretsExtensionLayerArn"}], logical_id
+    assert template["Resources"]["SecretsManagerEndpoint"]["Properties"]["ServiceName"] == {
+        "Fn::Sub": "com.amazonaws.${AWS::Region}.secretsmanager"}
+
+
+def test_no_credential_is_a_parameter_or_a_plain_environment_value(template: dict[str, Any]) -> None:
+    for name in template["Parameters"]:
+        assert not name.endswith(("Tokens", "Password")), name
+    variables = [template["Globals"]["Function"]["Environment"]["Variables"]] + [
+        (props.get("Environment") or {}).get("Variables") or {}
+        for props in serverless_functions(template).values()]
+    for mapping in variables:
+        for name in mapping:
+            plain_credential = any(word in name for word in ("TOKEN", "PASSWORD", "USERNAME"))
+            assert name.endswith("_SECRET") or not plain_credential, name

@@ -1,0 +1,277 @@
+"""Counters files stay bounded: files of processes gone quiet are folded into compacted files,
+and no count is ever taken twice or lost, whatever runs at once or stops half-way (stats.py, fold.py)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from telhawk_ingest import fold, stats
+from telhawk_ingest.stats import ABSORB_AFTER_S, Counters
+
+# Old enough to be folded at once, however few such files there are (stats.MIN_BATCH).
+OLD = 2 * ABSORB_AFTER_S + 1
+
+
+@pytest.fixture(autouse=True)
+def no_background_compaction(monkeypatch):
+    """The flusher thread compacts when due; here each test says when compactions run."""
+    monkeypatch.setattr(stats.Counters, "compact_if_due", lambda self: None)
+
+
+def kill(counters: Counters) -> None:
+    """What SIGKILL or a platform ending a frozen instance leaves: the file, nothing retired."""
+    atexit.unregister(counters.retire)
+    stats._live.discard(counters)
+    if counters._fd is not None:
+        os.close(counters._fd)
+        counters._fd = None
+
+
+def age(path: Path, seconds: float, now: float | None = None) -> None:
+    then = (time.time() if now is None else now) - seconds
+    os.utime(path, (then, then))
+
+
+def cold_start(directory: Path, stored: int, ago: float = OLD) -> Path:
+    """One short-lived process: counts, writes its file, is killed; its file is `ago` seconds old."""
+    counters = Counters(directory)
+    counters.add(stored=stored, now=True)
+    path = counters._path
+    assert path is not None
+    kill(counters)
+    age(path, ago)
+    return path
+
+
+def files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def reader_total(directory: Path, name: str = "stored") -> int:
+    reader = Counters(directory)
+    try:
+        return reader.totals()[name]
+    finally:
+        kill(reader)
+
+
+def test_cold_starts_leave_one_compacted_file_and_the_same_totals(tmp_path):
+    for i in range(200):
+        cold_start(tmp_path, stored=i + 1)
+    assert len(files(tmp_path)) == 200
+
+    live = Counters(tmp_path)
+    live.add(stored=1, now=True)
+    assert live.compact() == 200
+
+    names = files(tmp_path)
+    assert len(names) == 2 and sum(stats._is_compacted(n) for n in names) == 1
+    assert reader_total(tmp_path) == sum(range(1, 201)) + 1
+
+
+def test_recent_files_and_the_compacting_process_own_file_are_left_alone(tmp_path):
+    recent = cold_start(tmp_path, stored=3, ago=ABSORB_AFTER_S - 60)
+    old = cold_start(tmp_path, stored=4)
+    live = Counters(tmp_path)
+    live.add(stored=5, now=True)
+    assert live._path is not None
+    age(live._path, 10 * ABSORB_AFTER_S)  # its own file, however old, is never taken from under it
+
+    assert live.compact() == 1
+
+    assert recent.exists() and live._path.exists() and not old.exists()
+    assert reader_total(tmp_path) == 12
+
+
+def test_successive_compactions_fold_the_compacted_files_too(tmp_path):
+    compactor = Counters(tmp_path)
+    compactor.add(stored=1, now=True)
+    for round_ in range(5):
+        for _ in range(10):
+            cold_start(tmp_path, stored=round_ + 1)
+        compactor.compact()
+
+    assert sum(stats._is_compacted(n) for n in files(tmp_path)) == 1
+    assert reader_total(tmp_path) == 1 + 10 * (1 + 2 + 3 + 4 + 5)
+
+
+def test_two_compactions_at_once_each_take_a_file_once(tmp_path, monkeypatch):
+    for i in range(20):
+        cold_start(tmp_path, stored=i + 1)
+    first, second = Counters(tmp_path), Counters(tmp_path)
+    real_claim = fold.claim
+    # The first compaction claims every other file, then the second runs to completion in the
+    # middle of the first one's claiming.
+    calls = {"n": 0}
+
+    def interleaved(directory, name, fid):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            second.compact()
+        return real_claim(directory, name, fid)
+
+    monkeypatch.setattr(fold, "claim", interleaved)
+    first.compact()
+
+    assert reader_total(tmp_path) == sum(range(1, 21))
+    assert not any(fold.is_claim(n) for n in files(tmp_path))
+
+
+def test_a_compaction_that_stopped_before_its_commit_is_taken_over_later_and_counts_once(tmp_path,
+                                                                                          monkeypatch):
+    for _ in range(5):
+        cold_start(tmp_path, stored=10)
+    monkeypatch.setattr(fold, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        Counters(tmp_path).compact()
+    monkeypatch.undo()
+    assert all(fold.is_claim(n) for n in files(tmp_path))
+    assert reader_total(tmp_path) == 50  # claimed files still count
+
+    later = Counters(tmp_path)
+    assert later.compact() == 0  # too early: the claims might belong to a compaction at work
+    assert later.compact(now=time.time() + fold.CLAIM_STALE_S + 1) == 5
+    assert reader_total(tmp_path) == 50
+    assert [stats._is_compacted(n) for n in files(tmp_path)] == [True]
+
+
+def test_a_compaction_that_stopped_after_its_commit_leaves_claims_that_are_never_counted_again(
+        tmp_path, monkeypatch):
+    for _ in range(3):
+        cold_start(tmp_path, stored=7)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)  # killed before cleaning up
+    Counters(tmp_path).compact()
+    monkeypatch.undo()
+    leftover = [n for n in files(tmp_path) if fold.is_claim(n)]
+    assert len(leftover) == 3
+
+    assert reader_total(tmp_path) == 21  # the compacted file records them: skipped
+    Counters(tmp_path).compact(now=time.time() + fold.CLAIM_STALE_S + 1)
+    assert not any(fold.is_claim(n) for n in files(tmp_path))
+    assert reader_total(tmp_path) == 21
+
+
+def test_a_compaction_stalled_past_its_budget_gives_its_claims_back(tmp_path, monkeypatch):
+    paths = [cold_start(tmp_path, stored=2) for _ in range(3)]
+    clock = {"now": time.time()}
+    real_write = fold.write_synced
+
+    def slow_write(path, data):
+        real_write(path, data)
+        clock["now"] += fold.COMMIT_BUDGET_S + 1  # frozen while writing, thawed a minute later
+
+    monkeypatch.setattr(time, "time", lambda: clock["now"])
+    monkeypatch.setattr(fold, "write_synced", slow_write)
+    assert Counters(tmp_path).compact() == 0
+    monkeypatch.undo()
+
+    assert all(p.exists() for p in paths)
+    assert not any(stats._is_compacted(n) for n in files(tmp_path))
+    assert reader_total(tmp_path) == 6
+
+
+def test_a_frozen_process_whose_file_was_taken_goes_on_in_a_new_file_counting_nothing_twice(tmp_path):
+    frozen = Counters(tmp_path)
+    frozen.add(stored=4, now=True)
+    assert frozen._path is not None
+    age(frozen._path, OLD)
+    assert Counters(tmp_path).compact() == 1
+
+    frozen.add(stored=3, now=True)  # thawed
+    frozen.flush(sync=True)
+
+    assert reader_total(tmp_path) == 7
+    assert frozen.totals()["stored"] == 7
+
+
+def test_a_write_that_lands_after_the_compaction_read_the_file_is_counted_late_not_lost(tmp_path,
+                                                                                          monkeypatch):
+    owner = Counters(tmp_path)
+    owner.add(stored=5, now=True)
+    assert owner._path is not None
+    age(owner._path, OLD)
+    compactor = Counters(tmp_path)
+    real_pwrite = os.pwrite
+    armed = {"on": True}
+
+    def pwrite_after_a_compaction(fd, data, offset):
+        # The owner checked its file, then stopped; meanwhile a compaction took it (reading 5).
+        if armed.pop("on", False):
+            compactor.compact()
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite_after_a_compaction)
+    owner.add(stored=2, now=True)  # writes 7 into the file the compaction already read and deleted
+    monkeypatch.undo()
+    owner.flush(sync=True)  # the check after the write: taken; the record says 5 were taken
+
+    assert reader_total(tmp_path) == 7
+    assert owner.totals()["stored"] == 7
+
+
+def test_readers_during_a_compaction_count_each_file_once(tmp_path, monkeypatch):
+    for i in range(6):
+        cold_start(tmp_path, stored=i + 1)
+    seen: list[int] = []
+    real_rename, real_unlink = os.rename, Path.unlink
+
+    def renaming(src, dst):
+        real_rename(src, dst)
+        seen.append(reader_total(tmp_path))
+
+    def unlinking(self, missing_ok=False):
+        real_unlink(self, missing_ok=missing_ok)
+        seen.append(reader_total(tmp_path))
+
+    monkeypatch.setattr(os, "rename", renaming)
+    monkeypatch.setattr(Path, "unlink", unlinking)
+    Counters(tmp_path).compact()
+    monkeypatch.undo()
+
+    assert len(seen) >= 6 + 1 + 6  # after every claim, the commit, and every deletion
+    assert set(seen) == {21}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "flush", "age", "compact"]),
+                          st.integers(0, 2), st.integers(1, 5)), max_size=40))
+def test_any_interleaving_of_counting_aging_and_compacting_never_counts_twice(tmp_path_factory, steps):
+    directory = tmp_path_factory.mktemp("counters")
+    procs = [Counters(directory) for _ in range(3)]
+    true_total = 0
+    try:
+        for op, i, n in steps:
+            proc = procs[i]
+            if op == "add":
+                proc.add(stored=n)
+                true_total += n
+            elif op == "flush":
+                proc.flush(sync=True)
+            elif op == "age" and proc._path is not None and proc._path.exists():
+                age(proc._path, OLD)
+            elif op == "compact":
+                proc.compact()
+            # the reader never sees more than was counted, nor less than what was written
+            assert reader_total(directory) <= true_total
+        for proc in procs:
+            proc.flush(sync=True)
+        assert reader_total(directory) == true_total
+    finally:
+        for proc in procs:
+            kill(proc)
+
+
+def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
+    few = [cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1) for _ in range(stats.MIN_BATCH - 1)]
+    assert Counters(tmp_path).compact() == 0
+    assert all(p.exists() for p in few)
+
+    cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1)
+    assert Counters(tmp_path).compact() == stats.MIN_BATCH
+    assert reader_total(tmp_path) == stats.MIN_BATCH
