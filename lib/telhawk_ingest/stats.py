@@ -373,7 +373,9 @@ class Counters:
             own = None if self._path is None else self._path.name
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except OSError:
+            # Missing, or not readable (a file in its place, no permission): observability must not
+            # fail the health document, so only this process's counts are known.
             entries = []
         compacted: dict[str, _Compacted] = {}
         for entry in entries:
