@@ -385,9 +385,9 @@ class Service:
 
 
 def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:
-    """The query as a dict, or ApiError 400 naming every parameter the call does not take and every
-    one given twice (SPEC §8: nothing is changed by a request that was not understood). Names are
-    case-sensitive: `LIMIT` is not `limit`."""
+    """The query as a dict, or ApiError 400 naming every parameter the call does not take, every
+    one given twice and every one given empty (SPEC §8: nothing is changed by a request that was
+    not understood). Names are case-sensitive: `LIMIT` is not `limit`."""
     pairs = list(params.items() if isinstance(params, Mapping) else params)
     unknown = sorted({name for name, _ in pairs if name not in known})
     if unknown:
@@ -398,6 +398,12 @@ def parse_query(params: Query, known: frozenset[str]) -> dict[str, str]:
     if repeated:
         raise ApiError(400, f"query parameter {', '.join(map(repr, repeated))} given more than once; "
                             "nothing was done")
+    # `?reason=` from a script's unset variable must not read as "no filter": a purge would then
+    # delete every entry. An empty value is refused; to not filter, leave the parameter out.
+    empty = sorted(name for name, value in pairs if not value.strip())
+    if empty:
+        raise ApiError(400, f"query parameter {', '.join(map(repr, empty))} is empty; leave a parameter "
+                            "out to not use it; nothing was done")
     return dict(pairs)
 
 

@@ -199,10 +199,10 @@ def test_purge_with_a_json_body_deletes_nothing(client):
     assert pending(client) == 2
 
 
-def test_known_parameters_still_work_and_an_empty_value_means_no_filter(client):
+def test_known_parameters_still_work(client):
     client.hec(CISCO + SSHD_EVENT.replace("linux_secure", "cisco_asa"))
 
-    listing = client.operator("GET", "/api/v1/dlq", params="limit=1&reason=&source_type=cisco_asa")
+    listing = client.operator("GET", "/api/v1/dlq", params="limit=1&source_type=cisco_asa")
     purged = client.operator("DELETE", "/api/v1/dlq/purge",
                              params="reason=normalization_failed&since=0&error=no+normalizer")
 
@@ -239,3 +239,17 @@ def test_healthz_counts_temp_files_a_kill_left_and_the_next_start_removes_the_ol
     assert (before["temp_files"], before["pending_files"]) == (2, 0)
     assert (restarted["temp_files"], restarted["pending_files"]) == (1, 0)
     assert not old.exists() and young.exists()
+
+
+@pytest.mark.parametrize("name", ["reason", "source_type", "since", "until", "error"])
+def test_an_empty_filter_value_gets_400_and_a_purge_deletes_nothing(client, name):
+    # A script's `?reason=$REASON` with the variable unset must not purge the whole DLQ.
+    client.hec('{"event": {"msg": "x"}, "sourcetype": "cisco_asa"}')
+    assert len(client.dlq_records()) == 1
+
+    purge = client.operator("DELETE", "/api/v1/dlq/purge", params={name: ""})
+    listing = client.operator("GET", "/api/v1/dlq", params={name: " "})
+
+    assert purge.status_code == 400 and f"'{name}' is empty" in purge.json()["error"]
+    assert listing.status_code == 400
+    assert len(client.dlq_records()) == 1
