@@ -40,8 +40,10 @@ def poll(client: httpx.Client, ack_ids: list[int], channel: str = CHANNEL) -> ht
     return post(client, "/services/collector/ack", json.dumps({"acks": ack_ids}), channel)
 
 
-def stored(emu) -> int:
-    return httpx.get(f"{emu.url}/healthz", trust_env=False).json()["stored"]
+def stored(emu, expected: int) -> int:
+    """The stored count of every worker, once it reaches `expected` or counters had time to arrive
+    (each worker writes its counters within stats.FLUSH_INTERVAL_S)."""
+    return emu.healthz(lambda health: health["stored"] >= expected)["stored"]
 
 
 def test_a_channel_gets_increasing_ack_ids_the_ack_endpoint_confirms_them_and_a_restart_restarts_them(
@@ -62,14 +64,14 @@ def test_a_channel_gets_increasing_ack_ids_the_ack_endpoint_confirms_them_and_a_
         assert (missing.status_code, missing.json()["code"]) == (400, 10)
         disabled = post(client, "/services/collector/ack", '{"acks": [0]}', token=PLAIN_TOKEN)
         assert (disabled.status_code, disabled.json()) == (400, {"text": "ACK is disabled", "code": 14})
-        assert stored(emu) == 4
+        assert stored(emu, 4) == 4
 
     emu.restart()
     with httpx.Client(base_url=emu.url, trust_env=False, timeout=30) as client:
         # A new process counts again from 0; the ids of the first one are still confirmed.
         assert post(client, "/services/collector/event", event(11)).json()["ackId"] == 0
         assert poll(client, [0, 1, 2]).json() == {"acks": {"0": True, "1": True, "2": True}}
-    assert stored(emu) == 5
+    assert stored(emu, 5) == 5
 
 
 def test_with_several_workers_every_ack_id_handed_out_is_confirmed_by_any_worker(start_emulator):
@@ -88,4 +90,4 @@ def test_with_several_workers_every_ack_id_handed_out_is_confirmed_by_any_worker
         with httpx.Client(base_url=emu.url, trust_env=False, timeout=30) as client:
             assert poll(client, sorted(set(ack_ids))).json() == {
                 "acks": {str(i): True for i in sorted(set(ack_ids))}}
-    assert stored(emu) == 8
+    assert stored(emu, 8) == 8
