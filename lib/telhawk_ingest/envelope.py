@@ -54,9 +54,27 @@ def id_time(envelope_id: str) -> float | None:
 
 
 def rfc3339(ts: float | None = None) -> str:
-    """UTC time as RFC 3339 with millisecond precision and a `Z` suffix."""
-    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
+    """UTC time as RFC 3339 with millisecond precision and a `Z` suffix, e.g.
+    `2024-11-04T01:02:03.456Z`; the milliseconds are those of the time rounded to microseconds, as
+    datetime rounds it."""
+    global _last_second
+    ts = time.time() if ts is None else ts
+    whole = int(ts)
+    fraction = ts - whole  # exact for any float of this range
+    # Most calls fall in the second of the one before: its text is kept. Near the end of a second
+    # (or before 1970) rounding may carry into the next one: datetime decides there.
+    if ts >= 0 and fraction < 0.999:
+        second, text = _last_second
+        if second != whole:
+            text = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            _last_second = (whole, text)
+        return f"{text}{round(fraction * 1e6) // 1000:03d}Z"
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+# (unix second, its text up to the decimal point) of rfc3339's last call; replaced whole.
+_last_second: tuple[int, str] = (-1, "")
 
 
 def parse_time(value: str | float | int) -> float:
