@@ -93,6 +93,9 @@ def fresh_client(app: TestClient) -> Iterator[Client]:
         finally:
             service_module._service = previous
             svc.backend.close()
+            # The counters' flusher thread may still be about to create this service's counters
+            # file in `tmp`: write it now, so nothing is created while the folder is removed.
+            svc.counters.flush()
 
 
 def check_answer(answer: Any) -> None:
