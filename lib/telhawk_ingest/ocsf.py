@@ -110,9 +110,26 @@ class OcsfValidator:
         self._max_cached = max_cached
         # metadata.profiles as declared -> the enabled profiles it names (see _enabled_profiles).
         self._profiles: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        # _ready_key(event) -> its validator, once `_validate` found it for such an event.
+        self._ready: dict[tuple[Any, ...], _Compiled] = {}
 
     def validate(self, event: Any) -> None:
         """Return if `event` is a valid OCSF event of its class, else raise SchemaError."""
+        # The common case first: an event whose class and declared profiles were seen before.
+        if type(event) is dict and (key := _ready_key(event)) is not None:
+            try:
+                compiled = self._ready.get(key)
+            except TypeError:  # an unhashable profile entry: the full check explains it
+                compiled = None
+            if compiled is not None:
+                try:
+                    if compiled.validator.is_valid(event):
+                        return
+                except ValueError:
+                    pass  # not JSON: the full check below says so
+        self._validate(event)
+
+    def _validate(self, event: Any) -> None:
         if not isinstance(event, dict):
             raise SchemaError(
                 f"event: expected a JSON object, got {type(event).__name__}", details={"path": ""}
@@ -133,6 +150,7 @@ class OcsfValidator:
             )
         profiles = self._enabled_profiles(event, catalog.profiles)
         compiled = self._compiled.get((class_uid, profiles)) or self._build(class_uid, profiles)
+        self._remember(event, compiled)
         try:
             if compiled.validator.is_valid(event):
                 return
@@ -164,6 +182,19 @@ class OcsfValidator:
                 self._profiles.clear()  # rare: only a producer varying its list would get here
             self._profiles[key] = profiles
         return profiles
+
+    def _remember(self, event: dict[str, Any], compiled: _Compiled) -> None:
+        """Key `validate`'s first look-up for events like this one (`_ready_key`)."""
+        key = _ready_key(event)
+        try:
+            hash(key)
+        except TypeError:
+            return
+        if key is None:
+            return
+        if len(self._ready) >= MAX_CACHED_PROFILE_LISTS:
+            self._ready.clear()  # rare: only producers varying their lists would get here
+        self._ready[key] = compiled
 
     def build_times(self) -> dict[tuple[int, tuple[str, ...]], float]:
         """Seconds spent building each cached validator, keyed by (class_uid, profiles)."""
@@ -208,6 +239,25 @@ def validate(event: dict[str, Any]) -> None:
 def build_times() -> dict[tuple[int, tuple[str, ...]], float]:
     """Seconds spent building each validator the shared instance holds."""
     return _default.build_times()
+
+
+def _ready_key(event: dict[str, Any]) -> tuple[Any, ...] | None:
+    """`class_uid` and `metadata.profiles` as declared (a list's entries as a tuple, None when
+    there is no such list or no metadata), which decide the validator; None, never cached, for an
+    event whose class or metadata is not a plain int or object: the full check explains those."""
+    metadata = event.get("metadata")
+    if metadata is None:
+        declared = None
+    elif type(metadata) is dict:
+        declared = metadata.get("profiles")
+    else:
+        return None
+    class_uid = event.get("class_uid")
+    if type(class_uid) is not int:
+        return None
+    if type(declared) is list:
+        return (class_uid, tuple(declared))
+    return (class_uid, None) if declared is None else None
 
 
 def _enabled_profiles(event: dict[str, Any], known: frozenset[str]) -> tuple[str, ...]:

@@ -87,15 +87,36 @@ def _waits(policy: RetryPolicy) -> Generator[float, _Round | None, None]:
         retry += 1
 
 
+def try_store(backend: StorageBackend, items: Sequence[Item]) -> list[Outcome]:
+    """One try, no waiting: the backend's outcomes, one per item; RETRY for every item when the
+    backend raised or answered the wrong number of outcomes (a backend bug must not fail the
+    request, nor lose events: they are retried, then dead-lettered)."""
+    try:
+        outcomes = backend.store(items)
+    except Exception as exc:
+        log.exception("storage backend %s raised instead of reporting outcomes", backend.name)
+        return [Outcome(Status.RETRY, f"storage failed: {type(exc).__name__}: {exc}")] * len(items)
+    return _accounted(outcomes, len(items))
+
+
+def _accounted(outcomes: Sequence[Outcome], count: int) -> list[Outcome]:
+    if len(outcomes) != count:
+        return [Outcome(Status.RETRY, "storage returned a wrong number of results")] * count
+    return list(outcomes)
+
+
 def store_with_retries(
     backend: StorageBackend,
     items: Sequence[Item],
     policy: RetryPolicy,
     on_retry: Callable[[int, float], None] | None = None,
+    first: Sequence[Outcome] | None = None,
 ) -> list[Final]:
     """Store `items`, retrying only the retryable ones; one Final per item, in order.
 
     `on_retry(count, wait)` is called before each wait with the number of items being retried.
+    `first`: the outcomes of a first try the caller already made (e.g. through the local store's
+    `submit`, awaited on an event loop), one per item; the backend is then asked only for retries.
     """
     finals: list[Final | None] = [None] * len(items)
     todo = list(range(len(items)))
@@ -104,13 +125,10 @@ def store_with_retries(
     def attempt() -> _Round:
         nonlocal todo, tries
         tries += 1  # an item in this try has been in every try so far
-        try:
-            outcomes = backend.store([items[i] for i in todo] if tries > 1 else items)
-        except Exception as exc:  # a backend bug must not fail the request: retry, then the DLQ
-            log.exception("storage backend %s raised instead of reporting outcomes", backend.name)
-            outcomes = [Outcome(Status.RETRY, f"storage failed: {type(exc).__name__}: {exc}")] * len(todo)
-        if len(outcomes) != len(todo):  # a backend bug must not lose events: retry them all
-            outcomes = [Outcome(Status.RETRY, "storage returned a wrong number of results")] * len(todo)
+        if tries > 1:
+            outcomes = try_store(backend, [items[i] for i in todo])
+        else:
+            outcomes = try_store(backend, items) if first is None else _accounted(first, len(items))
         rnd = _Round()
         final = None
         for i, outcome in zip(todo, outcomes, strict=True):

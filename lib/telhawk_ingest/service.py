@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +28,10 @@ from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
 from .normalizers import Registry, default_registry
-from .retry import RetryPolicy, store_with_retries
+from .retry import RetryPolicy, store_with_retries, try_store
 from .stats import Counters
 from .storage import make_backend
-from .storage.base import DEFAULT_INDEX, SECONDS_PER_DAY, Item, StorageBackend, day_anchor, seconds
+from .storage.base import DEFAULT_INDEX, SECONDS_PER_DAY, Item, Outcome, StorageBackend, day_anchor, seconds
 from .storage.document import stored_document
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class Reply:
 
 
 SUCCESS = {"text": "Success", "code": 0}
+# The counter of each DLQ reason (stats.COUNTERS).
+_DLQ_COUNTERS = {reason: f"dlq_{reason}" for reason in REASONS}
+# The HEC endpoints that take events (hec.endpoint_kind).
+INGEST_KINDS = frozenset({"event", "raw"})
 
 
 @dataclass(slots=True)
@@ -74,6 +78,25 @@ class IngestResult:
     stored: int = 0
     dead_lettered: int = 0
     dlq_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Envelopes normalized and validated, not yet stored (`Service.prepare`): the storage items
+    with the envelope of each, and the DLQ records of the events that failed before storage."""
+
+    envelopes: list[Envelope]
+    items: list[Item] = field(default_factory=list)
+    item_envelopes: list[Envelope] = field(default_factory=list)  # one per item, same order
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Staged:
+    """A HEC ingest request parsed and prepared, its answer not yet decided (`Service.hec_stage`)."""
+
+    channel: str | None  # the ack channel, when the token has acknowledgement on
+    prepared: Prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +135,11 @@ class Service:
         self.started = time.monotonic()
         self._operators = {t.token: t.name for t in settings.operator.tokens}
         self._hec_tokens = {t.token for t in settings.hec.tokens}
+        # Read once: settings lookups on every event were a tenth of preparing it.
+        window = settings.storage.day_window
+        self._day_window = (window.back_days, window.ahead_days)
+        self._arrival: tuple[str, float] = ("", 0.0)  # the last UUIDv7 time read (_day_anchor)
+        self._received: tuple[str, float | None] = ("", None)  # the last received_at parsed (_day_anchor)
 
     # -- HEC ------------------------------------------------------------------------------
 
@@ -135,29 +163,80 @@ class Service:
                 token = self.auth.authenticate(req)
             if kind == "ack":
                 return self.hec_ack(req, token)
-            # Like authentication, the channel depends on headers and query only: checked before the body.
-            channel = ack.channel(req) if token.ack else None
-            limits = self.settings.hec
-            body = read_body(req, limits.max_body_bytes, limits.max_decompression_ratio)
-            received_at = rfc3339(self.clock())
-            if kind == "raw":
-                envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
-            else:
-                envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
-            result = self.ingest(envelopes)
+            staged = self._stage(req, token, kind)
         except HecError as err:
             return self.hec_refuse(err)
+        return self.hec_complete(staged)
+
+    def hec_stage(self, req: HecRequest, token: HecToken) -> Staged | Reply:
+        """The first half of `hec` for a POST to the event or raw endpoint (INGEST_KINDS) whose
+        token `hec_admit` gave (ValueError for any other request): the channel, the body
+        (decompressed), the envelopes, normalized and validated. The refusal when the request is
+        refused (nothing of it is stored then).
+
+        Never blocks: no disk, no network, only CPU in proportion to the body, so an event loop may
+        run it. Then `hec_submit` and `hec_complete` finish the request.
+        """
+        kind = endpoint_kind(req.path)
+        if kind not in INGEST_KINDS or req.method != "POST":
+            raise ValueError(f"hec_stage takes a POST to an ingest endpoint, not {req.method} {req.path}")
+        try:
+            return self._stage(req, token, kind)
+        except HecError as err:
+            return self.hec_refuse(err)
+
+    def _stage(self, req: HecRequest, token: HecToken, kind: str) -> Staged:
+        # Like authentication, the channel depends on headers and query only: checked before the body.
+        channel = ack.channel(req) if token.ack else None
+        limits = self.settings.hec
+        body = read_body(req, limits.max_body_bytes, limits.max_decompression_ratio)
+        received_at = rfc3339(self.clock())
+        if kind == "raw":
+            envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
+        else:
+            envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
+        return Staged(channel, self.prepare(envelopes))
+
+    def hec_submit(self, staged: Staged, done: Callable[[list[Outcome]], None]) -> bool:
+        """Start the first try at storing a staged request without waiting for it: `done(outcomes)`
+        is called from the storage writer's thread once it is over (one outcome per item). Only
+        when the backend takes a batch without blocking (`enqueue`: the local store's writer), the
+        request's items fit in one bulk chunk (`storage.bulk_max_events`), and no event failed
+        before storage (those must be admitted by the DLQ before anything is stored, SPEC §2).
+        False otherwise, and nothing was started: `hec_complete(staged)` stores it all."""
+        enqueue = getattr(self.backend, "enqueue", None)
+        prepared = staged.prepared
+        if enqueue is None or prepared.failed or len(prepared.items) > self.settings.storage.bulk_max_events:
+            return False
+        enqueue(prepared.items, done)
+        return True
+
+    def hec_complete(self, staged: Staged, first: Sequence[Outcome] | None = None) -> Reply:
+        """The answer to a staged request once every event is safe (`finish`; `first`: the
+        outcomes its `hec_submit` futures gave, in item order).
+
+        Blocks while storing, retrying or writing the DLQ; it does none of them, and so never
+        blocks, when nothing failed before storage and every outcome in `first` is stored.
+        """
+        try:
+            result = self.finish(staged.prepared, first)
         except DLQUnavailable as err:
             log.error("DLQ unavailable, refusing the request so the client keeps it: %s", err)
             self.counters.add(requests_rejected=1)
             return Reply.hec(err.as_hec_error())
         body = dict(SUCCESS)
-        if channel is not None:
+        if staged.channel is not None:
             # Handed out only here, in a 200 answer: an ack id always stands for durable events.
-            body["ackId"] = self.ack_ids.next_id(channel)
+            body["ackId"] = self.ack_ids.next_id(staged.channel)
         if result.dead_lettered:
             body.update(accepted=result.accepted, dead_lettered=result.dead_lettered)
         return Reply(200, body)
+
+    def hec_abandoned(self, outcomes: list[Outcome]) -> None:
+        """The first try's outcomes of a submitted request whose answer was not sent (its task was
+        cancelled at shutdown): the stored events are counted; nothing is retried or dead-lettered,
+        since the client, told to try again, sends the whole request again."""
+        self.counters.add(stored=sum(1 for outcome in outcomes if outcome.stored))
 
     def hec_ack(self, req: HecRequest, token: HecToken) -> Reply:
         """`POST /services/collector/ack` for an authenticated token (SPEC §3; ack.py).
@@ -222,13 +301,16 @@ class Service:
         a replayed envelope keeps its id, so storage (idempotent by `_id`, SPEC §6) keeps it once,
         but a plain HEC resend carries new ids (README: "When the DLQ cannot take more").
         """
-        items: list[Item] = []
-        stored_envelopes: list[Envelope] = []
-        failed: list[dict[str, Any]] = []
+        return self.finish(self.prepare(envelopes))
+
+    def prepare(self, envelopes: list[Envelope]) -> Prepared:
+        """Normalize and validate every envelope: `ingest`'s first half. CPU only, never blocks."""
+        prepared = Prepared(envelopes)
+        items, item_envelopes, failed = prepared.items, prepared.item_envelopes, prepared.failed
         for envelope in envelopes:
             try:
                 items.append(self._prepare(envelope))
-                stored_envelopes.append(envelope)
+                item_envelopes.append(envelope)
             except PipelineError as err:
                 failed.append(make_record(envelope.to_dict(), err.reason, err.message, 1, err.details,
                                           self.clock()))
@@ -239,8 +321,24 @@ class Service:
                 failed.append(make_record(envelope.to_dict(), "normalization_failed",
                                           f"unexpected {type(exc).__name__}: {exc}", 1,
                                           {"exception": type(exc).__name__}, self.clock()))
+        return prepared
+
+    def finish(self, prepared: Prepared, first: Sequence[Outcome] | None = None) -> IngestResult:
+        """Store and dead-letter what `prepare` gave: `ingest`'s second half; raises DLQUnavailable
+        as `ingest` does. `first`: the outcomes of a first try at storing already made
+        (`hec_submit`), one per item.
+        """
+        items = prepared.items
+        if items and not prepared.failed and len(items) <= self.settings.storage.bulk_max_events:
+            if first is None:
+                first = try_store(self.backend, items)
+            if all(outcome.stored for outcome in first):
+                # Nothing to retry or dead-letter: what the general path below concludes, in short.
+                self.counters.add(stored=len(items))
+                return IngestResult(len(prepared.envelopes), len(items))
+        failed = list(prepared.failed)
         with self.dlq.reserve(failed, self.clock()) as held:
-            stored, retries, storage_failed = self._store(items, stored_envelopes)
+            stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first)
             try:
                 held.add(storage_failed, self.clock())
                 ids = held.write()
@@ -248,19 +346,17 @@ class Service:
                 self.counters.add(stored=stored, storage_retries=retries)  # stored all the same
                 raise
         failed += storage_failed
-        by_reason = {reason: 0 for reason in REASONS}
+        deltas = {"stored": stored, "storage_retries": retries}
         for record in failed:
-            by_reason[record["reason"]] += 1
-        self.counters.add(
-            stored=stored,
-            storage_retries=retries,
-            **{f"dlq_{reason}": n for reason, n in by_reason.items()},
-        )
-        return IngestResult(len(envelopes), stored, len(failed), ids)
+            counter = _DLQ_COUNTERS[record["reason"]]
+            deltas[counter] = deltas.get(counter, 0) + 1
+        self.counters.add(**deltas)
+        return IngestResult(len(prepared.envelopes), stored, len(failed), ids)
 
-    def _store(self, items: list[Item], envelopes: list[Envelope]
+    def _store(self, items: list[Item], envelopes: list[Envelope], first: Sequence[Outcome] | None = None
                ) -> tuple[int, int, list[dict[str, Any]]]:
-        """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures)."""
+        """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures).
+        `first`: the first try's outcomes when it was already made, one per item."""
         retries = 0
 
         def count_retry(n: int, _wait: float) -> None:
@@ -269,9 +365,11 @@ class Service:
 
         stored = 0
         failed: list[dict[str, Any]] = []
-        for start in range(0, len(items), self.settings.storage.bulk_max_events):
-            chunk = items[start:start + self.settings.storage.bulk_max_events]
-            finals = store_with_retries(self.backend, chunk, self.policy, count_retry)
+        size = self.settings.storage.bulk_max_events
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            finals = store_with_retries(self.backend, chunk, self.policy, count_retry,
+                                        None if first is None else first[start:start + size])
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
@@ -302,18 +400,32 @@ class Service:
         """
         given = envelope.attributes.get("time")
         event_time = seconds(given) if given is not None else seconds(event.get("time"), 1000)
+        # The ids of one request mostly share their millisecond: its time is read once. A UUIDv7
+        # whose first 13 characters (the time, and its dash) are those of the last one read has
+        # that one's time; id_time checks the rest of such an id by its length, version and variant.
+        eid = envelope.id
+        known, arrival = self._arrival
+        if not (eid[:13] == known and len(eid) == 36 and eid[14] == "7" and eid[19] in "89abAB"):
+            arrival = id_time(eid)
+            if arrival is not None:
+                self._arrival = (eid[:13], arrival)
+        # The request's arrival (received_at, the server's) is shared by all its envelopes: parsed once.
+        text, received = self._received
+        if envelope.received_at != text:
+            try:
+                received = seconds(parse_time(envelope.received_at))
+            except ValueError:
+                received = None
+            self._received = (envelope.received_at, received)
+        # A posted-back envelope's id counts only within replay_back_days of this arrival: made-up
+        # ids cannot pick storage days of their own.
         window = self.settings.storage.day_window
-        arrival = id_time(envelope.id)
-        try:
-            received = seconds(parse_time(envelope.received_at))
-        except ValueError:
-            received = None
         if received is not None and (arrival is None or not (
                 received - window.replay_back_days * SECONDS_PER_DAY <= arrival
                 <= received + window.ahead_days * SECONDS_PER_DAY)):
             arrival = received
-        return day_anchor(event_time, self.clock() if arrival is None else arrival,
-                          window.back_days, window.ahead_days)
+        back_days, ahead_days = self._day_window
+        return day_anchor(event_time, self.clock() if arrival is None else arrival, back_days, ahead_days)
 
     # -- operators -----------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ COUNTERS = (
     "dlq_files_returned",
     "dlq_bytes_returned",
 )
+# Where each counter is in COUNTERS (and in a file).
+_INDEX = {name: index for index, name in enumerate(COUNTERS)}
 _MAGIC = b"THC1"
 # A process writes its counters file at most this often (seconds): the lag other readers see.
 FLUSH_INTERVAL_S = 0.5
@@ -242,11 +244,12 @@ class Counters:
         it before returning, so other processes see the change at once; `sync` (implies `now`):
         fsync it too, so other hosts on a network volume see it on their next open (NFS
         close-to-open). The DLQ's ledger relies on both (dlq.py)."""
-        if not any(deltas.values()):
+        changes = [(_INDEX[name], delta) for name, delta in deltas.items() if delta]
+        if not changes:
             return
         with self._lock:
-            for name, delta in deltas.items():
-                self._values[COUNTERS.index(name)] += delta
+            for index, delta in changes:
+                self._values[index] += delta
             self._dirty = True
         if now or sync:
             self.flush(sync=sync)

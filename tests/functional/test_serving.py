@@ -8,8 +8,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from telhawk_ingest.storage.base import retry
+from tests.fakes import ScriptedBackend
 from tests.functional.conftest import HEC_TOKEN
-from tests.functional.test_ingest import SSHD_EVENT, stored_docs
+from tests.functional.test_ingest import CISCO, SSHD_EVENT, stored_docs
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -96,30 +98,83 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_
     assert stored_docs(client) == [] and client.dlq_records() == []
 
 
+def where(name: str, seen: list[str], call: Callable[..., Any]) -> Callable[..., Any]:
+    """`call`, noting in `seen` whether it ran on the event loop or in a worker thread."""
+    def inner(*args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append(f"{name} on the loop")
+        except RuntimeError:
+            seen.append(f"{name} in a worker thread")
+        return call(*args)
+    return inner
+
+
 def test_storage_and_health_run_in_worker_threads_never_on_the_event_loop(make_client):
     # A full DLQ volume: health then asks the storage backend too.
     client = make_client(dlq={"min_free_bytes": 2**62})
     backend = client.service.backend
     seen: list[str] = []
-
-    def spy(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
-        def inner(*args: Any) -> Any:
-            try:
-                asyncio.get_running_loop()
-                seen.append(f"{name} on the loop")
-            except RuntimeError:
-                seen.append(f"{name} in a worker thread")
-            return call(*args)
-        return inner
-
-    backend.store = spy("store", backend.store)
-    backend.healthy = spy("healthy", backend.healthy)
+    # The local store's commit (SQLite, the WAL fsync) runs in its writer thread.
+    backend._commit = where("commit", seen, backend._commit)
+    backend.healthy = where("healthy", seen, backend.healthy)
 
     answer = call(client, whole(SSHD_EVENT.encode()), {"Authorization": f"Splunk {HEC_TOKEN}"})
     health = call(client, whole(b""), {}, path="/services/collector/health", method="GET")
 
     assert (answer[0], health[0], health[2]["code"]) == (200, 200, 17)
-    assert seen == ["store in a worker thread", "healthy in a worker thread"]
+    assert seen == ["commit in a worker thread", "healthy in a worker thread"]
+    assert len(stored_docs(client)) == 1
+
+
+def test_a_backend_that_blocks_is_called_in_a_worker_thread(make_client):
+    backend = ScriptedBackend()
+    client = make_client(backend)
+    seen: list[str] = []
+    backend.store = where("store", seen, backend.store)
+
+    answer = call(client, whole(SSHD_EVENT.encode()), {"Authorization": f"Splunk {HEC_TOKEN}"})
+
+    assert (answer[0], answer[2]) == (200, {"text": "Success", "code": 0})
+    assert seen == ["store in a worker thread"] and len(backend.stored) == 1
+
+
+def test_a_failed_first_commit_is_retried_in_a_worker_thread_and_the_event_stored_once(make_client, waits):
+    client = make_client()
+    backend = client.service.backend
+    commit, seen = backend._commit, []
+
+    def fail_once(jobs: Any, queue: Any) -> Any:
+        if not seen:
+            seen.append("first commit refused")
+            return retry("local storage: commit failed: disk I/O error")
+        return commit(jobs, queue)
+
+    backend._commit = fail_once
+    backend.store = where("retry", seen, backend.store)
+
+    answer = call(client, whole(SSHD_EVENT.encode()), {"Authorization": f"Splunk {HEC_TOKEN}"})
+
+    assert (answer[0], answer[2]) == (200, {"text": "Success", "code": 0})
+    assert seen == ["first commit refused", "retry in a worker thread"]
+    assert waits == [0.1]
+    assert len(stored_docs(client)) == 1 and client.dlq_records() == []
+    assert client.service.healthz()["storage"]["retries"] == 1
+
+
+def test_an_event_for_the_dlq_is_written_there_in_a_worker_thread(make_client):
+    client = make_client()
+    dlq = client.service.dlq
+    seen: list[str] = []
+    dlq._write_entries = where("DLQ write", seen, dlq._write_entries)
+    body = (SSHD_EVENT + CISCO).encode()
+
+    answer = call(client, whole(body), {"Authorization": f"Splunk {HEC_TOKEN}"})
+
+    assert (answer[0], answer[2]) == (200, {"text": "Success", "code": 0, "accepted": 2, "dead_lettered": 1})
+    assert seen == ["DLQ write in a worker thread"]
+    assert len(stored_docs(client)) == 1
+    assert [r["reason"] for r in client.dlq_records()] == ["normalization_failed"]
 
 
 def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch, tmp_path, caplog):

@@ -215,6 +215,21 @@ def test_a_declared_profiles_list_is_resolved_once_and_case_insensitively() -> N
 # --- the validator cache --------------------------------------------------------------------------
 
 
+def test_a_validator_remembered_for_one_declared_list_is_never_used_for_another() -> None:
+    validator = OcsfValidator()
+    declared = minimal_logon(cloud={"provider": "AWS"})
+    declared["metadata"]["profiles"] = ["cloud"]
+    undeclared = minimal_logon(cloud={"provider": "AWS"})
+    as_text = copy.deepcopy(declared)
+    as_text["metadata"]["profiles"] = "cloud"
+    for _ in range(2):
+        validator.validate(declared)
+        assert schema_error(undeclared, validator).details["path"] == "cloud"
+        assert str(schema_error(as_text, validator)) == "metadata.profiles: 'cloud' is not of type 'array'"
+        validator.validate(minimal_logon())
+    assert sorted(validator.build_times()) == [(3002, ()), (3002, ("cloud",))]
+
+
 def test_validators_are_built_once_per_class_and_profile_set() -> None:
     validator = OcsfValidator()
     for _ in range(3):

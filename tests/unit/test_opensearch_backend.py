@@ -407,6 +407,22 @@ def test_the_bulk_body_is_ndjson_with_a_create_action_per_event():
     assert documents(request) == [events[0].document, events[1].document]
 
 
+def test_the_bulk_request_asks_only_for_each_events_status_and_error():
+    # What a node answers under that filter (OpenSearch 2.19).
+    answer = (b'{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409,"error":'
+              b'{"type":"version_conflict_engine_exception","reason":"document already exists"}}},'
+              b'{"create":{"status":400,"error":{"type":"mapper_parsing_exception",'
+              b'"reason":"failed to parse"}}}]}')
+    server = FakeOpenSearch(bulk=answering(200, answer))
+
+    outcomes = make_backend(server).store(batch(3))
+
+    [request] = server.bulk_requests()
+    assert request.url.params["filter_path"] == "errors,error,status,items.*.status,items.*.error"
+    assert [o.status for o in outcomes] == [Status.STORED, Status.STORED, Status.PERMANENT]
+    assert outcomes[2].error == "opensearch rejected the event: 400 mapper_parsing_exception: failed to parse"
+
+
 def test_events_go_to_the_index_of_their_own_utc_day():
     server = FakeOpenSearch()
     midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z

@@ -25,11 +25,12 @@ Idempotent by `_id` (as OpenSearch's `create` + 409): a row whose id is already 
 skipped (`ON CONFLICT (id) DO NOTHING`, which unlike `INSERT OR IGNORE` skips nothing else) and
 counts as STORED, across retries, replays, restarts and processes.
 
-Group commit: one writer thread per process owns the write connection. `store` (or `submit`,
-which hands back a concurrent.futures.Future for callers that must not block, e.g. an asyncio
-loop through `asyncio.wrap_future`) queues its rows; the writer takes everything queued and
-commits it as one multi-row INSERT statement in autocommit mode: one transaction, and one SQLite
-call that runs without the GIL from taking the write lock to the WAL fsync. Processes on one host
+Group commit: one writer thread per process owns the write connection. `store` (or, for callers
+that must not block, `submit`, which hands back a concurrent.futures.Future, or `enqueue`, which
+calls back from the writer thread, e.g. into an asyncio loop) queues its rows; the writer takes
+everything queued and commits it as one multi-row INSERT statement in autocommit mode: one
+transaction, and one SQLite call that runs without the GIL from taking the write lock to the WAL
+fsync. Processes on one host
 share the database: SQLite's locks order their commits, and a writer polls for the lock up to
 BUSY_TIMEOUT_SECONDS while another's commit runs. Checkpoints (copying the WAL into the
 database) run on a second thread and connection, off the commit path. After a fork the child
@@ -59,7 +60,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -342,20 +343,51 @@ def _details(exc: BaseException) -> dict[str, Any]:
 # --- the backend ------------------------------------------------------------------------------
 
 
+Done = Callable[[list[Outcome]], None]
+
+
 @dataclass(slots=True)
 class _Job:
-    """One `submit`: its rows, and its outcomes so far (None where the commit decides)."""
+    """One `enqueue`: its rows, its outcomes so far (None where the commit decides), and whom to
+    tell."""
 
     rows: list[Row]
     outcomes: list[Outcome | None]
+    done: Done
     nbytes: int = 0  # of the documents
-    future: Future[list[Outcome]] = field(default_factory=Future)
 
     def finish(self, outcome: Outcome) -> None:
         try:
-            self.future.set_result([outcome if o is None else o for o in self.outcomes])
-        except Exception:  # cancelled by its waiter (asyncio.wrap_future): nobody to tell
-            pass
+            self.done([outcome if o is None else o for o in self.outcomes])
+        except Exception:  # the caller's callback failed: the writer goes on for the others
+            log.exception("local storage: a caller's completion callback failed")
+
+
+def _settle(future: Future[list[Outcome]], outcomes: list[Outcome]) -> None:
+    try:
+        future.set_result(outcomes)
+    except Exception:  # cancelled by its waiter (asyncio.wrap_future): nobody to tell
+        pass
+
+
+class _Waiter:
+    """`store`'s wait for its job: a bare lock released by the writer (a Future's condition
+    variable costs several times as much to make and to signal)."""
+
+    __slots__ = ("_lock", "outcomes")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.outcomes: list[Outcome] = []
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+        self._lock.release()
+
+    def wait(self) -> list[Outcome]:
+        self._lock.acquire()
+        return self.outcomes
 
 
 class LocalBackend:
@@ -423,10 +455,21 @@ class LocalBackend:
         STORED also for an id already there; RETRY for every row of a failed commit; PERMANENT
         for an item whose document cannot be encoded as JSON (no attempt could store it).
         """
-        return self.submit(batch).result()
+        waiter = _Waiter()
+        self.enqueue(batch, waiter)
+        return waiter.wait()
 
     def submit(self, batch: Sequence[Item]) -> Future[list[Outcome]]:
         """Queue the batch for the writer; the future gives `store`'s answer after the commit."""
+        future: Future[list[Outcome]] = Future()
+        self.enqueue(batch, functools.partial(_settle, future))
+        return future
+
+    def enqueue(self, batch: Sequence[Item], done: Done) -> None:
+        """Queue the batch for the writer without waiting: `done(outcomes)` gets `store`'s answer
+        after the commit, called in the writer thread (at once in the caller's, when no item can be
+        encoded), so it must not block. An event loop passes one that calls
+        `loop.call_soon_threadsafe`: one thread hop to the commit and back, no future to chain."""
         rows: list[Row] = []
         outcomes: list[Outcome | None] = []
         nbytes = 0
@@ -438,10 +481,10 @@ class LocalBackend:
             rows.append(row)
             outcomes.append(None)
             nbytes += len(row[4])
-        job = _Job(rows, outcomes, nbytes)
+        job = _Job(rows, outcomes, done, nbytes)
         if not rows:
             job.finish(STORED)
-            return job.future
+            return
         if self._pid != os.getpid():
             with self._state_lock:
                 if self._pid != os.getpid():
@@ -456,7 +499,6 @@ class LocalBackend:
                 self._thread.start()
                 self._checkpointer.start()
             self._queue.put(job)
-        return job.future
 
     def _run(self, queue: SimpleQueue[_Job | None]) -> None:
         """The writer: wait for a job, commit it with everything queued by then, answer, repeat."""

@@ -1,0 +1,83 @@
+"""Envelope ids and time stamps: UUIDv7 ids unique across threads and forked processes, RFC 3339
+text as datetime writes it."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from telhawk_ingest.envelope import POOL_IDS, id_time, new_id, rfc3339
+
+NOW_NS = 1_767_323_045_123_456_789  # 2026-01-02T03:04:05.123456789Z
+
+
+def test_ids_are_uuid7_text_with_the_millisecond_given_and_never_repeat():
+    ids = [new_id(now_ns=NOW_NS) for _ in range(5 * POOL_IDS + 7)]  # several pools
+
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert id_time(text) == 1_767_323_045.123
+    # Each of the 74 random bits (below the version, around the variant) takes both values.
+    bits = [uuid.UUID(text).int for text in ids]
+    random_mask = (1 << 76) - 1 & ~(0b11 << 62)
+    assert all(any(b >> k & 1 for b in bits) and not all(b >> k & 1 for b in bits)
+               for k in range(76) if random_mask >> k & 1)
+
+
+def test_threads_drawing_ids_at_once_never_get_the_same_one():
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_id(now_ns=NOW_NS) for _ in range(3 * POOL_IDS))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    every = [text for out in drawn for text in out]
+    assert len(set(every)) == len(every) == 8 * 3 * POOL_IDS
+
+
+def test_a_forked_child_never_hands_out_its_parents_ids():
+    new_id()  # the parent's pool is started, so the child inherits one in use
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids go to the parent, then it leaves at once
+        try:
+            os.write(write, "\n".join(new_id(now_ns=NOW_NS) for _ in range(POOL_IDS)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parents = {new_id(now_ns=NOW_NS) for _ in range(POOL_IDS)}
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split("\n"))
+    os.waitpid(pid, 0)
+
+    assert len(childs) == POOL_IDS and not parents & childs
+
+
+@pytest.mark.parametrize("ts", [
+    0.0, 0.0005, 0.9984999, 0.9985, 0.9989999, 0.999, 0.9994999, 0.9995, 0.9999995, 1.0,
+    1_730_682_123.4995, 1_730_682_123.9999996, 253_402_300_799.999, -0.5, -1.2345,
+])
+def test_rfc3339_writes_what_datetime_writes_at_every_edge_of_a_second(ts: float):
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    assert rfc3339(ts) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def test_rfc3339_writes_what_datetime_writes_for_any_time():
+    rng = random.Random(7)
+    for _ in range(20_000):
+        ts = rng.uniform(0, 4_102_444_800) if rng.random() < 0.5 else rng.randrange(2**32) + rng.choice(
+            [0.0005, 0.4995, 0.9985, 0.999, 0.9995])
+        dt = datetime.fromtimestamp(ts, tz=UTC)
+        assert rfc3339(ts) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z", ts
