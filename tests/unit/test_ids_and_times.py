@@ -12,26 +12,19 @@ from telhawk_ingest.envelope import new_id, parse_time, rfc3339
 NOW_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 
 
-def test_an_id_is_a_uuid7_holding_its_millisecond_and_74_random_bits(monkeypatch):
-    asked: list[int] = []
-    random_bits = (0xABC << 62) | 0x2345_6789_ABCD_EF01
+def test_an_id_is_a_uuid7_holding_its_millisecond_and_74_random_bits():
+    texts = [new_id(now_ns=NOW_NS) for _ in range(2000)]
 
-    def bits(n: int) -> int:
-        asked.append(n)
-        return random_bits
-
-    monkeypatch.setattr(envelope, "_random_bits", bits)
-
-    text = new_id(now_ns=NOW_NS)
-
-    value = uuid.UUID(text)
-    assert str(value) == text and len(text) == 36 and text == text.lower()
-    assert value.version == 7 and value.variant == uuid.RFC_4122
-    assert value.int >> 80 == 1_700_000_000_123
-    assert (value.int >> 64) & 0xFFF == 0xABC  # rand_a
-    assert value.int & ((1 << 62) - 1) == 0x2345_6789_ABCD_EF01  # rand_b
-    assert asked == [74]
-    assert text == "018bcfe5-687b-7abc-a345-6789abcdef01"
+    for text in texts[:50]:
+        value = uuid.UUID(text)
+        assert str(value) == text and len(text) == 36 and text == text.lower()
+        assert value.version == 7 and value.variant == uuid.RFC_4122
+        assert value.int >> 80 == 1_700_000_000_123
+        assert text.startswith("018bcfe5-687b-7")
+    # The 74 random bits differ from id to id, in rand_a (12 bits) and in rand_b (62 bits) alike.
+    assert len(set(texts)) == len(texts)
+    assert len({uuid.UUID(t).int >> 64 & 0xFFF for t in texts}) > 1000
+    assert len({uuid.UUID(t).int & ((1 << 62) - 1) for t in texts}) == len(texts)
 
 
 def test_ids_take_the_current_time_and_sort_by_it(monkeypatch):
