@@ -739,3 +739,72 @@ def test_an_id_without_a_usable_time_puts_a_timeless_event_on_the_first_day(back
     assert backend.store([item(when=math.nan, item_id=item_id)])[0].stored
 
     assert rows(backend.data_dir, "SELECT day, time FROM events") == [("1970-01-01", 0.0)]
+
+
+# --- health: free space as the service's user sees it; prune by the backend's clock; fork ----------
+
+
+class Space:
+    """os.statvfs for the health check: no space at all on `full`, plenty elsewhere."""
+
+    def __init__(self, full: Path, bfree: int, bavail: int) -> None:
+        self.full, self.bfree, self.bavail = str(full), bfree, bavail
+
+    def __call__(self, path: os.PathLike | str) -> os.statvfs_result:
+        blocks = (self.bfree, self.bavail) if str(path) == self.full else (10**6, 10**6)
+        return os.statvfs_result((4096, 4096, 10**6, blocks[0], blocks[1], 10**6, 10**6, 10**6, 0, 255))
+
+
+@pytest.mark.parametrize(
+    ("euid", "bfree", "bavail", "healthy"),
+    [
+        (1000, 100, 0, False),  # only root's reserved blocks left: the service's user cannot write
+        (1000, 100, 100, True),
+        (0, 100, 0, True),  # root may use the reserved blocks
+        (0, 0, 100, False),
+        (1, 100, 0, False),
+    ],
+)
+def test_health_reads_the_free_space_of_the_data_directory_as_its_user_may_use_it(
+        tmp_path, monkeypatch, euid, bfree, bavail, healthy):
+    data = tmp_path / "data"
+    data.mkdir()
+    backend = LocalBackend(data)
+    monkeypatch.setattr(os, "statvfs", Space(data, bfree, bavail))
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+
+    assert backend.healthy() is healthy
+
+
+def test_prune_without_a_time_uses_the_backends_clock(tmp_path):
+    backend = LocalBackend(tmp_path / "data", retention_days=1, clock=Clock(0.0))
+    backend.store([item(when=DAY - 5 * 86400), item()])
+    backend._clock = Clock(DAY + 60)
+
+    assert backend.prune() == 1
+
+    assert days_stored(tmp_path / "data") == [DAY_TEXT]
+    backend.close()
+
+
+def test_a_fork_waits_for_the_commit_in_flight(backend):
+    assert backend.store([item()])[0].stored
+    forked = threading.Event()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked.set()
+        os.waitpid(pid, 0)
+
+    backend._sqlite_lock.acquire()  # as the writer holds it through a commit
+    forker = threading.Thread(target=fork)
+    forker.start()
+    try:
+        assert not forked.wait(0.3)  # the child would inherit SQLite half way through the commit
+    finally:
+        backend._sqlite_lock.release()
+    forker.join(10)
+    assert forked.is_set()
+    assert backend.store([item()])[0].stored
