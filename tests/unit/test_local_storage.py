@@ -808,3 +808,19 @@ def test_a_fork_waits_for_the_commit_in_flight(backend):
     forker.join(10)
     assert forked.is_set()
     assert backend.store([item()])[0].stored
+
+
+def test_health_gives_up_on_a_database_another_connection_locks_within_half_a_second(backend):
+    assert backend.store([item()])[0].stored
+    backend.close()  # the writer's connection would keep the exclusive lock out
+    other = sqlite3.connect(backend.db_path, isolation_level=None)
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode this keeps readers out too
+    other.execute("BEGIN EXCLUSIVE")
+
+    started = time.monotonic()
+    healthy = backend.healthy()
+    waited = time.monotonic() - started
+
+    other.close()
+    assert healthy is False
+    assert 0.4 <= waited < 1.2  # the probe's busy timeout: a health check never hangs on a lock
