@@ -1,0 +1,133 @@
+"""Counters as the DLQ's ledger reads them: written at once (`now`), fsync'd (`sync`), and read file by
+file (`snapshot`); and the size a counters file may have. Real files on a temporary volume."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from telhawk_ingest import stats
+from telhawk_ingest.stats import COUNTERS, Counters
+
+
+def file_values(directory: Path) -> dict[str, list[int]]:
+    """Each counters file's values as another process reads them (no pending counts)."""
+    return {p.name: stats._read(p) for p in sorted(directory.iterdir())}
+
+
+def counters_file(values: list[int], count: int | None = None) -> bytes:
+    n = len(values) if count is None else count
+    return struct.pack("<4sI", b"THC1", n) + struct.pack(f"<{len(values)}q", *values)
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files fsync'd during the test, by name."""
+    done: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        done.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return done
+
+
+def test_now_writes_the_count_before_returning_so_other_processes_see_it(tmp_path, fsyncs):
+    counters = Counters(tmp_path)
+    counters.add(stored=1)
+    counters.flush()  # the flusher now waits out its interval: a plain add stays pending
+    counters.add(now=True, dlq_files_admitted=2, dlq_bytes_admitted=300)
+
+    [values] = file_values(tmp_path).values()
+    assert values[COUNTERS.index("stored")] == 1
+    assert values[COUNTERS.index("dlq_files_admitted")] == 2
+    assert values[COUNTERS.index("dlq_bytes_admitted")] == 300
+    assert fsyncs == []  # written, not fsync'd
+
+
+def test_sync_writes_and_fsyncs_the_counters_file(tmp_path, fsyncs):
+    counters = Counters(tmp_path)
+    counters.add(sync=True, dlq_files_written=1)
+
+    [(name, values)] = file_values(tmp_path).items()
+    assert values[COUNTERS.index("dlq_files_written")] == 1
+    assert fsyncs == [name]
+
+
+def test_a_flush_with_sync_fsyncs_even_what_was_already_written(tmp_path, fsyncs):
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=4)
+    assert fsyncs == []
+
+    counters.flush(sync=True)
+
+    assert fsyncs == [f"{next(iter(file_values(tmp_path)))}"]
+
+
+def test_a_flush_with_sync_before_any_count_creates_no_file(tmp_path, fsyncs):
+    Counters(tmp_path).flush(sync=True)
+
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+    assert fsyncs == []
+
+
+def test_a_snapshot_gives_this_process_under_no_name_and_every_other_file_by_name(tmp_path):
+    other = Counters(tmp_path)
+    other.add(now=True, stored=5)
+    other_name = next(iter(file_values(tmp_path)))
+    mine = Counters(tmp_path)
+    mine.add(now=True, stored=3, dlq_purged=1)
+    (tmp_path / "old.retired").write_bytes(counters_file([2, 1]))  # retired since: not adopted
+    (tmp_path / "notes.txt").write_bytes(counters_file([100]))
+    os.symlink(tmp_path / "old.retired", tmp_path / "link.counters")
+    os.mkfifo(tmp_path / "fifo.counters")
+    (tmp_path / "dir.counters").mkdir()
+    mine.add(stored=1)  # pending: the snapshot still has it
+
+    snap = mine.snapshot()
+
+    assert sorted(snap) == sorted(["", other_name, "old.retired"])
+    own = [0] * len(COUNTERS)
+    own[COUNTERS.index("stored")], own[COUNTERS.index("dlq_purged")] = 4, 1
+    assert snap[""][1] == own
+    assert snap[other_name][1][:2] == [5, 0]
+    assert snap["old.retired"][1] == [2, 1] + [0] * (len(COUNTERS) - 2)
+    assert snap["old.retired"][0] == pytest.approx(os.stat(tmp_path / "old.retired").st_mtime)
+    assert mine.totals()["stored"] == 5 + 2 + 4
+
+
+def test_a_snapshot_before_this_process_has_a_file_lists_its_counts_under_no_name(tmp_path):
+    counters = Counters(tmp_path / "not-yet")
+
+    snap = counters.snapshot()
+
+    assert list(snap) == [""]
+    assert snap[""][1] == [0] * len(COUNTERS)
+
+
+def test_a_counters_file_of_up_to_4096_bytes_counts_and_a_larger_one_counts_zero(tmp_path):
+    assert stats.MAX_FILE_BYTES == 4096
+    (tmp_path / "a.counters").write_bytes(counters_file([7] + [0] * 510))  # 8 + 511 * 8 = 4096 bytes
+    (tmp_path / "b.counters").write_bytes(counters_file([9] + [0] * 511))  # 4104 bytes: not ours
+
+    totals = Counters(tmp_path).totals()
+
+    assert totals["stored"] == 7
+
+
+def test_an_adopted_retired_file_over_the_size_limit_counts_from_zero(tmp_path):
+    (tmp_path / "big.retired").write_bytes(counters_file([9] + [0] * 511))
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=1)
+
+    assert [p.suffix for p in tmp_path.iterdir()] == [".counters"]
+    assert counters.totals()["stored"] == 1
+
+
+def test_the_flush_interval_is_half_a_second():
+    assert stats.FLUSH_INTERVAL_S == 0.5
