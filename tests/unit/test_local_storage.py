@@ -824,3 +824,20 @@ def test_health_gives_up_on_a_database_another_connection_locks_within_half_a_se
     other.close()
     assert healthy is False
     assert 0.4 <= waited < 1.2  # the probe's busy timeout: a health check never hangs on a lock
+
+
+def test_a_commit_failing_on_the_filesystem_is_retry_with_the_errno(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    backend = LocalBackend(tmp_path / "file" / "data")  # its parent is a file: no folder can be made
+
+    [outcome] = backend.store([item()])
+
+    assert outcome.status is Status.RETRY
+    assert outcome.details == {"error_type": "NotADirectoryError", "errno": 20}
+    backend.close()
+
+
+def test_error_details_name_the_sqlite_error_and_the_errno_only_when_there_is_one():
+    assert local._details(OSError("no errno")) == {"error_type": "OSError"}
+    assert local._details(sqlite3.OperationalError("made here")) == {"error_type": "OperationalError"}
+    assert local._busy(sqlite3.OperationalError("made here, not by SQLite")) is False
