@@ -841,3 +841,77 @@ def test_error_details_name_the_sqlite_error_and_the_errno_only_when_there_is_on
     assert local._details(OSError("no errno")) == {"error_type": "OSError"}
     assert local._details(sqlite3.OperationalError("made here")) == {"error_type": "OperationalError"}
     assert local._busy(sqlite3.OperationalError("made here, not by SQLite")) is False
+
+
+# --- the settings and sizes the module decides ---------------------------------------------------------
+
+
+def test_the_durability_and_size_settings_of_the_write_connection(tmp_path):
+    conn = local.connect(tmp_path / DB_NAME)
+    names = ("journal_mode", "synchronous", "journal_size_limit", "wal_autocheckpoint", "page_size",
+             "user_version")
+    pragmas = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+    indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+    indexes = indexes.fetchall()
+    columns = [(c[1], c[2], c[3]) for c in conn.execute("PRAGMA table_info(events)")]
+    conn.close()
+
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "journal_size_limit": 16 * 1024 * 1024,
+                       "wal_autocheckpoint": 0, "page_size": 16384, "user_version": 1}
+    assert indexes == [("events_day_index", "CREATE INDEX events_day_index ON events (day, index_name)"),
+                       ("events_id", "CREATE UNIQUE INDEX events_id ON events (id)")]
+    assert columns == [("id", "TEXT", 1), ("index_name", "TEXT", 1), ("day", "TEXT", 1), ("time", "REAL", 1),
+                       ("document", "TEXT", 1)]
+
+
+def test_the_module_constants():
+    assert local.BUSY_TIMEOUT_SECONDS == 5.0
+    assert (local.POLL_FIRST_SECONDS, local.POLL_MAX_SECONDS) == (0.0001, 0.001)
+    assert (local.MAX_STATEMENT_ROWS, local.MIN_SQLITE) == (4096, (3, 24, 0))
+    assert (local.CHECKPOINT_BYTES, local.WAL_RESTART_BYTES) == (4 * 1024 * 1024, 64 * 1024 * 1024)
+    assert (local.RETENTION_INTERVAL_SECONDS, local.RETENTION_CHUNK_ROWS) == (3600.0, 5000)
+    assert local.SIDE_SUFFIXES == ("", "-wal", "-shm")
+
+
+def test_an_sqlite_older_than_3_24_is_refused_at_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 9))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.23.9")
+
+    with pytest.raises(ConfigError, match=r"^storage\.backend: local storage needs SQLite 3\.24\.0 or newer; "
+                                          r"Python uses 3\.23\.9$"):
+        LocalBackend(tmp_path / "data")
+
+
+@pytest.mark.parametrize(("count", "size"),
+                         [(1, 1), (16, 16), (17, 32), (512, 512), (513, 640), (4000, 4096)])
+def test_an_insert_is_padded_to_one_of_a_few_sizes_with_copies_of_its_last_row(count, size):
+    batch = [(f"id{n}", "main", DAY_TEXT, DAY, "{}") for n in range(count)]
+
+    statement, params = local._insert(batch, 4096)
+
+    assert statement.count("(?, ?, ?, ?, ?)") == size
+    assert statement == ("INSERT INTO events (id, index_name, day, time, document) VALUES "
+                         + ",".join(["(?, ?, ?, ?, ?)"] * size) + " ON CONFLICT (id) DO NOTHING")
+    assert params[:5 * count] == [value for row in batch for value in row]
+    assert params[5 * count:] == list(batch[-1]) * (size - count)
+
+
+def test_an_insert_is_never_padded_past_the_statement_limit():
+    batch = [(f"id{n}", "main", DAY_TEXT, DAY, "{}") for n in range(20)]
+    statement, params = local._insert(batch, 20)
+    assert statement.count("(?, ?, ?, ?, ?)") == 20
+    assert len(params) == 100
+
+
+@pytest.mark.parametrize(("variables", "rows"), [(32766, 4096), (999, 199), (10, 2), (4, 1)])
+def test_the_rows_of_one_statement_follow_sqlites_limit_on_parameters(tmp_path, variables, rows):
+    conn = sqlite3.connect(tmp_path / "x.sqlite3")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+    assert local.statement_limit(conn) == rows
+    conn.close()
+
+
+def test_a_batch_padded_to_its_statement_size_stores_each_row_once(backend):
+    batch = [item(n) for n in range(17)]
+    assert all(o.stored for o in backend.store(batch))
+    assert ids(backend.data_dir) == [it.id for it in batch]
