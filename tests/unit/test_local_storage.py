@@ -915,3 +915,70 @@ def test_a_batch_padded_to_its_statement_size_stores_each_row_once(backend):
     batch = [item(n) for n in range(17)]
     assert all(o.stored for o in backend.store(batch))
     assert ids(backend.data_dir) == [it.id for it in batch]
+
+
+# --- where the database may live: the mountinfo's details and the data directory's link ---------------
+
+
+@pytest.mark.parametrize(
+    ("mount_point", "path"),
+    [("/mnt/a\\011b", "/mnt/a\tb/data"), ("/mnt/a\\012b", "/mnt/a\nb/data"),
+     ("/mnt/a\\134b", "/mnt/a\\b/data"), ("/mnt/a\\040b", "/mnt/a b/data")],
+)
+def test_mount_points_with_escaped_characters_are_read_as_the_kernel_writes_them(mount_point, path):
+    mountinfo = f"27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 0:50 / {mount_point} rw - nfs4 srv:/ rw\n"
+    assert filesystem_type(path, mountinfo) == "nfs4"
+
+
+def test_malformed_mountinfo_lines_are_skipped_and_the_later_of_stacked_mounts_wins():
+    mountinfo = "\n".join([
+        "27 1 254:0 / / rw - ext4 /dev/vda rw",
+        "short - nfs",  # fewer than five fields
+        "40 27 0:50 / /data rw shared:1 nfs4 no-separator",
+        "41 27 0:51 / /data rw -",  # no type after the separator
+        "42 27 0:52 / /data rw - nfs4 srv:/ rw",
+        "43 27 0:53 / /data rw - xfs /dev/vdb rw",
+    ])
+    assert filesystem_type("/data/x", mountinfo) == "xfs"
+    assert filesystem_type("/data", mountinfo.replace("xfs /dev/vdb", "nfs4 srv:/")) == "nfs4"
+    assert filesystem_type("/data/x", "\n".join(mountinfo.splitlines()[:4])) == ""
+    assert filesystem_type("/x", "garbage\n") is None
+
+
+def test_without_a_readable_mountinfo_the_filesystem_is_not_checked(tmp_path):
+    backend = LocalBackend(tmp_path / "data", mountinfo=tmp_path / "no-mountinfo")
+    assert backend.store([item()])[0].stored
+    backend.close()
+
+
+def test_a_network_filesystem_is_refused_with_the_setting_and_the_way_out(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+                         f"40 27 0:50 / {tmp_path} rw - fuse.s3fs s3 rw\n")
+
+    with pytest.raises(ConfigError) as refused:
+        LocalBackend(tmp_path / "data", mountinfo=mountinfo)
+
+    assert str(refused.value) == (
+        f"storage.data_dir: {tmp_path / 'data'} is on a fuse.s3fs filesystem; the local storage backend "
+        "(SQLite in WAL mode) needs a local disk. Use a local path, or the opensearch backend (core.url) for "
+        "storage shared between hosts")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user needs root")
+def test_a_data_directory_linked_by_another_user_is_refused_and_one_linked_by_root_is_followed(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "data"
+    link.symlink_to(real)
+    backend = LocalBackend(link)  # a link of root's: followed
+    assert backend.store([item()])[0].stored
+    backend.close()
+    assert (real / DB_NAME).exists()
+
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(ConfigError) as refused:
+        LocalBackend(link)
+    assert str(refused.value) == (
+        f"storage.data_dir: {link} is a symbolic link owned by uid 12345; refusing to follow it (expected a "
+        "directory, or a link owned by uid 0 or root)")
