@@ -93,6 +93,8 @@ def fresh_client(app: TestClient) -> Iterator[Client]:
         finally:
             service_module._service = previous
             svc.backend.close()
+            # The counters flusher writes on its own thread: hand the file over before the folder goes.
+            svc.counters.retire()
 
 
 def check_answer(answer: Any) -> None:
