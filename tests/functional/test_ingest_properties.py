@@ -141,6 +141,8 @@ def fresh_client(app: TestClient) -> Iterator[Client]:
         finally:
             service_module._service = saved
             svc.backend.close()
+            # The counters flusher writes on its own thread: hand the file over before the folder goes.
+            svc.counters.retire()
 
 
 def check(app: TestClient, body: bytes, expected_events: int | None, **kw: Any) -> None:
