@@ -106,3 +106,84 @@ def test_a_time_as_a_json_number_or_numeric_text_is_epoch_seconds(time, seconds)
     [envelope] = ingest(body)
     assert envelope.time == seconds
     assert type(envelope.time) is float
+
+
+# --- posted-back envelopes, nulls and DLQ records, and a token's index scope -----------------------
+
+ENVELOPE_ID = "018f0000-0000-7000-8000-000000000000"
+
+
+def envelope_body(attributes: str = "{}", payload: str = '"p"', **members: str) -> bytes:
+    fields = {"id": f'"{ENVELOPE_ID}"', "source_type": '"s"', "format": '"raw"', "payload": payload,
+              "attributes": attributes, **members}
+    return ("{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}").encode()
+
+
+NO_ENVELOPE = ('a DLQ listing entry too large for its page is listed without its envelope '
+               '("truncated": true) and cannot be replayed from the listing; nothing was stored')
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "detail"),
+    [
+        (envelope_body("[1]"), 6, "envelope attributes must be an object"),
+        (envelope_body(payload='" \\t "'), 13, None),
+        (envelope_body('{"payload_b64": 5}'), 6, "attributes.payload_b64 must be base64 text"),
+        (envelope_body('{"payload_b64": "abc"}'), 6, "attributes.payload_b64 must be base64 text"),
+        (envelope_body('{"payload_b64": "ab!d"}'), 6, "attributes.payload_b64 must be base64 text"),
+        (envelope_body('{"host": 1}'), 6, "attributes.host must be a string"),
+        (envelope_body('{"index": 1}'), 6, "attributes.index must be a string"),
+        (envelope_body(source="1"), 6, "source must be a string"),
+        (envelope_body('{"time": "soon"}'), 6, "attributes.time must be epoch seconds"),
+        (envelope_body('{"fields": 1}'), 6, "attributes.fields must be an object"),
+        (b'{"event": "a"}null', 6, f"event 1 is null; {NO_ENVELOPE}"),
+        (b'{"event": "a"}{"envelope": {}, "reason": "x"}', 12,
+         f"event 1 is a DLQ record, not an event or an envelope; {NO_ENVELOPE}"),
+        (b'{"event": "a"}{"id": "x", "envelope_bytes": 10}', 12,
+         f"event 1 is a DLQ record, not an event or an envelope; {NO_ENVELOPE}"),
+    ],
+)
+def test_a_posted_back_envelope_or_record_that_cannot_be_replayed_is_named(body, code, detail):
+    error = refused(body)
+    number = 1 if body.startswith(b'{"event": "a"}') else 0
+    assert error.body() == expected_body(code, number, detail)
+
+
+def test_a_replayed_envelope_keeps_its_id_text_and_the_name_of_the_token_that_first_sent_it():
+    long_name = "n" * 300
+    [first, second] = ingest(envelope_body('{"token_name": "edge", "payload_b64": "cA==", "host": "h"}')
+                             + envelope_body(f'{{"original_token_name": "{long_name}", "token_name": "x"}}'))
+
+    assert (first.id, first.payload, first.format, first.source_type) == (ENVELOPE_ID, "p", "raw", "s")
+    assert first.attributes == {"host": "h", "index": None, "fields": {}, "token_name": "web",
+                                "payload_b64": "cA==", "original_token_name": "edge"}
+    assert second.attributes["original_token_name"] == "n" * 200
+    assert first.received_at == second.received_at == "2025-01-02T03:04:05.678Z"
+
+
+@pytest.mark.parametrize(
+    ("token", "index", "stored_as", "detail"),
+    [
+        ({"default_index": "net"}, None, "net", None),
+        ({"default_index": "net"}, "web", "web", None),
+        ({"allowed_indexes": ["web", "net"], "default_index": "web"}, None, "web", None),
+        ({"allowed_indexes": ["web", "net"], "default_index": "web"}, "net", "net", None),
+        ({"allowed_indexes": ["web"], "default_index": "web"}, "net", None,
+         "index 'net' is not allowed for this token"),
+        ({}, "_internal", None, "index '_internal' is not an index name"),
+    ],
+)
+def test_a_tokens_index_scope_picks_the_index_or_names_the_one_refused(token, index, stored_as, detail):
+    from telhawk_ingest.config import HecToken
+
+    scoped = HecToken(name="web", token="11111111-2222-3333-4444-555555555555", **token)
+    second = b'{"event": "b", "index": "%s"}' % index.encode() if index else b'{"event": "b"}'
+    body = b'{"event": "a"}' + second
+    if detail is None:
+        assert [e.index for e in ingest(body, token=scoped)] == [token.get("default_index"), stored_as]
+        return
+    with pytest.raises(HecError) as caught:
+        ingest(body, token=scoped)
+    answer = caught.value.body()
+    assert answer.pop("detail").startswith(detail)
+    assert answer == {"text": "Incorrect index", "code": 7, "invalid-event-number": 1 if index else 0}
