@@ -187,3 +187,61 @@ def test_a_tokens_index_scope_picks_the_index_or_names_the_one_refused(token, in
     answer = caught.value.body()
     assert answer.pop("detail").startswith(detail)
     assert answer == {"text": "Incorrect index", "code": 7, "invalid-event-number": 1 if index else 0}
+
+
+# --- batches: every event's text exactly as sent, however the objects are separated ------------------
+
+EVENTS = [b'{"k":  "v0"}', b'{"k": "}{", "n": [1,  2]}', b'{"k": "a\\"}\\n{b"}',
+          b'{ "deep": {"x": {"y": 1}} }']
+
+
+def obj(event: bytes, extra: bytes = b"") -> bytes:
+    return b'{"event": ' + event + extra + b"}"
+
+
+@pytest.mark.parametrize(
+    "separators",
+    [
+        [b"\n", b"\n", b"\n", b"\n"],  # one object a line
+        [b"\r\n", b"\r\n\r\n", b"\n  \n", b""],  # CRLF, blank lines, no final newline
+        [b"", b"", b"", b"  \t"],  # concatenated
+        [b" ", b"\n", b"\t\r\n", b"\n\n"],  # mixed
+    ],
+    ids=["ndjson", "crlf-and-blank-lines", "concatenated", "mixed"],
+)
+def test_every_event_of_a_batch_keeps_the_text_it_was_sent_with(separators):
+    body = b"".join(obj(event) + sep for event, sep in zip(EVENTS, separators, strict=True))
+
+    envelopes = ingest(body)
+
+    assert [e.payload.encode() for e in envelopes] == EVENTS
+    assert [e.format for e in envelopes] == ["json"] * 4
+
+
+def test_an_object_spread_over_lines_and_a_split_inside_a_string_still_give_each_events_text():
+    body = b'{"event":\n {"a": "}\\n{"}}\n{"event": {"b": 1}}{"event": "}{"}'
+    assert [e.payload for e in ingest(body)] == ['{"a": "}\\n{"}', '{"b": 1}', "}{"]
+
+
+@pytest.mark.parametrize(("count", "refused"), [(3, False), (4, True)])
+def test_a_batch_of_more_events_than_the_limit_is_refused_with_the_setting_named(count, refused):
+    from telhawk_ingest.hec import parse_events
+    from tests.unit.test_hec import RECEIVED, TOKEN
+
+    for sep in (b"\n", b""):
+        body = sep.join(obj(b'"e%d"' % n) for n in range(count))
+        if not refused:
+            assert len(parse_events(body, TOKEN, RECEIVED, max_events=3)) == count
+            continue
+        with pytest.raises(HecError) as caught:
+            parse_events(body, TOKEN, RECEIVED, max_events=3)
+        assert caught.value.status == 413
+        detail = "more than 3 events in one request (hec.max_events_per_request)"
+        assert caught.value.body() == {"text": INVALID, "code": 6, "detail": detail}
+
+
+def test_a_bad_event_after_good_lines_is_named_by_its_number():
+    body = b'{"event": "a"}\n{"event": "b"}\n{"event": "c",\n'
+    error = refused(body)
+    assert error.invalid_event_number == 2
+    assert error.detail.startswith("event 2: ")
