@@ -245,3 +245,24 @@ def test_a_bad_event_after_good_lines_is_named_by_its_number():
     error = refused(body)
     assert error.invalid_event_number == 2
     assert error.detail.startswith("event 2: ")
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"id": f'"{ENVELOPE_ID.upper()}"'},  # not an id this service makes
+        {"id": '"018f0000-0000-7000-8000-00000000000"'},
+        {"id": "1"},
+        {"payload": "1"},
+        {"format": '"xml"'},
+        {"source_type": '""'},
+        {"source_type": "1"},
+    ],
+)
+def test_an_object_without_event_that_is_not_quite_an_envelope_is_missing_its_event(members):
+    assert refused(envelope_body(**members)).body() == expected_body(12, 0, None)
+
+
+def test_an_envelope_in_json_format_is_replayed_as_json():
+    [replay] = ingest(envelope_body(format='"json"', payload='"{\\"a\\": 1}"'))
+    assert (replay.format, replay.payload, replay.id) == ("json", '{"a": 1}', ENVELOPE_ID)
