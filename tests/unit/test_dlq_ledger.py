@@ -94,3 +94,37 @@ def test_a_write_that_fails_part_way_leaves_no_file_answers_503_and_returns_the_
     assert files_admitted == 3
     assert rest == [0, 0, 3, bytes_admitted]
     assert queue.list()[1] == 0
+
+
+def values(admitted=(0, 0), written=(0, 0), returned=(0, 0)) -> list[int]:
+    from telhawk_ingest.stats import COUNTERS
+
+    out = [0] * len(COUNTERS)
+    for names, pair in (((LEDGER[0], LEDGER[1]), admitted), ((LEDGER[2], LEDGER[3]), written),
+                        ((LEDGER[4], LEDGER[5]), returned)):
+        for name, value in zip(names, pair, strict=True):
+            out[COUNTERS.index(name)] = value
+    return out
+
+
+AT = 10_000.0
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "expected"),
+    [
+        # admitted, less returned, less what was written before the listing (so in it)
+        ({"p": (AT - 5, values(written=(1, 100)))},
+         {"p": (AT - 1, values((5, 500), (2, 200), (1, 100)))}, (3, 300)),
+        # a file the listing's ledger did not have: nothing of it was in the listing
+        ({}, {"p": (AT - 1, values((2, 20), (2, 20)))}, (2, 20)),
+        # never below zero for one file, and files add up
+        ({"p": (AT - 5, values(written=(9, 900)))},
+         {"p": (AT - 1, values((2, 200), (9, 900))), "q": (AT - 2, values((1, 10)))}, (1, 10)),
+        # a process silent for exactly STALE_TEMP_S still counts; longer, it died: its admissions lapse
+        ({}, {"p": (AT - 600, values((1, 10)))}, (1, 10)),
+        ({}, {"p": (AT - 600.5, values((1, 10)))}, (0, 0)),
+    ],
+)
+def test_entries_that_may_be_in_place_without_being_listed(before, now, expected):
+    assert dlq_module._unlisted(before, now, AT) == expected
