@@ -92,3 +92,35 @@ def test_a_truncated_entry_keeps_every_member_but_the_envelope_and_says_how_larg
     assert entry == {**{k: v for k, v in stored.items() if k != "envelope"},
                      "envelope_bytes": len(envelope_json.encode()), "truncated": True}
     assert list(entry)[-2:] == ["envelope_bytes", "truncated"]
+
+
+def test_the_health_figures_of_a_dlq_with_entries_a_corrupt_file_a_temp_file_and_a_deletion(dlq, three):
+    a, b, c = three
+    corrupt = f"failed_250_{'ab' * 16}.json"
+    (dlq.path / corrupt).write_text("{")
+    (dlq.path / f".tmp-failed_260_{'cd' * 16}").write_bytes(b"{}")
+    (dlq.path / "notes.txt").write_text("operator notes")
+    dlq.delete(b)
+    os.utime(dlq.path, (1, 1))  # a listing of a directory changed long ago is trusted at once
+
+    health = dlq.stats(verify_budget_s=5)
+
+    entries = [f"{a}.json", f"{c}.json", corrupt]
+    free = health.pop("free_bytes")
+    assert isinstance(free, int) and free > 0
+    assert health == {
+        "enabled": True, "pending_files": 3, "base_path": str(dlq.path), "corrupt_files": [corrupt],
+        "unverified_files": 0, "temp_files": 1,
+        "pending_bytes": sum((dlq.path / name).stat().st_size for name in entries),
+        "refusal": None, "accepting": True,
+    }
+
+
+def test_health_verifies_no_file_without_a_budget_and_says_how_many_are_left(dlq, three):
+    cold = type(dlq)(dlq_settings(dlq))
+    assert cold.stats(verify_budget_s=0)["unverified_files"] == 3
+    assert cold.stats(verify_budget_s=5)["unverified_files"] == 0
+
+
+def dlq_settings(dlq) -> DlqSettings:
+    return DlqSettings(base_path=dlq.path, min_free_bytes=0)
