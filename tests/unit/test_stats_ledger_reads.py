@@ -131,3 +131,76 @@ def test_an_adopted_retired_file_over_the_size_limit_counts_from_zero(tmp_path):
 
 def test_the_flush_interval_is_half_a_second():
     assert stats.FLUSH_INTERVAL_S == 0.5
+
+
+# -- the flusher thread, started afresh here (as in a new process) --------------------------------------
+
+
+def wait_until(predicate, within_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def flushers() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "counters-flusher" and t.is_alive()]
+
+
+@pytest.fixture
+def fresh_flusher(monkeypatch: pytest.MonkeyPatch):
+    """A flusher that has not started yet, as in a process that has not counted anything."""
+    flusher = stats._Flusher()
+    monkeypatch.setattr(stats, "_flusher", flusher)
+    return flusher
+
+
+def stored_on_disk(directory: Path) -> int:
+    return sum(values[0] for values in file_values(directory).values())
+
+
+def test_one_daemon_flusher_thread_writes_every_later_count_within_its_interval(tmp_path, fresh_flusher):
+    before = len(flushers())
+    counters = Counters(tmp_path)
+
+    counters.add(stored=1)
+    assert wait_until(lambda: stored_on_disk(tmp_path) == 1, within_s=4 * stats.FLUSH_INTERVAL_S)
+    for _ in range(3):
+        counters.add(stored=1)
+    assert wait_until(lambda: stored_on_disk(tmp_path) == 4, within_s=4 * stats.FLUSH_INTERVAL_S)
+
+    started = flushers()
+    assert len(started) == before + 1  # one thread however many counts
+    assert all(t.daemon for t in started)  # never keeps a process from exiting
+
+
+def test_a_process_with_pid_1_still_starts_its_flusher(tmp_path, monkeypatch, fresh_flusher):
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # the service as a container's init process
+    counters = Counters(tmp_path)
+
+    counters.add(stored=2)
+
+    assert wait_until(lambda: stored_on_disk(tmp_path) == 2, within_s=4 * stats.FLUSH_INTERVAL_S)
+
+
+def test_retire_all_writes_pending_counts_and_hands_every_file_over(tmp_path, monkeypatch):
+    import weakref
+
+    monkeypatch.setattr(stats, "_live", weakref.WeakSet())  # other tests' counters stay as they are
+    first, second = Counters(tmp_path / "a"), Counters(tmp_path / "b")
+    first.add(now=True, stored=1)
+    second.add(now=True, stored=2)
+    first.add(stored=5)  # pending
+
+    stats.retire_all()
+
+    for directory, expected in ((tmp_path / "a", 6), (tmp_path / "b", 2)):
+        [(name, values)] = file_values(directory).items()
+        assert name.endswith(".retired")
+        assert values[0] == expected
