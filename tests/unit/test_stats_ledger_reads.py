@@ -204,3 +204,23 @@ def test_retire_all_writes_pending_counts_and_hands_every_file_over(tmp_path, mo
         [(name, values)] = file_values(directory).items()
         assert name.endswith(".retired")
         assert values[0] == expected
+
+
+def test_a_file_adopted_while_the_directory_is_read_is_skipped_and_the_rest_count(tmp_path, monkeypatch):
+    (tmp_path / "a.retired").write_bytes(counters_file([4]))
+    (tmp_path / "b.counters").write_bytes(counters_file([3]))
+    mine = Counters(tmp_path / "elsewhere")
+    mine.directory = tmp_path  # reads the volume without having opened a file of its own there
+    real_scandir = os.scandir
+
+    def adopted_meanwhile(path):
+        entries = sorted(real_scandir(path), key=lambda e: e.name)
+        os.unlink(entries[0].path)  # renamed by a starting process after the listing
+        return entries
+
+    monkeypatch.setattr(os, "scandir", adopted_meanwhile)
+
+    snap = mine.snapshot()
+
+    assert sorted(snap) == ["", "b.counters"]
+    assert snap["b.counters"][1][0] == 3
