@@ -738,3 +738,246 @@ def test_an_id_without_a_usable_time_puts_a_timeless_event_on_the_first_day(back
     assert backend.store([item(when=math.nan, item_id=item_id)])[0].stored
 
     assert rows(backend.data_dir, "SELECT day, time FROM events") == [("1970-01-01", 0.0)]
+
+
+# --- health: free space as the service's user sees it; prune by the backend's clock; fork ----------
+
+
+class Space:
+    """os.statvfs for the health check: no space at all on `full`, plenty elsewhere."""
+
+    def __init__(self, full: Path, bfree: int, bavail: int) -> None:
+        self.full, self.bfree, self.bavail = str(full), bfree, bavail
+
+    def __call__(self, path: os.PathLike | str) -> os.statvfs_result:
+        blocks = (self.bfree, self.bavail) if str(path) == self.full else (10**6, 10**6)
+        return os.statvfs_result((4096, 4096, 10**6, blocks[0], blocks[1], 10**6, 10**6, 10**6, 0, 255))
+
+
+@pytest.mark.parametrize(
+    ("euid", "bfree", "bavail", "healthy"),
+    [
+        (1000, 100, 0, False),  # only root's reserved blocks left: the service's user cannot write
+        (1000, 100, 100, True),
+        (0, 100, 0, True),  # root may use the reserved blocks
+        (0, 0, 100, False),
+        (1, 100, 0, False),
+    ],
+)
+def test_health_reads_the_free_space_of_the_data_directory_as_its_user_may_use_it(
+        tmp_path, monkeypatch, euid, bfree, bavail, healthy):
+    data = tmp_path / "data"
+    data.mkdir()
+    backend = LocalBackend(data)
+    monkeypatch.setattr(os, "statvfs", Space(data, bfree, bavail))
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+
+    assert backend.healthy() is healthy
+
+
+def test_prune_without_a_time_uses_the_backends_clock(tmp_path):
+    backend = LocalBackend(tmp_path / "data", retention_days=1, clock=Clock(0.0))
+    backend.store([item(when=DAY - 5 * 86400), item()])
+    backend._clock = Clock(DAY + 60)
+
+    assert backend.prune() == 1
+
+    assert days_stored(tmp_path / "data") == [DAY_TEXT]
+    backend.close()
+
+
+def test_a_fork_waits_for_the_commit_in_flight(backend):
+    assert backend.store([item()])[0].stored
+    forked = threading.Event()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked.set()
+        os.waitpid(pid, 0)
+
+    backend._sqlite_lock.acquire()  # as the writer holds it through a commit
+    forker = threading.Thread(target=fork)
+    forker.start()
+    try:
+        assert not forked.wait(0.3)  # the child would inherit SQLite half way through the commit
+    finally:
+        backend._sqlite_lock.release()
+    forker.join(10)
+    assert forked.is_set()
+    assert backend.store([item()])[0].stored
+
+
+def test_health_gives_up_on_a_database_another_connection_locks_within_half_a_second(backend):
+    assert backend.store([item()])[0].stored
+    backend.close()  # the writer's connection would keep the exclusive lock out
+    other = sqlite3.connect(backend.db_path, isolation_level=None)
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode this keeps readers out too
+    other.execute("BEGIN EXCLUSIVE")
+
+    started = time.monotonic()
+    healthy = backend.healthy()
+    waited = time.monotonic() - started
+
+    other.close()
+    assert healthy is False
+    assert 0.4 <= waited < 1.2  # the probe's busy timeout: a health check never hangs on a lock
+
+
+def test_a_commit_failing_on_the_filesystem_is_retry_with_the_errno(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    backend = LocalBackend(tmp_path / "file" / "data")  # its parent is a file: no folder can be made
+
+    [outcome] = backend.store([item()])
+
+    assert outcome.status is Status.RETRY
+    assert outcome.details == {"error_type": "NotADirectoryError", "errno": 20}
+    backend.close()
+
+
+def test_error_details_name_the_sqlite_error_and_the_errno_only_when_there_is_one():
+    assert local._details(OSError("no errno")) == {"error_type": "OSError"}
+    assert local._details(sqlite3.OperationalError("made here")) == {"error_type": "OperationalError"}
+    assert local._busy(sqlite3.OperationalError("made here, not by SQLite")) is False
+
+
+# --- the settings and sizes the module decides ---------------------------------------------------------
+
+
+def test_the_durability_and_size_settings_of_the_write_connection(tmp_path):
+    conn = local.connect(tmp_path / DB_NAME)
+    names = ("journal_mode", "synchronous", "journal_size_limit", "wal_autocheckpoint", "page_size",
+             "user_version")
+    pragmas = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+    indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+    indexes = indexes.fetchall()
+    columns = [(c[1], c[2], c[3]) for c in conn.execute("PRAGMA table_info(events)")]
+    conn.close()
+
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "journal_size_limit": 16 * 1024 * 1024,
+                       "wal_autocheckpoint": 0, "page_size": 16384, "user_version": 1}
+    assert indexes == [("events_day_index", "CREATE INDEX events_day_index ON events (day, index_name)"),
+                       ("events_id", "CREATE UNIQUE INDEX events_id ON events (id)")]
+    assert columns == [("id", "TEXT", 1), ("index_name", "TEXT", 1), ("day", "TEXT", 1), ("time", "REAL", 1),
+                       ("document", "TEXT", 1)]
+
+
+def test_the_module_constants():
+    assert local.BUSY_TIMEOUT_SECONDS == 5.0
+    assert (local.POLL_FIRST_SECONDS, local.POLL_MAX_SECONDS) == (0.0001, 0.001)
+    assert (local.MAX_STATEMENT_ROWS, local.MIN_SQLITE) == (4096, (3, 24, 0))
+    assert (local.CHECKPOINT_BYTES, local.WAL_RESTART_BYTES) == (4 * 1024 * 1024, 64 * 1024 * 1024)
+    assert (local.RETENTION_INTERVAL_SECONDS, local.RETENTION_CHUNK_ROWS) == (3600.0, 5000)
+    assert local.SIDE_SUFFIXES == ("", "-wal", "-shm")
+
+
+def test_an_sqlite_older_than_3_24_is_refused_at_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 9))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.23.9")
+
+    with pytest.raises(ConfigError, match=r"^storage\.backend: local storage needs SQLite 3\.24\.0 or newer; "
+                                          r"Python uses 3\.23\.9$"):
+        LocalBackend(tmp_path / "data")
+
+
+@pytest.mark.parametrize(("count", "size"),
+                         [(1, 1), (16, 16), (17, 32), (512, 512), (513, 640), (4000, 4096)])
+def test_an_insert_is_padded_to_one_of_a_few_sizes_with_copies_of_its_last_row(count, size):
+    batch = [(f"id{n}", "main", DAY_TEXT, DAY, "{}") for n in range(count)]
+
+    statement, params = local._insert(batch, 4096)
+
+    assert statement.count("(?, ?, ?, ?, ?)") == size
+    assert statement == ("INSERT INTO events (id, index_name, day, time, document) VALUES "
+                         + ",".join(["(?, ?, ?, ?, ?)"] * size) + " ON CONFLICT (id) DO NOTHING")
+    assert params[:5 * count] == [value for row in batch for value in row]
+    assert params[5 * count:] == list(batch[-1]) * (size - count)
+
+
+def test_an_insert_is_never_padded_past_the_statement_limit():
+    batch = [(f"id{n}", "main", DAY_TEXT, DAY, "{}") for n in range(20)]
+    statement, params = local._insert(batch, 20)
+    assert statement.count("(?, ?, ?, ?, ?)") == 20
+    assert len(params) == 100
+
+
+@pytest.mark.parametrize(("variables", "rows"), [(32766, 4096), (999, 199), (10, 2), (4, 1)])
+def test_the_rows_of_one_statement_follow_sqlites_limit_on_parameters(tmp_path, variables, rows):
+    conn = sqlite3.connect(tmp_path / "x.sqlite3")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+    assert local.statement_limit(conn) == rows
+    conn.close()
+
+
+def test_a_batch_padded_to_its_statement_size_stores_each_row_once(backend):
+    batch = [item(n) for n in range(17)]
+    assert all(o.stored for o in backend.store(batch))
+    assert ids(backend.data_dir) == [it.id for it in batch]
+
+
+# --- where the database may live: the mountinfo's details and the data directory's link ---------------
+
+
+@pytest.mark.parametrize(
+    ("mount_point", "path"),
+    [("/mnt/a\\011b", "/mnt/a\tb/data"), ("/mnt/a\\012b", "/mnt/a\nb/data"),
+     ("/mnt/a\\134b", "/mnt/a\\b/data"), ("/mnt/a\\040b", "/mnt/a b/data")],
+)
+def test_mount_points_with_escaped_characters_are_read_as_the_kernel_writes_them(mount_point, path):
+    mountinfo = f"27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 0:50 / {mount_point} rw - nfs4 srv:/ rw\n"
+    assert filesystem_type(path, mountinfo) == "nfs4"
+
+
+def test_malformed_mountinfo_lines_are_skipped_and_the_later_of_stacked_mounts_wins():
+    mountinfo = "\n".join([
+        "27 1 254:0 / / rw - ext4 /dev/vda rw",
+        "short - nfs",  # fewer than five fields
+        "40 27 0:50 / /data rw shared:1 nfs4 no-separator",
+        "41 27 0:51 / /data rw -",  # no type after the separator
+        "42 27 0:52 / /data rw - nfs4 srv:/ rw",
+        "43 27 0:53 / /data rw - xfs /dev/vdb rw",
+    ])
+    assert filesystem_type("/data/x", mountinfo) == "xfs"
+    assert filesystem_type("/data", mountinfo.replace("xfs /dev/vdb", "nfs4 srv:/")) == "nfs4"
+    assert filesystem_type("/data/x", "\n".join(mountinfo.splitlines()[:4])) == ""
+    assert filesystem_type("/x", "garbage\n") is None
+
+
+def test_without_a_readable_mountinfo_the_filesystem_is_not_checked(tmp_path):
+    backend = LocalBackend(tmp_path / "data", mountinfo=tmp_path / "no-mountinfo")
+    assert backend.store([item()])[0].stored
+    backend.close()
+
+
+def test_a_network_filesystem_is_refused_with_the_setting_and_the_way_out(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+                         f"40 27 0:50 / {tmp_path} rw - fuse.s3fs s3 rw\n")
+
+    with pytest.raises(ConfigError) as refused:
+        LocalBackend(tmp_path / "data", mountinfo=mountinfo)
+
+    assert str(refused.value) == (
+        f"storage.data_dir: {tmp_path / 'data'} is on a fuse.s3fs filesystem; the local storage backend "
+        "(SQLite in WAL mode) needs a local disk. Use a local path, or the opensearch backend (core.url) for "
+        "storage shared between hosts")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user needs root")
+def test_a_data_directory_linked_by_another_user_is_refused_and_one_linked_by_root_is_followed(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "data"
+    link.symlink_to(real)
+    backend = LocalBackend(link)  # a link of root's: followed
+    assert backend.store([item()])[0].stored
+    backend.close()
+    assert (real / DB_NAME).exists()
+
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(ConfigError) as refused:
+        LocalBackend(link)
+    assert str(refused.value) == (
+        f"storage.data_dir: {link} is a symbolic link owned by uid 12345; refusing to follow it (expected a "
+        "directory, or a link owned by uid 0 or root)")

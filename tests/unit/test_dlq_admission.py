@@ -1,0 +1,129 @@
+"""The DLQ's answers before it takes an entry: free space counted a block per file, each limit named
+with its setting and figures, a disabled or unusable directory, and the temp files killed writers
+left. Real directories; the filesystem's free space is given (os.statvfs) where it decides."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from telhawk_ingest.config import DlqSettings
+from telhawk_ingest.dlq import STALE_TEMP_S, TEMP_PREFIX, DeadLetterQueue
+from telhawk_ingest.errors import DLQUnavailable
+from tests.unit.test_dlq import record
+
+BLOCK = 4096
+
+
+def dlq_at(path: Path, **settings) -> DeadLetterQueue:
+    return DeadLetterQueue(DlqSettings(base_path=path, **{"min_free_bytes": 0, **settings}))
+
+
+def free_blocks(monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
+    real = os.statvfs
+
+    def statvfs(path: os.PathLike | str) -> os.statvfs_result:
+        got = real(path)
+        return os.statvfs_result((BLOCK, BLOCK, got.f_blocks, blocks, blocks, got.f_files, got.f_ffree,
+                                  got.f_favail, got.f_flag, got.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+@pytest.mark.parametrize(("min_free", "refused"), [(100 * BLOCK - 1000 - BLOCK, False),
+                                                   (100 * BLOCK - 1000 - BLOCK + 1, True)])
+def test_free_space_counts_a_whole_block_for_each_file_besides_its_bytes(tmp_path, monkeypatch, min_free,
+                                                                         refused):
+    dlq = dlq_at(tmp_path / "dlq", min_free_bytes=min_free)
+    free_blocks(monkeypatch, 100)
+
+    answer = dlq.refusal(1, 1000)
+
+    if refused:
+        assert answer == (f"dlq.base_path: {dlq.path} would have less than dlq.min_free_bytes={min_free} "
+                          "free")
+    else:
+        assert answer is None
+    assert (dlq.refusal(2, 1000) is None) is False  # a second file takes a block more
+
+
+def test_each_limit_is_named_with_its_setting_and_what_is_pending(tmp_path):
+    by_files = dlq_at(tmp_path / "a", max_pending_files=3)
+    by_files.write_many([record(1), record(2)])
+    assert by_files.refusal(1) is None
+    assert by_files.refusal(2) == (
+        "the DLQ would hold more than dlq.max_pending_files=3 files (2 pending, 2 more)")
+
+    by_bytes = dlq_at(tmp_path / "b", max_pending_bytes=10_000)
+    by_bytes.write(record(1))
+    held = sum(p.stat().st_size for p in by_bytes.path.iterdir())
+    assert by_bytes.refusal(1, 10_000 - held) is None
+    assert by_bytes.refusal(1, 10_001 - held) == (
+        f"the DLQ would hold more than dlq.max_pending_bytes=10000 bytes ({held} pending, "
+        f"{10_001 - held} more)")
+
+
+def test_limits_of_0_take_any_number_of_entries(tmp_path):
+    dlq = dlq_at(tmp_path / "dlq", max_pending_files=0, max_pending_bytes=0)
+    dlq.write_many([record(n) for n in range(5)])
+    assert dlq.refusal(10**4, 10**6) is None
+
+
+def test_a_disabled_dlq_says_so_and_makes_no_directory(tmp_path):
+    dlq = dlq_at(tmp_path / "dlq", enabled=False)
+    assert dlq.refusal() == "the DLQ is disabled (dlq.enabled: false)"
+    with pytest.raises(DLQUnavailable, match=r"^the DLQ is disabled \(dlq.enabled: false\)$"):
+        dlq.check_writable()
+    assert not (tmp_path / "dlq").exists()
+
+
+def test_a_directory_whose_filesystem_cannot_be_read_is_unusable_with_the_reason(tmp_path, monkeypatch):
+    dlq = dlq_at(tmp_path / "dlq")
+    real = os.statvfs
+    calls: list[str] = []
+
+    def failing(path):
+        calls.append(str(path))
+        if len(calls) > 1:  # files.unwritable reads it first
+            raise OSError(5, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(os, "statvfs", failing)
+    assert dlq.refusal() == f"dlq.base_path: {dlq.path} is not usable (Input/output error)"
+
+
+def test_an_existing_directory_open_to_others_is_made_private(tmp_path):
+    path = tmp_path / "dlq"
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)
+    dlq_at(path)
+    assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_directory_that_cannot_be_made_is_logged_and_refused_not_raised(tmp_path, caplog):
+    (tmp_path / "file").write_bytes(b"")
+    with caplog.at_level(logging.ERROR):
+        dlq = dlq_at(tmp_path / "file" / "dlq")
+    assert any(r.getMessage().startswith(f"dlq.base_path: {dlq.path} cannot be prepared: ")
+               for r in caplog.records)
+    assert dlq.refusal() is not None
+
+
+def test_temp_files_are_removed_from_exactly_stale_temp_s_old_and_logged(tmp_path, caplog):
+    dlq = dlq_at(tmp_path / "dlq")
+    stale, fresh = (dlq.path / f"{TEMP_PREFIX}failed_1_{c * 32}" for c in "ab")
+    for path, mtime in ((stale, 1000.0), (fresh, 1000.5)):
+        path.write_bytes(b"{}")
+        os.utime(path, (mtime, mtime))
+
+    with caplog.at_level(logging.WARNING):
+        removed = dlq.remove_stale_temp_files(now=1000.0 + STALE_TEMP_S)
+
+    assert removed == [stale.name]
+    assert os.listdir(dlq.path) == [fresh.name]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed 1 temp files left in {dlq.path} by writers that were killed"]
+    assert STALE_TEMP_S == 600

@@ -1,0 +1,126 @@
+"""DLQ listings and purges by filter: the time bounds include their second, the content filters
+combine, and a purge by filter leaves the rest and the corrupt files alone. Real files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from telhawk_ingest.config import DlqSettings
+from telhawk_ingest.dlq import DeadLetterQueue, DlqFilter, truncated_entry
+from telhawk_ingest.errors import ApiError
+from tests.unit.test_dlq import record
+
+
+@pytest.fixture
+def dlq(tmp_path) -> DeadLetterQueue:
+    return DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+
+
+@pytest.fixture
+def three(dlq):
+    a = dlq.write(record(1, "normalization_failed", "no normalizer registered for x"), now=100)
+    b = dlq.write(record(2, "storage_failed", "503 from storage", source_type="linux_secure"), now=200)
+    c = dlq.write(record(3, "storage_failed", "400 mapper_parsing_exception"), now=300)
+    return a, b, c
+
+
+def listed(dlq, **flt) -> list[str]:
+    page, total, cursor = dlq.list(DlqFilter(**flt))
+    assert total == len(page) and cursor is None
+    return [r["id"] for r in page]
+
+
+def test_the_time_bounds_include_the_second_they_name(dlq, three):
+    a, b, c = three
+    assert listed(dlq, since=200) == [b, c]
+    assert listed(dlq, until=200) == [a, b]
+    assert listed(dlq, since=200, until=200) == [b]
+    assert listed(dlq, since=201, until=299) == []
+    assert listed(dlq, since=100, until=300) == [a, b, c]
+
+
+def test_content_filters_combine_with_each_other_and_with_time(dlq, three):
+    _, b, c = three
+    assert listed(dlq, reason="storage_failed", source_type="cisco_asa") == [c]
+    assert listed(dlq, reason="storage_failed", error="503") == [b]
+    assert listed(dlq, reason="storage_failed", until=250) == [b]
+    assert listed(dlq, source_type="cisco_asa", since=150) == [c]
+    assert listed(dlq, error="mapper_parsing", since=301) == []
+    assert listed(dlq, reason="validation_failed") == []
+
+
+def test_a_purge_by_filter_deletes_only_matching_entries_and_keeps_corrupt_ones(dlq, three):
+    a, b, _ = three
+    corrupt = dlq.path / f"failed_250_{'ab' * 16}.json"
+    corrupt.write_text('{"timestamp": "trunc')
+
+    assert dlq.purge(DlqFilter(reason="storage_failed", since=250)) == 1
+
+    assert sorted(os.listdir(dlq.path)) == sorted([f"{a}.json", f"{b}.json", corrupt.name])
+    assert dlq.purge(DlqFilter(until=150)) == 1
+    assert sorted(os.listdir(dlq.path)) == sorted([f"{b}.json", corrupt.name])
+    assert dlq.purge() == 2
+    assert os.listdir(dlq.path) == []
+
+
+def test_an_entry_that_is_gone_or_corrupt_answers_404_or_409(dlq, three):
+    a, _, _ = three
+    corrupt = f"failed_250_{'ab' * 16}"
+    (dlq.path / f"{corrupt}.json").write_text("[1, 2]")
+
+    with pytest.raises(ApiError) as err:
+        dlq.get(corrupt)
+    assert (err.value.status, str(err.value)) == (409, f"DLQ entry {corrupt} is corrupt and cannot be read")
+
+    dlq.delete(a)
+    for call in (dlq.get, dlq.delete):
+        with pytest.raises(ApiError) as err:
+            call(a)
+        assert (err.value.status, str(err.value)) == (404, f"no DLQ entry {a}")
+
+
+def test_a_truncated_entry_keeps_every_member_but_the_envelope_and_says_how_large_it_was(dlq, three):
+    a, _, _ = three
+    stored = json.loads((dlq.path / f"{a}.json").read_text())
+
+    entry = truncated_entry(stored)
+
+    envelope_json = json.dumps(stored["envelope"], separators=(",", ":"), ensure_ascii=False)
+    assert entry == {**{k: v for k, v in stored.items() if k != "envelope"},
+                     "envelope_bytes": len(envelope_json.encode()), "truncated": True}
+    assert list(entry)[-2:] == ["envelope_bytes", "truncated"]
+
+
+def test_the_health_figures_of_a_dlq_with_entries_a_corrupt_file_a_temp_file_and_a_deletion(dlq, three):
+    a, b, c = three
+    corrupt = f"failed_250_{'ab' * 16}.json"
+    (dlq.path / corrupt).write_text("{")
+    (dlq.path / f".tmp-failed_260_{'cd' * 16}").write_bytes(b"{}")
+    (dlq.path / "notes.txt").write_text("operator notes")
+    dlq.delete(b)
+    os.utime(dlq.path, (1, 1))  # a listing of a directory changed long ago is trusted at once
+
+    health = dlq.stats(verify_budget_s=5)
+
+    entries = [f"{a}.json", f"{c}.json", corrupt]
+    free = health.pop("free_bytes")
+    assert isinstance(free, int) and free > 0
+    assert health == {
+        "enabled": True, "pending_files": 3, "base_path": str(dlq.path), "corrupt_files": [corrupt],
+        "unverified_files": 0, "temp_files": 1,
+        "pending_bytes": sum((dlq.path / name).stat().st_size for name in entries),
+        "refusal": None, "accepting": True,
+    }
+
+
+def test_health_verifies_no_file_without_a_budget_and_says_how_many_are_left(dlq, three):
+    cold = type(dlq)(dlq_settings(dlq))
+    assert cold.stats(verify_budget_s=0)["unverified_files"] == 3
+    assert cold.stats(verify_budget_s=5)["unverified_files"] == 0
+
+
+def dlq_settings(dlq) -> DlqSettings:
+    return DlqSettings(base_path=dlq.path, min_free_bytes=0)
