@@ -116,7 +116,7 @@ def store_with_retries(
 
     `on_retry(count, wait)` is called before each wait with the number of items being retried.
     `first`: the outcomes of a first try the caller already made (e.g. through the local store's
-    `submit`, awaited on an event loop), one per item; the backend is then asked only for retries.
+    `enqueue`, awaited on an event loop), one per item; the backend is then asked only for retries.
     """
     finals: list[Final | None] = [None] * len(items)
     todo = list(range(len(items)))

@@ -213,7 +213,7 @@ class Service:
 
     def hec_complete(self, staged: Staged, first: Sequence[Outcome] | None = None) -> Reply:
         """The answer to a staged request once every event is safe (`finish`; `first`: the
-        outcomes its `hec_submit` futures gave, in item order).
+        outcomes `hec_submit` called back with, in item order).
 
         Blocks while storing, retrying or writing the DLQ; it does none of them, and so never
         blocks, when nothing failed before storage and every outcome in `first` is stored.
@@ -401,8 +401,8 @@ class Service:
         given = envelope.attributes.get("time")
         event_time = seconds(given) if given is not None else seconds(event.get("time"), 1000)
         # The ids of one request mostly share their millisecond: its time is read once. A UUIDv7
-        # whose first 13 characters (the time, and its dash) are those of the last one read has
-        # that one's time; id_time checks the rest of such an id by its length, version and variant.
+        # whose first 13 characters (the time and its dash) are those of the last one read has that
+        # one's time; what else id_time checks (length, version, variant) is checked here.
         eid = envelope.id
         known, arrival = self._arrival
         if not (eid[:13] == known and len(eid) == 36 and eid[14] == "7" and eid[19] in "89abAB"):

@@ -46,13 +46,22 @@ def call(client, receive: Receive, headers: dict[str, str], path: str = "/servic
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
+    asyncio.run(client.app.app(http_scope(headers, path, method), receive, send))
+    return answer(sent)
+
+
+def http_scope(headers: dict[str, str], path: str = "/services/collector/event", method: str = "POST"
+               ) -> dict[str, Any]:
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8088),
     }
-    asyncio.run(client.app.app(scope, receive, send))
+
+
+def answer(sent: list[dict[str, Any]]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """(status, headers, JSON body) of the messages an ASGI app sent."""
     start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, json.loads(body)
 
@@ -175,6 +184,82 @@ def test_an_event_for_the_dlq_is_written_there_in_a_worker_thread(make_client):
     assert seen == ["DLQ write in a worker thread"]
     assert len(stored_docs(client)) == 1
     assert [r["reason"] for r in client.dlq_records()] == ["normalization_failed"]
+
+
+def sshd_batch(count: int, pad: int = 0) -> bytes:
+    """`count` sshd events (distinct ports), one per line, each padded to about `pad` bytes."""
+    line = json.loads(SSHD_EVENT)
+    return "\n".join(json.dumps({**line, "event": line["event"].replace("52144", str(50000 + n)),
+                                 "fields": {"pad": "x" * pad}}) for n in range(count)).encode()
+
+
+def test_a_small_body_is_parsed_on_the_loop_and_a_large_or_gzipped_one_in_a_worker_thread(make_client):
+    import gzip
+
+    from telhawk_ingest.http import INLINE_MAX_BODY_BYTES
+
+    client = make_client()
+    seen: list[str] = []
+    client.service.prepare = where("parse", seen, client.service.prepare)
+    small, large = sshd_batch(2), sshd_batch(40, pad=2000)
+    assert len(small) < INLINE_MAX_BODY_BYTES < len(large)
+    auth = {"Authorization": f"Splunk {HEC_TOKEN}"}
+
+    answers = [call(client, whole(small), auth)[0], call(client, whole(large), auth)[0],
+               call(client, whole(gzip.compress(small)), {**auth, "Content-Encoding": "gzip"})[0]]
+
+    assert answers == [200, 200, 200]
+    assert seen == ["parse on the loop", "parse in a worker thread", "parse in a worker thread"]
+    assert len(stored_docs(client)) == 2 + 40 + 2
+
+
+def test_a_small_request_of_several_bulk_chunks_is_stored_whole_from_a_worker_thread(make_client):
+    client = make_client(storage={"bulk_max_events": 2})
+    backend = client.service.backend
+    seen: list[str] = []
+    backend.store = where("store", seen, backend.store)
+
+    answer = call(client, whole(sshd_batch(5)), {"Authorization": f"Splunk {HEC_TOKEN}"})
+
+    assert (answer[0], answer[2]) == (200, {"text": "Success", "code": 0})
+    assert seen == ["store in a worker thread"] * 3  # chunks of 2, 2 and 1
+    assert len(stored_docs(client)) == 5
+
+
+def test_a_request_cut_at_shutdown_while_its_commit_runs_is_refused_and_its_stored_events_counted(
+        make_client):
+    import threading
+
+    client = make_client()
+    backend = client.service.backend
+    commit, started, release = backend._commit, threading.Event(), threading.Event()
+
+    def held(jobs: Any, queue: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return commit(jobs, queue)
+
+    backend._commit = held
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def cut() -> None:
+        scope = http_scope({"Authorization": f"Splunk {HEC_TOKEN}"})
+        task = asyncio.create_task(client.app.app(scope, whole(SSHD_EVENT.encode()), send))
+        await asyncio.to_thread(started.wait, 10)
+        task.cancel()  # what uvicorn does to a request still running past the drain
+        await task
+        release.set()
+        await asyncio.sleep(0.5)  # the commit ends; the writer's callback reaches the loop
+
+    asyncio.run(cut())
+
+    status, _, body = answer(sent)
+    assert (status, body["code"]) == (503, 9)
+    assert len(stored_docs(client)) == 1  # stored, as the client is told may happen; resent, kept once
+    assert client.service.healthz()["stored"] == 1
 
 
 def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch, tmp_path, caplog):

@@ -30,12 +30,11 @@ that must not block, `submit`, which hands back a concurrent.futures.Future, or 
 calls back from the writer thread, e.g. into an asyncio loop) queues its rows; the writer takes
 everything queued and commits it as one multi-row INSERT statement in autocommit mode: one
 transaction, and one SQLite call that runs without the GIL from taking the write lock to the WAL
-fsync. Processes on one host
-share the database: SQLite's locks order their commits, and a writer polls for the lock up to
-BUSY_TIMEOUT_SECONDS while another's commit runs. Checkpoints (copying the WAL into the
-database) run on a second thread and connection, off the commit path. After a fork the child
-starts its own threads and connections on first use (the pid is checked); a fork waits for a
-commit or checkpoint in flight, so the child never inherits SQLite's locks half held.
+fsync. Processes on one host share the database: SQLite's locks order their commits, and a writer
+polls for the lock up to BUSY_TIMEOUT_SECONDS while another's commit runs. Checkpoints (copying
+the WAL into the database) run on a second thread and connection, off the commit path. After a
+fork the child starts its own threads and connections on first use (the pid is checked); a fork
+waits for a commit or checkpoint in flight, so the child never inherits SQLite's locks half held.
 
 Single host only: SQLite's WAL needs shared memory and POSIX locks that network filesystems do
 not give, so `local` refuses to start when `storage.data_dir` is on NFS, EFS, SMB or another
