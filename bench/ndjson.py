@@ -28,15 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import flask
-import functions_framework
+import functions_framework.aio
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
 from telhawk_ingest.config import load_settings
-from telhawk_ingest.errors import HecError
 from telhawk_ingest.files import open_append, private_dir, write_all
-from telhawk_ingest.http import hec_request, respond
-from telhawk_ingest.service import Reply, Service
+from telhawk_ingest.http import handle_hec
+from telhawk_ingest.service import Service
 from telhawk_ingest.storage.base import STORED, Item, Outcome, retry
 
 log = logging.getLogger(__name__)
@@ -235,12 +235,7 @@ def ndjson_service() -> Service:
     return _service
 
 
-@functions_framework.http
-def ndjson(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def ndjson(request: Request) -> Response:
     """HEC ingest as functions/ingest_event.py serves it, storing with NdjsonBackend."""
-    try:
-        svc = ndjson_service()
-        return respond(svc.hec(hec_request(request, svc.settings.hec.max_body_bytes)))
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return respond(Reply.hec(HecError(8)))
+    return await handle_hec(request, ndjson_service)

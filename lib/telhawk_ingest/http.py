@@ -149,9 +149,10 @@ def _announces_body(request: Request) -> bool:
     return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
-async def handle_hec(request: Request) -> Response:
+async def handle_hec(request: Request, get_service: Callable[[], Service] = service) -> Response:
+    """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another)."""
     try:
-        svc = service()
+        svc = get_service()
         head = hec_request(request)
         admitted = await _admit(svc, head)
         if isinstance(admitted, Reply):
