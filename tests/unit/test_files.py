@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,25 +19,29 @@ class Syscalls:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, str]] = []
         real_open, real_write, real_fsync, real_close = os.open, os.write, os.fsync, os.close
+        # Only the test's own thread: background threads of other tests (counters flusher, SQLite
+        # writer) may be writing and closing their own files meanwhile.
+        me = threading.get_ident()
 
-        def path_of(fd: int) -> str:
-            return os.readlink(f"/proc/self/fd/{fd}")
+        def note(kind: str, fd: int) -> None:
+            if threading.get_ident() == me:
+                self.calls.append((kind, os.readlink(f"/proc/self/fd/{fd}")))
 
         def opened(path: os.PathLike[str] | str, flags: int, mode: int = 0o777) -> int:
             fd = real_open(path, flags, mode)
-            self.calls.append(("open", path_of(fd)))
+            note("open", fd)
             return fd
 
         def written(fd: int, data: bytes | memoryview) -> int:
-            self.calls.append(("write", path_of(fd)))
+            note("write", fd)
             return real_write(fd, data)
 
         def synced(fd: int) -> None:
-            self.calls.append(("fsync", path_of(fd)))
+            note("fsync", fd)
             real_fsync(fd)
 
         def closed(fd: int) -> None:
-            self.calls.append(("close", path_of(fd)))
+            note("close", fd)
             real_close(fd)
 
         monkeypatch.setattr(os, "open", opened)
