@@ -54,8 +54,11 @@ def test_concurrent_clients_against_several_workers_never_take_the_dlq_past_its_
     assert LIMIT - BATCH < len(files) <= LIMIT
     assert len(files) == sum(accepted)  # every event of every 200 is in the DLQ, nothing else
     assert refusals and all(r.json()["code"] == 9 and int(r.headers["Retry-After"]) > 0 for r in refusals)
-    health = httpx.get(f"{emu.url}/healthz", timeout=10, trust_env=False).json()
-    assert health["dlq_stats"]["accepting"] is (len(files) < LIMIT)
+    # A worker's estimate errs high until its next listing, taken before it refuses once the last is
+    # over a second old (README, "When the DLQ cannot take more"): it settles within that.
+    expected = len(files) < LIMIT
+    health = emu.healthz(lambda h: h["dlq_stats"]["accepting"] is expected)
+    assert health["dlq_stats"]["accepting"] is expected
     # Storage still works, so HEC health stays 17 and good events are still taken.
     assert httpx.get(f"{emu.url}/services/collector/health", trust_env=False).json()["code"] == 17
     assert post(emu, sshd(52144)).json() == {"text": "Success", "code": 0}
