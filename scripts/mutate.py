@@ -9,7 +9,7 @@ the score.
 
 mutmut 3 names a mutant after its file's path and knows only the `src/` layout, while the tests
 import `telhawk_ingest` from `lib/`. So the run happens in build/mutate, a fresh mirror of this
-checkout: `src` is a link to `lib`, tests/, bench/, functions/, local/ and template.yaml are links, and
+checkout: `src` is a link to `lib`, the other files the suites read (MIRRORED) are links, and
 pyproject.toml is a copy whose `only_mutate` lists just the modules asked for. mutmut copies what it
 needs into build/mutate/mutants and puts the mutated package first on the import path. The mirror
 is rebuilt on every run, so a run depends only on the checkout. At most 2 mutants are tested at
@@ -34,7 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "mutate"
-MIRRORED = ("src", "tests", "bench", "functions", "local", "template.yaml")
+# What the unit and functional suites read besides the package (also_copy in pyproject.toml).
+MIRRORED = ("src", "tests", "bench", "functions", "local", "template.yaml", "requirements.lock", "Makefile",
+            ".ci", "docker-compose.yml")
 EQUIVALENT = ROOT / "tests" / "mutation" / "EQUIVALENT.md"
 PACKAGE = "telhawk_ingest"
 # A listed equivalent mutant: "- `telhawk_ingest.retry.x_delay__mutmut_7`: reason".

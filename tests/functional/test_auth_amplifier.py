@@ -40,6 +40,8 @@ def test_24_bad_tokens_against_a_slow_auth_service_never_delay_a_local_token(mak
         busy = [f.result(timeout=10) for f in bad if f.done()]
         assert len(busy) == 20
         assert {(a.status_code, a.json()["code"]) for a in busy} == {(503, 9)}
+        assert {a.json()["detail"] for a in busy} == {
+            "too many token validations in flight (hec.auth_max_in_flight)"}
         assert all(a.headers.get("Retry-After") for a in busy)
         server.release.set()
 

@@ -98,7 +98,7 @@ def test_a_refusal_for_the_rate_asks_the_client_to_retry():
     err = refused(auth, {"Authorization": "Splunk unknown-token-0002-abcdef"})
 
     assert (err.status, err.code) == (503, 9) and err.retry_after
-    assert "hec.auth_calls_per_second" in str(err)
+    assert err.detail == "token validation rate reached (hec.auth_calls_per_second)"
 
 
 def test_cached_answers_cost_no_rate():
@@ -161,7 +161,11 @@ def test_plain_http_is_allowed_for_local_testing_and_warned_at_start(caplog):
         Authenticator(settings.hec)
 
     assert settings.hec.auth_url == "http://127.0.0.1:9"
-    assert "plain http" in caplog.text
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
+        logging.WARNING,
+        "hec.auth_url is plain http (hec.auth_allow_insecure_http: true): HEC tokens cross the network "
+        "unencrypted; use this for local testing only",
+    )]
 
 
 def test_an_https_auth_url_starts_without_a_warning(caplog):
