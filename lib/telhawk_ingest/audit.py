@@ -202,10 +202,7 @@ class AuditLog:
             except OSError:
                 continue
             if fold.is_claim(name):
-                if not fold.claim_is_stale(st.st_ctime, now):
-                    continue
-                if original in archived:
-                    Path(entry.path).unlink(missing_ok=True)
+                if not fold.left_by_a_stopped_fold(Path(entry.path), st.st_ctime, now, archived):
                     continue
             elif original.startswith(ARCHIVE_PREFIX):
                 if st.st_size >= MAX_FILE_BYTES // 2:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 from .files import fsync_dir, write_synced
@@ -75,6 +75,20 @@ def release(directory: Path, claimed: Iterable[Path]) -> None:
 
 def claim_is_stale(ctime: float, now: float) -> bool:
     return now - ctime >= CLAIM_STALE_S
+
+
+def left_by_a_stopped_fold(path: Path, ctime: float, now: float, committed: Container[str]) -> bool:
+    """For a claimed name (`is_claim`) with status-change time `ctime`: True when a fold claimed it
+    and stopped before committing (the caller folds it now). False when another fold is still at
+    work on it (claimed less than CLAIM_STALE_S before `now`), or when a commit already recorded
+    its original name in `committed`: the fold stopped before cleaning up, and the leftover claim
+    is removed here."""
+    if not claim_is_stale(ctime, now):
+        return False
+    if original(path.name) in committed:
+        path.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def commit(directory: Path, final_name: str, data: bytes, claimed: list[Path], started: float) -> bool:

@@ -477,10 +477,7 @@ class Counters:
             except OSError:
                 continue
             if fold.is_claim(name):
-                if not fold.claim_is_stale(st.st_ctime, now):
-                    continue  # another compaction is at work on it
-                if original in recorded:  # committed by a compaction that stopped before cleaning up
-                    Path(entry.path).unlink(missing_ok=True)
+                if not fold.left_by_a_stopped_fold(Path(entry.path), st.st_ctime, now, recorded):
                     continue
                 overdue = True  # chosen by a compaction that stopped: fold it now
             elif not _is_compacted(name):
