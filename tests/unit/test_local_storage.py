@@ -488,7 +488,14 @@ def test_the_settings_path_refuses_an_nfs_data_dir_at_start(tmp_path, monkeypatc
 
 
 def test_a_local_disk_is_accepted_as_this_machine_mounts_it(tmp_path):
-    LocalBackend(tmp_path / "data").close()  # /proc/self/mountinfo: tmp_path is on a local disk
+    # /proc/self/mountinfo: tmp_path is on a local disk, so the store opens and takes a write.
+    backend = LocalBackend(tmp_path / "data")
+    one = item(1)
+    try:
+        assert backend.store([one])[0].stored
+        assert ids(backend.data_dir) == [one.id]
+    finally:
+        backend.close()
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
