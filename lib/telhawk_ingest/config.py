@@ -137,8 +137,12 @@ class HecSettings(_Section):
 
 
 class OperatorToken(_Section):
+    """An operator credential (SPEC §8, §9). `role`: `read` lists, shows and reads statistics,
+    metrics and normalizers; `admin` may also replay, delete, purge and run retention."""
+
     name: str = Field(min_length=1)
     token: str = Field(min_length=16)
+    role: Literal["read", "admin"] = "admin"
 
 
 class OperatorSettings(_Section):

@@ -101,9 +101,18 @@ class Staged:
 
 @dataclass(frozen=True, slots=True)
 class Operator:
-    """An authenticated operator: the name goes to the audit log, never the token."""
+    """An authenticated operator: the name goes to the audit log, never the token. `role` is the
+    token's (`read` or `admin`, SPEC §9)."""
 
     name: str
+    role: str = "admin"
+
+    def require_admin(self, action: str) -> None:
+        """ApiError 403 unless this operator's token has the `admin` role (SPEC §11: `read` tokens
+        list, show and read statistics; changing the DLQ takes `admin`)."""
+        if self.role != "admin":
+            raise ApiError(403, f"{action} needs an operator token with the admin role; "
+                                f"this token's role is {self.role!r}; nothing was done")
 
 
 class Service:
@@ -133,7 +142,7 @@ class Service:
         self.clock = clock or (lambda: time.time())
         self.ack_ids = ack.AckIds()
         self.started = time.monotonic()
-        self._operators = {t.token: t.name for t in settings.operator.tokens}
+        self._operators = {t.token: Operator(t.name, t.role) for t in settings.operator.tokens}
         self._hec_tokens = {t.token for t in settings.hec.tokens}
         # Read once: settings lookups on every event were a tenth of preparing it.
         window = settings.storage.day_window
@@ -439,10 +448,10 @@ class Service:
             raise ApiError(403, "a HEC token cannot be used for operator calls")
         if scheme.lower() != "bearer" or not credential:
             raise ApiError(401, "expected Authorization: Bearer <operator token>")
-        name = self._operators.get(credential)
-        if name is None:
+        who = self._operators.get(credential)
+        if who is None:
             raise ApiError(401, "unknown operator token")
-        return Operator(name)
+        return who
 
     def list_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
         """A page of entries (SPEC §8); ApiError 400 for a parameter not in LIST_PARAMS."""
@@ -456,6 +465,7 @@ class Service:
     def purge_dlq(self, who: Operator, params: Query) -> dict[str, Any]:
         """Delete the matching entries (SPEC §8); ApiError 400, deleting nothing, for a parameter
         not in PURGE_PARAMS: a typo must never widen a filtered purge into a purge of everything."""
+        who.require_admin("purge")
         query = parse_query(params, PURGE_PARAMS)
         purged = self.dlq.purge(parse_filter(query))
         self.counters.add(dlq_purged=purged)

@@ -253,3 +253,28 @@ def test_an_empty_filter_value_gets_400_and_a_purge_deletes_nothing(client, name
     assert purge.status_code == 400 and f"'{name}' is empty" in purge.json()["error"]
     assert listing.status_code == 400
     assert len(client.dlq_records()) == 1
+
+
+READ_TOKEN = "read-only-operator-token-01"
+
+
+def test_a_read_token_lists_but_gets_403_on_purge_and_nothing_is_deleted(make_client):
+    client = make_client(operator={"tokens": [{"name": "ops", "token": "operator-token-for-tests-0001"},
+                                              {"name": "viewer", "token": READ_TOKEN, "role": "read"}]})
+    client.hec(CISCO + CISCO)
+
+    listed = client.operator("GET", "/api/v1/dlq", token=READ_TOKEN)
+    refused = client.operator("DELETE", "/api/v1/dlq/purge", token=READ_TOKEN)
+
+    assert listed.status_code == 200 and listed.json()["count"] == 2
+    assert refused.status_code == 403 and "admin role" in refused.json()["error"]
+    assert len(client.dlq_records()) == 2
+    entry = audit(client)[-1]
+    assert (entry["operator"], entry["action"], entry["params"]["status"]) == ("viewer", "refused", 403)
+
+
+def test_an_operator_token_with_an_unknown_role_fails_at_start_up(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="role"):
+        settings_for(tmp_path, operator={"tokens": [{"name": "x", "token": READ_TOKEN, "role": "root"}]})
