@@ -1,0 +1,257 @@
+"""The two ways `telhawk-dlq` reaches a DLQ: the operator API over HTTP, or the DLQ directory itself.
+
+Both give the command layer (commands.py) the same calls and the same answers: the JSON bodies of
+SPEC §8 and §11. `ApiMode` sends them to a running service with the operator token; `DirMode` runs
+the same use cases in this process on a DLQ folder (`--dlq-dir`), with the settings of a config file
+for what needs more than the folder (the storage a replay writes to, retention limits, normalizer
+aliases). Errors from either become a `CliError` carrying the exit code (`Exit`), so a script sees
+the same code for the same refusal in both modes.
+
+Not here: parsing the command line or printing (commands.py, render.py).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from enum import IntEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from ..config import Settings, load_settings
+from ..errors import ApiError, ConfigError
+from ..service import Operator, Service
+
+DEFAULT_URL = "http://127.0.0.1:8088"
+TOKEN_ENV = "TELHAWK_OPERATOR_TOKEN"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class Exit(IntEnum):
+    """Exit codes of `telhawk-dlq` (README, "The DLQ command line")."""
+
+    OK = 0
+    # The call ran but not everything asked for happened: an entry failed again on replay, an id is
+    # not in the DLQ, a sample did not normalize, a purge was not confirmed.
+    INCOMPLETE = 1
+    # The command line or the request was not understood (bad option, filter value, unknown id
+    # syntax); nothing was done.
+    USAGE = 2
+    # No operator credential, or the service refused it (401), or its role may not do this (403).
+    AUTH = 3
+    # The service could not be reached, timed out, or answered 5xx (503: busy, retry later).
+    UNAVAILABLE = 4
+
+
+class CliError(Exception):
+    """A failure the command line reports in one line on stderr and exits with `code`."""
+
+    def __init__(self, code: Exit, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def exit_for_status(status: int) -> Exit:
+    """The exit code of an operator API error status (SPEC §8, §11): 400/405 usage, 401/403 auth,
+    404/409 (no such entry, corrupt entry) incomplete, 5xx unavailable."""
+    if status in (401, 403):
+        return Exit.AUTH
+    if status >= 500:
+        return Exit.UNAVAILABLE
+    if status in (404, 409):
+        return Exit.INCOMPLETE
+    return Exit.USAGE
+
+
+class Mode(Protocol):
+    """What every command needs from a DLQ, as the operator API answers it (SPEC §8, §11)."""
+
+    where: str  # for messages: the URL or the folder
+
+    def list(self, params: Mapping[str, str]) -> dict[str, Any]: ...
+
+    def show(self, entry_id: str) -> dict[str, Any]: ...
+
+    def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]: ...
+
+    def replay(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def retention(self, dry_run: bool) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def normalizers(self) -> list[dict[str, Any]]: ...
+
+
+class ApiMode:
+    """The operator API of a running service at `url`, with `token` as `Authorization: Bearer`.
+
+    The token goes into that header and nowhere else: never into a message, a log or an error.
+    `transport` replaces the network (tests). Raises CliError: AUTH when a call needs the token and
+    none was given, else as `exit_for_status` says for the service's answer, UNAVAILABLE when it
+    cannot be reached within `timeout` seconds.
+    """
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.where = url.rstrip("/")
+        self._token = token or None
+        self._client = httpx.Client(base_url=self.where, timeout=timeout, transport=transport)
+
+    def _call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+              body: Mapping[str, Any] | None = None, auth: bool = True) -> Any:
+        headers = {}
+        if auth:
+            if self._token is None:
+                raise CliError(Exit.AUTH, f"no operator token: pass --token or set {TOKEN_ENV}")
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            answer = self._client.request(method, path, params=dict(params or {}), json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise CliError(Exit.UNAVAILABLE, f"{self.where} did not answer {method} {path} in time") from None
+        except httpx.TransportError as exc:
+            raise CliError(Exit.UNAVAILABLE, f"cannot reach {self.where}: {type(exc).__name__}: {exc}") \
+                from None
+        try:
+            data = answer.json()
+        except ValueError:
+            data = None
+        if answer.status_code >= 400:
+            detail = data.get("error") or data.get("text") if isinstance(data, dict) else None
+            message = f"{method} {path}: {answer.status_code} {detail or answer.reason_phrase}"
+            retry = answer.headers.get("retry-after")
+            if retry:
+                message += f" (retry after {retry} s)"
+            raise CliError(exit_for_status(answer.status_code), message)
+        if data is None:
+            raise CliError(Exit.UNAVAILABLE, f"{method} {path}: the answer is not JSON "
+                                             f"(is {self.where} a TelHawk ingest service?)")
+        return data
+
+    def list(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/dlq", params=params)  # type: ignore[no-any-return]
+
+    def show(self, entry_id: str) -> dict[str, Any]:
+        # The id is one path segment, quoted: `/` in it reaches the service (which answers 400)
+        # instead of changing the route.
+        return self._call("GET", f"/api/v1/dlq/{_segment(entry_id)}")  # type: ignore[no-any-return]
+
+    def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]:
+        query = {**params, **({"dry_run": "true"} if dry_run else {})}
+        return self._call("DELETE", "/api/v1/dlq/purge", params=query)  # type: ignore[no-any-return]
+
+    def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/dlq/replay", body=body)  # type: ignore[no-any-return]
+
+    def retention(self, dry_run: bool) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/dlq/retention",  # type: ignore[no-any-return]
+                          body={"dry_run": dry_run})
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz", auth=False)  # type: ignore[no-any-return]
+
+    def normalizers(self) -> list[dict[str, Any]]:
+        answer = self._call("GET", "/api/v1/normalizers")
+        return answer["normalizers"] if isinstance(answer, dict) else answer  # type: ignore[no-any-return]
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
+
+
+def load_cli_settings(config: Path | None, dlq_dir: Path | None = None) -> Settings:
+    """The service's settings as the service would read them (`config`, else INGEST_CONFIG_FILE,
+    then INGEST_* variables), with `dlq.base_path` set to `dlq_dir` when given. CliError USAGE
+    when they do not load (the message is config.py's, naming the key)."""
+    env = dict(os.environ)
+    if dlq_dir is not None:
+        env["INGEST_DLQ_BASE_PATH"] = str(dlq_dir)
+    try:
+        return load_settings(config, env)
+    except ConfigError as exc:
+        raise CliError(Exit.USAGE, str(exc)) from None
+
+
+class DirMode:
+    """A DLQ folder used directly: the service's own use cases, run in this process.
+
+    Everything an API call does happens the same way (the same checks of parameters, the shared
+    counters and the audit log under `<dlq_dir>/.state/`), with the operator recorded as
+    `<login name>@cli` and the admin role: whoever may write the folder may change it anyway.
+    The storage backend is opened only by the calls that need it (replay, stats).
+    Raises CliError USAGE when `dlq_dir` is not an existing folder: a mistyped path must not
+    become a new, empty DLQ.
+    """
+
+    def __init__(self, dlq_dir: Path, config: Path | None = None) -> None:
+        if not dlq_dir.is_dir():
+            raise CliError(Exit.USAGE, f"--dlq-dir: {dlq_dir} is not a folder")
+        self.where = str(dlq_dir)
+        self.settings = load_cli_settings(config, dlq_dir)
+        self.operator = Operator(f"{_login()}@cli", "admin")
+
+    @cached_property
+    def service(self) -> Service:
+        return Service(self.settings, backend=_LazyBackend(self.settings))  # type: ignore[arg-type]
+
+    def _run(self, call: Any, *args: Any) -> Any:
+        svc = self.service
+        try:
+            return call(svc, self.operator, *args)
+        except ApiError as err:
+            raise CliError(exit_for_status(err.status), err.message) from None
+
+    def list(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return self._run(lambda svc, who: svc.list_dlq(who, params))  # type: ignore[no-any-return]
+
+    def show(self, entry_id: str) -> dict[str, Any]:
+        return self._run(lambda svc, who: svc.dlq.get(entry_id))  # type: ignore[no-any-return]
+
+    def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]:
+        if dry_run:
+            raise CliError(Exit.USAGE, "purge --dry-run is not available in this version")
+        return self._run(lambda svc, who: svc.purge_dlq(who, params))  # type: ignore[no-any-return]
+
+    def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise CliError(Exit.USAGE, "replay is not available in this version")
+
+    def retention(self, dry_run: bool) -> dict[str, Any]:
+        raise CliError(Exit.USAGE, "retention is not available in this version")
+
+    def stats(self) -> dict[str, Any]:
+        return self._run(lambda svc, who: svc.healthz())  # type: ignore[no-any-return]
+
+    def normalizers(self) -> list[dict[str, Any]]:
+        raise CliError(Exit.USAGE, "listing normalizers is not available in this version")
+
+
+class _LazyBackend:
+    """The configured storage backend, opened on first use: listing or purging a folder must not
+    need the storage (nor fail when it is not reachable from where the command runs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._backend: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._backend is None:
+            from ..storage import make_backend
+
+            try:
+                self._backend = make_backend(self._settings)
+            except ConfigError as exc:
+                raise CliError(Exit.USAGE, str(exc)) from None
+        return getattr(self._backend, name)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"

@@ -1,0 +1,90 @@
+"""What `telhawk-dlq` prints: tables for people (rich), JSON for scripts, progress bars on stderr.
+
+Results go to stdout; messages, warnings and progress bars to stderr, so `--json` output piped into
+`jq` never carries anything else. Progress bars are drawn only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# Columns of a listing, and how many characters of the error a table row shows.
+LIST_COLUMNS = ("id", "timestamp", "reason", "source_type", "attempts", "error")
+ERROR_CHARS = 80
+
+
+# Width of tables written to a file or a pipe (a terminal's own width is used otherwise): ids
+# (50 characters) and timestamps stay on one line.
+PIPE_WIDTH = 200
+
+
+def out() -> Console:
+    """Stdout as it is now (click's runner replaces it), never cached."""
+    console = Console(file=sys.stdout, highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def emit_json(value: Any) -> None:
+    """One JSON document on one line, for scripts."""
+    click.echo(orjson.dumps(value).decode())
+
+
+def emit_pretty_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def note(message: str) -> None:
+    """A message for the person at the terminal (stderr), never mixed into results; one line,
+    not wrapped, so scripts can read it too."""
+    click.echo(message, err=True)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    view = Table(title=title, show_lines=False)
+    for column in columns:
+        view.add_column(column, overflow="fold", no_wrap=column in ("id", "timestamp"))
+    for row in rows:
+        view.add_row(*("" if cell is None else str(cell) for cell in row))
+    out().print(view)
+
+
+def entry_row(entry: Mapping[str, Any]) -> list[Any]:
+    """One listing entry as a table row (LIST_COLUMNS); a truncated entry says so in its error."""
+    envelope = entry.get("envelope") or {}
+    error = str(entry.get("error", ""))
+    if len(error) > ERROR_CHARS:
+        error = error[:ERROR_CHARS - 1] + "…"
+    if entry.get("truncated"):
+        error = f"[envelope of {entry.get('envelope_bytes')} bytes not listed] {error}"
+    source_type = envelope.get("source_type", "") if isinstance(envelope, dict) else ""
+    return [entry.get("id"), entry.get("timestamp"), entry.get("reason"), source_type,
+            entry.get("attempts"), error]
+
+
+def key_values(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
+    table(title, ("key", "value"), ([key, _cell(value)] for key, value in pairs))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def progress(label: str) -> Progress:
+    """A progress bar on stderr, shown only when stderr is a terminal (`disable` otherwise)."""
+    console = Console(file=sys.stderr)
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal, transient=False)

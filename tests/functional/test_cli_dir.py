@@ -1,0 +1,200 @@
+"""`telhawk-dlq --dlq-dir`: the command line on a real DLQ folder, through click's runner.
+
+Entries are real files written by DeadLetterQueue; what the commands print and what is left on
+disk afterwards are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from telhawk_ingest import dlq as dlq_module
+from telhawk_ingest.cli import cli
+from telhawk_ingest.config import DlqSettings
+from telhawk_ingest.dlq import DeadLetterQueue, make_record
+
+REASONS = ["normalization_failed", "storage_failed", "normalization_failed", "validation_failed",
+           "normalization_failed"]
+
+
+def envelope(n: int, source_type: str = "cisco_asa", payload: str = "%ASA-6-302013: Built") -> dict:
+    return {"id": f"0190a000-0000-7000-8000-{n:012d}", "source": "firewall", "source_type": source_type,
+            "format": "raw", "payload": payload, "attributes": {"host": "fw01"},
+            "received_at": "2026-01-01T00:00:00.000Z"}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "dlq"
+
+
+@pytest.fixture
+def entries(folder: Path) -> list[str]:
+    """Five entries, one second apart, of the reasons in REASONS (oldest first)."""
+    dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    ids = []
+    for n, reason in enumerate(REASONS):
+        source_type = "sshd" if reason == "validation_failed" else "cisco_asa"
+        ids.append(dlq.write(make_record(envelope(n, source_type), reason, f"error number {n}",
+                                         now=1_700_000_000.0 + n), now=1_700_000_000 + n))
+    return ids
+
+
+@pytest.fixture
+def run(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """`run(*args, input=None)` -> click's Result, with --dlq-dir and a config whose storage is local
+    under tmp_path. The shell's INGEST_* variables do not reach the settings."""
+    for name in list(__import__("os").environ):
+        if name.startswith(("INGEST_", "CORE_", "TELHAWK_")):
+            monkeypatch.delenv(name)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"backend": "local", "data_dir": str(tmp_path / "data")}}))
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(cli, ["--dlq-dir", str(folder), "--config", str(config), *args], input=input)
+
+    return invoke
+
+
+def on_disk(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("failed_*.json"))
+
+
+def test_list_json_is_the_api_answer_oldest_first_with_the_total_and_the_next_cursor(run, entries):
+    result = run("list", "--limit", "2", "--json")
+
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert [e["id"] for e in answer["events"]] == entries[:2]
+    assert answer["count"] == 5 and answer["next_cursor"] == entries[1]
+
+
+def test_list_filters_and_all_pages_follow_the_cursor_to_the_end(run, entries):
+    result = run("list", "--reason", "normalization_failed", "--limit", "1", "--all", "--json")
+
+    answer = json.loads(result.stdout)
+    assert [e["id"] for e in answer["events"]] == [entries[0], entries[2], entries[4]]
+    assert answer["count"] == 3 and answer["next_cursor"] is None
+
+
+def test_list_for_people_is_a_table_and_a_line_saying_how_to_go_on(run, entries):
+    result = run("list", "--limit", "2", "--source-type", "cisco_asa")
+
+    assert result.exit_code == 0
+    assert entries[0] in result.stdout and "error number 0" in result.stdout
+    assert entries[2] not in result.stdout
+    assert f"2 shown of 4 matching; next page: --cursor {entries[1]}" in result.stderr
+
+
+def test_a_filter_value_the_service_refuses_is_a_usage_error_and_lists_nothing(run, entries):
+    result = run("list", "--since", "yesterday-ish", "--json")
+
+    assert result.exit_code == 2
+    assert "since: expected RFC 3339 or unix seconds" in result.stderr and result.stdout == ""
+
+
+def test_show_prints_the_whole_record_as_the_file_holds_it(run, entries, folder):
+    result = run("show", entries[3], "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == json.loads((folder / f"{entries[3]}.json").read_bytes())
+
+
+@pytest.mark.parametrize(("entry_id", "code"), [("failed_1700000000_" + "0" * 32, 1),
+                                                ("../../etc/passwd", 2), ("failed_1_x", 2)])
+def test_show_of_an_unknown_id_exits_1_and_of_a_non_id_exits_2(run, entries, entry_id, code):
+    result = run("show", entry_id)
+
+    assert result.exit_code == code
+    assert result.stdout == "" and result.stderr.startswith("error: ")
+
+
+def test_purge_with_yes_deletes_only_the_matching_entries_and_is_audited(run, entries, folder):
+    result = run("purge", "--reason", "normalization_failed", "--yes", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"status": "purged", "purged": 3}
+    assert on_disk(folder) == [entries[1], entries[3]]
+    audit = "".join(p.read_text() for p in (folder / ".state" / "audit").iterdir())
+    lines = [json.loads(line) for line in audit.splitlines()]
+    [purge] = [line for line in lines if line.get("action") == "purge_dlq"]
+    assert purge["operator"].endswith("@cli") and purge["count"] == 3
+
+
+@pytest.mark.parametrize("answer", ["n\n", "", "\n"])
+def test_purge_not_confirmed_deletes_nothing_and_exits_1(run, entries, folder, answer):
+    result = run("purge", input=answer)
+
+    assert result.exit_code == 1
+    assert "Purge 5 DLQ entries (no filter: EVERY entry" in result.stderr
+    assert "nothing was purged" in result.stderr
+    assert on_disk(folder) == entries
+
+
+def test_purge_confirmed_at_the_prompt_deletes(run, entries, folder):
+    result = run("purge", "--source-type", "sshd", input="y\n")
+
+    assert result.exit_code == 0
+    assert "Purge 1 DLQ entries (source_type=sshd)?" in result.stderr
+    assert on_disk(folder) == [e for i, e in enumerate(entries) if i != 3]
+
+
+def test_export_writes_every_record_whole_even_those_listed_as_truncated(run, entries, folder, tmp_path,
+                                                                         monkeypatch):
+    big_dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    big = big_dlq.write(make_record(envelope(9, payload="x" * 5000), "storage_failed", "down",
+                                    now=1_700_000_100.0), now=1_700_000_100)
+    # Pages of 3 KiB: the 5 KB record is listed without its envelope and must be fetched whole.
+    monkeypatch.setattr(dlq_module, "LIST_PAGE_BYTES", 3 * 1024)
+    listed = json.loads(run("list", "--source-type", "cisco_asa", "--all", "--json").stdout)
+    assert [e for e in listed["events"] if e.get("truncated")] != []
+    target = tmp_path / "out" / "backup.ndjson"
+    target.parent.mkdir()
+
+    result = run("export", "-o", str(target))
+
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in target.read_bytes().splitlines()]
+    assert [line["id"] for line in lines] == [*entries, big]
+    for line in lines:
+        assert line == json.loads((folder / f"{line['id']}.json").read_bytes())
+    assert lines[-1]["envelope"]["payload"] == "x" * 5000
+    assert "exported 6 entries" in result.stderr and "fetched one by one" in result.stderr
+    assert sorted(p.name for p in target.parent.iterdir()) == ["backup.ndjson"]  # no partial file left
+
+
+def test_export_to_stdout_with_a_filter(run, entries):
+    result = run("export", "--reason", "storage_failed")
+
+    assert result.exit_code == 0
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["id"] == entries[1]
+
+
+def test_stats_count_the_files_in_the_folder(run, entries, folder):
+    result = run("stats", "--json")
+
+    health = json.loads(result.stdout)
+    assert health["dlq_stats"]["pending_files"] == 5
+    assert health["dlq_stats"]["base_path"] == str(folder)
+
+
+def test_a_dlq_dir_that_does_not_exist_is_a_usage_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "no-such-dlq"
+
+    result = CliRunner().invoke(cli, ["--dlq-dir", str(missing), "list"])
+
+    assert result.exit_code == 2 and "is not a folder" in result.stderr
+    assert not missing.exists()
+
+
+def test_url_and_dlq_dir_together_are_refused(folder, entries):
+    result = CliRunner().invoke(cli, ["--url", "http://127.0.0.1:9", "--dlq-dir", str(folder), "list"])
+
+    assert result.exit_code == 2 and "not both" in result.stderr
