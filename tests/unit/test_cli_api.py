@@ -1,0 +1,187 @@
+"""`telhawk-dlq` against the operator API: exit codes, the replay loop and export's fetches, with
+httpx's MockTransport standing in for the service (the real service: tests/e2e/test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from telhawk_ingest.cli import cli
+from telhawk_ingest.cli.commands import State
+
+TOKEN = "operator-secret-token-0123456789"
+
+
+def invoke(handler, *args: str, token: str | None = TOKEN, input: str | None = None):
+    """Run the CLI against `handler(request) -> httpx.Response`; the requests made are kept in
+    `result.requests`."""
+    requests: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return handler(request)
+
+    env = {"TELHAWK_OPERATOR_TOKEN": token} if token else {}
+    result = CliRunner(env=env).invoke(cli, list(args), obj=State(transport=httpx.MockTransport(record)),
+                                       input=input)
+    result.requests = requests  # type: ignore[attr-defined]
+    assert TOKEN not in result.output  # never printed, whatever happened
+    return result
+
+
+def answer(status: int, body: object, **headers: str):
+    return lambda request: httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("status", "body", "code", "said"), [
+    (401, {"error": "unknown operator token", "status": 401}, 3, "401 unknown operator token"),
+    (403, {"error": "purge needs an operator token with the admin role", "status": 403}, 3, "admin role"),
+    (400, {"error": "unknown query parameter 'x'", "status": 400}, 2, "unknown query parameter"),
+    (404, {"error": "no DLQ entry", "status": 404}, 1, "no DLQ entry"),
+    (500, {"error": "internal error; see the service log", "status": 500}, 4, "internal error"),
+])
+def test_service_refusals_map_to_documented_exit_codes(status, body, code, said):
+    result = invoke(answer(status, body), "list")
+
+    assert result.exit_code == code
+    assert said in result.stderr and result.stdout == ""
+
+
+def test_a_busy_service_exits_4_and_says_when_to_come_back():
+    result = invoke(answer(503, {"text": "Server is busy", "code": 9}, **{"Retry-After": "5"}), "stats")
+
+    assert result.exit_code == 4 and "503 Server is busy (retry after 5 s)" in result.stderr
+
+
+def test_no_token_exits_3_without_asking_the_service():
+    result = invoke(answer(200, {"events": [], "count": 0, "next_cursor": None}), "list", token=None)
+
+    assert result.exit_code == 3 and "TELHAWK_OPERATOR_TOKEN" in result.stderr
+    assert result.requests == []
+
+
+def test_the_token_goes_in_the_authorization_header_only():
+    result = invoke(answer(200, {"events": [], "count": 0, "next_cursor": None}), "list", "--reason",
+                    "storage_failed")
+
+    [request] = result.requests
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in str(request.url)
+    assert request.url.params["reason"] == "storage_failed"
+
+
+def test_a_service_that_is_not_listening_exits_4():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the CLI connects
+    result = CliRunner(env={"TELHAWK_OPERATOR_TOKEN": TOKEN}).invoke(
+        cli, ["--url", f"http://127.0.0.1:{port}", "list"])
+
+    assert result.exit_code == 4 and "cannot reach" in result.stderr and TOKEN not in result.output
+
+
+def test_an_id_with_slashes_stays_one_path_segment():
+    result = invoke(answer(400, {"error": "not a DLQ entry id", "status": 400}), "show", "../../etc/passwd")
+
+    assert result.exit_code == 2
+    assert result.requests[0].url.raw_path == b"/api/v1/dlq/..%2F..%2Fetc%2Fpasswd"
+
+
+def replay_service(pages: list[dict], count: int = 5):
+    """Answers the listing's count, then the replay calls from `pages` in order."""
+    bodies: list[dict] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/dlq":
+            return httpx.Response(200, json={"events": [], "count": count, "next_cursor": None})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=pages[len(bodies) - 1])
+
+    return handle, bodies
+
+
+def page(matched: int, stored: int, failed: int, cursor: str | None, dry_run: bool = False) -> dict:
+    return {"matched": matched, "stored": stored, "failed": failed, "skipped": 0, "dry_run": dry_run,
+            "next_cursor": cursor}
+
+
+def test_replay_follows_next_cursor_until_null_and_sums_the_answers():
+    handle, bodies = replay_service([page(2, 2, 0, "c1"), page(2, 2, 0, "c2"), page(1, 1, 0, None)])
+
+    result = invoke(handle, "replay", "--reason", "normalization_failed", "--rate-limit", "50", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"matched": 5, "stored": 5, "failed": 0, "skipped": 0,
+                                         "dry_run": False, "calls": 3}
+    assert bodies[0] == {"filter": {"reason": "normalization_failed"}, "rate_limit": 50.0}
+    assert [b.get("cursor") for b in bodies] == [None, "c1", "c2"]
+
+
+def test_replay_exits_1_when_an_entry_failed_again():
+    handle, _ = replay_service([page(3, 2, 1, None)], count=3)
+
+    result = invoke(handle, "replay")
+
+    assert result.exit_code == 1
+    assert "1 entries failed again and stay in the DLQ" in result.stderr
+    assert "stored" in result.stdout
+
+
+def test_replay_by_ids_sends_the_ids_and_exits_1_for_ids_that_are_not_entries():
+    handle, bodies = replay_service([page(1, 1, 0, None, dry_run=True)])
+    ids = ["failed_1700000000_" + "a" * 32, "failed_1700000001_" + "b" * 32]
+
+    result = invoke(handle, "replay", *ids, "--dry-run")
+
+    assert bodies == [{"ids": ids, "dry_run": True}]
+    assert result.exit_code == 1 and "1 of the 2 ids given are not DLQ entries" in result.stderr
+
+
+def test_replay_stops_when_the_service_repeats_a_cursor():
+    handle, bodies = replay_service([page(1, 0, 0, "same"), page(1, 0, 0, "same"), page(1, 0, 0, None)])
+
+    result = invoke(handle, "replay")
+
+    assert result.exit_code == 4 and "cursor same twice" in result.stderr and len(bodies) == 2
+
+
+def test_replay_refuses_ids_and_filters_together():
+    result = invoke(answer(200, {}), "replay", "failed_1700000000_" + "a" * 32, "--reason", "storage_failed")
+
+    assert result.exit_code == 2 and result.requests == []
+
+
+def test_export_fetches_truncated_entries_one_by_one_and_warns_about_vanished_ones():
+    whole = {"id": "failed_1700000001_" + "b" * 32, "envelope": {"payload": "x" * 100}, "reason": "r"}
+    listing = {"events": [{"id": "failed_1700000000_" + "a" * 32, "envelope": {"payload": "small"}},
+                          {"id": whole["id"], "truncated": True, "envelope_bytes": 120},
+                          {"id": "failed_1700000002_" + "c" * 32, "truncated": True, "envelope_bytes": 99}],
+               "count": 3, "next_cursor": None}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/dlq":
+            return httpx.Response(200, json=listing)
+        if request.url.path.endswith(whole["id"]):
+            return httpx.Response(200, json=whole)
+        return httpx.Response(404, json={"error": "no DLQ entry", "status": 404})
+
+    result = invoke(handle, "export")
+
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [listing["events"][0], whole]
+    assert "1 listed entries were gone when fetched" in result.stderr
+
+
+def test_purge_dry_run_sends_dry_run_and_asks_nothing():
+    result = invoke(answer(200, {"status": "dry_run", "purged": 0, "matched": 4}), "purge", "--dry-run",
+                    "--reason", "storage_failed", "--json")
+
+    [request] = result.requests
+    assert request.method == "DELETE" and dict(request.url.params) == {"reason": "storage_failed",
+                                                                        "dry_run": "true"}
+    assert result.exit_code == 0 and json.loads(result.stdout)["matched"] == 4
