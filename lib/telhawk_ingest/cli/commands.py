@@ -22,11 +22,26 @@ from click.core import ParameterSource
 
 from ..dlq import REASONS
 from . import render
-from .modes import DEFAULT_TIMEOUT_S, DEFAULT_URL, TOKEN_ENV, ApiMode, CliError, DirMode, Exit, Mode
+from .modes import (
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_URL,
+    TOKEN_ENV,
+    ApiMode,
+    CliError,
+    DirMode,
+    Exit,
+    Mode,
+    load_cli_settings,
+    registry_for,
+)
 
 # Entries per listing call when paging through everything (SPEC §11's maximum).
 PAGE = 1000
 REPLAY_TOTALS = ("matched", "stored", "failed", "skipped")
+# Entry ids per replay call at most (the service's limit, SPEC §11's bounded call).
+MAX_IDS = 1000
+# Retention calls one `retention` command makes at most (each deletes up to 10,000 entries).
+MAX_RETENTION_CALLS = 1000
 
 
 @dataclass
@@ -47,6 +62,7 @@ class State:
                 self._mode = DirMode(self.dlq_dir, self.config)
             else:
                 self._mode = ApiMode(self.url, self.token, timeout=self.timeout, transport=self.transport)
+            click.get_current_context().call_on_close(self._mode.close)
         return self._mode
 
 
@@ -121,19 +137,9 @@ def filter_params(reason: str | None, source_type: str | None, since: str | None
 
 
 def pages(mode: Mode, params: Mapping[str, str], cursor: str | None, limit: int) -> Iterator[dict[str, Any]]:
-    """Every listing page from `cursor` on, following `next_cursor`. CliError UNAVAILABLE when the
-    service hands back a cursor it gave before (the loop would never end)."""
-    seen: set[str] = set()
-    while True:
-        query = {**params, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        page = mode.list(query)
-        yield page
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return
-        if cursor in seen:
-            raise CliError(Exit.UNAVAILABLE, f"the service returned cursor {cursor} twice; stopped")
-        seen.add(cursor)
+    """Every listing page from `cursor` on, following `next_cursor` (`_continued`)."""
+    query = {**params, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+    return _continued(mode.list, query)
 
 
 def matching(mode: Mode, params: Mapping[str, str]) -> int:
@@ -187,6 +193,31 @@ def show(state: State, entry_id: str, as_json: bool) -> None:
     """Print one whole DLQ record (GET /api/v1/dlq/{id}). Exit 1 when there is no such entry."""
     record = state.mode().show(entry_id)
     (render.emit_json if as_json else render.emit_pretty_json)(record)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@json_option
+@pass_state
+def delete(state: State, ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete DLQ entries by id (DELETE /api/v1/dlq/{id}). Exit 1 when one is not in the DLQ
+    (the others are deleted all the same)."""
+    mode = state.mode()
+    answers, missing = [], []
+    for entry_id in ids:
+        try:
+            answers.append(mode.delete(entry_id))
+        except CliError as exc:
+            if exc.code != Exit.INCOMPLETE:
+                raise
+            missing.append(entry_id)
+            render.note(f"error: {exc.message}")
+    if as_json:
+        render.emit_json({"deleted": [a["id"] for a in answers], "missing": missing})
+    else:
+        render.note(f"deleted {len(answers)} of {len(ids)} entries")
+    if missing:
+        raise CliError(Exit.INCOMPLETE, f"{len(missing)} of the ids given are not DLQ entries")
 
 
 @cli.command()
@@ -267,37 +298,55 @@ def replay(state: State, ids: tuple[str, ...], dry_run: bool, rate_limit: float 
     if ids and params:
         raise click.UsageError("give entry ids or filters, not both")
     mode = state.mode()
-    body: dict[str, Any] = {"ids": list(ids)} if ids else {"filter": params}
-    if dry_run:
-        body["dry_run"] = True
-    if rate_limit is not None:
-        body["rate_limit"] = rate_limit
-    total = len(ids) if ids else matching(mode, params)
-    totals = dict.fromkeys(REPLAY_TOTALS, 0)
+    unique = sorted(set(ids))
+    total = len(unique) if ids else matching(mode, params)
+    # The service takes at most MAX_IDS ids per call; a filter is one request continued by cursor.
+    requests: list[dict[str, Any]] = ([{"ids": unique[i:i + MAX_IDS]} for i in range(0, len(unique), MAX_IDS)]
+                                      if ids else [{"filter": params}])
+    totals: dict[str, Any] = dict.fromkeys(REPLAY_TOTALS, 0)
+    would: list[str] = []
     calls = 0
-    seen: set[str] = set()
     with render.progress("dry run" if dry_run else "replaying") as bar:
         task = bar.add_task("replay", total=total)
-        while True:
-            answer = mode.replay(body)
-            calls += 1
-            for key in REPLAY_TOTALS:
-                totals[key] += int(answer.get(key) or 0)
-            bar.update(task, completed=min(total, totals["matched"]))
-            cursor = answer.get("next_cursor")
-            if not cursor:
-                break
-            if cursor in seen:
-                raise CliError(Exit.UNAVAILABLE, f"the service returned cursor {cursor} twice; stopped")
-            seen.add(cursor)
-            body["cursor"] = cursor
-    result = {**totals, "dry_run": dry_run, "calls": calls}
+        for body in requests:
+            if dry_run:
+                body["dry_run"] = True
+            if rate_limit is not None:
+                body["rate_limit"] = rate_limit
+            for answer in _continued(mode.replay, body):
+                calls += 1
+                for key in REPLAY_TOTALS:
+                    totals[key] += int(answer.get(key) or 0)
+                if dry_run:
+                    would.extend(answer.get("ids") or [])
+                bar.update(task, completed=min(total, totals["matched"]))
+    result = {**totals, "dry_run": dry_run, "calls": calls, **({"ids": would} if dry_run else {})}
     if as_json:
         render.emit_json(result)
     else:
-        render.key_values("replay (dry run: nothing changed)" if dry_run else "replay", result.items())
-    if totals["failed"] or (ids and totals["matched"] < len(ids)):
-        raise CliError(Exit.INCOMPLETE, _replay_shortfall(totals, len(ids)))
+        shown = {k: v for k, v in result.items() if k != "ids"}
+        render.key_values("replay (dry run: nothing changed)" if dry_run else "replay", shown.items())
+        if dry_run and would:
+            render.note("would replay: " + " ".join(would))
+    if totals["failed"] or (ids and totals["matched"] < len(unique)):
+        raise CliError(Exit.INCOMPLETE, _replay_shortfall(totals, len(unique)))
+
+
+def _continued(call: Callable[[Any], dict[str, Any]], body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The answers of `call(body)`, then of the same body with each answer's `next_cursor` as its
+    `cursor` (the list's query parameter and the replay's body key alike), until it is null. CliError
+    UNAVAILABLE when a cursor comes back twice (the loop would never end)."""
+    seen: set[str] = set()
+    while True:
+        answer = call(body)
+        yield answer
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            return
+        if cursor in seen:
+            raise CliError(Exit.UNAVAILABLE, f"the service returned cursor {cursor} twice; stopped")
+        seen.add(cursor)
+        body = {**body, "cursor": cursor}
 
 
 def _replay_shortfall(totals: Mapping[str, int], asked: int) -> str:
@@ -327,7 +376,12 @@ def purge(state: State, dry_run: bool, yes: bool, as_json: bool, **filters: str 
         (render.emit_json if as_json else _print_mapping("purge (dry run: nothing deleted)"))(answer)
         return
     if not yes:
-        count = matching(mode, params)
+        count = _would_purge(mode, params)
+        if count == 0:
+            render.note("no entry matches; nothing was purged")
+            if as_json:
+                render.emit_json({"status": "purged", "purged": 0})
+            return
         scope = (", ".join(f"{k}={v}" for k, v in params.items()) if params
                  else "no filter: EVERY entry, corrupt files included")
         try:
@@ -340,13 +394,35 @@ def purge(state: State, dry_run: bool, yes: bool, as_json: bool, **filters: str 
     (render.emit_json if as_json else _print_mapping("purge"))(answer)
 
 
+def _would_purge(mode: Mode, params: Mapping[str, str]) -> int:
+    """How many entries a purge would delete: the service's dry run (SPEC §11), or, from a service
+    without it (400), the listing's count (which leaves out corrupt files)."""
+    try:
+        return int(mode.purge(params, dry_run=True)["would_purge"])
+    except CliError as exc:
+        if exc.code != Exit.USAGE:
+            raise
+    return matching(mode, params)
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped or expired; change nothing.")
 @json_option
 @pass_state
 def retention(state: State, dry_run: bool, as_json: bool) -> None:
     """Apply the DLQ limits and age of the settings now (POST /api/v1/dlq/retention)."""
-    answer = state.mode().retention(dry_run)
+    mode = state.mode()
+    answer = mode.retention(dry_run)
+    calls = 1
+    # One call deletes a bounded number of entries; `more` says there are more to delete. A dry
+    # run changes nothing, so asking again would only repeat its answer.
+    while answer.get("more") and not dry_run and calls < MAX_RETENTION_CALLS:
+        following = mode.retention(False)
+        calls += 1
+        for key in ("expired", "dropped"):
+            answer[key] = int(answer.get(key) or 0) + int(following.get(key) or 0)
+        answer["more"] = following.get("more")
+    answer["calls"] = calls
     title = "retention (dry run: nothing changed)" if dry_run else "retention"
     (render.emit_json if as_json else _print_mapping(title))(answer)
 
@@ -370,14 +446,68 @@ def stats(state: State, as_json: bool) -> None:
 @json_option
 @pass_state
 def normalizers(state: State, as_json: bool) -> None:
-    """The registered normalizers in match order: format, source type, OCSF class, origin
-    (GET /api/v1/normalizers)."""
-    listed = state.mode().normalizers()
+    """The registered normalizers in match order: format, source type, OCSF classes, origin
+    (GET /api/v1/normalizers). Plugins that failed to load, and aliases left out, are reported."""
+    answer = state.mode().normalizers()
     if as_json:
-        render.emit_json(listed)
+        render.emit_json(answer)
         return
-    columns = list(dict.fromkeys(key for item in listed for key in item))
-    render.table(None, columns, ([item.get(c) for c in columns] for item in listed))
+    render.table(None, ("#", "match", "format", "source_type", "ocsf_classes", "origin", "normalizer"),
+                 ([r.get("position"), r.get("match"), r.get("format"), r.get("source_type"),
+                   render.classes(r.get("ocsf_classes")), render.origin(r.get("origin") or {}),
+                   r.get("normalizer")] for r in answer.get("normalizers", [])))
+    for failure in answer.get("plugin_failures") or []:
+        render.note(f"plugin not loaded: {failure.get('entry_point')} ({failure.get('distribution')}): "
+                    f"{failure.get('error')}")
+    for failure in answer.get("alias_failures") or []:
+        render.note(f"alias left out: {failure.get('alias')} -> {failure.get('alias_of')}: "
+                    f"{failure.get('error')}")
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--source-type", "-s", help="Source type to normalize as [with --entry: the entry's].")
+@click.option("--format", "fmt", type=click.Choice(["raw", "json"]),
+              help="Envelope format: raw (a line or string event) or json (an object) [raw; with --entry: "
+                   "the entry's].")
+@click.option("--file", "source", type=click.File("r"), help="Read the sample from this file (- for stdin).")
+@click.option("--entry", help="Take the sample from this DLQ entry: its payload, source type and format.")
+@json_option
+@pass_state
+def normalize(state: State, text: str | None, source_type: str | None, fmt: str | None,
+              source: IO[str] | None, entry: str | None, as_json: bool) -> None:
+    """Run one normalizer and OCSF validation on a sample, as the service would (nothing is stored).
+
+    The normalizers are this installation's, with the aliases of the settings (--config, else
+    INGEST_CONFIG_FILE): check a fix before replaying. Prints the OCSF event, or the reason and
+    error the event would be dead-lettered with (exit 1).
+    """
+    if sum(x is not None for x in (text, source, entry)) != 1:
+        raise click.UsageError("give the sample as TEXT, --file or --entry (one of them)")
+    attributes: dict[str, Any] = {}
+    if entry is not None:
+        envelope = state.mode().show(entry)["envelope"]
+        text = envelope["payload"]
+        source_type = source_type or envelope["source_type"]
+        fmt = fmt or envelope["format"]
+        attributes = envelope.get("attributes") or {}  # host, time...: as ingest had them
+    elif source is not None:
+        text = source.read()
+    if not source_type:
+        raise click.UsageError("--source-type is required (unless --entry gives it)")
+    from ..normalizers.trial import try_normalize
+
+    settings = load_cli_settings(state.config)
+    result = try_normalize(registry_for(settings), source_type, fmt or "raw", text or "",
+                           attributes=attributes)
+    if as_json:
+        render.emit_json(result)
+    elif result["ok"]:
+        render.emit_pretty_json(result["event"])
+        render.note(f"ok: source_type={source_type} format={fmt or 'raw'} normalizes and validates "
+                    f"(OCSF class_uid {result['event'].get('class_uid')})")
+    if not result["ok"]:
+        raise CliError(Exit.INCOMPLETE, f"{result['reason']}: {result['error']}")
 
 
 def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

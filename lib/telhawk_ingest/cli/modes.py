@@ -22,9 +22,11 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from ..config import Settings, load_settings
 from ..errors import ApiError, ConfigError
+from ..normalizers import Registry
 from ..service import Operator, Service
 
 DEFAULT_URL = "http://127.0.0.1:8088"
@@ -78,6 +80,8 @@ class Mode(Protocol):
 
     def show(self, entry_id: str) -> dict[str, Any]: ...
 
+    def delete(self, entry_id: str) -> dict[str, Any]: ...
+
     def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]: ...
 
     def replay(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -86,7 +90,9 @@ class Mode(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
-    def normalizers(self) -> list[dict[str, Any]]: ...
+    def normalizers(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class ApiMode:
@@ -134,31 +140,36 @@ class ApiMode:
                                              f"(is {self.where} a TelHawk ingest service?)")
         return data
 
+    def close(self) -> None:
+        self._client.close()
+
     def list(self, params: Mapping[str, str]) -> dict[str, Any]:
-        return self._call("GET", "/api/v1/dlq", params=params)  # type: ignore[no-any-return]
+        return self._call("GET", "/api/v1/dlq", params=params)
 
     def show(self, entry_id: str) -> dict[str, Any]:
         # The id is one path segment, quoted: `/` in it reaches the service (which answers 400)
         # instead of changing the route.
-        return self._call("GET", f"/api/v1/dlq/{_segment(entry_id)}")  # type: ignore[no-any-return]
+        return self._call("GET", f"/api/v1/dlq/{_segment(entry_id)}")
 
     def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]:
         query = {**params, **({"dry_run": "true"} if dry_run else {})}
-        return self._call("DELETE", "/api/v1/dlq/purge", params=query)  # type: ignore[no-any-return]
+        return self._call("DELETE", "/api/v1/dlq/purge", params=query)
 
     def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/api/v1/dlq/replay", body=body)  # type: ignore[no-any-return]
+        return self._call("POST", "/api/v1/dlq/replay", body=body)
+
+    def delete(self, entry_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/dlq/{_segment(entry_id)}")
 
     def retention(self, dry_run: bool) -> dict[str, Any]:
-        return self._call("POST", "/api/v1/dlq/retention",  # type: ignore[no-any-return]
-                          body={"dry_run": dry_run})
+        return self._call("POST", "/api/v1/dlq/retention",
+                          params={"dry_run": "true"} if dry_run else None)
 
     def stats(self) -> dict[str, Any]:
-        return self._call("GET", "/healthz", auth=False)  # type: ignore[no-any-return]
+        return self._call("GET", "/healthz", auth=False)
 
-    def normalizers(self) -> list[dict[str, Any]]:
-        answer = self._call("GET", "/api/v1/normalizers")
-        return answer["normalizers"] if isinstance(answer, dict) else answer  # type: ignore[no-any-return]
+    def normalizers(self) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/normalizers")
 
 
 def _segment(text: str) -> str:
@@ -175,6 +186,18 @@ def load_cli_settings(config: Path | None, dlq_dir: Path | None = None) -> Setti
     try:
         return load_settings(config, env)
     except ConfigError as exc:
+        raise CliError(Exit.USAGE, str(exc)) from None
+
+
+def registry_for(settings: Settings) -> Registry:
+    """The normalizers the service would use with these settings: the built-ins, the installed
+    plugins and the configured aliases (normalizers/loading.py). CliError USAGE when an alias
+    names no registered source type."""
+    from ..normalizers.loading import load_registry
+
+    try:
+        return load_registry(settings.normalizers)
+    except (ConfigError, ValueError) as exc:
         raise CliError(Exit.USAGE, str(exc)) from None
 
 
@@ -208,27 +231,43 @@ class DirMode:
             raise CliError(exit_for_status(err.status), err.message) from None
 
     def list(self, params: Mapping[str, str]) -> dict[str, Any]:
-        return self._run(lambda svc, who: svc.list_dlq(who, params))  # type: ignore[no-any-return]
+        return self._run(lambda svc, who: svc.list_dlq(who, params))
 
     def show(self, entry_id: str) -> dict[str, Any]:
-        return self._run(lambda svc, who: svc.dlq.get(entry_id))  # type: ignore[no-any-return]
+        return self._run(lambda svc, who: svc.dlq.get(entry_id))
+
+    def delete(self, entry_id: str) -> dict[str, Any]:
+        from ..entries import delete_entry
+
+        return self._run(lambda svc, who: delete_entry(svc, who, entry_id, {}))
 
     def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]:
-        if dry_run:
-            raise CliError(Exit.USAGE, "purge --dry-run is not available in this version")
-        return self._run(lambda svc, who: svc.purge_dlq(who, params))  # type: ignore[no-any-return]
+        query = {**params, **({"dry_run": "true"} if dry_run else {})}
+        return self._run(lambda svc, who: svc.purge_dlq(who, query))
 
     def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        raise CliError(Exit.USAGE, "replay is not available in this version")
+        from ..replay import replay_dlq
+
+        return self._run(lambda svc, who: replay_dlq(svc, who, {}, orjson.dumps(body)))
 
     def retention(self, dry_run: bool) -> dict[str, Any]:
-        raise CliError(Exit.USAGE, "retention is not available in this version")
+        from ..retention import RetentionParts, run_retention
+
+        return self._run(lambda svc, who: run_retention(RetentionParts.of(svc), svc.clock(), dry_run,
+                                                        who=who.name))
 
     def stats(self) -> dict[str, Any]:
-        return self._run(lambda svc, who: svc.healthz())  # type: ignore[no-any-return]
+        return self._run(lambda svc, who: svc.healthz())
 
-    def normalizers(self) -> list[dict[str, Any]]:
-        raise CliError(Exit.USAGE, "listing normalizers is not available in this version")
+    def normalizers(self) -> dict[str, Any]:
+        from ..normalizer_list import list_normalizers
+
+        return self._run(lambda svc, who: list_normalizers(svc, who, {}))
+
+    def close(self) -> None:
+        """Close the storage backend if a call opened it (its writer thread commits first)."""
+        if "service" in self.__dict__:
+            self.service.backend.close()
 
 
 class _LazyBackend:
@@ -238,6 +277,10 @@ class _LazyBackend:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._backend: Any = None
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
 
     def __getattr__(self, name: str) -> Any:
         if self._backend is None:

@@ -71,6 +71,24 @@ def entry_row(entry: Mapping[str, Any]) -> list[Any]:
             entry.get("attempts"), error]
 
 
+def classes(listed: list[dict[str, Any]] | None) -> str:
+    """OCSF classes of a normalizer route: `4001 Network Activity, ...`; any class for a pass-through."""
+    if listed is None:
+        return "any (as sent)"
+    return ", ".join(f"{c.get('class_uid')} {c.get('class_name') or ''}".strip() for c in listed)
+
+
+def origin(given: Mapping[str, Any]) -> str:
+    """`builtin`, `alias of cisco:asa`, `plugin <entry point> (<distribution> <version>)`."""
+    kind = given.get("type", "")
+    if kind == "alias":
+        return f"alias of {given.get('alias_of')}"
+    if kind == "plugin":
+        version = f" {given['version']}" if given.get("version") else ""
+        return f"plugin {given.get('entry_point')} ({given.get('distribution')}{version})"
+    return str(kind)
+
+
 def key_values(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
     table(title, ("key", "value"), ([key, _cell(value)] for key, value in pairs))
 
