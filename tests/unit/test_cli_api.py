@@ -185,3 +185,89 @@ def test_purge_dry_run_sends_dry_run_and_asks_nothing():
     assert request.method == "DELETE" and dict(request.url.params) == {"reason": "storage_failed",
                                                                         "dry_run": "true"}
     assert result.exit_code == 0 and json.loads(result.stdout)["matched"] == 4
+
+
+def test_replay_of_more_ids_than_one_call_takes_is_sent_in_calls_of_1000():
+    ids = [f"failed_1700000000_{n:032x}" for n in range(2500)]
+    handle, bodies = replay_service([page(1000, 1000, 0, None), page(1000, 1000, 0, None),
+                                     page(500, 500, 0, None)])
+
+    result = invoke(handle, "replay", *ids, *ids[:10], "--json")  # repeated ids are sent once
+
+    assert result.exit_code == 0, result.stderr
+    assert [len(b["ids"]) for b in bodies] == [1000, 1000, 500]
+    assert sorted(i for b in bodies for i in b["ids"]) == ids
+    assert json.loads(result.stdout)["stored"] == 2500
+
+
+def retention_service(answers: list[dict]):
+    requests: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json=answers[len(requests) - 1])
+
+    return handle, requests
+
+
+def retention_answer(expired: int, more: bool, dry_run: bool = False) -> dict:
+    return {"dry_run": dry_run, "expired": expired, "dropped": 0, "expired_ids": [], "dropped_ids": [],
+            "more": more, "max_age_seconds": 86400, "full_policy": "refuse"}
+
+
+def test_retention_calls_again_while_the_service_says_more():
+    handle, requests = retention_service([retention_answer(10000, True), retention_answer(42, False)])
+
+    result = invoke(handle, "retention", "--json")
+
+    assert result.exit_code == 0
+    answer = json.loads(result.stdout)
+    assert (answer["expired"], answer["calls"], answer["more"]) == (10042, 2, False)
+    assert all(r.method == "POST" and r.url.path == "/api/v1/dlq/retention" and not r.content
+               for r in requests)
+
+
+def test_a_retention_dry_run_asks_once_with_dry_run_in_the_query():
+    handle, requests = retention_service([retention_answer(10000, True, dry_run=True)])
+
+    result = invoke(handle, "retention", "--dry-run")
+
+    [request] = requests
+    assert request.url.params["dry_run"] == "true"
+    assert result.exit_code == 0 and "10000" in result.stdout
+
+
+def test_delete_goes_on_past_an_id_that_is_gone_and_exits_1():
+    ids = ["failed_1700000000_" + "a" * 32, "failed_1700000001_" + "b" * 32]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        entry_id = request.url.path.rsplit("/", 1)[1]
+        if entry_id == ids[0]:
+            return httpx.Response(404, json={"error": f"no DLQ entry {entry_id}", "status": 404})
+        return httpx.Response(200, json={"status": "deleted", "id": entry_id})
+
+    result = invoke(handle, "delete", *ids, "--json")
+
+    assert [r.method for r in result.requests] == ["DELETE", "DELETE"]
+    assert json.loads(result.stdout) == {"deleted": [ids[1]], "missing": [ids[0]]}
+    assert result.exit_code == 1
+
+
+def test_normalizers_table_names_classes_and_origins():
+    listed = {"normalizers": [
+        {"position": 1, "match": "exact", "format": "raw", "source_type": "cisco:asa",
+         "ocsf_classes": [{"class_uid": 4001, "class_name": "Network Activity"}],
+         "normalizer": "telhawk_ingest.normalizers.cisco_asa.normalize", "origin": {"type": "builtin"}},
+        {"position": 2, "match": "exact", "format": "raw", "source_type": "cisco_asa",
+         "ocsf_classes": [{"class_uid": 4001, "class_name": "Network Activity"}],
+         "normalizer": "telhawk_ingest.normalizers.cisco_asa.normalize",
+         "origin": {"type": "alias", "alias_of": "cisco:asa"}}],
+        "count": 2, "plugin_failures": [{"entry_point": "broken", "distribution": "acme", "error": "boom"}],
+        "alias_failures": []}
+
+    result = invoke(answer(200, listed), "normalizers")
+
+    assert result.exit_code == 0
+    [row] = [line for line in result.stdout.splitlines() if "cisco_asa " in line]
+    assert "alias of cisco:asa" in row and "4001 Network Activity" in row
+    assert "plugin not loaded: broken (acme): boom" in result.stderr
