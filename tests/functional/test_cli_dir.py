@@ -7,6 +7,7 @@ disk afterwards are what is checked.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def entries(folder: Path) -> list[str]:
 def run(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch):
     """`run(*args, input=None)` -> click's Result, with --dlq-dir and a config whose storage is local
     under tmp_path. The shell's INGEST_* variables do not reach the settings."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(("INGEST_", "CORE_", "TELHAWK_")):
             monkeypatch.delenv(name)
     config = tmp_path / "config.yaml"
@@ -198,3 +199,16 @@ def test_url_and_dlq_dir_together_are_refused(folder, entries):
     result = CliRunner().invoke(cli, ["--url", "http://127.0.0.1:9", "--dlq-dir", str(folder), "list"])
 
     assert result.exit_code == 2 and "not both" in result.stderr
+
+
+def test_the_emulator_config_with_its_public_tokens_loads_for_the_command_line(folder, entries, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("INGEST_", "TELHAWK_")):
+            monkeypatch.delenv(name)
+    dev_config = Path(__file__).resolve().parents[2] / "local" / "config.yaml"
+
+    result = CliRunner().invoke(cli, ["--dlq-dir", str(folder), "--config", str(dev_config), "list",
+                                      "--json"])
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["count"] == 5

@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from ..config import Settings, load_settings
+from ..credentials import EMULATOR_ENV
 from ..errors import ApiError, ConfigError
 from ..normalizers import Registry
 from ..service import Operator, Service
@@ -179,8 +180,12 @@ def _segment(text: str) -> str:
 def load_cli_settings(config: Path | None, dlq_dir: Path | None = None) -> Settings:
     """The service's settings as the service would read them (`config`, else INGEST_CONFIG_FILE,
     then INGEST_* variables), with `dlq.base_path` set to `dlq_dir` when given. CliError USAGE
-    when they do not load (the message is config.py's, naming the key)."""
-    env = dict(os.environ)
+    when they do not load (the message is config.py's, naming the key).
+
+    The emulator's public tokens (local/config.yaml) are accepted, as the emulator accepts them
+    (credentials.py): the command line authenticates nobody with the settings' tokens.
+    """
+    env = {**os.environ, EMULATOR_ENV: "1"}
     if dlq_dir is not None:
         env["INGEST_DLQ_BASE_PATH"] = str(dlq_dir)
     try:
