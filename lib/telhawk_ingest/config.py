@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +159,39 @@ class DlqSettings(_Section):
     max_pending_files: int = Field(default=1_000_000, ge=0)
     max_pending_bytes: int = Field(default=20 * 1024**3, ge=0)
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Entries older than this, counted from their first failure (the record's `timestamp`), are
+    # deleted by retention (retention.py); None keeps them until they are replayed or purged.
+    max_age: timedelta | None = None
+    # When an entry would pass max_pending_files or max_pending_bytes: `refuse` answers 503 code 9
+    # (SPEC §2); `drop_oldest` deletes the oldest entries to make room, each counted and audited.
+    full_policy: Literal["refuse", "drop_oldest"] = "refuse"
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        """`30d`, `12h`, `90m`, `45s`, `2w`, plain seconds, or ISO 8601 (`P7D`); must be positive."""
+        return parse_duration(value)
+
+    @field_validator("max_age")
+    @classmethod
+    def _positive_age(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("expected a positive duration such as 30d, 12h or 3600 (seconds)")
+        return value
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """A duration setting as seconds (`<number><s|m|h|d|w>` or a number); anything else is left
+    for pydantic's timedelta (ISO 8601 `P7D`, `HH:MM:SS`). ValueError when it is not positive."""
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        value = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+        raise ValueError("expected a positive duration such as 30d, 12h or 3600 (seconds)")
+    return value
 
 
 class CoreSettings(_Section):

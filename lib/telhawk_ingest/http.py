@@ -227,12 +227,29 @@ async def _admit(svc: Service, head: HecRequest) -> HecToken | Reply | None:
     return svc.hec_admit(head)
 
 
+def path_param(request: Request, name: str, prefix: str) -> str:
+    """Path parameter `name` of the matched route, as the router decoded it (`%2F` is `/` by
+    then): the emulator's (`telhawk.path_params`), else API Gateway's (`pathParameters` of the
+    Lambda event Mangum passes as `aws.event`), else the path after `prefix` (a function served
+    alone). Empty when the path does not start with `prefix`."""
+    params = request.scope.get("telhawk.path_params")
+    if isinstance(params, dict) and isinstance(params.get(name), str):
+        return params[name]
+    event = request.scope.get("aws.event")
+    given = event.get("pathParameters") if isinstance(event, dict) else None
+    if isinstance(given, dict) and isinstance(given.get(name), str):
+        return given[name]
+    path = request.scope.get("path", "")
+    return path[len(prefix):] if path.startswith(prefix) else ""
+
+
 async def handle_operator(
-    request: Request, method: str, call: Callable[[Operator, Query], dict[str, Any]]
+    request: Request, method: str | tuple[str, ...], call: Callable[[Operator, Query], dict[str, Any]]
 ) -> Response:
-    """Check the method and the operator credential, then run an operator call with the query's
-    pairs (repeats kept, so the call can refuse them). A refusal after authentication (a parameter
-    or body it does not take) is audited under the operator's name."""
+    """Check the method (one, or several the call tells apart) and the operator credential, then
+    run an operator call with the query's pairs (repeats kept, so the call can refuse them). A
+    refusal after authentication (a parameter or body it does not take) is audited under the
+    operator's name."""
     authorization = request.headers.get("authorization")
     query = query_pairs(request)
     sent_body = _announces_body(request)
@@ -253,7 +270,7 @@ async def handle_operator(
             svc.audit.record(who.name, "refused", 0, {**where, "status": err.status, "error": err.message})
             raise
 
-    return await _answer(request, (method,), run)
+    return await _answer(request, (method,) if isinstance(method, str) else method, run)
 
 
 async def handle_public(request: Request, call: Callable[[], dict[str, Any]]) -> Response:

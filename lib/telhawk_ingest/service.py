@@ -28,6 +28,7 @@ from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
 from .normalizers import Registry, default_registry
+from .retention import record_dropped
 from .retry import RetryPolicy, store_with_retries, try_store
 from .stats import Counters
 from .storage import make_backend
@@ -44,7 +45,7 @@ Query = Mapping[str, str] | Iterable[tuple[str, str]]
 # What each operator call understands (SPEC §8); anything else is refused before anything is done.
 FILTER_PARAMS = frozenset({"reason", "source_type", "since", "until", "error"})
 LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
-PURGE_PARAMS = FILTER_PARAMS
+PURGE_PARAMS = FILTER_PARAMS | {"dry_run"}
 
 
 @dataclass(slots=True)
@@ -135,7 +136,8 @@ class Service:
         self.counters = Counters(settings.state_path / "counters")
         # The shared counters are also the DLQ's ledger: its limits see every process's writes.
         self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters,
-                                   max_record_bytes=record_cap(settings.hec.max_body_bytes))
+                                   max_record_bytes=record_cap(settings.hec.max_body_bytes),
+                                   on_drop=lambda ids: record_dropped(self.counters, self.audit, ids))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
@@ -467,6 +469,10 @@ class Service:
         not in PURGE_PARAMS: a typo must never widen a filtered purge into a purge of everything."""
         who.require_admin("purge")
         query = parse_query(params, PURGE_PARAMS)
+        if parse_flag(query, "dry_run"):
+            matched, ids = self.dlq.purge_preview(parse_filter(query))
+            self.audit.record(who.name, "purge_dlq", 0, {**query, "would_purge": matched})
+            return {"status": "dry_run", "dry_run": True, "purged": 0, "would_purge": matched, "ids": ids}
         purged = self.dlq.purge(parse_filter(query))
         self.counters.add(dlq_purged=purged)
         self.audit.record(who.name, "purge_dlq", purged, query)
@@ -540,6 +546,20 @@ def parse_limit(value: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {limit}")
     return limit
+
+
+def parse_flag(query: Mapping[str, str], key: str) -> bool:
+    """A yes/no query parameter: `true`/`1` or `false`/`0` (any case); absent is false. ApiError
+    400 for anything else, so `dry_run=yes-please` never runs for real."""
+    value = query.get(key)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ApiError(400, f"{key}: expected true or false, got {value[:40]!r}; nothing was done")
 
 
 def _time_param(query: Mapping[str, str], key: str) -> float | None:

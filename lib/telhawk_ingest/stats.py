@@ -90,6 +90,9 @@ COUNTERS = (
     "dlq_bytes_written",
     "dlq_files_returned",
     "dlq_bytes_returned",
+    # Entries deleted to make room under dlq.full_policy: drop_oldest, and expired by dlq.max_age.
+    "dlq_dropped",
+    "dlq_expired",
 )
 # Where each counter is in COUNTERS (and in a file).
 _INDEX = {name: index for index, name in enumerate(COUNTERS)}

@@ -141,7 +141,7 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 # -- the deployment surface: which API, which secrets ------------------------------------------------
 
 HEC_PATH_PREFIX = "/services/collector"
-OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetention"}
 
 
 def events(props: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,6 +197,8 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "IngestEvent": {"INGEST_HEC_TOKENS_SECRET", *storage},
         "ListDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "DlqEntry": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "DlqRetention": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
     }
     for logical_id, props in serverless_functions(template).items():
