@@ -180,7 +180,7 @@ class DlqSettings(_Section):
         return value
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+_DURATION = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -188,7 +188,7 @@ def parse_duration(value: Any) -> Any:
     """A duration setting as seconds (`<number><s|m|h|d|w>` or a number); anything else is left
     for pydantic's timedelta (ISO 8601 `P7D`, `HH:MM:SS`). ValueError when it is not positive."""
     if isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        value = float(match[1]) * _UNIT_SECONDS[match[2]]
+        value = float(match[1]) * _UNIT_SECONDS[match[2] or "s"]
     if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
         raise ValueError("expected a positive duration such as 30d, 12h or 3600 (seconds)")
     return value
@@ -345,9 +345,14 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _parse_tokens(var: str, text: str) -> list[dict[str, Any]]:
+OPERATOR_ROLES = ("read", "admin")
+
+
+def _parse_tokens(var: str, text: str, with_role: bool = False) -> list[dict[str, Any]]:
     """`name:token[,name:token]`, or a YAML/JSON list of token mappings (`[{name: ..., token: ...,
-    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name)."""
+    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name). With
+    `with_role` (operator tokens) an entry may be `name:token:role`, role `read` or `admin`; such a
+    token cannot contain ':' (the list form takes any token). Errors never quote a token."""
     if text.lstrip().startswith("["):
         try:
             listed = yaml.safe_load(text)
@@ -361,7 +366,14 @@ def _parse_tokens(var: str, text: str) -> list[dict[str, Any]]:
         name, sep, token = part.partition(":")
         if not sep or not name or not token:
             raise ConfigError(f"{var}: expected name:token[,name:token], got an entry without ':'")
-        tokens.append({"name": name, "token": token})
+        entry = {"name": name, "token": token}
+        if with_role and ":" in token:
+            entry["token"], _, role = token.rpartition(":")
+            if role not in OPERATOR_ROLES or not entry["token"] or ":" in entry["token"]:
+                raise ConfigError(f"{var}: entry {name!r}: expected name:token or name:token:role with role "
+                                  "read or admin (a token with ':' in it needs the list form)")
+            entry["role"] = role
+        tokens.append(entry)
     return tokens
 
 
@@ -399,7 +411,7 @@ def load_settings(
         section, name = key.split(".")
         parsed: Any = value
         if key.endswith(".tokens"):
-            parsed = _parse_tokens(var, value)
+            parsed = _parse_tokens(var, value, with_role=key == "operator.tokens")
         elif key in mappings:
             parsed = _parse_mapping(var, value)
         if not isinstance(data.get(section), dict):
