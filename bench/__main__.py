@@ -32,7 +32,19 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import abuse, backlog, dlqlist, dlqwrite, normalizers, opensearch, overhead, slow, stack, state, storage
+from . import (
+    abuse,
+    backlog,
+    dlqlist,
+    dlqwrite,
+    normalizers,
+    opensearch,
+    overhead,
+    slow,
+    stack,
+    state,
+    storage,
+)
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
