@@ -88,7 +88,8 @@ def test_drop_oldest_deletes_the_oldest_entries_to_make_room_counting_and_auditi
     # One drop for the failure known before storing, one for the storage failure after it.
     assert [(e["operator"], e["count"], e["params"]["ids"]) for e in dropped] == [
         ("dlq.full_policy", 1, oldest[:1]), ("dlq.full_policy", 1, oldest[1:])]
-    assert healthz(client)["dlq_stats"]["accepting"] is True
+    stats = healthz(client)["dlq_stats"]
+    assert (stats["accepting"], stats["full_policy"], stats["dropped"]) == (True, "drop_oldest", 2)
     assert health(client).json()["code"] == 17
 
 

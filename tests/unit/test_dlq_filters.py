@@ -142,3 +142,18 @@ def test_a_filtered_listing_kept_for_its_directory_sees_entries_written_and_dele
     dlq.delete(b)
     assert listed(dlq, reason="storage_failed") == [c, d]
     assert listed(dlq, reason="normalization_failed") == [a]
+
+
+@pytest.mark.parametrize("entry_id", ["../../etc/passwd", "/etc/passwd", "..", "failed_1_2/../../x",
+                                      f"failed_1_{'0' * 32}.json", f"failed_1_{'0' * 32}\x00"])
+def test_get_and_delete_refuse_an_id_that_is_not_an_entry_name_without_touching_the_filesystem(
+        dlq, monkeypatch, entry_id):
+    def forbidden(*_args, **_kw):
+        raise AssertionError("filesystem call")
+
+    for name in ("stat", "lstat", "open", "unlink", "remove", "listdir", "scandir", "access"):
+        monkeypatch.setattr(os, name, forbidden)
+    for call in (dlq.get, dlq.delete):
+        with pytest.raises(ApiError) as err:
+            call(entry_id)
+        assert err.value.status == 400
