@@ -80,6 +80,9 @@ LIST_PAGE_BYTES = 8 * 1024 * 1024
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
 # dlq.full_policy values (SPEC §9): refuse (503 code 9) or drop the oldest entries to make room.
 FULL_POLICIES = ("refuse", "drop_oldest")
+# Under drop_oldest, rounds of dropping before an admission is refused after all (other processes
+# admitting at the same moment take the room made; each round drops what they took).
+MAKE_ROOM_ROUNDS = 5
 # A dry run names at most this many of the entries it would touch (it counts them all).
 PREVIEW_IDS = 100
 
@@ -596,7 +599,11 @@ class DeadLetterQueue:
             self._record(ADMITTED, files, nbytes, sync=self._limited)
             reason = self._over_limits(files, nbytes, admitted=True)
             if reason is not None and self.full_policy == "drop_oldest":
-                reason = self._beyond_limits(files, nbytes) or self._make_room(files, nbytes)
+                reason = self._beyond_limits(files, nbytes)
+                # Other processes admitting meanwhile take room too: a few rounds, then refuse.
+                for _ in range(MAKE_ROOM_ROUNDS if reason is None else 0):
+                    if (reason := self._make_room(files, nbytes)) is None:
+                        break
             if reason is not None:
                 self._record(RETURNED, files, nbytes)
                 raise DLQUnavailable(reason)
