@@ -152,6 +152,7 @@ def extension() -> Iterator[Extension]:
     stub = Extension({
         "arn:hec": f"firewalls:{SECRET_TOKEN}",
         "arn:ops": "soc:" + "o" * 32,
+        "arn:ops-roles": "soc:" + "o" * 32 + ",dash:" + "d" * 32 + ":read",
         "arn:storage": json.dumps({"username": "ingest", "password": PASSWORD}),
         "arn:scoped": json.dumps([{"name": "net", "token": SECRET_TOKEN, "allowed_indexes": ["network"],
                                    "default_index": "network"}]),
@@ -218,3 +219,9 @@ def test_the_list_form_takes_a_role_and_a_token_with_a_colon():
 def test_hec_tokens_keep_everything_after_the_first_colon_as_the_token():
     settings = load_settings(env={"INGEST_HEC_TOKENS": "app:11111111-2222-4333-8444-555555555555:x"})
     assert settings.hec.tokens[0].token == "11111111-2222-4333-8444-555555555555:x"
+
+
+def test_a_secret_of_operator_tokens_may_give_their_roles(extension):
+    settings = load_settings(env=lambda_env(extension, INGEST_OPERATOR_TOKENS_SECRET="arn:ops-roles"))
+    assert [(t.name, t.token, t.role) for t in settings.operator.tokens] == [
+        ("soc", "o" * 32, "admin"), ("dash", "d" * 32, "read")]
