@@ -180,7 +180,7 @@ class DlqSettings(_Section):
         return value
 
 
-_DURATION = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
+_DURATION = re.compile(r"\s*+(-?+\d++(?:\.\d++)?+)\s*+([smhdw]?+)\s*+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
