@@ -78,8 +78,6 @@ REASONS = ("normalization_failed", "validation_failed", "storage_failed")
 # bounds the answer and the memory a listing takes whatever the records' sizes).
 LIST_PAGE_BYTES = 8 * 1024 * 1024
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
-# dlq.full_policy values (SPEC §9): refuse (503 code 9) or drop the oldest entries to make room.
-FULL_POLICIES = ("refuse", "drop_oldest")
 # Under drop_oldest, rounds of dropping before an admission is refused after all (other processes
 # admitting at the same moment take the room made; each round drops what they took).
 MAKE_ROOM_ROUNDS = 5
@@ -832,7 +830,7 @@ class DeadLetterQueue:
             summary = known(name)
             if summary is False:
                 summary = self._summary(name)
-            if summary is not None and flt.matches(summary):  # type: ignore[arg-type]
+            if isinstance(summary, Summary) and flt.matches(summary):
                 matching.append(name)
         if len(self._matches) >= MATCH_CACHE_FILTERS:
             self._matches.clear()
