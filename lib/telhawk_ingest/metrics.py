@@ -233,15 +233,27 @@ def request_labels(scope: Mapping[str, Any]) -> tuple[str, str]:
         route = event.get("routeKey") or (
             f"{event.get('httpMethod')} {event['resource']}" if event.get("resource") else None)
     method = scope.get("method", "GET")
-    function = (scope.get(FUNCTION_KEY) or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-                or os.environ.get("FUNCTION_TARGET") or os.environ.get("K_SERVICE") or "unknown")
-    return str(function), str(route or f"{method} *")
+    return str(scope.get(FUNCTION_KEY) or _platform_function()), str(route or f"{method} *")
+
+
+@functools.cache
+def _platform_function() -> str:
+    """The function this process serves, as its platform names it (Lambda, functions-framework,
+    Cloud Run), or `unknown`."""
+    return (os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("FUNCTION_TARGET")
+            or os.environ.get("K_SERVICE") or "unknown")
+
+
+@functools.lru_cache(maxsize=1024)
+def _series(function: str, route: str, status_class: str) -> Any:
+    """LATENCY's child for these labels, looked up once (`labels()` takes a lock each time)."""
+    return LATENCY.labels(function, route, status_class)
 
 
 def observe(scope: Mapping[str, Any], status: int, seconds: float) -> None:
     """Count one answered request in LATENCY (`request_labels`, the status class `2xx`..`5xx`)."""
     function, route = request_labels(scope)
-    LATENCY.labels(function, route, f"{status // 100}xx").observe(seconds)
+    _series(function, route, f"{status // 100}xx").observe(seconds)
 
 
 P = ParamSpec("P")
