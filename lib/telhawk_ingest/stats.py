@@ -44,7 +44,7 @@ Cloud Run without CPU between requests) and its file was taken:
   high. Records are kept RECORD_KEEP_S: a process frozen in the middle of a write for longer
   than that keeps its assumption, and that one write is lost.
 
-Not here: the health and metrics documents built from these numbers (service.py).
+Not here: the health and metrics documents built from these numbers (service.py, metrics.py).
 """
 
 from __future__ import annotations
