@@ -302,7 +302,6 @@ def _reply(run: Callable[[], dict[str, Any]], method: str, path: Any) -> Reply:
         return Reply.api(ApiError(500, "internal error; see the service log"))
 
 
-
 @metrics.timed
 async def handle_metrics(request: Request) -> Response:
     """`GET /metrics` (SPEC §11): the Prometheus exposition of metrics.py, in the format the
