@@ -937,6 +937,13 @@ class DeadLetterQueue:
 
     # -- health --------------------------------------------------------------------------
 
+    def oldest_entry_time(self) -> int | None:
+        """Unix seconds in the name of the oldest pending entry, None when there is none: the
+        time of its first failure (SPEC §7 names entries by it). One stat of the directory when
+        it is unchanged, no file read."""
+        names = self._scan().names
+        return _seconds(names[0]) if names else None
+
     def stats(self, verify_budget_s: float = 0.02) -> dict[str, Any]:
         """Pending files, and corrupt files among those this process has verified.
 

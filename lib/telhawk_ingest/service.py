@@ -247,7 +247,8 @@ class Service:
         """The first try's outcomes of a submitted request whose answer was not sent (its task was
         cancelled at shutdown): the stored events are counted; nothing is retried or dead-lettered,
         since the client, told to try again, sends the whole request again."""
-        self.counters.add(stored=sum(1 for outcome in outcomes if outcome.stored))
+        stored = sum(1 for outcome in outcomes if outcome.stored)
+        self.counters.add(stored=stored, stored_first_try=stored)
 
     def hec_ack(self, req: HecRequest, token: HecToken) -> Reply:
         """`POST /services/collector/ack` for an authenticated token (SPEC §3; ack.py).
@@ -345,7 +346,7 @@ class Service:
                 first = try_store(self.backend, items)
             if all(outcome.stored for outcome in first):
                 # Nothing to retry or dead-letter: what the general path below concludes, in short.
-                self.counters.add(stored=len(items))
+                self.counters.add(stored=len(items), stored_first_try=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
         with self.dlq.reserve(failed, self.clock()) as held:
@@ -374,7 +375,7 @@ class Service:
             nonlocal retries
             retries += n
 
-        stored = 0
+        stored = first_try = 0
         failed: list[dict[str, Any]] = []
         size = self.settings.storage.bulk_max_events
         for start in range(0, len(items), size):
@@ -384,12 +385,15 @@ class Service:
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
+                    first_try += final.attempts == 1
                     continue
                 envelope = envelopes[start + offset]
                 failed.append(make_record(
                     envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
                     final.outcome.details, self.clock(),
                 ))
+        # Counted here: stored events count whether or not the DLQ then takes the failures (finish).
+        self.counters.add(stored_first_try=first_try)
         return stored, retries, failed
 
     def _prepare(self, envelope: Envelope) -> Item:
