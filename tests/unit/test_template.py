@@ -34,6 +34,7 @@ EXPECTED_ROUTES = {
     ("POST", "/services/collector/ack/1.0"): "ingest_event",
     ("GET", "/api/v1/dlq"): "list_dlq",
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
+    ("GET", "/api/v1/normalizers"): "list_normalizers",
     ("GET", "/healthz"): "healthz",
 }
 
@@ -141,7 +142,7 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 # -- the deployment surface: which API, which secrets ------------------------------------------------
 
 HEC_PATH_PREFIX = "/services/collector"
-OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "ListNormalizers"}
 
 
 def events(props: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,6 +198,7 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "IngestEvent": {"INGEST_HEC_TOKENS_SECRET", *storage},
         "ListDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "ListNormalizers": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
     }
     for logical_id, props in serverless_functions(template).items():
