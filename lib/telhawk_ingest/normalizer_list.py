@@ -24,7 +24,7 @@ def list_normalizers(svc: Service, who: Operator, params: Query) -> dict[str, An
 
 
 def describe(registry: Registry) -> dict[str, Any]:
-    """`{"normalizers": [...], "count": N, "plugin_failures": [...]}`.
+    """`{"normalizers": [...], "count": N, "plugin_failures": [...], "alias_failures": [...]}`.
 
     One entry per (format, source type or pattern), in the order lookup tries them: `position`
     (1-based), `match` (`exact` or `pattern`), `format`, `source_type` (the name or the glob),
@@ -32,13 +32,15 @@ def describe(registry: Registry) -> dict[str, Any]:
     sent), `normalizer` (the function's dotted name) and `origin` (`{"type": "builtin"}`,
     `{"type": "plugin", "entry_point", "distribution", "version"}` or
     `{"type": "alias", "alias_of"}`). `plugin_failures`: entry points that were refused
-    (`entry_point`, `distribution`, `error`).
+    (`entry_point`, `distribution`, `error`); `alias_failures`: aliases left out because their
+    target is missing while a plugin failed to load (`alias`, `alias_of`, `error`).
     """
     routes = registry.routes()
     return {
         "normalizers": [_route(position, route) for position, route in enumerate(routes, start=1)],
         "count": len(routes),
         "plugin_failures": [failure.to_dict() for failure in registry.plugin_failures],
+        "alias_failures": [failure.to_dict() for failure in registry.alias_failures],
     }
 
 

@@ -33,7 +33,8 @@ def test_the_built_ins_are_listed_in_match_order_with_their_classes_and_the_call
     assert answer.status_code == 200
     body = answer.json()
     listed = body["normalizers"]
-    assert body["count"] == len(listed) == 18 and body["plugin_failures"] == []
+    assert body["count"] == len(listed) == 18
+    assert body["plugin_failures"] == [] and body["alias_failures"] == []
     assert [n["position"] for n in listed] == list(range(1, 19))
     assert {n["match"] for n in listed[:16]} == {"exact"} and {n["match"] for n in listed[16:]} == {"pattern"}
     asa = next(n for n in listed if n["source_type"] == "cisco:asa" and n["format"] == "raw")

@@ -271,6 +271,30 @@ def test_a_wrong_alias_fails_at_start_up_naming_the_key(tmp_path, aliases, error
     assert str(caught.value) == error
 
 
+def test_an_alias_to_the_type_of_a_plugin_that_failed_to_load_is_left_out_and_ingest_starts(tmp_path, caplog):
+    write_distribution(tmp_path / "site", "acme-fw", {"fw": "acme_fw:PLUGIN"},
+                       {"acme_fw": "import acme_sdk_missing\n"})
+    settings = Settings.model_validate({"dlq": {"base_path": str(tmp_path / "dlq")},
+                                        "storage": {"backend": "local", "data_dir": str(tmp_path / "data")},
+                                        "normalizers": {"aliases": {"acme": "acme:fw",
+                                                                    "cisco_asa": "cisco:asa"}}})
+
+    with on_path(tmp_path / "site"), caplog.at_level(logging.ERROR):
+        svc = Service(settings)
+    try:
+        result = svc.ingest([envelope(ASA_LINE, "cisco_asa"), envelope("x", "acme")])
+    finally:
+        svc.backend.close()
+        svc.counters.retire()
+
+    [failure] = svc.registry.alias_failures
+    assert (failure.alias, failure.alias_of) == ("acme", "acme:fw")
+    assert failure.error.startswith("normalizers.aliases.acme: 'acme:fw' is not a registered source type")
+    assert failure.error.endswith("(left out: plugins that failed to load may provide it: acme-fw)")
+    assert "normalizer alias not registered" in caplog.text
+    assert (result.stored, result.dead_lettered) == (1, 1)  # the other alias works; acme waits in the DLQ
+
+
 def test_aliases_come_from_the_config_file_or_the_environment(tmp_path):
     config = tmp_path / "ingest.yaml"
     config.write_text('normalizers:\n  aliases:\n    cisco_asa: "cisco:asa"\n')

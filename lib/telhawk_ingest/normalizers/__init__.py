@@ -127,14 +127,28 @@ class PluginFailure:
         return {"entry_point": self.entry_point, "distribution": self.distribution, "error": self.error}
 
 
+@dataclass(frozen=True, slots=True)
+class AliasFailure:
+    """A configured alias left out because its target is not registered while a plugin failed
+    to load (loading.py): it may be that plugin's, and a broken plugin must not stop ingest."""
+
+    alias: str
+    alias_of: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "alias_of": self.alias_of, "error": self.error}
+
+
 class Registry:
     """Maps (format, source_type) to a normalizer: exact names first, then patterns in order."""
 
     def __init__(self) -> None:
         self._exact: dict[tuple[str, str], Route] = {}
         self._patterns: list[Route] = []
-        # Plugins whose entry point could not be used (loading.py), reported by GET /api/v1/normalizers.
+        # What could not be registered (loading.py), reported by GET /api/v1/normalizers.
         self.plugin_failures: list[PluginFailure] = []
+        self.alias_failures: list[AliasFailure] = []
 
     def register(self, format: str, source_type: str, fn: Normalizer, *, origin: Origin = BUILTIN,
                  ocsf_classes: Sequence[int] | None = None) -> None:

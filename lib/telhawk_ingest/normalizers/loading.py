@@ -21,6 +21,9 @@ Rules, so that nothing already routed changes behind an operator's back:
   route its target takes, for each format the target routes (an exact name or a pattern
   match, built in or plugin). Its target must route (not be another alias), and its own name
   must not: either mistake raises ConfigError naming `normalizers.aliases.<name>` at start-up.
+  One exception keeps a broken plugin from stopping ingest: while some plugin failed to load, an
+  alias whose target routes nothing (perhaps that plugin's source type) is left out, logged as
+  an error and listed in `Registry.alias_failures`, and the service starts without it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from telhawk_ingest.config import NormalizerSettings
 from telhawk_ingest.errors import ConfigError
 from telhawk_ingest.normalizers import (
     FORMATS,
+    AliasFailure,
     NormalizerPlugin,
     Origin,
     PluginFailure,
@@ -156,8 +160,14 @@ def add_aliases(registry: Registry, aliases: Mapping[str, str]) -> None:
                 raise ConfigError(f"{key}: {target!r} is itself an alias; name the source type it "
                                   f"stands for, {aliases[target]!r}")
             known = sorted({r.source_type for r in registry.routes()})
-            raise ConfigError(f"{key}: {target!r} is not a registered source type; registered: "
-                              f"{', '.join(known)}")
+            error = f"{key}: {target!r} is not a registered source type; registered: {', '.join(known)}"
+            if not registry.plugin_failures:
+                raise ConfigError(error)
+            failed = ", ".join(sorted({f.distribution or f.entry_point for f in registry.plugin_failures}))
+            error += f" (left out: plugins that failed to load may provide it: {failed})"
+            log.error("normalizer alias not registered: %s", error)
+            registry.alias_failures.append(AliasFailure(name, target, error))
+            continue
         resolved.append((name, target, routes))
     for name, target, routes in resolved:
         for format, route in routes.items():
