@@ -301,6 +301,13 @@ def test_a_relay_stamp_without_a_year_takes_the_event_time_year_and_names_the_de
     assert event["device"] == {"type_id": 9, "type": "Firewall", "ip": "10.0.0.1"}
 
 
+def test_an_asa_stamp_with_milliseconds_keeps_them() -> None:
+    event = asa("Jan 12 2024 10:01:02.345 asa01 : %ASA-6-611101: User authentication succeeded: Uname: admin")
+
+    assert event["time"] == ms(2024, 1, 12, 10, 1, 2) + 345
+    assert event["metadata"]["original_time"] == "Jan 12 2024 10:01:02.345"
+
+
 def test_an_rfc3339_stamp_with_a_zone_and_the_ftd_product() -> None:
     event = asa("2024-01-12T10:01:02.250+01:00 fw1 : %FTD-6-113012: AAA user authentication Successful : "
                 "local database : user = admin")

@@ -85,7 +85,7 @@ _TAG = re.compile(r"%(?P<product>ASA|FTD|FWSM|PIX)-(?:[a-z]++-)?+(?P<level>[0-7]
 _HEADER = re.compile(
     r"^(?:<\d{1,3}>)?+\s*+"
     r"(?:(?P<ts>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2})(?: (?P<year>\d{4}))? (?P<hms>\d{2}:\d{2}:\d{2})"
-    r"(?:\.\d{1,6})?+"
+    r"(?P<fraction>\.\d{1,6})?+"
     r"|(?P<iso>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?+(?:Z|[+-]\d{2}:?\d{2})?+))"
     r"(?::\s*+|\s++))?+"
     r"(?:(?P<host>[^\s:]++)\s*+:?\s*+)?+\Z"
@@ -157,7 +157,7 @@ def _parse_line(envelope: Envelope, text: str, tag: re.Match[str], extra: dict[s
                 raise NormalizationError(f"invalid syslog timestamp {header['iso']!r}: {exc}") from exc
         elif header["ts"]:
             time_s = common.syslog_time(header["ts"], header["mon"], header["day"], header["hms"], envelope,
-                                        header["year"])
+                                        header["year"]) + float(header["fraction"] or 0)
     if time_s is None:
         time_s = common.reference_time(envelope)
     return _Line(
