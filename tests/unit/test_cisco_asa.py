@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -398,3 +399,19 @@ def test_any_text_under_a_supported_id_is_valid_ocsf_or_a_normalization_error(me
         return
     ocsf.validate(event)
     assert event["raw_data"] == env.payload
+
+
+@PROPERTY
+@given(when=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9999, 12, 31)),
+       millis=st.integers(0, 999), host=st.sampled_from(["asa01", "10.0.0.1", "fw-edge.example.com"]),
+       separator=st.sampled_from([" : ", " "]), day=st.sampled_from(["{:02d}", "{:d}", "{:2d}"]))
+def test_any_asa_timestamp_with_a_year_dates_the_event(when, millis, host, separator, day):
+    stamp = f"{when:%b} {day.format(when.day)} {when.year:04d} {when:%H:%M:%S}.{millis:03d}"
+    line = f"<166>{stamp} {host}{separator}%ASA-6-611101: User authentication succeeded: Uname: a"
+
+    event = asa(line)
+
+    expected = when.replace(microsecond=0, tzinfo=UTC).timestamp() * 1000 + millis
+    assert event["time"] == expected
+    assert event["metadata"]["original_time"] == stamp
+    assert event["device"].get("hostname", event["device"].get("ip")) == host
