@@ -232,7 +232,7 @@ class StorageSettings(_Section):
 
 class NormalizerSettings(_Section):
     """What ingest normalizes with beyond the built-ins (normalizers/loading.py, README
-    "Normalizers: plugins, aliases and match order")."""
+    "Normalizers: built-ins, plugins, aliases and match order")."""
 
     # source type -> the registered source type whose normalizer it uses, e.g.
     # {cisco_asa: "cisco:asa"}; checked against the registry when the service starts.
