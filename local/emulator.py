@@ -531,13 +531,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from telhawk_ingest.config import load_settings
     from telhawk_ingest.errors import ConfigError
+    from telhawk_ingest.normalizers.loading import load_registry
     from telhawk_ingest.storage import make_backend
 
     try:
         # Validated here too, so a bad setting stops start-up with one clear message instead of
-        # every worker failing to boot; so is where storage may live (`local` refuses NFS).
+        # every worker failing to boot; so is where storage may live (`local` refuses NFS), and
+        # whether every normalizers.aliases target is registered.
         settings = load_settings()
         make_backend(settings).close()
+        load_registry(settings.normalizers)
     except ConfigError as exc:
         print(f"emulator: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import (
@@ -264,12 +264,25 @@ class StorageSettings(_Section):
     retention_days: int | None = Field(default=None, gt=0)
 
 
+class NormalizerSettings(_Section):
+    """What ingest normalizes with beyond the built-ins (normalizers/loading.py, README
+    "Normalizers: built-ins, plugins, aliases and match order")."""
+
+    # source type -> the registered source type whose normalizer it uses, e.g.
+    # {cisco_asa: "cisco:asa"}; checked against the registry when the service starts.
+    aliases: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict)
+    # Whether the `telhawk_ingest.normalizers` entry points of installed packages are loaded.
+    load_plugins: bool = True
+
+
 class Settings(_Section):
     hec: HecSettings = Field(default_factory=HecSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    normalizers: NormalizerSettings = Field(default_factory=NormalizerSettings)
 
     @model_validator(mode="after")
     def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:
@@ -317,13 +330,15 @@ def _scalar_keys() -> list[str]:
 
 def _mapping_keys() -> set[str]:
     """Keys whose value is a small mapping: from the environment they are given as YAML flow text,
-    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`."""
+    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`,
+    `INGEST_NORMALIZERS_ALIASES='{cisco_asa: "cisco:asa"}'`."""
     keys = set()
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for name, field in model.model_fields.items():
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            if (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)) \
+                    or get_origin(field.annotation) is dict:
                 keys.add(f"{section}.{name}")
     return keys
 

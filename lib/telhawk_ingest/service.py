@@ -27,7 +27,8 @@ from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
-from .normalizers import Registry, default_registry
+from .normalizers import Registry
+from .normalizers.loading import load_registry
 from .retention import record_dropped
 from .retry import RetryPolicy, store_with_retries, try_store
 from .stats import Counters
@@ -129,7 +130,7 @@ class Service:
     ) -> None:
         self.settings = settings
         self.backend = backend or make_backend(settings)
-        self.registry = registry or default_registry()
+        self.registry = registry or load_registry(settings.normalizers)
         self.validate = validate
         self.auth = authenticator or Authenticator(
             settings.hec, operator_tokens=[t.token for t in settings.operator.tokens])

@@ -34,6 +34,7 @@ EXPECTED_ROUTES = {
     ("POST", "/services/collector/ack/1.0"): "ingest_event",
     ("GET", "/api/v1/dlq"): "list_dlq",
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
+    ("GET", "/api/v1/normalizers"): "list_normalizers",
     ("GET", "/healthz"): "healthz",
     ("GET", "/metrics"): "metrics",
 }
@@ -142,7 +143,8 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 # -- the deployment surface: which API, which secrets ------------------------------------------------
 
 HEC_PATH_PREFIX = "/services/collector"
-OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetention", "Metrics"}
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetention", "Metrics",
+                      "ListNormalizers"}
 # Operator-API paths outside /api/ (monitoring endpoints).
 OPERATOR_PATHS = {"/healthz", "/metrics"}
 
@@ -202,6 +204,7 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "DlqEntry": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "DlqRetention": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "ListNormalizers": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
         # Operator tokens for operator.metrics_require_auth; storage's for its health gauge.
         "Metrics": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
