@@ -53,14 +53,21 @@ def run(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch):
     for name in list(os.environ):
         if name.startswith(("INGEST_", "CORE_", "TELHAWK_")):
             monkeypatch.delenv(name)
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"storage": {"backend": "local", "data_dir": str(tmp_path / "data")}}))
+    config = configure(tmp_path)
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None):
         return runner.invoke(cli, ["--dlq-dir", str(folder), "--config", str(config), *args], input=input)
 
     return invoke
+
+
+def configure(tmp_path: Path, **sections: dict) -> Path:
+    """The settings file `run` passes: local storage under tmp_path, and `sections`."""
+    config = tmp_path / "config.yaml"
+    settings = {"storage": {"backend": "local", "data_dir": str(tmp_path / "data")}, **sections}
+    config.write_text(yaml.safe_dump(settings))
+    return config
 
 
 def on_disk(folder: Path) -> list[str]:
@@ -212,3 +219,106 @@ def test_the_emulator_config_with_its_public_tokens_loads_for_the_command_line(f
 
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["count"] == 5
+
+
+ASA = ("<166>Jan 12 2024 10:01:02 asa01 : %ASA-6-302013: Built outbound TCP connection 1234 for "
+       "outside:93.184.216.34/443 (93.184.216.34/443) to inside:10.1.1.10/52000 (203.0.113.5/52000)")
+ALIAS = {"normalizers": {"aliases": {"cisco_asa": "cisco:asa"}}}
+
+
+def audit_lines(folder: Path) -> list[dict]:
+    text = "".join(p.read_text() for p in (folder / ".state" / "audit").iterdir())
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_show_and_delete_in_directory_mode_are_audited(run, entries, folder):
+    assert run("show", entries[0], "--json").exit_code == 0
+
+    result = run("delete", entries[0], "--json")
+
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"deleted": [entries[0]], "missing": []}
+    assert on_disk(folder) == entries[1:]
+    actions = [(line["action"], line["params"].get("id")) for line in audit_lines(folder)]
+    assert ("show_dlq_entry", entries[0]) in actions and ("delete_dlq_entry", entries[0]) in actions
+
+
+def test_purge_dry_run_says_what_it_would_delete_and_deletes_nothing(run, entries, folder):
+    result = run("purge", "--reason", "normalization_failed", "--dry-run", "--json")
+
+    assert result.exit_code == 0
+    answer = json.loads(result.stdout)
+    assert answer["would_purge"] == 3 and answer["ids"] == [entries[0], entries[2], entries[4]]
+    assert on_disk(folder) == entries
+
+
+def test_retention_expires_entries_older_than_max_age_and_a_dry_run_only_says_so(run, entries, folder,
+                                                                                   tmp_path):
+    fresh = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0)).write(
+        make_record(envelope(7), "storage_failed", "down"))
+    configure(tmp_path, dlq={"max_age": "30d"})
+
+    dry = run("retention", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["expired"] == 5 and len(on_disk(folder)) == 6
+
+    done = run("retention", "--json")
+
+    assert done.exit_code == 0 and json.loads(done.stdout)["expired"] == 5
+    assert on_disk(folder) == [fresh]
+
+
+def test_normalizers_in_directory_mode_list_the_configured_alias(run, entries, tmp_path):
+    configure(tmp_path, **ALIAS)
+
+    result = run("normalizers")
+
+    assert result.exit_code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if " cisco_asa " in line]
+    assert len(rows) == 2 and all("alias of cisco:asa" in row for row in rows)  # raw and json
+
+
+def test_normalize_shows_the_ocsf_event_for_a_source_type_that_has_a_normalizer(run):
+    result = run("normalize", "--source-type", "cisco:asa", ASA, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is True and answer["event"]["class_uid"] == 4001
+    assert answer["event"]["dst_endpoint"]["ip"] == "93.184.216.34"
+
+
+def test_normalize_says_why_an_event_would_be_dead_lettered_and_exits_1(run):
+    result = run("normalize", "--source-type", "cisco_asa", ASA)
+
+    assert result.exit_code == 1 and result.stdout == ""
+    assert ("normalization_failed: no normalizer registered for format=raw source_type=cisco_asa"
+            in result.stderr)
+
+
+def test_normalize_an_entry_with_the_fixed_configuration(run, folder, tmp_path):
+    entry = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0)).write(make_record(
+        envelope(3, payload=ASA), "normalization_failed",
+        "no normalizer registered for format=raw source_type=cisco_asa"))
+    before = run("normalize", "--entry", entry)
+    configure(tmp_path, **ALIAS)
+
+    after = run("normalize", "--entry", entry)
+
+    assert before.exit_code == 1
+    assert after.exit_code == 0, after.stderr
+    assert json.loads(after.stdout)["class_uid"] == 4001
+    assert ("ok: source_type=cisco_asa format=raw normalizes and validates (OCSF class_uid 4001)"
+            in after.stderr)
+
+
+def test_normalize_with_an_alias_to_nothing_is_a_usage_error_naming_it(run, tmp_path):
+    configure(tmp_path, normalizers={"aliases": {"cisco_asa": "cisco:asa:typo"}})
+
+    result = run("normalize", "--source-type", "cisco_asa", ASA)
+
+    assert result.exit_code == 2 and "normalizers.aliases.cisco_asa" in result.stderr
+
+
+def test_normalize_reads_the_sample_from_stdin(run):
+    result = run("normalize", "--source-type", "cisco:asa", "--file", "-", "--json", input=ASA)
+
+    assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True

@@ -239,7 +239,9 @@ class DirMode:
         return self._run(lambda svc, who: svc.list_dlq(who, params))
 
     def show(self, entry_id: str) -> dict[str, Any]:
-        return self._run(lambda svc, who: svc.dlq.get(entry_id))
+        from ..entries import show_entry
+
+        return self._run(lambda svc, who: show_entry(svc, who, entry_id, {}))
 
     def delete(self, entry_id: str) -> dict[str, Any]:
         from ..entries import delete_entry
