@@ -102,3 +102,26 @@ def test_a_stopped_service_exits_4(emu):
     done = telhawk_dlq(emu, "list")
 
     assert done.returncode == 4 and "cannot reach" in done.stderr
+
+
+def test_show_delete_and_an_export_that_fetches_an_entry_too_large_for_its_page(emu):
+    fill(emu)
+    # An event whose record passes a listing page's 8 MiB: listed without its envelope.
+    big = json.dumps({"event": "x" * (8 * 1024 * 1024 + 100), "sourcetype": "cisco_asa"})
+    assert post(emu, big).json()["dead_lettered"] == 1
+    files = dlq_files(emu)
+    listed = json.loads(telhawk_dlq(emu, "list", "--json").stdout)["events"]
+    assert [e.get("truncated", False) for e in listed] == [False, False, False, True]
+
+    exported = telhawk_dlq(emu, "export")
+
+    assert exported.returncode == 0, exported.stderr
+    assert [json.loads(line) for line in exported.stdout.splitlines()] == files
+    assert "(1 fetched one by one)" in exported.stderr
+
+    shown = telhawk_dlq(emu, "show", files[0]["id"], "--json")
+    assert json.loads(shown.stdout) == files[0]
+    deleted = telhawk_dlq(emu, "delete", files[0]["id"], "--json")
+    assert deleted.returncode == 0 and [f["id"] for f in dlq_files(emu)] == [f["id"] for f in files[1:]]
+    again = telhawk_dlq(emu, "show", files[0]["id"])
+    assert again.returncode == 1 and "404" in again.stderr
