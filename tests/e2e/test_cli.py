@@ -25,10 +25,12 @@ CONFIG = {
 }
 
 
-def telhawk_dlq(emu, *args: str, token: str | None = ADMIN_TOKEN, input: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
-    """Run the console script with the token in TELHAWK_OPERATOR_TOKEN, as the README shows."""
+def telhawk_dlq(emu, *args: str, token: str | None = ADMIN_TOKEN, input: str | None = None,
+                **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run the console script with the token in TELHAWK_OPERATOR_TOKEN, as the README shows;
+    `settings` are INGEST_* variables (the shell's own are dropped)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELHAWK_", "INGEST_"))}
+    env.update(settings)
     if token is not None:
         env["TELHAWK_OPERATOR_TOKEN"] = token
     done = subprocess.run([str(SCRIPT), "--url", emu.url, *args], env=env, capture_output=True, text=True,
