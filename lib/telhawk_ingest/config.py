@@ -124,6 +124,9 @@ class HecSettings(_Section):
     # Whether a `?token=` unknown here is sent to the auth service at all.
     auth_query_string: bool = False
     auth_default_scope: AuthScope = Field(default_factory=AuthScope)
+    # Load shedding, per process: ingest requests in the application at once; one more is answered
+    # 503 code 9 with Retry-After at once, before its body is read (http.py, shedding.py).
+    max_in_flight: int = Field(default=256, gt=0)
 
     @field_validator("auth_url")
     @classmethod
@@ -172,6 +175,9 @@ class CoreSettings(_Section):
     jitter: bool = False
     # A Retry-After from storage lengthens a wait up to this many seconds.
     max_retry_after_seconds: float = Field(default=5.0, ge=0)
+    # The whole storage phase of one request (every try and wait): when it is spent, the events
+    # not stored yet go to the DLQ as storage_failed (retry.py); a try is cut short to fit it.
+    request_deadline_seconds: float = Field(default=15.0, gt=0)
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True
@@ -219,6 +225,23 @@ class DayWindow(_Section):
     replay_back_days: int = Field(default=30, ge=0, le=3650)
 
 
+class BreakerSettings(_Section):
+    """The circuit breaker on the storage hop (breaker.py), per process."""
+
+    enabled: bool = True
+    # Consecutive failed tries (every item a retryable failure) that open it.
+    failures: int = Field(default=5, ge=1)
+    # Seconds it stays open before one probe try decides.
+    cooldown_seconds: float = Field(default=15.0, gt=0)
+
+
+class LogSettings(_Section):
+    """Logs on stderr (logs.py): JSON lines by default, or plain text for a person at a terminal."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
 class StorageSettings(_Section):
     # auto: opensearch when core.url is set, else local.
     backend: Literal["auto", "local", "opensearch"] = "auto"
@@ -228,6 +251,7 @@ class StorageSettings(_Section):
     day_window: DayWindow = Field(default_factory=DayWindow)
     # `local` only: rows whose storage day is more than this many days before today are deleted.
     retention_days: int | None = Field(default=None, gt=0)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
 class Settings(_Section):
@@ -236,6 +260,7 @@ class Settings(_Section):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:

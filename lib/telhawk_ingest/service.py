@@ -22,13 +22,15 @@ from typing import Any
 from . import ack, ocsf
 from .audit import AuditLog
 from .auth import Authenticator
+from .breaker import Breaker
 from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
 from .normalizers import Registry, default_registry
-from .retry import RetryPolicy, store_with_retries, try_store
+from .retry import Deadline, RetryPolicy, guarded_try, record_try, store_with_retries
+from .shedding import InFlight
 from .stats import Counters
 from .storage import make_backend
 from .storage.base import DEFAULT_INDEX, SECONDS_PER_DAY, Item, Outcome, StorageBackend, day_anchor, seconds
@@ -138,6 +140,11 @@ class Service:
                                    max_record_bytes=record_cap(settings.hec.max_body_bytes))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
+        # Per process (README, "A failing backend"): the storage breaker (None when disabled) and
+        # the ingest requests in flight (http.py admits each one here first).
+        breaker = settings.storage.breaker
+        self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
+        self.in_flight = InFlight(settings.hec.max_in_flight)
         # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
         self.clock = clock or (lambda: time.time())
         self.ack_ids = ack.AckIds()
@@ -217,6 +224,8 @@ class Service:
         prepared = staged.prepared
         if enqueue is None or prepared.failed or len(prepared.items) > self.settings.storage.bulk_max_events:
             return False
+        if self.breaker is not None and not self.breaker.closed:
+            return False  # the breaker decides in `finish` whether to try at all
         enqueue(prepared.items, done)
         return True
 
@@ -283,6 +292,12 @@ class Service:
             return self.hec_refuse(err)
         return token
 
+    def hec_shed(self, path: str) -> Reply:
+        """The 503 code 9 for an ingest request refused for `hec.max_in_flight` (shedding.py),
+        counted in `requests_shed`."""
+        self.counters.add(requests_shed=1)
+        return Reply.hec(self.in_flight.refusal(path))
+
     def hec_refuse(self, err: HecError) -> Reply:
         """The answer to a refused HEC request, counted in `requests_rejected`."""
         if err.status >= 500:
@@ -336,18 +351,26 @@ class Service:
         """Store and dead-letter what `prepare` gave: `ingest`'s second half; raises DLQUnavailable
         as `ingest` does. `first`: the outcomes of a first try at storing already made
         (`hec_submit`), one per item.
+
+        Storing ends within `core.request_deadline_seconds` of this call, and at once while the
+        storage breaker is open: the events not stored then are dead-lettered (retry.py).
         """
         items = prepared.items
+        breaker = self.breaker
+        if first is not None:
+            record_try(breaker, first)
+        deadline = Deadline.start(self.settings.core.request_deadline_seconds)
         if items and not prepared.failed and len(items) <= self.settings.storage.bulk_max_events:
-            if first is None:
-                first = try_store(self.backend, items)
-            if all(outcome.stored for outcome in first):
+            if first is None and (breaker is None or breaker.closed):
+                first = guarded_try(self.backend, items, breaker, deadline)
+            if first is not None and all(outcome.stored for outcome in first):
                 # Nothing to retry or dead-letter: what the general path below concludes, in short.
                 self.counters.add(stored=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
         with self.dlq.reserve(failed, self.clock()) as held:
-            stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first)
+            stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first,
+                                                          deadline)
             try:
                 held.add(storage_failed, self.clock())
                 ids = held.write()
@@ -362,10 +385,11 @@ class Service:
         self.counters.add(**deltas)
         return IngestResult(len(prepared.envelopes), stored, len(failed), ids)
 
-    def _store(self, items: list[Item], envelopes: list[Envelope], first: Sequence[Outcome] | None = None
-               ) -> tuple[int, int, list[dict[str, Any]]]:
+    def _store(self, items: list[Item], envelopes: list[Envelope], first: Sequence[Outcome] | None = None,
+               deadline: Deadline | None = None) -> tuple[int, int, list[dict[str, Any]]]:
         """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures).
-        `first`: the first try's outcomes when it was already made, one per item."""
+        `first`: the first try's outcomes when it was already made, one per item (and recorded
+        on the breaker). `deadline`: shared by every chunk."""
         retries = 0
 
         def count_retry(n: int, _wait: float) -> None:
@@ -378,7 +402,8 @@ class Service:
         for start in range(0, len(items), size):
             chunk = items[start:start + size]
             finals = store_with_retries(self.backend, chunk, self.policy, count_retry,
-                                        None if first is None else first[start:start + size])
+                                        None if first is None else first[start:start + size],
+                                        breaker=self.breaker, deadline=deadline)
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
@@ -500,9 +525,14 @@ class Service:
                 "by_reason": {reason: totals[f"dlq_{reason}"] for reason in REASONS},
             },
             "storage": {"backend": self.backend.name, "healthy": storage_healthy,
-                        "retries": totals["storage_retries"]},
+                        "retries": totals["storage_retries"],
+                        # This process's breaker (each process has its own).
+                        "breaker": self.breaker.snapshot() if self.breaker else {"state": "disabled"},
+                        "request_deadline_seconds": self.settings.core.request_deadline_seconds},
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
+            # requests_shed: every instance on the volume; the rest: this process.
+            "shedding": {"requests_shed": totals["requests_shed"], **self.in_flight.snapshot()},
         }
 
 

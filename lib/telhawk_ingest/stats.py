@@ -90,6 +90,8 @@ COUNTERS = (
     "dlq_bytes_written",
     "dlq_files_returned",
     "dlq_bytes_returned",
+    # Ingest requests refused 503 code 9 at once for hec.max_in_flight (shedding.py).
+    "requests_shed",
 )
 # Where each counter is in COUNTERS (and in a file).
 _INDEX = {name: index for index, name in enumerate(COUNTERS)}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -177,6 +179,22 @@ def _failing_member(document: dict[str, Any], wrap: dict[str, Any] | None) -> st
         except orjson.JSONEncodeError:
             return key if isinstance(key, str) else repr(key)
     return None
+
+
+# The monotonic time by which the try running in this context must be over, or None: retry.py sets
+# it from the request's deadline (core.request_deadline_seconds) around each try. A backend that
+# waits on a network caps its timeouts with `time_left`, so a slow node cannot outlast the deadline.
+TRY_DEADLINE: ContextVar[float | None] = ContextVar("telhawk_try_deadline", default=None)
+# The shortest timeout `time_left` gives: a try that starts must be able to send its request.
+MIN_TRY_SECONDS = 0.001
+
+
+def time_left(timeout: float) -> float:
+    """`timeout` (seconds), shortened to what is left of the current try's deadline (TRY_DEADLINE)."""
+    at = TRY_DEADLINE.get()
+    if at is None:
+        return timeout
+    return max(MIN_TRY_SECONDS, min(timeout, at - time.monotonic()))
 
 
 class StorageBackend(Protocol):
