@@ -80,4 +80,4 @@ def log_event(logger: logging.Logger, level: int, event: str, message: str, **fi
         return
     extra = {name: value for name, value in fields.items() if name not in SECRET_FIELDS}
     extra["event"] = event
-    logger.log(level, message, extra=extra)
+    logger.log(level, message, extra=extra, stacklevel=2)

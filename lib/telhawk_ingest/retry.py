@@ -96,9 +96,10 @@ class Deadline:
 
     def spent(self, tries: int, last_error: str) -> Outcome:
         """The outcome of the items not stored when the deadline ran out after `tries` tries."""
+        when = (f"after {tries} tr{'y' if tries == 1 else 'ies'}; last error: {last_error or 'none'}"
+                if tries else "before these events were tried (earlier ones of the request took it)")
         return Outcome(Status.RETRY, f"storage deadline of {self.seconds:g} s for the request "
-                                     f"(core.request_deadline_seconds) spent after {tries} "
-                                     f"tr{'y' if tries == 1 else 'ies'}; last error: {last_error or 'none'}",
+                                     f"(core.request_deadline_seconds) spent {when}",
                        {"deadline_seconds": self.seconds})
 
 
