@@ -30,10 +30,12 @@ from pythonjsonlogger.json import JsonFormatter
 # Record attributes that must never reach a log line, whoever set them.
 SECRET_FIELDS = frozenset({"token", "tokens", "authorization", "password", "payload", "payload_b64",
                            "envelope", "body", "document", "raw"})
-JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+JSON_FORMAT = "%(levelname)s %(name)s %(message)s"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("json", "text")
-RENAMED = {"levelname": "level", "name": "logger", "asctime": "time"}
+RENAMED = {"levelname": "level", "name": "logger"}
+# Libraries whose INFO lines are one per outgoing HTTP request (every bulk, every token check).
+QUIET = ("httpx", "httpcore", "httpx2")
 
 
 class _Redact(logging.Filter):
@@ -61,7 +63,8 @@ def configure(level: str = "info", fmt: str = "json", stream: Any = None) -> log
         raise ValueError(f"log level: expected debug, info, warning or error, got {level!r}")
     handler = _Handler(stream or sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter(JSON_FORMAT, rename_fields=RENAMED))
+        # `time`: RFC 3339 in UTC, from the record's creation time.
+        handler.setFormatter(JsonFormatter(JSON_FORMAT, rename_fields=RENAMED, timestamp="time"))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_Redact())
@@ -70,6 +73,8 @@ def configure(level: str = "info", fmt: str = "json", stream: Any = None) -> log
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     return handler
 
 
