@@ -163,6 +163,16 @@ class DlqSettings(_Section):
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
 
+class RetryBudgetSettings(_Section):
+    """Retries at most `ratio` of first tries plus `min_per_second` over `window_seconds`
+    (budget.py), per process; off unless enabled."""
+
+    enabled: bool = False
+    ratio: float = Field(default=0.2, ge=0, le=1)
+    min_per_second: float = Field(default=10.0, ge=0)
+    window_seconds: int = Field(default=10, ge=1, le=3600)
+
+
 class CoreSettings(_Section):
     """The storage connection and its retry schedule (the seed's `core` section)."""
 
@@ -178,6 +188,7 @@ class CoreSettings(_Section):
     # The whole storage phase of one request (every try and wait): when it is spent, the events
     # not stored yet go to the DLQ as storage_failed (retry.py); a try is cut short to fit it.
     request_deadline_seconds: float = Field(default=15.0, gt=0)
+    retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True

@@ -8,11 +8,12 @@ says, until they are stored, fail permanently, or the tries run out. The waits c
 Default schedule (the seed's): try 1 at once, then waits of 100, 200, 400 ms, then give up with
 `attempts == 4`.
 
-Two things end the tries early, so a failing backend costs a request little (README, "A failing
+Three things end the tries early, so a failing backend costs a request little (README, "A failing
 backend"): the storage circuit breaker (breaker.py; every try is recorded on it, and an open
-breaker lets no try through) and the request's `Deadline` (core.request_deadline_seconds: no wait
-that would outlast it, and each try's network timeout is cut to what is left of it). The items not
-stored then end with an Outcome whose error names the breaker or the deadline, and the last error.
+breaker lets no try through), the request's `Deadline` (core.request_deadline_seconds: no wait
+that would outlast it, and each try's network timeout is cut to what is left of it) and, when
+configured, the process's retry budget (budget.py). The items not stored then end with an Outcome
+whose error names the breaker, the deadline or the budget, and the last error.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import backoff
 
 from .breaker import Breaker
+from .budget import RetryBudget
 from .config import CoreSettings
 from .logs import log_event
 from .storage.base import TRY_DEADLINE, Item, Outcome, Status, StorageBackend
@@ -179,6 +181,7 @@ def store_with_retries(
     *,
     breaker: Breaker | None = None,
     deadline: Deadline | None = None,
+    budget: RetryBudget | None = None,
 ) -> list[Final]:
     """Store `items`, retrying only the retryable ones; one Final per item, in order.
 
@@ -188,8 +191,9 @@ def store_with_retries(
     is then asked only for retries. `breaker`: asked before each try and told how it went; while it
     is open no try is made and the items end with `breaker_refusal`. `deadline`: no wait that would
     outlast it, each try cut to it; the items not stored when it runs out end with
-    `Deadline.spent`. An item ended early has `attempts` = the tries made (at least 1: it went
-    through the pipeline once).
+    `Deadline.spent`. `budget`: each retry takes one from it (the caller counts the first tries);
+    when it is spent the items end with `RetryBudget.spent`. An item ended early has `attempts` =
+    the tries made (at least 1: it went through the pipeline once).
     """
     finals: list[Final | None] = [None] * len(items)
     todo = list(range(len(items)))
@@ -235,6 +239,8 @@ def store_with_retries(
                 return halt(breaker_refusal(breaker), tries)
             if deadline is not None and deadline.remaining() <= rnd.wait:
                 return halt(deadline.spent(tries, rnd.error), tries)
+            if budget is not None and not budget.retry():
+                return halt(budget.spent(tries, rnd.error), tries)
         return rnd
 
     def backing_off(details: dict) -> None:

@@ -23,6 +23,7 @@ from . import ack, ocsf
 from .audit import AuditLog
 from .auth import Authenticator
 from .breaker import Breaker
+from .budget import RetryBudget
 from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
@@ -145,6 +146,9 @@ class Service:
         breaker = settings.storage.breaker
         self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
         self.in_flight = InFlight(settings.hec.max_in_flight)
+        budget = settings.core.retry_budget
+        self.retry_budget = RetryBudget(budget.ratio, budget.min_per_second, budget.window_seconds) \
+            if budget.enabled else None
         # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
         self.clock = clock or (lambda: time.time())
         self.ack_ids = ack.AckIds()
@@ -360,6 +364,8 @@ class Service:
         if first is not None:
             record_try(breaker, first)
         deadline = Deadline.start(self.settings.core.request_deadline_seconds)
+        if self.retry_budget is not None and items:
+            self.retry_budget.first(-(-len(items) // self.settings.storage.bulk_max_events))  # the chunks
         if items and not prepared.failed and len(items) <= self.settings.storage.bulk_max_events:
             if first is None and (breaker is None or breaker.closed):
                 first = guarded_try(self.backend, items, breaker, deadline)
@@ -403,7 +409,7 @@ class Service:
             chunk = items[start:start + size]
             finals = store_with_retries(self.backend, chunk, self.policy, count_retry,
                                         None if first is None else first[start:start + size],
-                                        breaker=self.breaker, deadline=deadline)
+                                        breaker=self.breaker, deadline=deadline, budget=self.retry_budget)
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
@@ -528,7 +534,8 @@ class Service:
                         "retries": totals["storage_retries"],
                         # This process's breaker (each process has its own).
                         "breaker": self.breaker.snapshot() if self.breaker else {"state": "disabled"},
-                        "request_deadline_seconds": self.settings.core.request_deadline_seconds},
+                        "request_deadline_seconds": self.settings.core.request_deadline_seconds,
+                        "retry_budget": self.retry_budget.snapshot() if self.retry_budget else None},
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
             # requests_shed: every instance on the volume; the rest: this process.

@@ -177,3 +177,25 @@ def test_a_shed_request_gives_its_place_back_and_places_are_never_leaked(make_cl
     assert answers == [200] * 5 + [400, 403]
     assert client.service.in_flight.count == 0 and client.service.in_flight.peak == 1
     assert client.hec(sshd(10)).status_code == 200
+
+
+def test_with_a_retry_budget_retries_stop_once_it_is_spent_and_healthz_says_so(make_client, waits):
+    backend = ScriptedBackend(*[every(REFUSED)] * 8)
+    client = make_client(backend, storage={"breaker": {"enabled": False}},
+                         core={"retry_budget": {"enabled": True, "ratio": 0.5, "min_per_second": 0,
+                                                "window_seconds": 10}})
+
+    for port in range(2):  # after one first try, no retry (0.5); after two, one retry
+        client.hec(sshd(port))
+
+    assert waits == [0.1] and len(backend.calls) == 3
+    records = dlq_by_port(client)
+    assert [r["attempts"] for r in records] == [1, 2]
+    assert all(r["error"].startswith("retry budget spent (core.retry_budget: at most 50% of first tries")
+               for r in records)
+    budget = health(client)["storage"]["retry_budget"]
+    assert (budget["first_tries"], budget["retries"], budget["refused"]) == (2, 1, 2)
+
+
+def test_without_a_retry_budget_configured_healthz_says_none(client):
+    assert health(client)["storage"]["retry_budget"] is None
