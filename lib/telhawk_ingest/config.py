@@ -52,6 +52,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TokenRateLimit(_Section):
+    """A token's events per second, per process (ratelimit.py); `burst`: events it may send at
+    once after a quiet spell (default: one second's worth)."""
+
+    events_per_second: float = Field(gt=0)
+    burst: int | None = Field(default=None, gt=0)
+
+
 class HecToken(_Section):
     name: str = Field(min_length=1)
     token: str = Field(min_length=1)
@@ -63,6 +71,8 @@ class HecToken(_Section):
     # Splunk's indexer acknowledgement (useACK): a data channel on every request, an ackId in each
     # success answer, and /services/collector/ack (SPEC §3; ack.py).
     ack: bool = False
+    # Beyond it, requests are answered 503 code 9 with Retry-After, nothing of them kept (ratelimit.py).
+    rate_limit: TokenRateLimit | None = None
 
     @model_validator(mode="after")
     def _index_scope(self) -> HecToken:

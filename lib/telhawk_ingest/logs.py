@@ -10,6 +10,7 @@ top-level JSON members. Events written this way (the `event` member):
 | `dlq_write` | `ids`, `reasons` (DLQ entry ids and their reason, in order), `count` |
 | `breaker` | `breaker`, `state`, `previous`, `consecutive_failures`, `last_error` |
 | `shed` | `in_flight`, `max_in_flight`, `path` |
+| `rate_limited` | `token_name`, `events`, `events_per_second`, `retry_after` |
 | `deadline` | `deadline_seconds`, `items`, `tries` |
 | `operator` | `operator` (the token's name), `action`, `count`, `params` (the query) |
 

@@ -30,6 +30,7 @@ from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
 from .normalizers import Registry, default_registry
+from .ratelimit import TokenRates
 from .retry import Deadline, RetryPolicy, guarded_try, record_try, store_with_retries
 from .shedding import InFlight
 from .stats import Counters
@@ -146,6 +147,7 @@ class Service:
         breaker = settings.storage.breaker
         self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
         self.in_flight = InFlight(settings.hec.max_in_flight)
+        self.rate_limits = TokenRates(settings.hec.tokens)
         budget = settings.core.retry_budget
         self.retry_budget = RetryBudget(budget.ratio, budget.min_per_second, budget.window_seconds) \
             if budget.enabled else None
@@ -215,6 +217,12 @@ class Service:
             envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
         else:
             envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
+        if token.rate_limit is not None:
+            try:
+                self.rate_limits.admit(token, len(envelopes))
+            except HecError:
+                self.counters.add(requests_rate_limited=1)
+                raise
         return Staged(channel, self.prepare(envelopes))
 
     def hec_submit(self, staged: Staged, done: Callable[[list[Outcome]], None]) -> bool:
@@ -539,7 +547,9 @@ class Service:
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
             # requests_shed: every instance on the volume; the rest: this process.
-            "shedding": {"requests_shed": totals["requests_shed"], **self.in_flight.snapshot()},
+            "shedding": {"requests_shed": totals["requests_shed"], **self.in_flight.snapshot(),
+                         "requests_rate_limited": totals["requests_rate_limited"],
+                         "rate_limited_here": self.rate_limits.limited},
         }
 
 

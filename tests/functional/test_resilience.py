@@ -12,11 +12,13 @@ from freezegun import freeze_time
 from telhawk_ingest.storage.base import retry
 from telhawk_ingest.storage.local import LocalBackend
 from tests.fakes import ScriptedBackend, every
+from tests.functional.conftest import HEC_TOKEN
 from tests.functional.test_ingest import SSHD_EVENT
 from tests.storage_server import StorageServer
 
 REFUSED = retry("transport error: [Errno 111] Connection refused", error_type="ConnectError")
 BREAKER = {"breaker": {"failures": 5, "cooldown_seconds": 30}}
+OTHER_TOKEN = "99999999-2222-4333-8444-555555555555"
 
 
 def sshd(port: int) -> str:
@@ -199,3 +201,26 @@ def test_with_a_retry_budget_retries_stop_once_it_is_spent_and_healthz_says_so(m
 
 def test_without_a_retry_budget_configured_healthz_says_none(client):
     assert health(client)["storage"]["retry_budget"] is None
+
+
+def test_a_token_over_its_rate_limit_gets_503_code_9_and_nothing_of_the_request_is_kept(make_client, waits):
+    limited = {"name": "test", "token": HEC_TOKEN, "rate_limit": {"events_per_second": 1, "burst": 2}}
+    other = {"name": "other", "token": OTHER_TOKEN}
+    client = make_client(hec={"tokens": [limited, other]})
+
+    first = client.hec(sshd(1) + sshd(2))  # the burst
+    refused = client.hec(sshd(3))
+    unlimited = client.hec(sshd(4), token=OTHER_TOKEN)
+    waits_for = int(refused.headers["retry-after"])
+    with freeze_time("2026-01-02T03:04:06Z"):
+        later = client.hec(sshd(5))
+
+    assert first.status_code == 200 and unlimited.status_code == 200 and later.status_code == 200
+    body = refused.json()
+    assert (refused.status_code, body["code"], body["text"]) == (503, 9, "Server is busy")
+    assert waits_for == 1
+    docs = list(LocalBackend(client.service.settings.storage.data_dir).documents())
+    assert sorted(d["_source"]["src_endpoint"]["port"] for d in docs) == [1, 2, 4, 5]
+    assert client.dlq_records() == []
+    shedding = health(client)["shedding"]
+    assert (shedding["requests_rate_limited"], shedding["rate_limited_here"]) == (1, 1)
