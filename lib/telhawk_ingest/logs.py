@@ -11,7 +11,7 @@ top-level JSON members. Events written this way (the `event` member):
 | `breaker` | `breaker`, `state`, `previous`, `consecutive_failures`, `last_error` |
 | `shed` | `in_flight`, `max_in_flight`, `path` |
 | `rate_limited` | `token_name`, `events`, `events_per_second`, `retry_after` |
-| `deadline` | `deadline_seconds`, `items`, `tries` |
+| `deadline`, `retry_budget` | `items`, `tries` (made), `reason` (the error they are dead-lettered with) |
 | `operator` | `operator` (the token's name), `action`, `count`, `params` (the query) |
 
 Never in a log line: a token, a password, an event's payload or its envelope. `log_event` drops

@@ -200,6 +200,10 @@ def store_with_retries(
     tries = 0
 
     def halt(outcome: Outcome, made: int) -> _Round:
+        if "breaker" not in outcome.details:  # the breaker logs its own changes; these are news
+            kind = "deadline" if "deadline_seconds" in outcome.details else "retry_budget"
+            log_event(log, logging.WARNING, kind, f"storage tries ended early for {len(todo)} item(s): "
+                      f"{outcome.error}", items=len(todo), tries=made, reason=outcome.error)
         final = Final(outcome, max(made, 1))
         for i in todo:
             finals[i] = final

@@ -162,6 +162,15 @@ def test_the_deadline_bounds_the_whole_storage_phase_and_names_itself_in_the_err
     assert final.outcome.details == {"deadline_seconds": 15.0}
 
 
+def test_a_spent_deadline_is_logged_with_the_items_and_tries(clock, caplog):
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        store_with_retries(SlowNode(clock), [item(1), item(2)], POLICY, deadline=Deadline.start(15.0))
+
+    [line] = caplog.records
+    assert (line.event, line.items, line.tries) == ("deadline", 2, 2)
+    assert line.reason.startswith("storage deadline of 15 s")
+
+
 def test_a_wait_that_would_outlast_the_deadline_is_not_taken(clock):
     backend = ScriptedBackend(*[every(retry("429 from storage", retry_after=4.0))] * 4)
 
