@@ -106,3 +106,22 @@ def test_unknown_levels_and_formats_are_refused():
         configure("loud", "json", io.StringIO())
     with pytest.raises(ValueError, match="log format"):
         configure("info", "xml", io.StringIO())
+
+
+def test_a_lambda_entry_point_configures_the_logs_from_the_settings_on_its_first_call(
+        client, log_lines, monkeypatch):
+    from telhawk_ingest import lambda_adapter, logs
+    from tests.functional.test_lambda import function_module, http_api_event
+
+    monkeypatch.delenv("INGEST_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("INGEST_LOG_LEVEL", "warning")
+    monkeypatch.setenv("INGEST_LOG_FORMAT", "text")
+    monkeypatch.setattr(lambda_adapter, "_logs_configured", False)
+    handler = function_module("healthz").handler
+
+    assert handler(http_api_event("GET", "/healthz"), None)["statusCode"] == 200
+
+    [ours] = [h for h in logging.getLogger().handlers if isinstance(h, logs._Handler)]
+    assert type(ours.formatter) is logging.Formatter  # text, not JSON
+    assert logging.getLogger().level == logging.WARNING
+    assert lambda_adapter._logs_configured
