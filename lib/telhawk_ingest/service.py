@@ -142,8 +142,9 @@ class Service:
                                    max_record_bytes=record_cap(settings.hec.max_body_bytes))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
-        # Per process (README, "A failing backend"): the storage breaker (None when disabled) and
-        # the ingest requests in flight (http.py admits each one here first).
+        # Per process (README, "A failing backend"): the storage breaker (None when disabled), the
+        # ingest requests in flight (http.py admits each one here first), the tokens' rate limits
+        # and the retry budget (None unless enabled).
         breaker = settings.storage.breaker
         self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
         self.in_flight = InFlight(settings.hec.max_in_flight)
