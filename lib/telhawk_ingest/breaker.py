@@ -6,8 +6,8 @@ it turns away (they go to the DLQ as `storage_failed`, service.py).
 
 States (README, "A failing backend"):
 
-- closed: every try goes to storage. `failures` consecutive failed tries (tries in which every
-  item was a retryable failure: a transport error, a whole-request 429/5xx) open it.
+- closed: every try goes to storage. `failures` consecutive failed tries (tries whose request
+  failed as a whole: a transport error, a whole-request 429/5xx) open it.
 - open: no try goes to storage; the events of a request go straight to the DLQ with an error
   naming the open breaker, without waiting out the backoff.
 - half-open: `cooldown_seconds` after opening, the next try is let through as the probe; other

@@ -250,7 +250,7 @@ class BreakerSettings(_Section):
     """The circuit breaker on the storage hop (breaker.py), per process."""
 
     enabled: bool = True
-    # Consecutive failed tries (every item a retryable failure) that open it.
+    # Consecutive failed tries (the whole request failed: transport error, 429/5xx) that open it.
     failures: int = Field(default=5, ge=1)
     # Seconds it stays open before one probe try decides.
     cooldown_seconds: float = Field(default=15.0, gt=0)

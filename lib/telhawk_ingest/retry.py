@@ -111,12 +111,16 @@ def breaker_refusal(breaker: Breaker) -> Outcome:
 
 
 def record_try(breaker: Breaker | None, outcomes: Sequence[Outcome]) -> None:
-    """Tell the breaker how a try went: failed when every item was a retryable failure (storage
-    did not take the request: a transport error, a whole-request 429/5xx), else ok."""
+    """Tell the breaker how a try went: failed when the request failed as a whole with a
+    retryable failure (a transport error, a whole-request 429/5xx, a backend that raised), else
+    ok. Backends report a whole-request failure as one Outcome repeated for every item
+    (storage/base.py); items refused one by one (item 429s) mean storage answered, and are left
+    to the backoff."""
     if breaker is None or not outcomes:
         return
-    failed = all(outcome.status is Status.RETRY for outcome in outcomes)
-    breaker.record(not failed, outcomes[0].error if failed else "")
+    first = outcomes[0]
+    failed = first.status is Status.RETRY and all(outcome is first for outcome in outcomes)
+    breaker.record(not failed, first.error if failed else "")
 
 
 def guarded_try(backend: StorageBackend, items: Sequence[Item], breaker: Breaker | None = None,

@@ -105,6 +105,17 @@ def test_a_failed_probe_dead_letters_its_events_at_once_and_reopens_the_breaker(
     assert breaker.state == OPEN and breaker.opened == 2
 
 
+def test_items_rejected_one_by_one_count_as_storage_answering_not_as_a_failed_try(clock):
+    breaker = Breaker(failures=1, cooldown_seconds=30.0)
+
+    def busy(batch):  # a 429 for each item, each its own outcome: the node answered
+        return [retry("429 es_rejected_execution_exception", status=429) for _ in batch]
+
+    store_with_retries(ScriptedBackend(busy, busy), [item(1), item(2)], POLICY, breaker=breaker)
+
+    assert breaker.state == CLOSED and breaker.consecutive_failures == 0
+
+
 def test_items_storage_refused_for_good_count_as_storage_answering():
     breaker = Breaker(failures=1, cooldown_seconds=30.0)
     backend = ScriptedBackend(every(Outcome(Status.PERMANENT, "mapper_parsing_exception")))

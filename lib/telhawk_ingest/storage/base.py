@@ -1,7 +1,9 @@
 """The storage seam: what a backend is given, and what it must report back (SPEC §6).
 
 A backend takes a batch of normalized events and reports one Outcome per item, in order: stored,
-retryable failure, or permanent failure. Backends never raise for a storage failure and never
+retryable failure, or permanent failure. A failure of the whole request (nothing reached storage,
+or it refused the request as a whole) is one Outcome object repeated for every item: the storage
+circuit breaker counts those (retry.record_try). Backends never raise for a storage failure and never
 sleep or retry; retry.py owns that decision. Backends live one per module: local.py, opensearch.py.
 """
 
