@@ -224,3 +224,19 @@ def test_a_token_over_its_rate_limit_gets_503_code_9_and_nothing_of_the_request_
     assert client.dlq_records() == []
     shedding = health(client)["shedding"]
     assert (shedding["requests_rate_limited"], shedding["rate_limited_here"]) == (1, 1)
+
+
+def test_with_the_breaker_open_and_no_dlq_the_answer_is_503_code_9_so_the_client_keeps_the_events(
+        make_client, waits):
+    backend = ScriptedBackend(*[every(REFUSED)] * 5)
+    client = make_client(backend, storage=BREAKER, dlq={"enabled": False})
+    client.hec(sshd(1))
+    client.hec(sshd(2))  # the breaker opens
+
+    answer = client.hec(sshd(3))
+
+    assert len(backend.calls) == 5  # not tried
+    body = answer.json()
+    assert (answer.status_code, body["code"], body["text"]) == (503, 9, "Server is busy")
+    assert int(answer.headers["retry-after"]) > 0
+    assert backend.stored == []
