@@ -29,6 +29,7 @@ from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
+from .logs import configure as configure_logs
 from .normalizers import Registry, default_registry
 from .ratelimit import TokenRates
 from .retry import Deadline, RetryPolicy, guarded_try, record_try, store_with_retries
@@ -618,10 +619,14 @@ _service_lock = threading.Lock()
 
 
 def service() -> Service:
-    """The process's Service, built from the settings on first use (after any fork)."""
+    """The process's Service, built from the settings on first use (after any fork); the process's
+    logs are configured from the same settings then (logs.py), so a function served alone by
+    functions-framework writes JSON lines too."""
     global _service
     if _service is None:
         with _service_lock:
             if _service is None:
-                _service = Service(load_settings())
+                settings = load_settings()
+                configure_logs(settings.log.level, settings.log.format)
+                _service = Service(settings)
     return _service

@@ -125,3 +125,24 @@ def test_a_lambda_entry_point_configures_the_logs_from_the_settings_on_its_first
     assert type(ours.formatter) is logging.Formatter  # text, not JSON
     assert logging.getLogger().level == logging.WARNING
     assert lambda_adapter._logs_configured
+
+
+def test_the_process_service_configures_the_logs_when_it_is_built(log_lines, monkeypatch, tmp_path):
+    from telhawk_ingest import logs
+    from telhawk_ingest import service as service_module
+
+    monkeypatch.delenv("INGEST_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("INGEST_DLQ_BASE_PATH", str(tmp_path / "dlq"))
+    monkeypatch.setenv("INGEST_STORAGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "local")
+    monkeypatch.setenv("INGEST_LOG_LEVEL", "error")
+    monkeypatch.setattr(service_module, "_service", None)
+
+    svc = service_module.service()
+    try:
+        [ours] = [h for h in logging.getLogger().handlers if isinstance(h, logs._Handler)]
+        assert isinstance(ours.formatter, logs.JsonFormatter)
+        assert logging.getLogger().level == logging.ERROR
+    finally:
+        svc.backend.close()
+        svc.counters.retire()
