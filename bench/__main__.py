@@ -17,6 +17,8 @@ Benches, in the order they run (default: all but opensearch):
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   state     counters and audit files under 10,000 simulated serverless cold starts (in process)
+  breaker   storage down (a node answering 503 slowly): single-event ingest p99 with the storage
+            circuit breaker and without it, and every event dead-lettered
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -35,6 +37,7 @@ from datetime import UTC, datetime
 from . import (
     abuse,
     backlog,
+    breaker,
     dlqlist,
     dlqwrite,
     normalizers,
@@ -60,6 +63,7 @@ BENCHES = {
     "normalizers": normalizers.run,
     "abuse": abuse.run,
     "state": state.run,
+    "breaker": breaker.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]
