@@ -1,6 +1,6 @@
 """`telhawk-dlq`: the DLQ from the command line (README, "The DLQ command line").
 
-Commands: list, show, replay, purge, export, stats, normalizers, normalize, retention. Each works
+Commands: list, show, delete, replay, purge, export, stats, normalizers, normalize, retention. Each works
 against the operator API (`--url`, the operator token from `--token` or TELHAWK_OPERATOR_TOKEN) or on
 a DLQ folder directly (`--dlq-dir`, with the service's settings from `--config`); modes.py holds the
 two. Exit codes: modes.Exit. Output: render.py.
