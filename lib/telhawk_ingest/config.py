@@ -230,12 +230,29 @@ class StorageSettings(_Section):
     retention_days: int | None = Field(default=None, gt=0)
 
 
+class ReplaySettings(_Section):
+    """Replaying DLQ entries (replay.py, healing.py; SPEC §11). One replay call stops after
+    `max_entries_per_call` entries or `time_budget_seconds` (checked between batches of at most
+    `storage.bulk_max_events`; the defaults fit a 30 s function timeout) and answers a cursor.
+    A claim older than `claim_timeout_seconds` was left by a replay that was killed and is
+    released (claims.py; keep it above the longest storage try and the clock skew between hosts).
+    `heal_on_recovery`: replay `storage_failed` entries in the background when storage recovers,
+    at most `heal_rate_limit` events per second."""
+
+    max_entries_per_call: int = Field(default=10_000, gt=0)
+    time_budget_seconds: float = Field(default=20.0, gt=0)
+    claim_timeout_seconds: float = Field(default=300.0, gt=0)
+    heal_on_recovery: bool = True
+    heal_rate_limit: float = Field(default=200.0, gt=0)
+
+
 class Settings(_Section):
     hec: HecSettings = Field(default_factory=HecSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @model_validator(mode="after")
     def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:

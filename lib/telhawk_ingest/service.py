@@ -503,6 +503,9 @@ class Service:
                         "retries": totals["storage_retries"]},
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
+            # Events stored by a replay count here, not in `stored` (replay.py: `processed` counts
+            # each event once); `failed`: replays that failed again, their entries rewritten.
+            "replayed": {"stored": totals["replay_stored"], "failed": totals["replay_failed"]},
         }
 
 

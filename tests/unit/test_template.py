@@ -35,6 +35,7 @@ EXPECTED_ROUTES = {
     ("GET", "/api/v1/dlq"): "list_dlq",
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
     ("GET", "/healthz"): "healthz",
+    ("POST", "/api/v1/dlq/replay"): "replay_dlq",
 }
 
 
@@ -141,7 +142,7 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 # -- the deployment surface: which API, which secrets ------------------------------------------------
 
 HEC_PATH_PREFIX = "/services/collector"
-OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "ReplayDlq"}
 
 
 def events(props: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,6 +199,8 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "ListDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
+        # Replay stores events: operator tokens to be called, storage credentials to store.
+        "ReplayDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
     }
     for logical_id, props in serverless_functions(template).items():
         secrets = secret_variables(props)
