@@ -96,6 +96,13 @@ def _is_number(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
+def _entry_id(value: str, key: str) -> str:
+    try:
+        return check_id(value)
+    except ApiError as err:
+        raise _refuse(f"{key}: {err.message}") from None
+
+
 def parse_request(body: bytes) -> ReplayRequest:
     """The replay body (SPEC §11): `{"ids": [...]}` or `{"filter": {reason, source_type, since,
     until, error}}`, optional `dry_run` (bool), `rate_limit` (events per second, > 0), `cursor`
@@ -127,7 +134,7 @@ def parse_request(body: bytes) -> ReplayRequest:
     if cursor is not None:
         if type(cursor) is not str:
             raise _refuse(f"cursor: expected an entry id (a string) or null, got {cursor!r:.80}")
-        check_id(cursor)
+        _entry_id(cursor, "cursor")
     return ReplayRequest(ids, flt, dry_run, None if rate is None else float(rate), cursor, obj)
 
 
@@ -146,7 +153,7 @@ def _ids(value: Any) -> tuple[str, ...]:
     for entry_id in value:
         if type(entry_id) is not str:
             raise _refuse(f"ids: expected entry ids (strings), got {entry_id!r:.80}")
-        check_id(entry_id)
+        _entry_id(entry_id, "ids")
     return tuple(sorted(set(value)))
 
 
@@ -164,7 +171,10 @@ def _filter(value: Any) -> DlqFilter:
                           f"{' (RFC 3339) or unix seconds' if key in ('since', 'until') else ''}, "
                           f"got {given!r:.80}")
         query[key] = given
-    return parse_filter(query)
+    try:
+        return parse_filter(query)
+    except ApiError as err:
+        raise _refuse(f"filter.{err.message}") from None
 
 
 def envelope_of(record: dict[str, Any] | None) -> Envelope | None:
