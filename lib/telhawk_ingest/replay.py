@@ -62,6 +62,8 @@ class ReplayRequest:
     rate_limit: float | None = None  # events per second; None: as fast as storage takes them
     cursor: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # as given, for the audit log
+    # Self-healing's: end the call after a batch in which an entry failed again at storage.
+    stop_on_storage_failure: bool = False
 
 
 @dataclass(slots=True)
@@ -285,6 +287,8 @@ class Replayer:
                 self._replay(batch, req.filter, result)
             pacer.sent += len(batch)
             last = batch[-1]
+            if req.stop_on_storage_failure and result.storage_failed:
+                break
         result.next_cursor = last if pending is not None else None
         return result
 
