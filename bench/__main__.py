@@ -15,6 +15,7 @@ Benches, in the order they run (default: all but opensearch):
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   state     counters and audit files under 10,000 simulated serverless cold starts (in process)
+  replay    100,000 DLQ entries replayed into the embedded store (in process): entries/s
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -30,7 +31,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, state, storage
+from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, replay, slow, stack, state, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -45,6 +46,7 @@ BENCHES = {
     "normalizers": normalizers.run,
     "abuse": abuse.run,
     "state": state.run,
+    "replay": replay.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     parser.add_argument("--connections", type=int, default=8,
                         help="client connections for the batch load of the overhead and opensearch benches")
+    parser.add_argument("--replay-entries", type=int, default=100_000,
+                        help="DLQ entries the replay bench drains (20,000 at most with --quick)")
     args = parser.parse_args(argv)
     unknown = [b for b in args.benches if b not in BENCHES]
     if unknown:
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     selected = args.benches or DEFAULT
     ctx = Context(engine=choose_engine(args.engine), seconds=args.seconds, warmup=args.warmup,
-                  quick=args.quick, connections=args.connections)
+                  quick=args.quick, connections=args.connections, replay_entries=args.replay_entries)
     if args.quick:
         ctx.seconds = min(ctx.seconds, 2.0)
         ctx.warmup = min(ctx.warmup, 0.5)

@@ -414,6 +414,7 @@ class DeadLetterQueue:
         self.enabled = settings.enabled
         self.max_record_bytes = max_record_bytes
         self.path = Path(settings.base_path)
+        self._dir = str(self.path)
         self.max_pending_files = settings.max_pending_files
         self.max_pending_bytes = settings.max_pending_bytes
         self.min_free_bytes = settings.min_free_bytes
@@ -679,9 +680,9 @@ class DeadLetterQueue:
 
     def _load_sized(self, name: str) -> tuple[dict[str, Any] | None, int]:
         """`_load`, and the file's size in bytes (0 when it could not be read)."""
-        path = self.path / name
         try:
-            data, inode = read_regular_ino(path, self.max_record_bytes)
+            # A string path: pathlib's joining was a tenth of a replay's time per entry.
+            data, inode = read_regular_ino(os.path.join(self._dir, name), self.max_record_bytes)
         except FileNotFoundError:
             self._catalog.forget([name])
             return None, 0
@@ -784,12 +785,18 @@ class DeadLetterQueue:
             i += 1
         return page, i
 
-    def iter_matching(self, flt: DlqFilter, after: str | None = None) -> Iterator[str]:
+    def iter_matching(self, flt: DlqFilter, after: str | None = None, parse: bool = True) -> Iterator[str]:
         """Ids of parseable entries that match, oldest first; only those after the entry id
-        `after` when given. Lazy: each entry is summarized (read once per process) when reached."""
+        `after` when given. Lazy: each entry is summarized (read once per process) when reached.
+        `parse=False`: a filter that needs no content (`needs_content`, times only) is matched on
+        names alone, without reading files, corrupt ones included (for callers that read every
+        entry anyway, such as replay)."""
         listing = self._scan()
         for name in listing.names[_after(listing.names, after):]:
             if not flt.matches_name(_seconds(name)):
+                continue
+            if not parse and not flt.needs_content:
+                yield name[:-5]
                 continue
             summary = self._summary(name, listing.inodes[name])
             if summary is not None and flt.matches(summary):
@@ -823,7 +830,7 @@ class DeadLetterQueue:
         removed = 0
         for name in names:
             try:
-                (self.path / name).unlink()
+                os.unlink(os.path.join(self._dir, name))
                 removed += 1
             except FileNotFoundError:
                 pass  # another instance removed it first

@@ -33,7 +33,7 @@ class UnsafeFile(OSError):
     in open(2) with O_NOFOLLOW (ELOOP)."""
 
 
-def open_regular(path: Path, flags: int = READ) -> int:
+def open_regular(path: Path | str, flags: int = READ) -> int:
     """A descriptor of `path`, opened with `flags` (O_NOFOLLOW and O_NONBLOCK included by the
     callers here), after fstat says it is a regular file; UnsafeFile (closed) otherwise."""
     fd = os.open(path, flags, 0o600)
@@ -54,7 +54,7 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
     return read_regular_ino(path, max_bytes)[0]
 
 
-def read_regular_ino(path: Path, max_bytes: int) -> tuple[bytes, int]:
+def read_regular_ino(path: Path | str, max_bytes: int) -> tuple[bytes, int]:
     """`read_regular`, and the inode number of the file that was read (from the same descriptor,
     so the pair belongs together even when the name is replaced meanwhile)."""
     fd = open_regular(path)

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from .claims import Claim, Claims
+from .claims import Claims, Holder
 from .dlq import STAGES, DlqFilter, _summarize, check_id
 from .envelope import Envelope, rfc3339
 from .errors import ApiError, DLQUnavailable
@@ -236,7 +236,6 @@ class Pacer:
 @dataclass(slots=True)
 class _Taken:
     entry_id: str
-    claim: Claim
     record: dict[str, Any]
     envelope: Envelope
 
@@ -296,7 +295,7 @@ class Replayer:
         if req.ids is not None:
             return (i for i in req.ids if req.cursor is None or i > req.cursor)
         assert req.filter is not None
-        return self.svc.dlq.iter_matching(req.filter, after=req.cursor)
+        return self.svc.dlq.iter_matching(req.filter, after=req.cursor, parse=False)
 
     def _readable(self, entry_id: str, flt: DlqFilter | None) -> tuple[dict[str, Any], Envelope] | None:
         """The entry's record read afresh and its envelope, when it still matches the filter."""
@@ -318,28 +317,23 @@ class Replayer:
                 result.ids.append(entry_id)
 
     def _replay(self, batch: list[str], flt: DlqFilter | None, result: ReplayResult) -> None:
-        taken: list[_Taken] = []
-        for entry_id in batch:
-            result.matched += 1
-            claim = self.claims.claim(entry_id)
-            if claim is None:  # another replay holds it
-                result.skipped += 1
-                continue
-            found = self._readable(entry_id, flt)
-            if found is None:  # gone, corrupt, or no longer matching
-                self.claims.release(claim)
-                result.skipped += 1
-                continue
-            taken.append(_Taken(entry_id, claim, *found))
-        if not taken:
-            return
-        try:
-            self._settle(taken, result)
-        finally:
-            for t in taken:
-                self.claims.release(t.claim)
+        with self.claims.holder() as holder:
+            taken: list[_Taken] = []
+            for entry_id in batch:
+                result.matched += 1
+                if not holder.claim(entry_id):  # another replay holds it
+                    result.skipped += 1
+                    continue
+                found = self._readable(entry_id, flt)
+                if found is None:  # gone, corrupt, or no longer matching
+                    holder.release(entry_id)
+                    result.skipped += 1
+                    continue
+                taken.append(_Taken(entry_id, *found))
+            if taken:
+                self._settle(taken, holder, result)
 
-    def _settle(self, taken: list[_Taken], result: ReplayResult) -> None:
+    def _settle(self, taken: list[_Taken], holder: Holder, result: ReplayResult) -> None:
         """Normalize, validate and store the taken entries, then remove the stored ones and
         rewrite the ones that failed again; counts in `result` and the shared counters."""
         svc = self.svc
@@ -359,7 +353,7 @@ class Replayer:
         for t in taken:
             i = at_item.get(id(t.envelope))
             if i is not None and finals[i].outcome.stored:
-                if self.claims.holds(t.claim):
+                if holder.holds(t.entry_id):
                     stored.append(t.entry_id)
                 else:
                     result.skipped += 1  # taken over after the claim timed out: the new holder removes it
@@ -370,7 +364,7 @@ class Replayer:
             else:
                 first = next(early)
                 reason, error, details = first["reason"], first["error"], first["details"]
-            if not self.claims.holds(t.claim):
+            if not holder.holds(t.entry_id):
                 result.skipped += 1  # taken over after the claim timed out: the new holder decides
                 continue
             storage_failed += reason == "storage_failed"

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from telhawk_ingest.claims import CLAIMS_DIR
+from telhawk_ingest.claims import CLAIMS_DIR, HOLDER_PREFIX
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import NO_FILTER, DeadLetterQueue
 from telhawk_ingest.replay import Replayer, ReplayRequest
@@ -36,6 +36,11 @@ def wait_for(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the worker"
         time.sleep(0.01)
+
+
+def claim_names(dlq_path: Path) -> list[str]:
+    """The entries claimed under the DLQ (holder files aside)."""
+    return sorted(n for n in os.listdir(dlq_path / CLAIMS_DIR) if not n.startswith(HOLDER_PREFIX))
 
 
 def envelope_ids(dlq: DeadLetterQueue, entry_ids: list[str]) -> dict[str, str]:
@@ -75,7 +80,7 @@ def test_a_replay_killed_midway_loses_and_doubles_nothing_and_its_claims_are_rel
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    claimed = sorted(os.listdir(dlq_path / CLAIMS_DIR))
+    claimed = claim_names(dlq_path)
     left = sorted(p.stem for p in dlq_path.glob("failed_*.json"))
     assert claimed == entries[10:20]  # the batch it was storing when killed
     assert left == entries[10:]  # the stored batch removed, nothing else
@@ -87,7 +92,7 @@ def test_a_replay_killed_midway_loses_and_doubles_nothing_and_its_claims_are_rel
         # Before the timeout the killed replay's claims hold: those entries are skipped.
         early = Replayer(svc, clock=lambda: time.time() + 60).run(ReplayRequest(filter=NO_FILTER))
         assert (early.stored, early.skipped) == (15, 10)
-        assert sorted(os.listdir(dlq_path / CLAIMS_DIR)) == claimed
+        assert claim_names(dlq_path) == claimed
         timeout = config.replay.claim_timeout_seconds
         late = Replayer(svc, clock=lambda: time.time() + timeout + 1).run(ReplayRequest(filter=NO_FILTER))
         assert (late.matched, late.stored, late.skipped, late.next_cursor) == (10, 10, 0, None)
