@@ -153,7 +153,7 @@ class Holder:
     def claim(self, entry_id: str) -> bool:
         """Claim an entry; False when another replay holds a live claim on it. A stale claim
         (older than the timeout) is broken first."""
-        name = os.path.join(self._claims.dir, entry_id)
+        name = f"{self._claims.dir}/{entry_id}"
         for _ in range(2):
             try:
                 os.link(self._path, name)
@@ -182,7 +182,7 @@ class Holder:
     def release(self, entry_id: str) -> None:
         """Give the claim back. One that was broken meanwhile is left to its new holder."""
         if self.holds(entry_id):
-            _unlink(os.path.join(self._claims.dir, entry_id))
+            _unlink(f"{self._claims.dir}/{entry_id}")
         self._held.discard(entry_id)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from .claims import Claims, Holder
-from .dlq import STAGES, DlqFilter, _summarize, check_id
+from .dlq import STAGES, DlqFilter, _seconds, _summarize, check_id
 from .envelope import Envelope, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .retry import Final, store_with_retries
@@ -302,7 +302,7 @@ class Replayer:
         record = self.svc.dlq.read(entry_id)
         if record is None:
             return None
-        if flt is not None and not flt.matches(_summarize(record, int(entry_id.split("_")[1]))):
+        if flt is not None and flt.needs_content and not flt.matches(_summarize(record, _seconds(entry_id))):
             return None  # rewritten by another replay since it was listed, and no longer matching
         envelope = envelope_of(record)
         return None if envelope is None else (record, envelope)
