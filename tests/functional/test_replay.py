@@ -359,3 +359,23 @@ def test_the_pacer_refuses_to_wait_past_the_deadline() -> None:
     pacer.sent = 4
     assert pacer.wait(deadline=1.5) is False
     assert pacer.wait(deadline=2.0) is True
+
+
+def test_corrupt_and_planted_entries_are_skipped_and_left_in_place(client, tmp_path):
+    client.hec(CISCO)
+    fix_cisco(client)
+    base = client.service.settings.dlq.base_path
+    broken = base / "failed_1700000000_00000000000000000000000000000001.json"
+    broken.write_text("{not json")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"envelope": {"id": "x"}, "reason": "storage_failed"}))
+    planted = base / "failed_1700000001_00000000000000000000000000000002.json"
+    planted.symlink_to(outside)
+    odd = base / "failed_1700000002_00000000000000000000000000000003.json"
+    odd.write_text(json.dumps({"envelope": {"id": 7, "payload": None}, "reason": "storage_failed"}))
+
+    answer = replay(client, {"filter": {}}).json()
+
+    assert (answer["matched"], answer["stored"], answer["skipped"]) == (4, 1, 3)
+    assert broken.read_text() == "{not json" and planted.is_symlink() and odd.exists()
+    assert outside.exists() and len(stored_ids(client)) == 1
