@@ -26,6 +26,7 @@ finished the pipeline, each once): an event stored by a replay counts in `replay
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -233,6 +234,11 @@ class Pacer:
         return True
 
 
+def _unusable(exc: OSError) -> ApiError:
+    return ApiError(503, f"the DLQ folder cannot be used for a replay now ({exc.strerror or exc}); "
+                         "nothing was replayed; try again later")
+
+
 @dataclass(slots=True)
 class _Taken:
     entry_id: str
@@ -258,11 +264,19 @@ class Replayer:
         self.claims = Claims(svc.dlq.path, self.settings.claim_timeout_seconds, self.clock)
 
     def run(self, req: ReplayRequest) -> ReplayResult:
-        """One bounded call (module docstring). Raises OSError only when the claims directory
-        cannot be used at all; every entry-level problem is counted in `skipped` or `failed`."""
+        """One bounded call (module docstring); every entry-level problem is counted in
+        `skipped` or `failed`. When the DLQ folder itself fails (claims or removals cannot be
+        made: OSError), the call ends with the batches done so far and a cursor before the batch
+        that failed, which the next call replays again; ApiError 503 when not one batch was done."""
         result = ReplayResult(req.dry_run)
         if not req.dry_run:
-            self.claims.release_stale()
+            try:
+                self.claims.release_stale()
+            except OSError as exc:
+                raise _unusable(exc) from exc
+        return self._run(req, result)
+
+    def _run(self, req: ReplayRequest, result: ReplayResult) -> ReplayResult:
         deadline = self.monotonic() + self.settings.time_budget_seconds
         limit = self.settings.max_entries_per_call
         size = self.svc.settings.storage.bulk_max_events
@@ -283,7 +297,15 @@ class Replayer:
             if req.dry_run:
                 self._look(batch, req.filter, result)
             else:
-                self._replay(batch, req.filter, result)
+                before = dataclasses.replace(result, ids=list(result.ids))
+                try:
+                    self._replay(batch, req.filter, result)
+                except OSError as exc:
+                    log.error("replay stopped: the DLQ folder failed: %s", exc)
+                    if last is None:
+                        raise _unusable(exc) from exc
+                    before.next_cursor = last
+                    return before
             pacer.sent += len(batch)
             last = batch[-1]
             if req.stop_on_storage_failure and result.storage_failed:

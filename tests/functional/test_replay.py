@@ -379,3 +379,43 @@ def test_corrupt_and_planted_entries_are_skipped_and_left_in_place(client, tmp_p
     assert (answer["matched"], answer["stored"], answer["skipped"]) == (4, 1, 3)
     assert broken.read_text() == "{not json" and planted.is_symlink() and odd.exists()
     assert outside.exists() and len(stored_ids(client)) == 1
+
+
+def test_a_dlq_folder_that_fails_gets_503_not_500_and_loses_nothing(client, monkeypatch):
+    client.hec(CISCO)
+    fix_cisco(client)
+
+    def refused(*_args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("telhawk_ingest.claims.os.link", refused)
+    answer = replay(client, {"filter": {}})
+
+    assert answer.status_code == 503 and "Permission denied" in answer.json()["error"]
+    assert len(entries(client)) == 1 and stored_ids(client) == []
+
+
+def test_a_folder_failure_after_some_batches_ends_the_call_with_a_cursor_before_the_failed_batch(
+        make_client, monkeypatch):
+    client = make_client(storage={"bulk_max_events": 2})
+    for _ in range(5):
+        client.hec(CISCO)
+    fix_cisco(client)
+    names = sorted(r["id"] for r in entries(client))
+    real_link = os.link
+    links = []
+
+    def third_batch_fails(src, dst):
+        links.append(dst)
+        if len(links) > 4:
+            raise OSError(5, "Input/output error")
+        real_link(src, dst)
+
+    monkeypatch.setattr("telhawk_ingest.claims.os.link", third_batch_fails)
+    answer = replay(client, {"filter": {}}).json()
+
+    assert (answer["matched"], answer["stored"], answer["next_cursor"]) == (4, 4, names[3])
+    monkeypatch.setattr("telhawk_ingest.claims.os.link", real_link)
+    rest = replay(client, {"filter": {}, "cursor": answer["next_cursor"]}).json()
+    assert (rest["stored"], rest["next_cursor"]) == (1, None)
+    assert entries(client) == []
