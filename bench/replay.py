@@ -81,6 +81,7 @@ def drain(count: int, profile: bool = False) -> dict[str, float]:
             calls = stored = 0
             cursor = None
             started = time.perf_counter()
+            cpu = time.process_time()
             if profiler:
                 profiler.enable()
             while True:
@@ -91,6 +92,7 @@ def drain(count: int, profile: bool = False) -> dict[str, float]:
                 if cursor is None:
                     break
             seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu
             if profiler:
                 profiler.disable()
                 out = io.StringIO()
@@ -104,16 +106,24 @@ def drain(count: int, profile: bool = False) -> dict[str, float]:
         shutil.rmtree(home, ignore_errors=True)
     if stored != count or left:
         raise RuntimeError(f"replay stored {stored} of {count} entries and left {left}")
-    return {"seconds": seconds, "per_s": count / seconds, "calls": calls}
+    return {"seconds": seconds, "per_s": count / seconds, "calls": calls, "cpu_us": cpu / count * 1e6,
+            "per_cpu_s": count / cpu}
 
 
 def run(ctx: Context) -> None:
     count = min(ctx.replay_entries, 20_000) if ctx.quick else ctx.replay_entries
     figures = drain(count)
-    say(f"  replayed {count:,} entries in {figures['seconds']:.1f} s over {figures['calls']:.0f} calls: "
-        f"{figures['per_s']:,.0f} entries/s")
+    say(f"  {_line(count, figures)}")
     ctx.add(f"replay {count:,} DLQ entries into the embedded store", f"{figures['per_s']:,.0f} entries/s",
             f">= {TARGET_PER_S:,.0f}/s", figures["per_s"] >= TARGET_PER_S)
+    ctx.add("  replay: entries per second of process CPU (one free core)", f"{figures['per_cpu_s']:,.0f}",
+            f">= {TARGET_PER_S:,.0f}/s", figures["per_cpu_s"] >= TARGET_PER_S)
+
+
+def _line(count: int, figures: dict[str, float]) -> str:
+    return (f"replayed {count:,} entries in {figures['seconds']:.1f} s over {figures['calls']:.0f} calls: "
+            f"{figures['per_s']:,.0f} entries/s; process CPU {figures['cpu_us']:.0f} us per entry "
+            f"({figures['per_cpu_s']:,.0f} entries per CPU second); target >= {TARGET_PER_S:,.0f}/s")
 
 
 def main() -> None:
@@ -123,8 +133,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print where the time goes (cProfile)")
     args = parser.parse_args()
     figures = drain(args.entries, args.profile)
-    say(f"replayed {args.entries:,} entries in {figures['seconds']:.1f} s over {figures['calls']:.0f} calls: "
-        f"{figures['per_s']:,.0f} entries/s (target >= {TARGET_PER_S:,.0f}/s)")
+    say(_line(args.entries, figures))
 
 
 if __name__ == "__main__":

@@ -821,12 +821,14 @@ class DeadLetterQueue:
             names = [f"{i}.json" for i in self.iter_matching(flt)]
         return self._remove(names)
 
-    def remove(self, entry_ids: Iterable[str]) -> int:
-        """Delete these entries (each id checked first: ApiError 400 for one that is not an id),
-        durably (one directory fsync); returns how many were there. Gone ones are skipped."""
-        return self._remove([f"{check_id(entry_id)}.json" for entry_id in entry_ids])
+    def remove(self, entry_ids: Iterable[str], sync: bool = True) -> int:
+        """Delete these entries (each id checked first: ApiError 400 for one that is not an id);
+        returns how many were there. Gone ones are skipped. `sync`: fsync the directory, so the
+        removal survives a power cut; a caller for which an entry coming back is harmless (replay:
+        its event is stored, and storing it again changes nothing) may skip it."""
+        return self._remove([f"{check_id(entry_id)}.json" for entry_id in entry_ids], sync)
 
-    def _remove(self, names: list[str]) -> int:
+    def _remove(self, names: list[str], sync: bool = True) -> int:
         removed = 0
         for name in names:
             try:
@@ -836,7 +838,7 @@ class DeadLetterQueue:
                 pass  # another instance removed it first
         self._catalog.forget(names)
         self._base = None  # the limits look at the directory again
-        if removed:
+        if removed and sync:
             fsync_dir(self.path)
         return removed
 
