@@ -216,14 +216,14 @@ class _Catalog:
                 self._sizes.pop(name, None)
                 self.corrupt.discard(name)
 
-    def unseen(self, inodes: Mapping[str, int]) -> list[str]:
+    def unseen(self, present: frozenset[str], inodes: Mapping[str, int]) -> list[str]:
         """Names present on disk that this process has not read under their inode, oldest first."""
         known = self._known
-        return sorted(name for name, inode in inodes.items()
-                      if (k := known.get(name)) is None or k[0] != inode)
+        return sorted(name for name in present if (k := known.get(name)) is None or k[0] != inodes[name])
 
     def retain(self, inodes: Mapping[str, int]) -> None:
-        """Forget names that are gone, and what was learned under an inode a name no longer has."""
+        """Forget names that are gone, and what was learned under an inode a name no longer has
+        (`inodes`: every name in the directory)."""
         with self._lock:
             for name in [n for n, k in self._known.items() if inodes.get(n) != k[0]]:
                 del self._known[name]
@@ -231,10 +231,10 @@ class _Catalog:
             for name in [n for n, k in self._sizes.items() if inodes.get(n) != k[0]]:
                 del self._sizes[name]
 
-    def total_size(self, inodes: Mapping[str, int], directory: Path) -> int:
+    def total_size(self, present: frozenset[str], inodes: Mapping[str, int], directory: Path) -> int:
         """Bytes of the named files, stat'ing only those whose size is not known for their inode."""
         with self._lock:
-            missing = [n for n, inode in inodes.items() if (k := self._sizes.get(n)) is None or k[0] != inode]
+            missing = [n for n in present if (k := self._sizes.get(n)) is None or k[0] != inodes[n]]
         found = {}
         for name in missing:
             try:
@@ -244,7 +244,7 @@ class _Catalog:
             found[name] = (st.st_ino, st.st_size)
         with self._lock:
             self._sizes.update(found)
-            return sum(k[1] for name in inodes if (k := self._sizes.get(name)) is not None)
+            return sum(k[1] for name in present if (k := self._sizes.get(name)) is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +253,7 @@ class _Listing:
 
     names: list[str]
     present: frozenset[str]
-    inodes: dict[str, int]  # each name's inode, as the directory gave it (readdir's d_ino)
+    inodes: dict[str, int]  # every name's inode in the directory, as it gave it (readdir's d_ino)
     mtime_ns: int
     temp_files: int
     # Directory mtimes have a coarse clock: a change in the same tick as the scan could leave the
@@ -640,7 +640,7 @@ class DeadLetterQueue:
         cached = self._listing_bytes
         if cached is not None and cached[0] is listing:
             return cached[1]
-        total = self._catalog.total_size(listing.inodes, self.path)
+        total = self._catalog.total_size(listing.present, listing.inodes, self.path)
         self._listing_bytes = (listing, total)
         return total
 
@@ -661,15 +661,16 @@ class DeadLetterQueue:
             return listing
         started_ns = time.time_ns()
         try:
+            # Inodes come with the names (d_ino), no stat: 100,000 names took about as long as
+            # with os.listdir, matching included (alternated runs).
             with os.scandir(self.path) as found:
-                everything = {entry.name: entry.inode() for entry in found}
+                inodes = {entry.name: entry.inode() for entry in found}
         except FileNotFoundError:
-            everything = {}
-        present = list(everything)
-        names = _NAMES_RE.findall("\n".join(present))
+            inodes = {}
+        names = _NAMES_RE.findall("\n".join(inodes))
         names.sort()
-        listing = _Listing(names, frozenset(names), {name: everything[name] for name in names}, mtime_ns,
-                           len(_temp_names(present)), trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
+        listing = _Listing(names, frozenset(names), inodes, mtime_ns, len(_temp_names(list(inodes))),
+                           trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
         self._listing = listing
         return listing
 
@@ -904,7 +905,7 @@ class DeadLetterQueue:
         with self._stats_lock:
             if listing is not self._verified:
                 self._catalog.retain(listing.inodes)
-                self._unseen = self._catalog.unseen(listing.inodes)
+                self._unseen = self._catalog.unseen(listing.present, listing.inodes)
                 self._verified = listing
             deadline = time.monotonic() + verify_budget_s
             done = 0
