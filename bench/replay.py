@@ -116,8 +116,8 @@ def run(ctx: Context) -> None:
     say(f"  {_line(count, figures)}")
     ctx.add(f"replay {count:,} DLQ entries into the embedded store", f"{figures['per_s']:,.0f} entries/s",
             f">= {TARGET_PER_S:,.0f}/s", figures["per_s"] >= TARGET_PER_S)
-    ctx.add("  replay: entries per second of process CPU (one free core)", f"{figures['per_cpu_s']:,.0f}",
-            f">= {TARGET_PER_S:,.0f}/s", figures["per_cpu_s"] >= TARGET_PER_S)
+    ctx.add("  replay: process CPU per entry (entries per CPU second)",
+            f"{figures['cpu_us']:.0f} us ({figures['per_cpu_s']:,.0f})")
 
 
 def _line(count: int, figures: dict[str, float]) -> str:
