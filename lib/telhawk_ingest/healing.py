@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .dlq import DlqFilter
-from .replay import Replayer, ReplayRequest, audit_params
+from .replay import Replayer, ReplayRequest, replay_as
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ def heal(svc: Service, *, monotonic: Callable[[], float] = time.monotonic,
         req = ReplayRequest(filter=STORAGE_FAILED, rate_limit=svc.settings.replay.heal_rate_limit,
                             cursor=cursor, params={"filter": {"reason": "storage_failed"}, "cursor": cursor},
                             stop_on_storage_failure=True)
-        result = replayer.run(req)
-        if result.matched:
-            svc.audit.record(ACTOR, "replay_dlq", result.matched, audit_params(req, result))
+        result = replay_as(svc, ACTOR, req, replayer)
         healed.stored += result.stored
         healed.failed += result.failed
         healed.skipped += result.skipped

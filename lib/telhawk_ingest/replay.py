@@ -414,6 +414,17 @@ def audit_params(req: ReplayRequest, result: ReplayResult) -> dict[str, Any]:
     return {**req.params, **{k: v for k, v in result.answer().items() if k != "ids"}}
 
 
+def replay_as(svc: Service, actor: str, req: ReplayRequest, replayer: Replayer | None = None) -> ReplayResult:
+    """Run one bounded replay call for `actor` (an operator's name, or `self-healing`, or a
+    schedule's) and audit it with the request and the counts; for the API, the CLI's directory
+    mode and schedules alike. Raises ApiError 503 when the DLQ folder cannot be used."""
+    result = (replayer or Replayer(svc)).run(req)
+    svc.audit.record(actor, "replay_dlq", result.matched, audit_params(req, result))
+    log.info("replay by %s: %d matched, %d stored, %d failed again, %d skipped%s", actor, result.matched,
+             result.stored, result.failed, result.skipped, " (dry run)" if req.dry_run else "")
+    return result
+
+
 def replay_dlq(svc: Service, who: Operator, query: Query, body: bytes,
                replayer: Replayer | None = None) -> dict[str, Any]:
     """`POST /api/v1/dlq/replay` (SPEC §11): admin role (ApiError 403), no query parameters and
@@ -421,10 +432,4 @@ def replay_dlq(svc: Service, who: Operator, query: Query, body: bytes,
     ids or filter, and the counts."""
     who.require_admin("replay")
     parse_query(query, frozenset())
-    req = parse_request(body)
-    result = (replayer or Replayer(svc)).run(req)
-    svc.audit.record(who.name, "replay_dlq", result.matched, audit_params(req, result))
-    log.info("replay by %s: %d matched, %d stored, %d failed again, %d skipped%s", who.name, result.matched,
-             result.stored, result.failed, result.skipped, " (dry run)" if req.dry_run else "")
-    return result.answer()
-
+    return replay_as(svc, who.name, parse_request(body), replayer).answer()
