@@ -18,6 +18,8 @@ Benches, in the order they run (default: all but opensearch):
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   state     counters and audit files under 10,000 simulated serverless cold starts (in process)
   replay    100,000 DLQ entries replayed into the embedded store (in process): entries/s
+  breaker   storage down (a node answering 503 slowly): single-event ingest p99 with the storage
+            circuit breaker and without it, and every event dead-lettered
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from . import (
     abuse,
     backlog,
+    breaker,
     dlqlist,
     dlqwrite,
     normalizers,
@@ -63,6 +66,7 @@ BENCHES = {
     "abuse": abuse.run,
     "state": state.run,
     "replay": replay.run,
+    "breaker": breaker.run,
     "opensearch": opensearch.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]

@@ -52,6 +52,7 @@ from .config import DlqSettings
 from .envelope import new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .files import fsync_dir, private_dir, read_regular_ino, unwritable, write_synced
+from .logs import log_event
 from .stats import COUNTERS
 
 log = logging.getLogger(__name__)
@@ -707,7 +708,11 @@ class DeadLetterQueue:
                 f"dlq.base_path: {self.path} is not writable (errno {exc.errno}{hint})"
             ) from exc
         self._record(WRITTEN, len(entries), sum(len(e.data) for e in entries))
-        return [p.stem for p in done]
+        ids = [p.stem for p in done]
+        # Ids and reasons only: an error text may quote the event (a validation message does).
+        log_event(log, logging.INFO, "dlq_write", f"dead-lettered {len(ids)} event(s)", ids=ids,
+                  reasons=[e.summary.reason for e in entries], count=len(ids))
+        return ids
 
     def _undo(self, done: list[Path], tmp: Path | None) -> None:
         """A failed batch leaves nothing behind: the caller answers 503 and the client resends."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .dlq import DlqFilter
+from .errors import ApiError
 from .replay import Replayer, ReplayRequest, replay_as
 from .service import Service
 
@@ -35,7 +36,7 @@ _running: threading.Thread | None = None
 @dataclass(slots=True)
 class Healed:
     """What one healing run did: entries stored, failed again, skipped; `stopped` says why it ended
-    (`drained` or `storage failing`)."""
+    (`drained`, `storage failing`, or `dlq unusable`)."""
 
     stored: int = 0
     failed: int = 0
@@ -55,7 +56,16 @@ def heal(svc: Service, *, monotonic: Callable[[], float] = time.monotonic,
         req = ReplayRequest(filter=STORAGE_FAILED, rate_limit=svc.settings.replay.heal_rate_limit,
                             cursor=cursor, params={"filter": {"reason": "storage_failed"}, "cursor": cursor},
                             stop_on_storage_failure=True)
-        result = replay_as(svc, ACTOR, req, replayer)
+        try:
+            result = replay_as(svc, ACTOR, req, replayer)
+        except ApiError as err:  # the folder or the storage breaker (503): try at the next recovery
+            log.warning("self-healing stopped: %s", err.message)
+            healed.stopped = "storage failing" if svc.breaker is not None and not svc.breaker.closed \
+                else "dlq unusable"
+            break
+        if result.breaker_open:
+            healed.stopped = "storage failing"
+            break
         healed.stored += result.stored
         healed.failed += result.failed
         healed.skipped += result.skipped

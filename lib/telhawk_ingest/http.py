@@ -152,10 +152,21 @@ def _announces_body(request: Request) -> bool:
 
 @metrics.timed
 async def handle_hec(request: Request, get_service: Callable[[], Service] = service) -> Response:
-    """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another)."""
+    """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another).
+
+    An ingest request (POST to the event or raw endpoint) first takes a place among the process's
+    `hec.max_in_flight` (shedding.py); without one it is answered 503 code 9 at once, before
+    authentication and before its body is read.
+    """
+    svc: Service | None = None
+    entered = False
     try:
         svc = get_service()
         head = hec_request(request)
+        if head.method == "POST" and endpoint_kind(head.path) in INGEST_KINDS:
+            if not svc.in_flight.enter():
+                return respond(svc.hec_shed(head.path), close=_announces_body(request))
+            entered = True
         admitted = await _admit(svc, head)
         if isinstance(admitted, Reply):
             return respond(admitted, close=_announces_body(request))
@@ -175,6 +186,9 @@ async def handle_hec(request: Request, get_service: Callable[[], Service] = serv
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.scope.get("path"))
         return respond(Reply.hec(HecError(8)), close=True)
+    finally:
+        if entered and svc is not None:
+            svc.in_flight.leave()
 
 
 def _inline(req: HecRequest) -> bool:

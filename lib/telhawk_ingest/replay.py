@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,9 @@ from .claims import Claims, Holder
 from .dlq import STAGES, DlqFilter, _seconds, _summarize, check_id
 from .envelope import Envelope, rfc3339
 from .errors import ApiError, DLQUnavailable
-from .retry import Final, store_with_retries
+from .retry import Deadline, Final, store_with_retries
 from .service import FILTER_PARAMS, Operator, Query, Service, parse_filter, parse_query
+from .storage.base import Item, Outcome, StorageBackend
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class ReplayResult:
     next_cursor: str | None = None
     ids: list[str] = field(default_factory=list)  # dry run: what a replay would take; else: stored
     storage_failed: int = 0  # failed again at storage (self-healing stops on it)
+    breaker_open: str = ""  # the open breaker's refusal, when it turned a batch away untried
 
     def answer(self) -> dict[str, Any]:
         """SPEC §11's answer; a dry run also lists the entry ids it would replay (`ids`)."""
@@ -246,6 +248,25 @@ class _Taken:
     envelope: Envelope
 
 
+class _Tried:
+    """A storage backend that notes whether any try reached it (an open breaker makes none)."""
+
+    def __init__(self, backend: StorageBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.tried = False
+
+    def store(self, items: Sequence[Item]) -> list[Outcome]:
+        self.tried = True
+        return self.backend.store(items)
+
+    def healthy(self) -> bool:
+        return self.backend.healthy()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 class Replayer:
     """Replays entries of one Service's DLQ into its storage backend.
 
@@ -306,6 +327,14 @@ class Replayer:
                         raise _unusable(exc) from exc
                     before.next_cursor = last
                     return before
+            if result.breaker_open:
+                # Storage is down: end the call before the batch it turned away, so that the next
+                # call (after the breaker's cool-down) starts with it.
+                if last is None:
+                    raise ApiError(503, f"{result.breaker_open}; nothing was replayed; try again after "
+                                        "the breaker's cool-down")
+                result.next_cursor = last
+                return result
             pacer.sent += len(batch)
             last = batch[-1]
             if req.stop_on_storage_failure and result.storage_failed:
@@ -366,7 +395,18 @@ class Replayer:
             nonlocal retries
             retries += n
 
-        finals: list[Final] = store_with_retries(svc.backend, prepared.items, svc.policy, count_retry)
+        # Like a request's storage phase: through the process's breaker, within the request
+        # deadline, retries counted against the retry budget (README, "A failing backend").
+        backend = _Tried(svc.backend)
+        finals: list[Final] = store_with_retries(
+            backend, prepared.items, svc.policy, count_retry, breaker=svc.breaker,
+            deadline=Deadline.start(svc.settings.core.request_deadline_seconds), budget=svc.retry_budget)
+        if finals and not backend.tried:
+            # Turned away by the open breaker before any try: nothing happened to these entries,
+            # which stay as they were (not an attempt); the call ends here (_run).
+            result.skipped += len(taken)
+            result.breaker_open = finals[0].outcome.error
+            return
         at_item = {id(envelope): i for i, envelope in enumerate(prepared.item_envelopes)}
         early = iter(prepared.failed)  # failures before storage, in the order of the envelopes
         stored: list[str] = []

@@ -10,7 +10,7 @@ from telhawk_ingest import healing
 from telhawk_ingest.audit import AuditLog
 from telhawk_ingest.storage.base import Item, Outcome
 from tests.functional.test_ingest import CISCO, SSHD_EVENT
-from tests.functional.test_replay import Switch, entries, stored_ids
+from tests.functional.test_replay import Switch, entries, replay, stored_ids
 
 
 def dead_letter_storage_failures(make_client, tmp_path: Path, n: int, **sections):
@@ -108,3 +108,35 @@ def test_healing_can_be_turned_off(make_client, tmp_path):
     client, _ = dead_letter_storage_failures(make_client, tmp_path, 2, replay={"heal_on_recovery": False})
     assert healing.start_healing(client.service) is False
     assert len(entries(client)) == 3
+
+
+OPENS_AT_ONCE = {"breaker": {"failures": 1}}  # the outage's first failed try opens the breaker
+
+
+def test_an_open_breaker_turns_a_replay_away_leaving_every_entry_as_it_was(make_client, tmp_path):
+    client, switch = dead_letter_storage_failures(make_client, tmp_path, 3, storage=OPENS_AT_ONCE)
+    assert not client.service.breaker.closed  # the outage opened it
+    before = {p.name: p.read_bytes() for p in client.service.settings.dlq.base_path.glob("failed_*.json")}
+    switch.down = True
+
+    answer = replay(client, {"filter": {"reason": "storage_failed"}})
+
+    assert answer.status_code == 503 and "breaker" in answer.json()["error"]
+    after = {p.name: p.read_bytes() for p in client.service.settings.dlq.base_path.glob("failed_*.json")}
+    assert after == before  # not an attempt: nothing rewritten
+    healed = healing.heal(client.service, monotonic=lambda: 0.0, sleep=lambda s: None)
+    assert healed.stopped == "storage failing"
+
+
+def test_the_breaker_closing_after_an_outage_starts_healing(make_client, tmp_path):
+    client, _ = dead_letter_storage_failures(make_client, tmp_path, 4, storage=OPENS_AT_ONCE)
+    breaker = client.service.breaker
+    assert not breaker.closed
+
+    breaker.record(True)  # the probe after the cool-down was stored: storage is back
+
+    thread = healing.healing_thread()
+    assert breaker.closed and thread is not None
+    thread.join(timeout=60)
+    assert [r["reason"] for r in entries(client)] == ["normalization_failed"]
+    assert len(stored_ids(client)) == 4

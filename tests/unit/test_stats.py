@@ -276,6 +276,7 @@ def test_a_retired_file_another_process_adopts_first_is_skipped_for_the_next(tmp
 
 
 def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_position():
+    # New counters are appended after these, never inserted among them.
     assert COUNTERS == (
         "stored", "dlq_normalization_failed", "dlq_validation_failed", "dlq_storage_failed",
         "storage_retries", "requests_rejected", "dlq_purged", "dlq_deleted", "replay_stored", "replay_failed",
@@ -291,4 +292,5 @@ def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_pos
         "dlq_validation_failed_via_kinesis", "dlq_validation_failed_via_schedule",
         "dlq_storage_failed_via_pubsub", "dlq_storage_failed_via_sqs",
         "dlq_storage_failed_via_kinesis", "dlq_storage_failed_via_schedule",
+        "requests_shed", "requests_rate_limited",
     )
