@@ -63,13 +63,10 @@ def heal(svc: Service, *, monotonic: Callable[[], float] = time.monotonic,
             healed.stopped = "storage failing" if svc.breaker is not None and not svc.breaker.closed \
                 else "dlq unusable"
             break
-        if result.breaker_open:
-            healed.stopped = "storage failing"
-            break
         healed.stored += result.stored
         healed.failed += result.failed
         healed.skipped += result.skipped
-        if result.storage_failed:
+        if result.storage_failed or result.breaker_open:
             healed.stopped = "storage failing"
             break
         cursor = result.next_cursor
