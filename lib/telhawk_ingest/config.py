@@ -309,6 +309,22 @@ class StorageSettings(_Section):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
+class ReplaySettings(_Section):
+    """Replaying DLQ entries (replay.py, healing.py; SPEC §11). One replay call stops after
+    `max_entries_per_call` entries or `time_budget_seconds` (checked between batches of at most
+    `storage.bulk_max_events`; the defaults fit a 30 s function timeout) and answers a cursor.
+    A claim older than `claim_timeout_seconds` was left by a replay that was killed and is
+    released (claims.py; keep it above the longest storage try and the clock skew between hosts).
+    `heal_on_recovery`: replay `storage_failed` entries in the background when storage recovers,
+    at most `heal_rate_limit` events per second."""
+
+    max_entries_per_call: int = Field(default=10_000, gt=0)
+    time_budget_seconds: float = Field(default=20.0, gt=0)
+    claim_timeout_seconds: float = Field(default=300.0, gt=0)
+    heal_on_recovery: bool = True
+    heal_rate_limit: float = Field(default=200.0, gt=0)
+
+
 class NormalizerSettings(_Section):
     """What ingest normalizes with beyond the built-ins (normalizers/loading.py, README
     "Normalizers: built-ins, plugins, aliases and match order")."""
@@ -327,6 +343,7 @@ class Settings(_Section):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     normalizers: NormalizerSettings = Field(default_factory=NormalizerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

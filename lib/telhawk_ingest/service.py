@@ -151,6 +151,8 @@ class Service:
         # and the retry budget (None unless enabled).
         breaker = settings.storage.breaker
         self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
+        if self.breaker is not None:  # storage is back: replay what the outage dead-lettered (healing.py)
+            self.breaker.on_close(self._heal)
         self.in_flight = InFlight(settings.hec.max_in_flight)
         self.rate_limits = TokenRates(settings.hec.tokens)
         budget = settings.core.retry_budget
@@ -167,6 +169,11 @@ class Service:
         self._day_window = (window.back_days, window.ahead_days)
         self._arrival: tuple[str, float] = ("", 0.0)  # the last UUIDv7 time read (_day_anchor)
         self._received: tuple[str, float | None] = ("", None)  # the last received_at parsed (_day_anchor)
+
+    def _heal(self) -> None:
+        from .healing import start_healing  # healing builds on this module
+
+        start_healing(self)
 
     # -- HEC ------------------------------------------------------------------------------
 
@@ -562,6 +569,9 @@ class Service:
                         "retry_budget": self.retry_budget.snapshot() if self.retry_budget else None},
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
+            # Events stored by a replay count here, not in `stored` (replay.py: `processed` counts
+            # each event once); `failed`: replays that failed again, their entries rewritten.
+            "replayed": {"stored": totals["replay_stored"], "failed": totals["replay_failed"]},
             # requests_shed: every instance on the volume; the rest: this process.
             "shedding": {"requests_shed": totals["requests_shed"], **self.in_flight.snapshot(),
                          "requests_rate_limited": totals["requests_rate_limited"],

@@ -104,6 +104,9 @@ def settings_for(tmp_path: Path, url: str, prefix: str, breaker: dict[str, Any] 
         "core": {"url": url, "timeout_seconds": 5, **core},
         "storage": {"backend": "opensearch", "index_prefix": prefix,
                     **({"breaker": breaker} if breaker else {})},
+        # These tests count what storage and the DLQ hold after an outage: self-healing, which
+        # replays the DLQ once the breaker closes, is tested on its own (tests/functional).
+        "replay": {"heal_on_recovery": False},
     })
 
 
