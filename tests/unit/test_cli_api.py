@@ -131,14 +131,33 @@ def test_replay_exits_1_when_an_entry_failed_again():
     assert "stored" in result.stdout
 
 
-def test_replay_by_ids_sends_the_ids_and_exits_1_for_ids_that_are_not_entries():
-    handle, bodies = replay_service([page(1, 1, 0, None, dry_run=True)])
+def test_replay_by_ids_sends_the_ids_and_exits_1_for_ids_it_skipped():
     ids = ["failed_1700000000_" + "a" * 32, "failed_1700000001_" + "b" * 32]
+    handle, bodies = replay_service([{**page(2, 1, 0, None), "skipped": 1}])
 
-    result = invoke(handle, "replay", *ids, "--dry-run")
+    result = invoke(handle, "replay", *ids)
+
+    assert bodies == [{"ids": ids}]
+    assert result.exit_code == 1 and "1 of the 2 ids given were not replayed" in result.stderr
+
+
+def test_a_dry_run_by_ids_lists_what_it_would_replay_and_exits_1_for_the_rest():
+    ids = ["failed_1700000000_" + "a" * 32, "failed_1700000001_" + "b" * 32]
+    handle, bodies = replay_service([{**page(2, 0, 0, None, dry_run=True), "skipped": 1, "ids": ids[1:]}])
+
+    result = invoke(handle, "replay", *ids, "--dry-run", "--json")
 
     assert bodies == [{"ids": ids, "dry_run": True}]
-    assert result.exit_code == 1 and "1 of the 2 ids given are not DLQ entries" in result.stderr
+    assert json.loads(result.stdout)["ids"] == ids[1:]
+    assert result.exit_code == 1 and "1 of the 2 ids given were not replayed" in result.stderr
+
+
+def test_a_filter_replay_that_skipped_entries_held_elsewhere_exits_0():
+    handle, _ = replay_service([{**page(3, 2, 0, None), "skipped": 1}], count=3)
+
+    result = invoke(handle, "replay", "--reason", "storage_failed", "--json")
+
+    assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 1
 
 
 def test_replay_stops_when_the_service_repeats_a_cursor():

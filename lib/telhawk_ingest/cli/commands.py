@@ -328,8 +328,12 @@ def replay(state: State, ids: tuple[str, ...], dry_run: bool, rate_limit: float 
         render.key_values("replay (dry run: nothing changed)" if dry_run else "replay", shown.items())
         if dry_run and would:
             render.note("would replay: " + " ".join(would))
-    if totals["failed"] or (ids and totals["matched"] < len(unique)):
-        raise CliError(Exit.INCOMPLETE, _replay_shortfall(totals, len(unique)))
+    # With ids, each one was asked for: one skipped (gone, unreadable, or held by another replay,
+    # SPEC §11) was not replayed. A filter's skipped entries were not asked for one by one.
+    taken = len(would) if dry_run else totals["stored"] + totals["failed"]
+    missed = len(unique) - taken if ids else 0
+    if totals["failed"] or missed > 0:
+        raise CliError(Exit.INCOMPLETE, _replay_shortfall(totals["failed"], missed, len(unique)))
 
 
 def _continued(call: Callable[[Any], dict[str, Any]], body: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -349,12 +353,13 @@ def _continued(call: Callable[[Any], dict[str, Any]], body: dict[str, Any]) -> I
         body = {**body, "cursor": cursor}
 
 
-def _replay_shortfall(totals: Mapping[str, int], asked: int) -> str:
+def _replay_shortfall(failed: int, missed: int, asked: int) -> str:
     parts = []
-    if totals["failed"]:
-        parts.append(f"{totals['failed']} entries failed again and stay in the DLQ (attempts + 1)")
-    if asked and totals["matched"] < asked:
-        parts.append(f"{asked - totals['matched']} of the {asked} ids given are not DLQ entries")
+    if failed:
+        parts.append(f"{failed} entries failed again and stay in the DLQ (attempts + 1)")
+    if missed > 0:
+        parts.append(f"{missed} of the {asked} ids given were not replayed (not in the DLQ, unreadable, "
+                     "or held by another replay)")
     return "; ".join(parts)
 
 
