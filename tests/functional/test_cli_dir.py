@@ -18,6 +18,7 @@ from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest.cli import cli
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue, make_record
+from tests.readback import stored_documents
 
 REASONS = ["normalization_failed", "storage_failed", "normalization_failed", "validation_failed",
            "normalization_failed"]
@@ -322,3 +323,26 @@ def test_normalize_reads_the_sample_from_stdin(run):
     result = run("normalize", "--source-type", "cisco:asa", "--file", "-", "--json", input=ASA)
 
     assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
+
+
+def test_replay_in_directory_mode_stores_into_the_configured_store_and_rewrites_what_fails_again(
+        run, folder, tmp_path):
+    dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    for n in (1, 2):
+        dlq.write(make_record(envelope(n, payload=ASA), "normalization_failed", "no normalizer"))
+    still = dlq.write(make_record(envelope(3, source_type="juniper:srx"), "normalization_failed",
+                                  "no normalizer"))
+    configure(tmp_path, **ALIAS)
+
+    result = run("replay", "--reason", "normalization_failed", "--json")
+
+    assert result.exit_code == 1  # one entry failed again
+    assert json.loads(result.stdout) == {"matched": 3, "stored": 2, "failed": 1, "skipped": 0,
+                                         "dry_run": False, "calls": 1}
+    assert "1 entries failed again and stay in the DLQ" in result.stderr
+    assert on_disk(folder) == [still]
+    assert json.loads((folder / f"{still}.json").read_bytes())["attempts"] == 2
+    stored = sorted(d["_id"] for d in stored_documents(tmp_path / "data"))
+    assert stored == sorted(envelope(n)["id"] for n in (1, 2))
+    replays = [line for line in audit_lines(folder) if line["action"] == "replay_dlq"]
+    assert len(replays) == 1 and replays[0]["operator"].endswith("@cli")
