@@ -292,7 +292,8 @@ def replay(state: State, ids: tuple[str, ...], dry_run: bool, rate_limit: float 
 
     Give entry ids, or filters (none: every entry). Stored entries leave the DLQ; one that fails
     again stays, with attempts + 1. Each call does bounded work; this command continues with the
-    answer's next_cursor until done. Exit 1 when an entry failed again or an id was not found.
+    answer's next_cursor until done. Exit 1 when an entry failed again, or an id given was not
+    replayed (not in the DLQ, or held by another replay).
     """
     params = filter_params(**filters)
     if ids and params:
