@@ -346,3 +346,10 @@ def test_replay_in_directory_mode_stores_into_the_configured_store_and_rewrites_
     assert stored == sorted(envelope(n)["id"] for n in (1, 2))
     replays = [line for line in audit_lines(folder) if line["action"] == "replay_dlq"]
     assert len(replays) == 1 and replays[0]["operator"].endswith("@cli")
+
+
+def test_export_to_a_folder_that_does_not_exist_is_a_usage_error(run, entries, tmp_path):
+    result = run("export", "-o", str(tmp_path / "nowhere" / "out.ndjson"))
+
+    assert result.exit_code == 2 and "--output: cannot write" in result.stderr
+    assert not (tmp_path / "nowhere").exists()

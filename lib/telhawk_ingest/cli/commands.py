@@ -242,6 +242,8 @@ def export(state: State, output: Path, **filters: str | None) -> None:
             with partial.open("wb") as sink:
                 counts = _export(mode, params, sink)
             os.replace(partial, output)
+        except OSError as exc:
+            raise CliError(Exit.USAGE, f"--output: cannot write {output}: {exc.strerror or exc}") from None
         finally:
             partial.unlink(missing_ok=True)
         where = str(output)
