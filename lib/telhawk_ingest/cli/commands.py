@@ -21,6 +21,7 @@ import orjson
 from click.core import ParameterSource
 
 from ..dlq import REASONS
+from ..normalizers.trial import try_normalize
 from . import render
 from .modes import (
     DEFAULT_TIMEOUT_S,
@@ -503,8 +504,6 @@ def normalize(state: State, text: str | None, source_type: str | None, fmt: str 
         text = source.read()
     if not source_type:
         raise click.UsageError("--source-type is required (unless --entry gives it)")
-    from ..normalizers.trial import try_normalize
-
     settings = load_cli_settings(state.config)
     result = try_normalize(registry_for(settings), source_type, fmt or "raw", text or "",
                            attributes=attributes)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import IntEnum
 from functools import cached_property
 from pathlib import Path
@@ -26,9 +26,15 @@ import orjson
 
 from ..config import Settings, load_settings
 from ..credentials import EMULATOR_ENV
+from ..entries import delete_entry, show_entry
 from ..errors import ApiError, ConfigError
+from ..normalizer_list import list_normalizers
 from ..normalizers import Registry
+from ..normalizers.loading import load_registry
+from ..replay import replay_dlq
+from ..retention import RetentionParts, run_retention
 from ..service import Operator, Service
+from ..storage import make_backend
 
 DEFAULT_URL = "http://127.0.0.1:8088"
 TOKEN_ENV = "TELHAWK_OPERATOR_TOKEN"
@@ -198,8 +204,6 @@ def registry_for(settings: Settings) -> Registry:
     """The normalizers the service would use with these settings: the built-ins, the installed
     plugins and the configured aliases (normalizers/loading.py). CliError USAGE when an alias
     names no registered source type."""
-    from ..normalizers.loading import load_registry
-
     try:
         return load_registry(settings.normalizers)
     except (ConfigError, ValueError) as exc:
@@ -228,10 +232,11 @@ class DirMode:
     def service(self) -> Service:
         return Service(self.settings, backend=_LazyBackend(self.settings))  # type: ignore[arg-type]
 
-    def _run(self, call: Any, *args: Any) -> Any:
+    def _run(self, call: Callable[[Service, Operator], Any]) -> Any:
+        """`call(service, operator)`, its ApiError as the CliError the API's answer would give."""
         svc = self.service
         try:
-            return call(svc, self.operator, *args)
+            return call(svc, self.operator)
         except ApiError as err:
             raise CliError(exit_for_status(err.status), err.message) from None
 
@@ -239,13 +244,9 @@ class DirMode:
         return self._run(lambda svc, who: svc.list_dlq(who, params))
 
     def show(self, entry_id: str) -> dict[str, Any]:
-        from ..entries import show_entry
-
         return self._run(lambda svc, who: show_entry(svc, who, entry_id, {}))
 
     def delete(self, entry_id: str) -> dict[str, Any]:
-        from ..entries import delete_entry
-
         return self._run(lambda svc, who: delete_entry(svc, who, entry_id, {}))
 
     def purge(self, params: Mapping[str, str], dry_run: bool) -> dict[str, Any]:
@@ -253,13 +254,9 @@ class DirMode:
         return self._run(lambda svc, who: svc.purge_dlq(who, query))
 
     def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        from ..replay import replay_dlq
-
         return self._run(lambda svc, who: replay_dlq(svc, who, {}, orjson.dumps(body)))
 
     def retention(self, dry_run: bool) -> dict[str, Any]:
-        from ..retention import RetentionParts, run_retention
-
         return self._run(lambda svc, who: run_retention(RetentionParts.of(svc), svc.clock(), dry_run,
                                                         who=who.name))
 
@@ -267,8 +264,6 @@ class DirMode:
         return self._run(lambda svc, who: svc.healthz())
 
     def normalizers(self) -> dict[str, Any]:
-        from ..normalizer_list import list_normalizers
-
         return self._run(lambda svc, who: list_normalizers(svc, who, {}))
 
     def close(self) -> None:
@@ -291,8 +286,6 @@ class _LazyBackend:
 
     def __getattr__(self, name: str) -> Any:
         if self._backend is None:
-            from ..storage import make_backend
-
             try:
                 self._backend = make_backend(self._settings)
             except ConfigError as exc:
