@@ -50,7 +50,8 @@ def queue(path: Path) -> DeadLetterQueue:
 def fill(path: Path, count: int = ENTRIES, first: int = 0) -> list[str]:
     writer = queue(path)
     return [writer.write(record(first + i, reason=REASONS[i % 3], source_type=TYPES[i % 2],
-                                error=f"error {i % 4}")) for i in range(count)]
+                                error=f"error {i % 4}"), now=1_700_000_000 + first + i)
+            for i in range(count)]
 
 
 def index_file(path: Path) -> Path:
@@ -324,8 +325,9 @@ def test_a_damaged_index_is_ignored(tmp_path, damage, reads):
         data = b""
     elif damage == "cut":
         data = good[: len(good) - 7]
-    elif damage == "flipped":
-        data = good[:-1] + bytes([good[-1] ^ 0xFF])
+    elif damage == "flipped":  # the first entry marked corrupt, its checksum left as it was
+        at = len(good) - 13 * ENTRIES
+        data = good[:at] + bytes([good[at] | dlqindex.CORRUPT]) + good[at + 1:]
     elif damage == "bad_code":
         index = dlqindex.SummaryIndex.decode(good, dlqindex.directory_id(path))
         index.errors[0] = len(index.texts) + 5
