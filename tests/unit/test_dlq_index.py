@@ -404,3 +404,33 @@ def test_an_index_file_that_is_not_a_private_regular_file_is_ignored(tmp_path, k
 
     assert dlqindex.load(path, ENTRIES) is None
     assert_agrees(path)
+
+
+def test_a_temp_file_left_by_a_killed_index_writer_is_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    state = path / dlqindex.STATE_DIR
+    old = state / f"{dlqindex.TEMP_PREFIX}{dlqindex.INDEX_NAME}-killed"
+    recent = state / f"{dlqindex.TEMP_PREFIX}{dlqindex.INDEX_NAME}-writing"
+    old.write_bytes(b"partial")
+    recent.write_bytes(b"partial")
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    index_file(path).unlink()  # so that the next full listing saves one
+
+    save_index(path)
+
+    assert sorted(os.listdir(state)) == sorted([dlqindex.INDEX_NAME, recent.name])
+
+
+def test_two_processes_saving_at_once_leave_one_whole_index(tmp_path):
+    path = tmp_path / "dlq"
+    fill(path)
+    first, second = queue(path), queue(path)
+    first.list(DlqFilter(reason="storage_failed"))
+    second.list(DlqFilter(reason="storage_failed"))
+
+    assert os.listdir(path / dlqindex.STATE_DIR) == [dlqindex.INDEX_NAME]
+    saved = dlqindex.load(path, ENTRIES)
+    assert saved is not None and len(saved) == ENTRIES
+    assert_agrees(path)
