@@ -353,3 +353,12 @@ def test_export_to_a_folder_that_does_not_exist_is_a_usage_error(run, entries, t
 
     assert result.exit_code == 2 and "--output: cannot write" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_directory_mode_never_starts_self_healing_that_the_command_would_cut_off(folder, entries):
+    from telhawk_ingest.cli.modes import DirMode
+
+    mode = DirMode(folder)
+
+    assert mode.settings.replay.heal_on_recovery is True  # the service's own setting is kept as read
+    assert mode.service.settings.replay.heal_on_recovery is False

@@ -230,7 +230,10 @@ class DirMode:
 
     @cached_property
     def service(self) -> Service:
-        return Service(self.settings, backend=_LazyBackend(self.settings))  # type: ignore[arg-type]
+        # No self-healing here: a background replay would be cut off when the command exits.
+        settings = self.settings.model_copy(
+            update={"replay": self.settings.replay.model_copy(update={"heal_on_recovery": False})})
+        return Service(settings, backend=_LazyBackend(settings))  # type: ignore[arg-type]
 
     def _run(self, call: Callable[[Service, Operator], Any]) -> Any:
         """`call(service, operator)`, its ApiError as the CliError the API's answer would give."""
