@@ -230,12 +230,47 @@ class StorageSettings(_Section):
     retention_days: int | None = Field(default=None, gt=0)
 
 
+class TriggerScope(_Section):
+    """The HEC token scope of one subscription, queue or stream (SPEC §3, §12): the name written as
+    `token_name` and the index scope, exactly as a HEC token's. The publisher cannot pick it: it
+    comes from here, by the name of the subscription the message arrived on."""
+
+    token_name: str = Field(min_length=1)
+    default_index: str | None = None
+    allowed_indexes: list[str] | None = None
+    default_sourcetype: str | None = None
+    default_source: str | None = None
+
+    @model_validator(mode="after")
+    def _index_scope(self) -> TriggerScope:
+        self.token()  # HecToken's own index checks
+        return self
+
+    def token(self) -> HecToken:
+        """The scope as the HEC parser takes it (a token that authenticates nothing)."""
+        return HecToken(name=self.token_name, token=f"trigger:{self.token_name}",
+                        default_index=self.default_index, allowed_indexes=self.allowed_indexes,
+                        default_sourcetype=self.default_sourcetype, default_source=self.default_source)
+
+
+class TriggerSettings(_Section):
+    """Event-driven invocation (SPEC §12; triggers.py, schedules.py)."""
+
+    # Subscription, queue or stream name (the last part of its path or ARN) -> its token scope.
+    subscriptions: dict[str, TriggerScope] = Field(default_factory=dict)
+    # The scheduled replay's filter (SPEC §11 filter keys); unset: the replay schedule does nothing.
+    replay_filter: dict[str, str] | None = None
+    # Events per second the scheduled replay may store (None: the replay's own default).
+    replay_rate_limit: float | None = Field(default=None, gt=0)
+
+
 class Settings(_Section):
     hec: HecSettings = Field(default_factory=HecSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
 
     @model_validator(mode="after")
     def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:
@@ -283,13 +318,16 @@ def _scalar_keys() -> list[str]:
 
 def _mapping_keys() -> set[str]:
     """Keys whose value is a small mapping: from the environment they are given as YAML flow text,
-    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`."""
+    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'` or
+    `INGEST_TRIGGERS_SUBSCRIPTIONS='{logs: {token_name: pubsub, default_index: main}}'`."""
     keys = set()
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for name, field in model.model_fields.items():
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            annotation = field.annotation
+            model_field = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if model_field or "dict[" in str(annotation):
                 keys.add(f"{section}.{name}")
     return keys
 

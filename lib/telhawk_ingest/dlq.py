@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import orjson
 
 from .config import DlqSettings
-from .envelope import new_id, rfc3339
+from .envelope import id_time, new_id, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .files import fsync_dir, private_dir, read_regular, unwritable, write_synced
 from .stats import COUNTERS
@@ -73,17 +73,35 @@ RETURNED = ("dlq_files_returned", "dlq_bytes_returned")
 # event's text once, JSON-escaped: a control character becomes six bytes, so at the default
 # 10 MiB body limit no record reaches 61 MiB. `record_cap` raises it with hec.max_body_bytes.
 MAX_RECORD_BYTES = 128 * 1024 * 1024
-REASONS = ("normalization_failed", "validation_failed", "storage_failed")
+REASONS = ("normalization_failed", "validation_failed", "storage_failed", "decode_failed")
 # A listing page holds at most this many bytes of records (SPEC §11 bounds it by count; this
 # bounds the answer and the memory a listing takes whatever the records' sizes).
 LIST_PAGE_BYTES = 8 * 1024 * 1024
-STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
+STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store",
+          "decode_failed": "decode"}
 
 
 def record_cap(max_body_bytes: int) -> int:
     """The entry size cap for a service taking bodies of up to `max_body_bytes`: MAX_RECORD_BYTES,
     or room for such a body escaped at six bytes per byte with an envelope around it."""
     return max(MAX_RECORD_BYTES, 7 * max_body_bytes)
+
+
+def named_stem(record: dict[str, Any]) -> str | None:
+    """The entry id of an event-triggered event's record (SPEC §7): `failed_<seconds>_<envelope
+    id as 32 hex digits>`, the seconds being the envelope id's time (UUIDv7), so a message delivered
+    again names its entries the same. None for any other record (its envelope has no
+    `attributes.trigger`, which only the server sets, or an id that is not a UUIDv7)."""
+    envelope = record.get("envelope")
+    attributes = envelope.get("attributes") if isinstance(envelope, dict) else None
+    if not isinstance(attributes, dict) or not attributes.get("trigger"):
+        return None
+    envelope_id = envelope.get("id") if isinstance(envelope, dict) else None
+    when = id_time(envelope_id) if isinstance(envelope_id, str) else None
+    if when is None:
+        return None
+    stem = f"failed_{int(when)}_{envelope_id.replace('-', '').lower()}"
+    return stem if ID_RE.fullmatch(stem) else None
 
 
 def check_id(entry_id: str) -> str:
@@ -338,6 +356,9 @@ class _Entry:
     stem: str
     data: bytes
     summary: Summary
+    # Named after its envelope (an event-triggered one, `named_stem`): created only if absent, and
+    # an entry already under the name is this one's earlier write (a redelivery).
+    exclusive: bool = False
 
 
 class Reservation:
@@ -354,6 +375,9 @@ class Reservation:
         self._entries: list[_Entry] = []
         self.files = 0
         self.nbytes = 0
+        # Ids of entries `write` found already written under their name (`named_stem`): a message
+        # delivered again dead-letters nothing twice, and they are not counted again.
+        self.existing: set[str] = set()
 
     def __enter__(self) -> Reservation:
         return self
@@ -376,7 +400,7 @@ class Reservation:
         """Write every admitted entry durably and return their ids; DLQUnavailable leaves none."""
         if not self._entries:
             return []
-        ids = self._dlq._write_entries(self._entries)
+        ids = self._dlq._write_entries(self._entries, self.existing)
         self._entries, self.files, self.nbytes = [], 0, 0
         return ids
 
@@ -572,30 +596,47 @@ class DeadLetterQueue:
         self._ledger.add(now=True, sync=sync, **{names[0]: files, names[1]: nbytes})
 
     def _entries(self, records: list[dict[str, Any]], now: float | None) -> list[_Entry]:
-        """Records with their ids assigned, serialized as they will be written."""
+        """Records with their ids assigned (`named_stem` for event-triggered events, else the
+        failure's seconds and a fresh UUIDv7), serialized as they will be written."""
         seconds = int(time.time() if now is None else now)
         entries = []
         for record in records:
-            stem = f"failed_{seconds}_{new_id().replace('-', '')}"
+            stem = named_stem(record)
+            exclusive = stem is not None
+            if stem is None:
+                stem = f"failed_{seconds}_{new_id().replace('-', '')}"
             record["id"] = stem
-            entries.append(_Entry(stem, orjson.dumps(record), _summarize(record, seconds)))
+            entries.append(_Entry(stem, orjson.dumps(record), _summarize(record, _seconds(stem)), exclusive))
         return entries
 
-    def _write_entries(self, entries: list[_Entry]) -> list[str]:
+    def _write_entries(self, entries: list[_Entry], existing: set[str] | None = None) -> list[str]:
         """Write entries durably; all or nothing: raise DLQUnavailable on failure.
 
         Each file is fsync'd before its rename; the directory is fsync'd once after all renames,
-        which makes the renames durable for the whole batch at the cost of one extra fsync.
+        which makes the renames durable for the whole batch at the cost of one extra fsync. An
+        exclusive entry (`named_stem`) is linked into place instead, which fails when the name
+        exists: that entry was written by an earlier delivery of its message, is left as it is and
+        counts as written; its id goes into `existing`.
         """
         done: list[Path] = []
         tmp: Path | None = None
+        found: set[str] = set()
         try:
             for entry in entries:
                 tmp = self.path / f"{TEMP_PREFIX}{entry.stem}"
                 write_synced(tmp, entry.data)
                 final = self.path / f"{entry.stem}.json"
-                os.replace(tmp, final)
+                if entry.exclusive:
+                    try:
+                        os.link(tmp, final)
+                    except FileExistsError:
+                        found.add(entry.stem)
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, final)
                 tmp = None
+                if entry.stem in found:
+                    continue
                 done.append(final)
                 self._catalog.put(final.name, entry.summary, len(entry.data))
             fsync_dir(self.path)
@@ -605,8 +646,13 @@ class DeadLetterQueue:
             raise DLQUnavailable(
                 f"dlq.base_path: {self.path} is not writable (errno {exc.errno}{hint})"
             ) from exc
-        self._record(WRITTEN, len(entries), sum(len(e.data) for e in entries))
-        return [p.stem for p in done]
+        written = [e for e in entries if e.stem not in found]
+        self._record(WRITTEN, len(written), sum(len(e.data) for e in written))
+        if found:
+            self._record(RETURNED, len(found), sum(len(e.data) for e in entries if e.stem in found))
+        if existing is not None:
+            existing |= found
+        return [entry.stem for entry in entries]
 
     def _undo(self, done: list[Path], tmp: Path | None) -> None:
         """A failed batch leaves nothing behind: the caller answers 503 and the client resends."""

@@ -357,6 +357,8 @@ class Service:
         failed += storage_failed
         deltas = {"stored": stored, "storage_retries": retries}
         for record in failed:
+            if record["id"] in held.existing:
+                continue  # dead-lettered by an earlier delivery of its message (dlq.named_stem)
             counter = _DLQ_COUNTERS[record["reason"]]
             deltas[counter] = deltas.get(counter, 0) + 1
         self.counters.add(**deltas)

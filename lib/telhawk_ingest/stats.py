@@ -90,6 +90,20 @@ COUNTERS = (
     "dlq_bytes_written",
     "dlq_files_returned",
     "dlq_bytes_returned",
+    # Event-triggered messages whose data could not be decoded into events (dlq.REASONS).
+    "dlq_decode_failed",
+    # Per trigger (triggers.py; the `trigger` label of the metrics): events that finished the
+    # pipeline (stored or dead-lettered) from each trigger, and messages or records failed back to
+    # the platform to be delivered again. HTTP ingest is the rest of `stored` + `dlq_*`.
+    "trigger_pubsub_events",
+    "trigger_sqs_events",
+    "trigger_kinesis_events",
+    "trigger_pubsub_failures",
+    "trigger_sqs_failures",
+    "trigger_kinesis_failures",
+    # Scheduled runs (retention, replay) that finished, and those that raised.
+    "trigger_schedule_runs",
+    "trigger_schedule_failures",
 )
 # Where each counter is in COUNTERS (and in a file).
 _INDEX = {name: index for index, name in enumerate(COUNTERS)}

@@ -1,0 +1,72 @@
+"""Scheduled runs: DLQ retention and the optional replay, as timers invoke them (SPEC §12).
+
+No logic of their own: `run_schedule(kind, event)` takes the run's time from the scheduled event
+(EventBridge's `time`; a Cloud Scheduler job posts `{"time": ...}` likewise; the local emulator
+takes it from the request, which is how tests inject a clock into its processes), else the
+service's clock, then calls the use case: DLQ retention (retention.py, SPEC §9 caps and age) or
+the replay of the entries matching `triggers.replay_filter` (replay.py, SPEC §11), which does
+nothing while no filter is configured. Runs are counted in `trigger_schedule_runs`, runs that
+raised in `trigger_schedule_failures` (and raise again, so the platform records a failed
+invocation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .envelope import parse_time, rfc3339
+from .service import Service, service
+
+log = logging.getLogger(__name__)
+
+# The name the audit log gives scheduled runs.
+SCHEDULE_OPERATOR = "schedule"
+
+
+def schedule_time(event: Any, clock: Callable[[], float]) -> float:
+    """Unix seconds of a scheduled run: the event's `time` (RFC 3339 or unix seconds), else `clock()`."""
+    value = event.get("time") if isinstance(event, Mapping) else None
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
+        try:
+            return parse_time(value)
+        except ValueError:
+            log.warning("scheduled event time %r is not a time; using the clock", str(value)[:60])
+    return clock()
+
+
+def _retention(svc: Service, now: float) -> dict[str, Any]:
+    from . import retention  # the DLQ retention use case (SPEC §9)
+
+    return retention.run_retention(svc, now=now, dry_run=False)
+
+
+def _replay(svc: Service, now: float) -> dict[str, Any]:
+    flt = svc.settings.triggers.replay_filter
+    if not flt:
+        return {"skipped": "triggers.replay_filter is not set"}
+    from . import replay  # the DLQ replay use case (SPEC §11)
+
+    return replay.run_scheduled_replay(svc, dict(flt), now=now,
+                                       rate_limit=svc.settings.triggers.replay_rate_limit)
+
+
+SCHEDULES: dict[str, Callable[[Service, float], dict[str, Any]]] = {
+    "retention": _retention, "replay": _replay}
+
+
+def run_schedule(kind: str, event: Any, svc: Service | None = None) -> dict[str, Any]:
+    """Run the scheduled use case `kind` (a key of SCHEDULES): `{"schedule", "time", "result"}`,
+    the result being the use case's own answer. Raises what the use case raises (counted)."""
+    svc = svc or service()
+    now = schedule_time(event, svc.clock)
+    try:
+        result = SCHEDULES[kind](svc, now)
+    except Exception:
+        svc.counters.add(trigger_schedule_failures=1)
+        log.exception("scheduled %s failed", kind)
+        raise
+    svc.counters.add(trigger_schedule_runs=1)
+    log.info("scheduled %s ran for %s: %s", kind, rfc3339(now), result)
+    return {"schedule": kind, "time": rfc3339(now), "result": result}
