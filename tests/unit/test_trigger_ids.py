@@ -1,0 +1,99 @@
+"""Envelope ids and DLQ entry names of event-triggered events (SPEC §4, §7, §12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from telhawk_ingest.config import DlqSettings
+from telhawk_ingest.dlq import DeadLetterQueue, make_record, named_stem
+from telhawk_ingest.envelope import id_time
+from telhawk_ingest.stats import COUNTERS
+from telhawk_ingest.triggers import envelope_id, push_to_cloud_event
+
+
+def test_ids_are_uuidv7_shaped_with_the_publish_time_and_the_same_on_every_delivery():
+    first = envelope_id("pubsub", "logs", "m-1", 1_772_359_200_123, 0)
+
+    parsed = uuid.UUID(first)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert id_time(first) == 1_772_359_200.123
+    assert envelope_id("pubsub", "logs", "m-1", 1_772_359_200_123, 0) == first
+    others = {envelope_id("pubsub", "logs", "m-1", 1_772_359_200_123, 1),
+              envelope_id("pubsub", "logs", "m-2", 1_772_359_200_123, 0),
+              envelope_id("pubsub", "other", "m-1", 1_772_359_200_123, 0),
+              envelope_id("sqs", "logs", "m-1", 1_772_359_200_123, 0),
+              envelope_id("pubsub", "logs", "m-1", 1_772_359_200_123, "message")}
+    assert first not in others and len(others) == 5
+
+
+def test_ids_sort_by_publish_time_whatever_the_message_id():
+    ids = [envelope_id("sqs", "q", f"id-{n}", 1_700_000_000_000 + n * 7, 0) for n in range(50)]
+    assert sorted(ids) == ids
+
+
+def triggered_record(eid: str, trigger: str | None = "sqs") -> dict:
+    attributes = {"host": None, "index": None, "fields": {}, "token_name": "t"}
+    if trigger:
+        attributes["trigger"] = trigger
+    envelope = {"id": eid, "source": "s", "source_type": "x", "format": "raw", "payload": "p",
+                "attributes": attributes, "received_at": "2026-03-01T10:00:05.000Z"}
+    return make_record(envelope, "normalization_failed", "no normalizer", 1, None, 1_772_359_300.0)
+
+
+def test_a_triggered_events_entry_is_named_after_its_envelope_id_and_time():
+    eid = envelope_id("sqs", "q", "m", 1_772_359_200_123, 3)
+    assert named_stem(triggered_record(eid)) == f"failed_1772359200_{eid.replace('-', '')}"
+    assert named_stem(triggered_record(eid, trigger=None)) is None  # HTTP ingest: a fresh name
+    assert named_stem(triggered_record(str(uuid.uuid4()))) is None  # not a UUIDv7
+
+
+def test_writing_a_triggered_entry_twice_keeps_the_first_file_and_counts_it_once(tmp_path):
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    eid = envelope_id("pubsub", "logs", "m", 1_772_359_200_123, 0)
+    first = dlq.write(triggered_record(eid))
+    before = (tmp_path / "dlq" / f"{first}.json").stat()
+
+    with dlq.reserve([triggered_record(eid)]) as held:
+        assert held.write() == [first]
+        assert held.existing == {first}
+
+    names = [n for n in os.listdir(tmp_path / "dlq") if n.startswith("failed_")]
+    assert names == [f"{first}.json"]
+    after = (tmp_path / "dlq" / f"{first}.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert json.loads((tmp_path / "dlq" / f"{first}.json").read_text())["id"] == first
+    ledger = dict(zip(COUNTERS, next(iter(dlq._ledger.snapshot().values()))[1], strict=True))
+    assert ledger["dlq_files_written"] == 1 and ledger["dlq_files_returned"] == 1
+    assert dlq.stats()["pending_files"] == 1
+
+
+def test_http_entries_still_get_fresh_names(tmp_path):
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    eid = envelope_id("pubsub", "logs", "m", 1_772_359_200_123, 0)
+    names = {dlq.write(triggered_record(eid, trigger=None)) for _ in range(2)}
+    assert len(names) == 2
+
+
+@pytest.mark.parametrize("headers", [
+    {"ce-specversion": "1.0", "content-type": "application/json"},
+    {"content-type": "application/cloudevents+json"},
+])
+def test_cloud_events_pass_the_push_conversion_untouched(headers):
+    body = b'{"message": {"data": "eA=="}}'
+    assert push_to_cloud_event(headers, body) == (headers, body)
+
+
+def test_a_push_body_becomes_a_structured_message_published_cloud_event():
+    push = {"message": {"data": "eA==", "messageId": "9", "publishTime": "2026-03-01T10:00:00Z"},
+            "subscription": "projects/p/subscriptions/s"}
+    headers, body = push_to_cloud_event({"content-type": "application/json"}, json.dumps(push).encode())
+
+    assert headers["content-type"] == "application/cloudevents+json"
+    event = json.loads(body)
+    assert event["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert event["id"] == "9" and event["time"] == "2026-03-01T10:00:00Z" and event["data"] == push
+    assert event["source"] == "//pubsub.googleapis.com/projects/p/subscriptions/s"
