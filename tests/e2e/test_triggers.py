@@ -1,0 +1,116 @@
+"""Triggers through the real emulator (SPEC §12): a Pub/Sub CloudEvent on the function's route, the
+local queue endpoint with Lambda's partial-batch and redelivery semantics, the Lambda Invoke API
+path with AWS's sample event, and schedules fired on demand with the time of the request."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from telhawk_ingest.storage.local import LocalBackend
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SSHD = "Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5 port 52144 ssh2"
+PUBSUB_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+def stored(emu) -> list[dict[str, Any]]:
+    return list(LocalBackend(emu.data_dir).documents())
+
+
+def dlq_files(emu) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(emu.dlq_path).glob("failed_*.json"))]
+
+
+def post(emu, path: str, **kw: Any) -> httpx.Response:
+    return httpx.post(f"{emu.url}{path}", timeout=60, trust_env=False, **kw)
+
+
+def pubsub_event(message_id: str, data: bytes, **attributes: str) -> CloudEvent:
+    body = {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes,
+                        "messageId": message_id, "publishTime": "2026-03-01T10:00:00.5Z"},
+            "subscription": "projects/demo/subscriptions/local-logs"}
+    return CloudEvent({"type": PUBSUB_TYPE, "source": "//pubsub.googleapis.com/projects/demo/topics/logs",
+                       "id": message_id}, body)
+
+
+def test_a_pubsub_cloud_event_ends_stored_or_in_the_dlq_and_a_redelivery_changes_nothing(emulator):
+    data = (json.dumps({"event": SSHD, "sourcetype": "linux_secure"}) + "\n"
+            + json.dumps({"event": {"msg": "%ASA-6-302013"}, "sourcetype": "cisco_asa"})).encode()
+    headers, body = to_binary(pubsub_event("e2e-1", data, hec_format="event"))
+
+    for _ in range(2):  # Pub/Sub delivers at least once
+        answer = post(emulator, "/triggers/pubsub", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+
+    [doc] = stored(emulator)
+    assert doc["_source"]["user"]["name"] == "alice"
+    [record] = dlq_files(emulator)
+    assert record["reason"] == "normalization_failed"
+    assert record["envelope"]["attributes"]["token_name"] == "local-pubsub"
+    assert record["id"].startswith("failed_1772359200_")
+    health = emulator.healthz(lambda h: h["stored"] >= 2)
+    assert health["dlq_stats"]["by_reason"]["normalization_failed"] == 1
+    assert health["dlq_stats"]["pending_files"] == 1
+
+    # Structured mode, and a message that is not base64: dead-lettered whole, the answer 200.
+    headers, body = to_structured(CloudEvent({"type": PUBSUB_TYPE, "source": "//pubsub.googleapis.com/x",
+                                              "id": "e2e-2"},
+                                             {"message": {"data": "%%%", "messageId": "e2e-2",
+                                                          "publishTime": "2026-03-01T10:00:01Z"},
+                                              "subscription": "projects/demo/subscriptions/local-logs"}))
+    assert post(emulator, "/triggers/pubsub", content=body, headers=headers).status_code == 200
+    decode = [r for r in dlq_files(emulator) if r["reason"] == "decode_failed"]
+    assert [r["envelope"]["payload"] for r in decode] == ["%%%"]
+
+
+def test_an_sqs_batch_reports_only_the_record_the_dlq_cannot_take_until_it_is_redriven(start_emulator):
+    emu = start_emulator(INGEST_DLQ_ENABLED="false")
+    answer = post(emu, "/_local/queues/IngestQueue", json={"messages": [
+        {"id": "kept", "body": SSHD, "attributes": {"sourcetype": "linux_secure"}},
+        {"id": "not-kept", "body": "a line no normalizer takes"},
+    ]}).json()
+
+    assert answer["invocations"][0] == {"batchItemFailures": [{"itemIdentifier": "not-kept"}]}
+    # Delivered again alone, up to the queue's maxReceiveCount (template.yaml), then redriven.
+    assert answer["deliveries"] == 5
+    assert answer["invocations"][1:] == [{"batchItemFailures": [{"itemIdentifier": "not-kept"}]}] * 4
+    assert answer["failed"] == ["not-kept"]
+    [moved] = answer["moved_to_dead_letters"]
+    assert json.loads(Path(moved).read_text())["body"] == "a line no normalizer takes"
+    [doc] = stored(emu)
+    assert doc["_source"]["user"]["name"] == "alice"
+
+
+def test_the_lambda_invoke_path_takes_the_published_sample_sqs_event(emulator):
+    event = json.loads((ROOT / "tests" / "events" / "aws" / "sqs_event.json").read_text())
+    for record in event["Records"]:
+        record["eventSourceARN"] = "arn:aws:sqs:local:000000000000:local-ingest"
+
+    answer = post(emulator, "/2015-03-31/functions/SqsIngest/invocations", json=event)
+
+    assert answer.json() == {"batchItemFailures": []}
+    ids = {r["envelope"]["attributes"].get("message_id") for r in dlq_files(emulator)}
+    assert {"059f36b4-87a3-44ab-83d2-661975830a7d", "2e1424d4-f796-459a-8184-9c92662be6da"} <= ids
+
+
+def test_the_trigger_endpoints_are_listed_and_a_schedule_fires_with_the_time_it_is_given(emulator):
+    listed = httpx.get(f"{emulator.url}/_local/triggers", timeout=30, trust_env=False).json()["triggers"]
+    endpoints = {t["endpoint"]: t for t in listed}
+    assert endpoints["/_local/queues/IngestQueue"]["source"] == "local-ingest"
+    assert endpoints["/_local/schedules/ScheduledRetention"]["rate_seconds"] == 3600
+    assert "/_local/streams/KinesisIngest" in endpoints
+
+    # No replay filter is configured: the scheduled replay runs and does nothing, at the given time.
+    answer = post(emulator, "/_local/schedules/ScheduledReplay", params={"time": "2031-01-02T03:04:05Z"})
+    assert answer.json() == {"schedule": "replay", "time": "2031-01-02T03:04:05.000Z",
+                             "result": {"skipped": "triggers.replay_filter is not set"}}
