@@ -470,11 +470,22 @@ def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: An
     if triggers:
         lines.append("triggers (local endpoints; POST):")
         for trigger in triggers:
-            what = f"{trigger.kind} {trigger.source}"
+            what = f"{trigger.kind} {trigger.source}".strip()
             if trigger.kind == "schedule":
-                what += " (fires on its rate)" if trigger.rate_seconds else " (on demand only)"
+                what += ", fires on its rate" if trigger.rate_seconds else ", on demand only"
             lines.append(f"  {url}{trigger.endpoint}  -> {trigger.logical_id} ({what})")
         lines.append(f"  {url}/2015-03-31/functions/<function>/invocations  -> a Lambda event as is")
+        message = {"body": "Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5",
+                   "attributes": {"sourcetype": "linux_secure"}}
+        lines.append(f"  curl -s {url}/_local/queues/<queue> -H 'Content-Type: application/json' "
+                     f"-d {shlex.quote(json.dumps({'messages': [message]}))}")
+    if any(route.path == "/triggers/pubsub" for spec in specs for route in spec.routes):
+        push = {"message": {"data": "aGVsbG8gZnJvbSBwdWIvc3Vi", "messageId": "1",
+                            "publishTime": "2026-01-01T00:00:00Z"},
+                "subscription": "projects/local/subscriptions/local-logs"}
+        lines.append("Pub/Sub push (or a CloudEvent, binary or structured) to POST /triggers/pubsub:")
+        lines.append(f"  curl -s {url}/triggers/pubsub -H 'Content-Type: application/json' "
+                     f"-d {shlex.quote(json.dumps(push))}")
     hec = settings.hec.tokens[0] if settings.hec.tokens else None
     operator = settings.operator.tokens[0] if settings.operator.tokens else None
     if hec:

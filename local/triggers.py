@@ -203,6 +203,11 @@ def scheduled_event(trigger: Trigger, when: float) -> dict[str, Any]:
             "resources": [f"arn:aws:events:{LOCAL_REGION}:{LOCAL_ACCOUNT}:rule/{trigger.key}"], "detail": {}}
 
 
+def _received(record: dict[str, Any], count: int) -> dict[str, Any]:
+    """An SQS record as its `count`-th delivery carries it."""
+    return {**record, "attributes": {**record["attributes"], "ApproximateReceiveCount": str(count)}}
+
+
 def _item_id(trigger: Trigger, record: Mapping[str, Any]) -> str:
     return str(record["messageId"] if trigger.kind == "sqs" else record["kinesis"]["sequenceNumber"])
 
@@ -298,11 +303,9 @@ class LocalTriggers:
             failed: list[dict[str, Any]] = []
             for start in range(0, len(pending), trigger.batch_size):
                 batch = pending[start:start + trigger.batch_size]
-                for record in batch:
-                    if trigger.kind == "sqs":
-                        record["attributes"]["ApproximateReceiveCount"] = str(received)
+                sent = [_received(record, received) for record in batch] if trigger.kind == "sqs" else batch
                 try:
-                    response = handler({"Records": batch}, None)
+                    response = handler({"Records": sent}, None)
                     reported = (response or {}).get("batchItemFailures", [])
                     ids = {str(f.get("itemIdentifier")) for f in reported}
                 except Exception as exc:  # the whole batch fails, as on Lambda

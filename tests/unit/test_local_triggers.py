@@ -1,0 +1,85 @@
+"""The emulator's queues, streams and schedules (local/triggers.py): what it reads from
+template.yaml, and Lambda's partial-batch and redelivery semantics, against scripted handlers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from local.emulator import read_functions
+from local.triggers import LocalTriggers, Trigger, rate_seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_template_declares_a_queue_a_stream_and_two_schedules():
+    triggers = {t.logical_id: t for spec in read_functions(ROOT / "template.yaml") for t in spec.triggers}
+
+    queue = triggers["SqsIngest"]
+    assert (queue.kind, queue.key, queue.source, queue.batch_size, queue.deliveries) == (
+        "sqs", "IngestQueue", "local-ingest", 10, 5)
+    stream = triggers["KinesisIngest"]
+    assert (stream.kind, stream.source, stream.deliveries) == ("kinesis", "local-stream", 11)
+    assert triggers["ScheduledRetention"].rate_seconds == 3600
+    assert triggers["ScheduledReplay"].rate_seconds is None  # no expression by default: on demand
+
+
+def test_rate_expressions():
+    assert rate_seconds("rate(5 minutes)") == 300
+    assert rate_seconds("rate(1 day)") == 86400
+    assert rate_seconds("cron(0 12 * * ? *)") is None
+
+
+def scripted(tmp_path: Path, kind: str, answers: list) -> tuple[LocalTriggers, Trigger, list]:
+    calls: list = []
+    trigger = Trigger(kind, "Q", "Fn", tmp_path / "fn.py", "queue-name", batch_size=2, deliveries=3)
+    local = LocalTriggers([trigger], spool=tmp_path / "queues")
+
+    def handler(event, _context):
+        calls.append([r.get("messageId") or r["kinesis"]["sequenceNumber"] for r in event["Records"]])
+        answer = answers.pop(0) if answers else {"batchItemFailures": []}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    local._handlers[trigger.handler_source] = handler
+    return local, trigger, calls
+
+
+def test_only_the_reported_records_are_delivered_again_and_the_rest_redriven(tmp_path):
+    local, trigger, calls = scripted(tmp_path, "sqs", [
+        {"batchItemFailures": [{"itemIdentifier": "b"}]}, {"batchItemFailures": []},
+        {"batchItemFailures": [{"itemIdentifier": "b"}]}, {"batchItemFailures": [{"itemIdentifier": "b"}]},
+    ])
+    answer = local.deliver(trigger, [{"id": i, "body": i} for i in "abc"])
+
+    assert calls == [["a", "b"], ["c"], ["b"], ["b"]]  # batches of 2, then b alone, 3 deliveries
+    assert answer["deliveries"] == 3 and answer["failed"] == ["b"]
+    [moved] = answer["moved_to_dead_letters"]
+    assert json.loads(Path(moved).read_text())["body"] == "b"
+    assert Path(moved).parent == tmp_path / "queues" / "queue-name" / "dead-letters"
+
+
+def test_a_handler_that_raises_fails_its_whole_batch(tmp_path):
+    local, trigger, calls = scripted(tmp_path, "kinesis", [RuntimeError("boom")])
+    answer = local.deliver(trigger, [{"data": "eA==", "sequence_number": "1"},
+                                     {"data": "eQ==", "sequence_number": "2"}])
+
+    assert calls == [["1", "2"], ["1", "2"]]
+    assert answer["failed"] == [] and answer["deliveries"] == 2
+    assert answer["invocations"][0] == {"error": "RuntimeError: boom"}
+
+
+def test_sqs_records_carry_the_receive_count_and_string_attributes(tmp_path):
+    seen: list = []
+    trigger = Trigger("sqs", "Q", "Fn", tmp_path / "fn.py", "q", deliveries=2)
+    local = LocalTriggers([trigger])
+    local._handlers[trigger.handler_source] = lambda event, _c: (
+        seen.append(event["Records"][0]) or {"batchItemFailures": [{"itemIdentifier": "m"}]})
+    local.spool = tmp_path
+
+    local.deliver(trigger, [{"id": "m", "body": "x", "attributes": {"sourcetype": "s"}}])
+
+    assert [r["attributes"]["ApproximateReceiveCount"] for r in seen] == ["1", "2"]
+    assert seen[0]["messageAttributes"]["sourcetype"]["stringValue"] == "s"
+    assert seen[0]["eventSourceARN"] == "arn:aws:sqs:local:000000000000:q"
