@@ -15,6 +15,8 @@ Benches, in the order they run (default: all but opensearch):
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   state     counters and audit files under 10,000 simulated serverless cold starts (in process)
+  queue     events/s through the SQS (local queue) and Pub/Sub (push) paths against HTTP ingest,
+            100 OCSF events per request, alternated in the same emulator
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -30,7 +32,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, slow, stack, state, storage
+from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, queue, slow, stack, state, storage
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -46,6 +48,7 @@ BENCHES = {
     "abuse": abuse.run,
     "state": state.run,
     "opensearch": opensearch.run,
+    "queue": queue.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]
 
