@@ -1,16 +1,23 @@
-"""Scheduled DLQ retention (SAM `Schedule` event; Cloud Scheduler on Google Cloud): the retention
-use case with the scheduled event's time as its clock (telhawk_ingest.schedules)."""
+"""Scheduled DLQ retention (SPEC §9 caps and age): a SAM `Schedule` event on AWS (`handler`), a
+Cloud Scheduler HTTP target on Google Cloud (the functions-framework target). The use case runs
+with the scheduled time as its clock (telhawk_ingest.schedules)."""
 
 from collections.abc import Mapping
 from typing import Any
 
-from telhawk_ingest.schedules import run_schedule
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from telhawk_ingest.schedules import run_schedule, schedule_endpoint
 from telhawk_ingest.triggers import lambda_entry
 
 
+@functions_framework.aio.http
+async def scheduled_retention(request: Request) -> Response:
+    return await schedule_endpoint(request, "retention")
+
+
 @lambda_entry
-def scheduled_retention(event: Mapping[str, Any]) -> dict[str, Any]:
+def handler(event: Mapping[str, Any]) -> dict[str, Any]:
     return run_schedule("retention", event)
-
-
-handler = scheduled_retention

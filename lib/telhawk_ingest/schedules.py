@@ -70,3 +70,37 @@ def run_schedule(kind: str, event: Any, svc: Service | None = None) -> dict[str,
     svc.counters.add(trigger_schedule_runs=1)
     log.info("scheduled %s ran for %s: %s", kind, rfc3339(now), result)
     return {"schedule": kind, "time": rfc3339(now), "result": result}
+
+
+# A scheduler's request body is a small JSON object (`{"time": ...}`) or nothing.
+MAX_SCHEDULE_BODY = 64 * 1024
+
+
+async def schedule_endpoint(request: Any, kind: str) -> Any:
+    """The HTTP form of a scheduled function (Cloud Scheduler's HTTP target on Google Cloud): POST
+    with an optional JSON body `{"time": <RFC 3339 or unix seconds>}`; answers `run_schedule`'s
+    result as JSON (200), 400 for a body that is not a JSON object, 405 for another method, 500
+    when the use case raised (the scheduler records a failed run and retries per its policy)."""
+    import asyncio
+
+    import orjson
+    from starlette.responses import Response
+
+    def answer(status: int, body: dict[str, Any]) -> Response:
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+    if request.method != "POST":
+        return answer(405, {"error": "use POST"})
+    body = await request.body()
+    if len(body) > MAX_SCHEDULE_BODY:
+        return answer(413, {"error": f"the body is over {MAX_SCHEDULE_BODY} bytes"})
+    try:
+        event = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        return answer(400, {"error": 'expected no body or a JSON object such as {"time": "..."}'})
+    try:
+        return answer(200, await asyncio.to_thread(run_schedule, kind, event))
+    except Exception as exc:
+        return answer(500, {"error": f"scheduled {kind} failed: {type(exc).__name__}: {exc}"})

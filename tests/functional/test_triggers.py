@@ -300,3 +300,29 @@ def test_a_kinesis_record_that_cannot_be_kept_is_named_by_its_sequence_number(ma
     answer = handle_kinesis(event, client.service)
     assert answer == {"batchItemFailures": [
         {"itemIdentifier": r["kinesis"]["sequenceNumber"]} for r in event["Records"]]}
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+def schedule_app(name: str):
+    from functions_framework.aio import create_asgi_app
+    from starlette.testclient import TestClient
+
+    return TestClient(create_asgi_app(target=name, source=str(ROOT / "functions" / f"{name}.py")))
+
+
+def test_the_scheduled_replay_does_nothing_without_a_filter_and_runs_at_the_time_given(client):
+    from functions.scheduled_replay import handler
+
+    event = {"detail-type": "Scheduled Event", "source": "aws.events", "time": "2030-05-06T07:08:09Z"}
+    assert handler(event, None) == {"schedule": "replay", "time": "2030-05-06T07:08:09.000Z",
+                                    "result": {"skipped": "triggers.replay_filter is not set"}}
+    # The same function as a Cloud Scheduler HTTP target.
+    http = schedule_app("scheduled_replay")
+    answer = http.post("/", json={"time": 1_900_000_000})
+    assert answer.status_code == 200
+    assert answer.json()["time"] == "2030-03-17T17:46:40.000Z"
+    assert http.post("/", content=b"[1]").status_code == 400
+    assert http.get("/").status_code == 405
+    assert totals(client)["trigger_schedule_runs"] == 2
