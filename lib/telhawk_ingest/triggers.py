@@ -298,6 +298,8 @@ def deliver(svc: Service, message: Message) -> Delivery:
         return Delivery(message.message_id, True)
     scope = svc.settings.triggers.subscriptions.get(message.subscription)
     received_at = rfc3339(svc.clock())
+    # For structured log formatters: the trigger as a label, as the metrics have it.
+    labels = {"trigger": message.trigger, "message_id": message.message_id}
     try:
         if scope is None:
             raise Undecodable(f"no token scope is configured for {message.trigger} subscription "
@@ -307,6 +309,8 @@ def deliver(svc: Service, message: Message) -> Delivery:
         envelopes = _envelopes(svc, message, scope, received_at)
         prepared = svc.prepare(envelopes)
     except Undecodable as exc:
+        log.warning("%s message %s cannot be decoded; dead-lettering it whole: %s", message.trigger,
+                    message.message_id, exc, extra=labels)
         whole = _whole_message(message, scope, received_at)
         record = make_record(whole.to_dict(), "decode_failed", str(exc), 1, exc.details, svc.clock())
         prepared = Prepared([whole], failed=[record])
@@ -315,7 +319,7 @@ def deliver(svc: Service, message: Message) -> Delivery:
     except DLQUnavailable as err:
         svc.counters.add(**{f"trigger_{message.trigger}_failures": 1})
         log.error("%s message %s not kept, to be delivered again: %s", message.trigger,
-                  message.message_id, err)
+                  message.message_id, err, extra=labels)
         return Delivery(message.message_id, False, len(prepared.envelopes), error=str(err))
     svc.counters.add(**{f"trigger_{message.trigger}_events": result.stored + result.dead_lettered})
     return Delivery(message.message_id, True, result.accepted, result.stored, result.dead_lettered)
@@ -346,6 +350,9 @@ def _envelopes(svc: Service, message: Message, scope: TriggerScope, received_at:
                 raise Undecodable("data is not valid UTF-8") from None
             if not data.strip():
                 raise Undecodable("data is empty")
+            if len(data) > limits.max_body_bytes:
+                raise Undecodable(f"data is larger than hec.max_body_bytes ({len(data)} bytes, "
+                                  f"the maximum is {limits.max_body_bytes})")
             if fmt == "event":
                 token = token.model_copy(update={
                     "default_sourcetype": attrs.get("sourcetype") or token.default_sourcetype,
@@ -469,7 +476,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 AsgiApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
-def push_adapter(app: AsgiApp, max_bytes: int = 10 * 1024 * 1024) -> AsgiApp:
+# Pub/Sub's largest message (10 MB) as base64 in a push body, with room for its attributes.
+MAX_PUSH_BYTES = 16 * 1024 * 1024
+
+
+def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
     """ASGI middleware in front of a functions-framework CloudEvent app: a Pub/Sub push body is
     handed on as a structured CloudEvent (`push_to_cloud_event`); CloudEvents in binary or
     structured mode go through untouched. A body over `max_bytes` is answered 413."""
@@ -518,12 +529,17 @@ async def cloud_event_function(cloud_event: Any) -> None:
 
 
 def _batch(records: Any, to_message: Callable[[Mapping[str, Any]], Message], item_id: Callable[[Any], str],
-           svc: Service) -> dict[str, Any]:
+           svc: Service, in_order: str | None = None) -> dict[str, Any]:
     """Deliver each record; `{"batchItemFailures": [{"itemIdentifier": ...}]}` names exactly the
     records neither stored nor dead-lettered (Lambda's ReportBatchItemFailures contract). A
-    record that raises unexpectedly is failed, never the whole batch."""
+    record that raises unexpectedly is failed, never the whole batch.
+
+    `in_order`: where order matters, nothing after the first failed record is delivered: "rest"
+    names every later record too (an SQS FIFO queue: Lambda's documented contract), "first" only
+    the failed one (Kinesis: Lambda retries from the lowest failed sequence number anyway)."""
     failures = []
-    for record in records if isinstance(records, list) else []:
+    items = records if isinstance(records, list) else []
+    for number, record in enumerate(items):
         try:
             ok = deliver(svc, to_message(record)).ok
         except Exception:
@@ -531,24 +547,34 @@ def _batch(records: Any, to_message: Callable[[Mapping[str, Any]], Message], ite
             ok = False
         if not ok:
             failures.append({"itemIdentifier": item_id(record)})
+            if in_order == "rest":
+                failures += [{"itemIdentifier": item_id(later)} for later in items[number + 1:]]
+            if in_order is not None:
+                break
     return {"batchItemFailures": failures}
 
 
 def handle_sqs(event: Mapping[str, Any], svc: Service | None = None) -> dict[str, Any]:
     """A Lambda SQS event (`{"Records": [...]}`) -> its partial batch response; item ids are the
-    records' `messageId`."""
-    return _batch(event.get("Records"), sqs_message, lambda r: str(r.get("messageId", "")), svc or service())
+    records' `messageId`. From a FIFO queue (`.fifo`), the first record that fails and every one
+    after it are reported, undelivered, so the queue keeps their order."""
+    records = event.get("Records")
+    fifo = isinstance(records, list) and any(
+        str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records if isinstance(r, dict))
+    return _batch(records, sqs_message, lambda r: str(r.get("messageId", "")), svc or service(),
+                  "rest" if fifo else None)
 
 
 def handle_kinesis(event: Mapping[str, Any], svc: Service | None = None) -> dict[str, Any]:
-    """A Lambda Kinesis event -> its partial batch response; item ids are the records'
-    `kinesis.sequenceNumber` (Lambda then retries from the lowest one; records after it arrive
-    again and are kept once, by their ids)."""
+    """A Lambda Kinesis event -> its partial batch response: the sequence number of the first record
+    that could not be kept, and nothing after it is delivered (Lambda retries the shard from that
+    record; records before it are not delivered again, and any that are are kept once, by their
+    ids)."""
     svc = svc or service()
     hec = svc.settings.hec
     return _batch(event.get("Records"),
                   lambda r: kinesis_message(r, hec.max_body_bytes, hec.max_decompression_ratio),
-                  lambda r: str((r.get("kinesis") or {}).get("sequenceNumber", "")), svc)
+                  lambda r: str((r.get("kinesis") or {}).get("sequenceNumber", "")), svc, "first")
 
 
 def lambda_entry(handle: Callable[[Mapping[str, Any]], Any]) -> Callable[[dict[str, Any], Any], Any]:

@@ -292,14 +292,46 @@ def test_a_cloudwatch_control_message_is_skipped(client):
     assert client.dlq_records() == [] and stored(client) == []
 
 
-def test_a_kinesis_record_that_cannot_be_kept_is_named_by_its_sequence_number(make_client):
+def test_a_kinesis_batch_stops_at_the_first_record_that_cannot_be_kept(make_client):
     client = make_client(triggers=SCOPES, dlq={"enabled": False})
     event = sample("kinesis_event.json")
-    event["Records"][0]["kinesis"]["data"] = base64.b64encode(b'{"event": "x"}').decode()
+    first, second = event["Records"]
+    second["kinesis"]["data"] = base64.b64encode(SSHD.encode()).decode()
 
     answer = handle_kinesis(event, client.service)
-    assert answer == {"batchItemFailures": [
-        {"itemIdentifier": r["kinesis"]["sequenceNumber"]} for r in event["Records"]]}
+
+    # Lambda retries the shard from this sequence number: the second record is not delivered now.
+    assert answer == {"batchItemFailures": [{"itemIdentifier": first["kinesis"]["sequenceNumber"]}]}
+    assert stored(client) == []
+
+
+def test_a_fifo_queue_reports_the_failed_record_and_every_later_one_undelivered(make_client):
+    client = make_client(triggers={"subscriptions": {"my-queue.fifo": {"token_name": "fifo"}}},
+                         dlq={"enabled": False})
+    event = sample("sqs_event.json")
+    for record in event["Records"]:
+        record["eventSourceARN"] += ".fifo"
+    good = json.loads(json.dumps(event["Records"][0]))
+    good["messageId"], good["body"] = "m0", SSHD
+    good["messageAttributes"] = {"sourcetype": {"stringValue": "linux_secure", "dataType": "String"}}
+    event["Records"].insert(0, good)
+    later = event["Records"][2]  # would be stored, but comes after a failure: not delivered now
+    later["body"], later["messageAttributes"] = SSHD, good["messageAttributes"]
+
+    answer = handle_sqs(event, client.service)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"][1:]]}
+    assert len(stored(client)) == 1
+
+
+def test_data_over_the_body_limit_is_dead_lettered_whole(make_client):
+    client = make_client(triggers=SCOPES, hec={"max_body_bytes": 64})
+    assert post_binary(client, cloud_event(push_body(SSHD.encode()))).status_code == 200
+
+    [record] = client.dlq_records()
+    assert record["reason"] == "decode_failed"
+    assert "hec.max_body_bytes" in record["error"]
+    assert record["envelope"]["payload"] == SSHD
 
 
 # -- schedules -----------------------------------------------------------------------------------
