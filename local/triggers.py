@@ -14,8 +14,10 @@ handlers in-process, as Lambda would:
   queue's dead-letter spool (`<DLQ folder>/../queues/<queue name>/dead-letters/<messageId>.json`),
   as SQS moves it to the redrive queue. The answer lists every delivery's response.
 - `POST /_local/streams/<function logical id>` with `{"records": [{"data": <base64>}]}` does the
-  same for a Kinesis event source (records with `sequenceNumber`, `approximateArrivalTimestamp`);
-  records still failing after `MaximumRetryAttempts` + 1 deliveries are reported as discarded.
+  same for a Kinesis event source (records with `sequenceNumber`, `approximateArrivalTimestamp`),
+  except that a failure is retried as Lambda retries a shard: from the lowest failed sequence
+  number on, later records included; records still failing after `MaximumRetryAttempts` + 1
+  deliveries are reported as discarded.
 - `POST /2015-03-31/functions/<function logical id>/invocations` invokes a function's Lambda
   handler with the posted event and answers what it returns (the Lambda Invoke API's path, as
   `sam local start-lambda` serves it): the published sample events can be posted as they are.
@@ -313,6 +315,12 @@ class LocalTriggers:
                     response = {"error": f"{type(exc).__name__}: {exc}"}
                     ids = {_item_id(trigger, r) for r in batch}
                 invocations.append(response)
+                if trigger.kind == "kinesis" and ids:
+                    # Lambda retries the shard from the lowest failed sequence number: that record
+                    # and everything after it, in this batch and the ones not sent yet.
+                    first = min(i for i, r in enumerate(batch) if _item_id(trigger, r) in ids)
+                    failed += pending[start + first:]
+                    break
                 failed += [r for r in batch if _item_id(trigger, r) in ids]
             pending = failed
         moved = [self._dead_letter(trigger, record) for record in pending] if trigger.kind == "sqs" else []

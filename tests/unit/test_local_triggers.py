@@ -83,3 +83,14 @@ def test_sqs_records_carry_the_receive_count_and_string_attributes(tmp_path):
     assert [r["attributes"]["ApproximateReceiveCount"] for r in seen] == ["1", "2"]
     assert seen[0]["messageAttributes"]["sourcetype"]["stringValue"] == "s"
     assert seen[0]["eventSourceARN"] == "arn:aws:sqs:local:000000000000:q"
+
+
+def test_a_stream_is_retried_from_the_first_failed_record_on(tmp_path):
+    local, trigger, calls = scripted(tmp_path, "kinesis", [
+        {"batchItemFailures": [{"itemIdentifier": "2"}]}, {"batchItemFailures": []},
+    ])
+    answer = local.deliver(trigger, [{"data": "eA==", "sequence_number": str(n)} for n in (1, 2, 3, 4)])
+
+    # Batches of 2: [1, 2] fails at 2, so [3, 4] is not sent; then from 2 on.
+    assert calls == [["1", "2"], ["2", "3"], ["4"]]
+    assert answer["failed"] == [] and answer["deliveries"] == 2
