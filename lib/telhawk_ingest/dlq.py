@@ -88,14 +88,11 @@ def record_cap(max_body_bytes: int) -> int:
 
 
 def named_stem(record: dict[str, Any]) -> str | None:
-    """The entry id of an event-triggered event's record (SPEC §7): `failed_<seconds>_<envelope
-    id as 32 hex digits>`, the seconds being the envelope id's time (UUIDv7), so a message delivered
-    again names its entries the same. None for any other record (its envelope has no
-    `attributes.trigger`, which only the server sets, or an id that is not a UUIDv7)."""
+    """The entry id of a record named after its envelope (an event-triggered event's, SPEC §7):
+    `failed_<seconds>_<envelope id as 32 hex digits>`, the seconds being the envelope id's time
+    (UUIDv7), so a message delivered again names its entries the same. None when the envelope id
+    is not a UUIDv7."""
     envelope = record.get("envelope")
-    attributes = envelope.get("attributes") if isinstance(envelope, dict) else None
-    if not isinstance(attributes, dict) or not attributes.get("trigger"):
-        return None
     envelope_id = envelope.get("id") if isinstance(envelope, dict) else None
     when = id_time(envelope_id) if isinstance(envelope_id, str) else None
     if when is None:
@@ -370,8 +367,9 @@ class Reservation:
     the `with` block gives back whatever was not written.
     """
 
-    def __init__(self, dlq: DeadLetterQueue) -> None:
+    def __init__(self, dlq: DeadLetterQueue, named: bool = False) -> None:
         self._dlq = dlq
+        self._named = named
         self._entries: list[_Entry] = []
         self.files = 0
         self.nbytes = 0
@@ -389,7 +387,7 @@ class Reservation:
         """Admit more records (ids assigned, serialized) or raise DLQUnavailable, adding none."""
         if not records:
             return
-        entries = self._dlq._entries(records, now)
+        entries = self._dlq._entries(records, now, self._named)
         nbytes = sum(len(e.data) for e in entries)
         self._dlq._admit(len(entries), nbytes)
         self._entries.extend(entries)
@@ -496,14 +494,16 @@ class DeadLetterQueue:
         """Whether one more entry would be taken now."""
         return self.refusal() is None
 
-    def reserve(self, records: list[dict[str, Any]], now: float | None = None) -> Reservation:
+    def reserve(self, records: list[dict[str, Any]], now: float | None = None, named: bool = False
+                ) -> Reservation:
         """Admit `records` (serialized now, ids assigned) or raise DLQUnavailable with the reason.
 
         Nothing is written until `Reservation.write`; until then the entries count against the
         limits for every process. Use as a context manager so that what is not written is
-        returned.
+        returned. `named`: the entries (these and those added later) are named after their
+        envelope ids (`named_stem`: event-triggered events, SPEC §7) and created only if absent.
         """
-        held = Reservation(self)
+        held = Reservation(self, named)
         held.add(records, now)
         return held
 
@@ -595,13 +595,14 @@ class DeadLetterQueue:
         # Written at once (not by the counters' flusher): other processes' limit checks read it.
         self._ledger.add(now=True, sync=sync, **{names[0]: files, names[1]: nbytes})
 
-    def _entries(self, records: list[dict[str, Any]], now: float | None) -> list[_Entry]:
-        """Records with their ids assigned (`named_stem` for event-triggered events, else the
-        failure's seconds and a fresh UUIDv7), serialized as they will be written."""
+    def _entries(self, records: list[dict[str, Any]], now: float | None, named: bool = False
+                 ) -> list[_Entry]:
+        """Records with their ids assigned (with `named`, `named_stem` where the envelope id is a
+        UUIDv7; else the failure's seconds and a fresh UUIDv7), serialized as they will be written."""
         seconds = int(time.time() if now is None else now)
         entries = []
         for record in records:
-            stem = named_stem(record)
+            stem = named_stem(record) if named else None
             exclusive = stem is not None
             if stem is None:
                 stem = f"failed_{seconds}_{new_id().replace('-', '')}"

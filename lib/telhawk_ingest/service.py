@@ -89,6 +89,9 @@ class Prepared:
     items: list[Item] = field(default_factory=list)
     item_envelopes: list[Envelope] = field(default_factory=list)  # one per item, same order
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # DLQ entries named after their envelope ids and created only if absent (dlq.named_stem): set
+    # for event-triggered events, whose redelivery must not dead-letter anything twice (SPEC §7).
+    named_entries: bool = False
 
 
 @dataclass(slots=True)
@@ -346,7 +349,7 @@ class Service:
                 self.counters.add(stored=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
-        with self.dlq.reserve(failed, self.clock()) as held:
+        with self.dlq.reserve(failed, self.clock(), named=prepared.named_entries) as held:
             stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first)
             try:
                 held.add(storage_failed, self.clock())

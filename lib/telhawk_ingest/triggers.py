@@ -7,9 +7,11 @@ Here: turning each platform's message shape into a `Message`, the envelope ids, 
 `decode_failed` record, and each platform's answer.
 
 - Token scope: `triggers.subscriptions` maps the subscription, queue or stream name to a
-  `TriggerScope` (token name, default and allowed indexes). The publisher's attributes may name
-  `sourcetype`, `source`, `host` and `index`, never the scope: an index outside it is what HEC
-  answers code 7 for, and here dead-letters the whole message (`decode_failed`, `hec_code` 7).
+  `TriggerScope` (token name, default and allowed indexes); for a Pub/Sub CloudEvent whose
+  subscription has no entry (Eventarc names its subscriptions itself), the topic's name. The
+  publisher's attributes may name `sourcetype`, `source`, `host` and `index`, never the scope:
+  an index outside it is what HEC answers code 7 for, and here dead-letters the whole message
+  (`decode_failed`, `hec_code` 7).
 - Envelope ids (`envelope_id`): UUIDv7-shaped, the publish time in the 48 time bits, a SHA-256 of
   (trigger, subscription, message id, position) in the other 74, so a message delivered again
   gets the same ids: storage keeps an event once (idempotent by `_id`, SPEC §6), and the DLQ entry
@@ -97,6 +99,7 @@ class Message:
     log_events: list[Any] | None = None
     log_meta: dict[str, str] = field(default_factory=dict)
     skip: bool = False  # a CloudWatch Logs CONTROL_MESSAGE: nothing to ingest
+    topic: str = ""  # a Pub/Sub CloudEvent's topic: the scope's name when the subscription has none
 
 
 @dataclass(slots=True)
@@ -168,8 +171,6 @@ def pubsub_message(body: Any, ce_attributes: Mapping[str, Any] | None = None) ->
     out = Message("pubsub", name, str(message_id or _body_key(original)), publish_ms or 0, None, attributes,
                   original=str(message.get("data", "")))
     problems = []
-    if not name:
-        problems.append("no subscription")
     if not message_id:
         problems.append("no messageId")
     if publish_ms is None:
@@ -200,11 +201,14 @@ def cloud_event_message(attributes: Mapping[str, Any], data: Any) -> Message:
         except orjson.JSONDecodeError:
             data = bytes(data).decode("utf-8", "replace")
     message = pubsub_message(data, attributes)
+    source = attributes.get("source")
+    if isinstance(source, str) and "/topics/" in source:  # //pubsub.googleapis.com/projects/p/topics/t
+        message.topic = _last_part(source)
     if kind != PUBSUB_TYPE:
         message.problem = f"CloudEvent type {str(kind)[:100]!r} is not {PUBSUB_TYPE}"
         message.data = None
-    if not message.subscription and isinstance(attributes.get("source"), str):
-        message.subscription = _last_part(attributes["source"])  # //pubsub.googleapis.com/projects/p/topics/t
+        # Kept whole: the event's context attributes and its data.
+        message.original = orjson.dumps({"attributes": dict(attributes), "data": data}, default=str).decode()
     return message
 
 
@@ -296,7 +300,8 @@ def deliver(svc: Service, message: Message) -> Delivery:
     """
     if message.skip:
         return Delivery(message.message_id, True)
-    scope = svc.settings.triggers.subscriptions.get(message.subscription)
+    scopes = svc.settings.triggers.subscriptions
+    scope = scopes.get(message.subscription) or (scopes.get(message.topic) if message.topic else None)
     received_at = rfc3339(svc.clock())
     # For structured log formatters: the trigger as a label, as the metrics have it.
     labels = {"trigger": message.trigger, "message_id": message.message_id}
@@ -308,12 +313,13 @@ def deliver(svc: Service, message: Message) -> Delivery:
             raise Undecodable(message.problem)
         envelopes = _envelopes(svc, message, scope, received_at)
         prepared = svc.prepare(envelopes)
+        prepared.named_entries = True
     except Undecodable as exc:
         log.warning("%s message %s cannot be decoded; dead-lettering it whole: %s", message.trigger,
                     message.message_id, exc, extra=labels)
         whole = _whole_message(message, scope, received_at)
         record = make_record(whole.to_dict(), "decode_failed", str(exc), 1, exc.details, svc.clock())
-        prepared = Prepared([whole], failed=[record])
+        prepared = Prepared([whole], failed=[record], named_entries=True)
     try:
         result = svc.finish(prepared)
     except DLQUnavailable as err:
@@ -404,7 +410,8 @@ def _whole_message(message: Message, scope: TriggerScope | None, received_at: st
     attributes: dict[str, Any] = {"host": attrs.get("host") or None, "index": None, "fields": dict(attrs),
                                   "token_name": scope.token_name if scope else None,
                                   "trigger": message.trigger, "message_id": message.message_id,
-                                  "subscription": message.subscription}
+                                  "subscription": message.subscription,
+                                  "published_at": rfc3339(message.publish_ms / 1000)}
     if message.data is None:
         payload = message.original
     else:

@@ -166,6 +166,21 @@ def test_a_cloud_event_of_another_type_is_dead_lettered_whole(client):
     [record] = client.dlq_records()
     assert record["reason"] == "decode_failed"
     assert "google.cloud.storage.object.v1.finalized" in record["error"]
+    kept = json.loads(record["envelope"]["payload"])
+    assert kept["attributes"]["type"] == "google.cloud.storage.object.v1.finalized"
+    assert kept["data"] == push_body(SSHD.encode())
+
+
+def test_an_eventarc_subscription_without_a_scope_of_its_own_takes_its_topics(make_client):
+    client = make_client(triggers={"subscriptions": {"audit-topic": {"token_name": "eventarc"}}})
+    body = push_body(SSHD.encode(), sourcetype="linux_secure")
+    body["subscription"] = "projects/demo/subscriptions/eventarc-us-central1-trigger-sub-042"
+    source = "//pubsub.googleapis.com/projects/demo/topics/audit-topic"
+    event = CloudEvent({"type": PUBSUB_TYPE, "source": source, "id": "1001", "time": PUBLISHED}, body)
+    assert post_binary(client, event).status_code == 200
+
+    [doc] = stored(client)
+    assert doc["_source"]["hec"]["source"] == "http:eventarc"
 
 
 def test_an_index_outside_the_subscriptions_scope_is_refused_as_hec_refuses_it(client):
@@ -182,7 +197,7 @@ def test_an_index_outside_the_subscriptions_scope_is_refused_as_hec_refuses_it(c
 def test_a_subscription_without_a_configured_scope_is_dead_lettered_not_ingested(client):
     body = push_body(SSHD.encode(), sourcetype="linux_secure")
     body["subscription"] = "projects/demo/subscriptions/unknown"
-    assert post_binary(client, cloud_event(body)).status_code == 200
+    assert client.app.post("/triggers/pubsub", json=body).status_code == 200  # a push: no topic
 
     [record] = client.dlq_records()
     assert "'unknown'" in record["error"] and "triggers.subscriptions" in record["error"]

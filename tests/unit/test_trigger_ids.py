@@ -35,10 +35,8 @@ def test_ids_sort_by_publish_time_whatever_the_message_id():
     assert sorted(ids) == ids
 
 
-def triggered_record(eid: str, trigger: str | None = "sqs") -> dict:
-    attributes = {"host": None, "index": None, "fields": {}, "token_name": "t"}
-    if trigger:
-        attributes["trigger"] = trigger
+def triggered_record(eid: str) -> dict:
+    attributes = {"host": None, "index": None, "fields": {}, "token_name": "t", "trigger": "sqs"}
     envelope = {"id": eid, "source": "s", "source_type": "x", "format": "raw", "payload": "p",
                 "attributes": attributes, "received_at": "2026-03-01T10:00:05.000Z"}
     return make_record(envelope, "normalization_failed", "no normalizer", 1, None, 1_772_359_300.0)
@@ -47,17 +45,17 @@ def triggered_record(eid: str, trigger: str | None = "sqs") -> dict:
 def test_a_triggered_events_entry_is_named_after_its_envelope_id_and_time():
     eid = envelope_id("sqs", "q", "m", 1_772_359_200_123, 3)
     assert named_stem(triggered_record(eid)) == f"failed_1772359200_{eid.replace('-', '')}"
-    assert named_stem(triggered_record(eid, trigger=None)) is None  # HTTP ingest: a fresh name
     assert named_stem(triggered_record(str(uuid.uuid4()))) is None  # not a UUIDv7
 
 
 def test_writing_a_triggered_entry_twice_keeps_the_first_file_and_counts_it_once(tmp_path):
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     eid = envelope_id("pubsub", "logs", "m", 1_772_359_200_123, 0)
-    first = dlq.write(triggered_record(eid))
+    with dlq.reserve([triggered_record(eid)], named=True) as held:
+        [first] = held.write()
     before = (tmp_path / "dlq" / f"{first}.json").stat()
 
-    with dlq.reserve([triggered_record(eid)]) as held:
+    with dlq.reserve([triggered_record(eid)], named=True) as held:
         assert held.write() == [first]
         assert held.existing == {first}
 
@@ -71,11 +69,12 @@ def test_writing_a_triggered_entry_twice_keeps_the_first_file_and_counts_it_once
     assert dlq.stats()["pending_files"] == 1
 
 
-def test_http_entries_still_get_fresh_names(tmp_path):
+def test_other_entries_still_get_fresh_names_whatever_their_envelope(tmp_path):
+    # HTTP ingest, and a replay of a triggered event that fails again: a new name each time.
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     eid = envelope_id("pubsub", "logs", "m", 1_772_359_200_123, 0)
-    names = {dlq.write(triggered_record(eid, trigger=None)) for _ in range(2)}
-    assert len(names) == 2
+    names = {dlq.write(triggered_record(eid)) for _ in range(2)}
+    assert len(names) == 2 and all(not n.endswith(eid.replace("-", "")) for n in names)
 
 
 @pytest.mark.parametrize("headers", [
