@@ -37,19 +37,29 @@ def schedule_time(event: Any, clock: Callable[[], float]) -> float:
 
 
 def _retention(svc: Service, now: float) -> dict[str, Any]:
-    from . import retention  # the DLQ retention use case (SPEC §9)
+    """The DLQ retention use case (retention.py: SPEC §9 caps and age, audited) at `now`."""
+    from .retention import RetentionParts, run_retention
 
-    return retention.run_retention(svc, now=now, dry_run=False)
+    return run_retention(RetentionParts.of(svc), now=now, dry_run=False)
 
 
 def _replay(svc: Service, now: float) -> dict[str, Any]:
+    """The replay use case (replay.py, SPEC §11) for `triggers.replay_filter`, as the operator
+    `schedule` with the admin role; nothing while no filter is configured. A filter the replay
+    call refuses raises its ApiError (a failed run). `now` is not the replay's clock: claims
+    age by the real one."""
     flt = svc.settings.triggers.replay_filter
     if not flt:
         return {"skipped": "triggers.replay_filter is not set"}
-    from . import replay  # the DLQ replay use case (SPEC §11)
+    import orjson
 
-    return replay.run_scheduled_replay(svc, dict(flt), now=now,
-                                       rate_limit=svc.settings.triggers.replay_rate_limit)
+    from .replay import replay_dlq
+    from .service import Operator
+
+    body: dict[str, Any] = {"filter": dict(flt)}
+    if svc.settings.triggers.replay_rate_limit is not None:
+        body["rate_limit"] = svc.settings.triggers.replay_rate_limit
+    return replay_dlq(svc, Operator(SCHEDULE_OPERATOR, "admin"), [], orjson.dumps(body))
 
 
 SCHEDULES: dict[str, Callable[[Service, float], dict[str, Any]]] = {
