@@ -62,7 +62,7 @@ LOCAL_ACCOUNT = "000000000000"
 LOCAL_STREAM = "local-stream"
 PREFIX = "/_local/"
 INVOKE_RE = re.compile(r"^/2015-03-31/functions/([A-Za-z0-9]+)/invocations$")
-_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_RATE = re.compile(r"^rate\((\d++)\s++(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 # SQS's default when a queue has no redrive policy is to keep a message for ever; locally it is
 # delivered this many times at most.

@@ -64,7 +64,7 @@ CLOUDWATCH_SOURCETYPE = "aws:cloudwatchlogs"
 METADATA = ("sourcetype", "source", "host", "index")
 _GZIP_MAGIC = b"\x1f\x8b"
 # RFC 3339 with more than microseconds (Pub/Sub sends nanoseconds): cut to six digits.
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d++")
 
 
 class Undecodable(Exception):

@@ -373,3 +373,20 @@ def test_the_scheduled_replay_does_nothing_without_a_filter_and_runs_at_the_time
     assert http.post("/", content=b"[1]").status_code == 400
     assert http.get("/").status_code == 405
     assert totals(client)["trigger_schedule_runs"] == 2
+
+
+# -- the Pub/Sub function on Lambda (a push subscription to API Gateway) ---------------------------
+
+
+def test_a_push_through_api_gateway_reaches_the_same_function(client):
+    from tests.functional.test_lambda import function_module, http_api_event
+
+    handler = function_module("pubsub_ingest").handler
+    body = json.dumps(push_body(SSHD.encode(), sourcetype="linux_secure")).encode()
+
+    json_type = {"Content-Type": "application/json"}
+    answer = handler(http_api_event("POST", "/triggers/pubsub", body, json_type), None)
+    assert answer["statusCode"] == 200
+    assert len(stored(client)) == 1
+    refused = handler(http_api_event("POST", "/triggers/pubsub", b"[]", json_type), None)
+    assert refused["statusCode"] == 400
