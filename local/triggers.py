@@ -27,6 +27,9 @@ handlers in-process, as Lambda would:
   on their own, in one worker process only (the one holding `<state>/local-schedules.lock`);
   `cron(...)` ones only on demand.
 - `GET /_local/triggers`: every trigger and its endpoint.
+- Spool folders: a JSON file dropped into `<DLQ folder>/../queues/<queue or stream
+  name>/incoming/` (locally `var/queues/local-ingest/incoming/`; write it elsewhere and rename it
+  in) is delivered within a second as if posted to the queue's endpoint, then removed.
 
 A Pub/Sub push subscription needs no endpoint here: its function has an HTTP route, served by
 functions-framework as a CloudEvent function behind the push adapter (telhawk_ingest.triggers).
@@ -64,6 +67,8 @@ PREFIX = "/_local/"
 INVOKE_RE = re.compile(r"^/2015-03-31/functions/([A-Za-z0-9]+)/invocations$")
 _RATE = re.compile(r"^rate\((\d++)\s++(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+# How often the timer thread looks at the schedules and the spool folders (seconds).
+SPOOL_INTERVAL_S = 1.0
 # SQS's default when a queue has no redrive policy is to keep a message for ever; locally it is
 # delivered this many times at most.
 DEFAULT_MAX_RECEIVES = 5
@@ -331,10 +336,7 @@ class LocalTriggers:
 
     def _dead_letter(self, trigger: Trigger, record: Mapping[str, Any]) -> str:
         """Move a record out of deliveries into the queue's dead-letter spool (SQS redrive)."""
-        from telhawk_ingest.service import service
-
-        spool = self.spool or service().settings.dlq.base_path.parent / "queues"
-        folder = spool / trigger.source / "dead-letters"
+        folder = self.spool_root() / trigger.source / "dead-letters"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / f"{record['messageId']}.json"
         path.write_text(json.dumps(record))
@@ -345,11 +347,54 @@ class LocalTriggers:
 
     # -- schedules on their rate -----------------------------------------------------------
 
+    def spool_root(self) -> Path:
+        """Where queue and stream spools and dead letters live: `<DLQ folder>/../queues`."""
+        from telhawk_ingest.service import service
+
+        return self.spool or service().settings.dlq.base_path.parent / "queues"
+
+    def drain_spools(self) -> int:
+        """Deliver what was dropped into each queue's or stream's spool folder,
+        `<spool root>/<queue or stream name>/incoming/*.json` (each file: `{"messages": [...]}` for
+        a queue, `{"records": [...]}` for a stream, or one message or record), oldest name first,
+        with `deliver`'s semantics; a delivered file is removed, one that is not JSON of that shape
+        is moved to `rejected/`. Returns the files delivered."""
+        done = 0
+        for trigger in self.triggers:
+            if trigger.kind == "schedule":
+                continue
+            folder = self.spool_root() / trigger.source
+            try:
+                names = sorted(n for n in os.listdir(folder / "incoming") if n.endswith(".json"))
+            except FileNotFoundError:
+                continue
+            key = "messages" if trigger.kind == "sqs" else "records"
+            for name in names:
+                path = folder / "incoming" / name
+                try:
+                    posted = json.loads(path.read_bytes())
+                except FileNotFoundError:
+                    continue
+                except ValueError:
+                    posted = None
+                items = posted.get(key, [posted]) if isinstance(posted, dict) else None
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                    (folder / "rejected").mkdir(parents=True, exist_ok=True, mode=0o700)
+                    os.replace(path, folder / "rejected" / name)
+                    log.error("local spool: %s is not a JSON %s file; moved to rejected/", path, key)
+                    continue
+                self.deliver(trigger, items)
+                path.unlink(missing_ok=True)
+                done += 1
+        return done
+
     def start_timers(self, lock_path: Path) -> None:
-        """Fire `rate(...)` schedules on their rate in a daemon thread, in the one process that holds
-        `lock_path` (flock: gunicorn's other workers skip it)."""
+        """In a daemon thread of the one process that holds `lock_path` (flock: gunicorn's other
+        workers skip it): fire `rate(...)` schedules on their rate, and drain the spools every
+        SPOOL_INTERVAL_S."""
         timed = [t for t in self.triggers if t.kind == "schedule" and t.rate_seconds]
-        if not timed or self._timer is not None:
+        spooled = any(t.kind != "schedule" for t in self.triggers)
+        if not (timed or spooled) or self._timer is not None:
             return
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -369,7 +414,7 @@ class LocalTriggers:
     def _run_timers(self, timed: list[Trigger], fd: int) -> None:
         due = {t.key: time.monotonic() + (t.rate_seconds or 0) for t in timed}
         try:
-            while not self._stop.wait(1.0):
+            while not self._stop.wait(SPOOL_INTERVAL_S):
                 for trigger in timed:
                     if time.monotonic() >= due[trigger.key]:
                         due[trigger.key] = time.monotonic() + (trigger.rate_seconds or 0)
@@ -377,6 +422,10 @@ class LocalTriggers:
                             self.fire(trigger, time.time())
                         except Exception:
                             log.exception("local schedule %s failed", trigger.key)
+                try:
+                    self.drain_spools()
+                except Exception:
+                    log.exception("local spools: draining failed")
         finally:
             os.close(fd)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,20 @@ def test_the_trigger_endpoints_are_listed_and_a_schedule_fires_with_the_time_it_
     answer = post(emulator, "/_local/schedules/ScheduledReplay", params={"time": "2031-01-02T03:04:05Z"})
     assert answer.json() == {"schedule": "replay", "time": "2031-01-02T03:04:05.000Z",
                              "result": {"skipped": "triggers.replay_filter is not set"}}
+
+
+def test_a_file_dropped_into_the_queues_spool_is_delivered_and_removed(emulator):
+    incoming = Path(emulator.dlq_path).parent / "queues" / "local-ingest" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    staged = incoming.parent / "staging.json"
+    message = {"id": "spooled", "body": SSHD.replace("alice", "spooler"),
+               "attributes": {"sourcetype": "linux_secure"}}
+    staged.write_text(json.dumps({"messages": [message]}))
+    staged.rename(incoming / "0001.json")  # appears whole
+
+    deadline = time.monotonic() + 15
+    while (incoming / "0001.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (incoming / "0001.json").exists()
+    names = [d["_source"]["user"]["name"] for d in stored(emulator)]
+    assert "spooler" in names

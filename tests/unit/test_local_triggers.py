@@ -94,3 +94,19 @@ def test_a_stream_is_retried_from_the_first_failed_record_on(tmp_path):
     # Batches of 2: [1, 2] fails at 2, so [3, 4] is not sent; then from 2 on.
     assert calls == [["1", "2"], ["2", "3"], ["4"]]
     assert answer["failed"] == [] and answer["deliveries"] == 2
+
+
+def test_files_dropped_into_a_spool_are_delivered_once_and_removed(tmp_path):
+    local, _trigger, calls = scripted(tmp_path, "sqs", [])
+    incoming = tmp_path / "queues" / "queue-name" / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "001.json").write_text(json.dumps({"messages": [{"id": "a", "body": "x"},
+                                                                {"id": "b", "body": "y"}]}))
+    (incoming / "002.json").write_text(json.dumps({"id": "c", "body": "z"}))  # one message alone
+    (incoming / "003.json").write_text("not json")
+
+    assert local.drain_spools() == 2
+    assert calls == [["a", "b"], ["c"]]
+    assert sorted(p.name for p in incoming.iterdir()) == []
+    assert (tmp_path / "queues" / "queue-name" / "rejected" / "003.json").read_text() == "not json"
+    assert local.drain_spools() == 0
