@@ -475,6 +475,8 @@ def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: An
                 what += ", fires on its rate" if trigger.rate_seconds else ", on demand only"
             lines.append(f"  {url}{trigger.endpoint}  -> {trigger.logical_id} ({what})")
         lines.append(f"  {url}/2015-03-31/functions/<function>/invocations  -> a Lambda event as is")
+        spool = Path(settings.dlq.base_path).parent / "queues"
+        lines.append(f"  spool folders: {spool}/<queue or stream>/incoming/*.json, delivered within a second")
         message = {"body": "Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5",
                    "attributes": {"sourcetype": "linux_secure"}}
         lines.append(f"  curl -s {url}/_local/queues/<queue> -H 'Content-Type: application/json' "
