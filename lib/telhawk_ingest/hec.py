@@ -630,10 +630,10 @@ def _epoch(value: Any, number: int, key: str = "time") -> float:
 def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str,
               max_events: int | None = None, ids: Ids | None = None) -> list[Envelope]:
     """The raw protocol: one event per non-blank line, metadata from the query or headers.
-    `ids`: as for `parse_events`, by position among the non-blank lines.
 
     Lines are taken one at a time, so a body of more than `max_events` lines
     (`hec.max_events_per_request`) is refused with 413 code 6 having built at most one more.
+    `ids`: as for `parse_events`, by position among the non-blank lines.
     """
     meta: dict[str, str | None] = {}
     for key in _METADATA:
