@@ -23,8 +23,8 @@ Here: turning each platform's message shape into a `Message`, the envelope ids, 
   the message attributes as `fields`. Never an exception the platform would redeliver forever.
 - The durability rule per platform (SPEC §2, §12): a message or record succeeds only when every
   event of it is stored or dead-lettered. Otherwise (the DLQ cannot take what must go there) the
-  Pub/Sub function raises (HTTP 500 from functions-framework: Pub/Sub redelivers), and a Lambda
-  batch lists the record in `batchItemFailures` (the ReportBatchItemFailures contract).
+  Pub/Sub function answers 503 with `Retry-After` (Pub/Sub delivers the message again), and a
+  Lambda batch lists the record in `batchItemFailures` (the ReportBatchItemFailures contract).
 - CloudWatch Logs subscription records on Kinesis (gzip JSON): each `logEvents` entry of a
   `DATA_MESSAGE` is one event (its `message` as a raw event, its `timestamp` as the time), the log
   group as `source`, the log stream as `host`, both also in `fields`; sourcetype
@@ -49,7 +49,7 @@ import orjson
 from .config import HecToken, TriggerScope
 from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
-from .errors import DLQUnavailable, HecError
+from .errors import DEFAULT_RETRY_AFTER, DLQUnavailable, HecError
 from .hec import HecRequest, parse_events, parse_raw, read_body
 from .service import Prepared, Service, service
 
@@ -528,8 +528,16 @@ def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
 
 async def cloud_event_function(cloud_event: Any) -> None:
     """The body of the Pub/Sub CloudEvent function (functions/pubsub_ingest.py): the service
-    call in a worker thread, so the event loop never waits on storage or the DLQ."""
-    await asyncio.to_thread(on_cloud_event, cloud_event.get_attributes(), cloud_event.data)
+    call in a worker thread, so the event loop never waits on storage or the DLQ. A message that
+    was not kept is answered 503 with `Retry-After` (SPEC §2's answer; Pub/Sub delivers it again),
+    not functions-framework's 500; anything unexpected is still its logged 500."""
+    from starlette.exceptions import HTTPException
+
+    try:
+        await asyncio.to_thread(on_cloud_event, cloud_event.get_attributes(), cloud_event.data)
+    except DeliveryFailed as exc:
+        raise HTTPException(503, detail=f"Server is busy: {exc}",
+                            headers={"Retry-After": str(DEFAULT_RETRY_AFTER)}) from None
 
 
 # -- Lambda event sources: SQS and Kinesis ----------------------------------------------------
@@ -601,10 +609,12 @@ def lambda_entry(handle: Callable[[Mapping[str, Any]], Any]) -> Callable[[dict[s
 def cloud_event_endpoint(function: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[Any]]:
     """A Starlette endpoint delivering CloudEvents (binary or structured mode) and Pub/Sub push
     bodies to a CloudEvent function, answering as functions-framework does: 200 "OK", 400 for a
-    request that is no CloudEvent, 500 when the function raised. Lambda serves the Pub/Sub
+    request that is no CloudEvent, the status of an HTTPException the function raised (503 for a
+    message not kept), else 500 when it raised. Lambda serves the Pub/Sub
     function through it (lambda_adapter.lambda_handler), behind an HTTP route a push
     subscription posts to."""
     from cloudevents.http import from_http
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -617,6 +627,8 @@ def cloud_event_endpoint(function: Callable[[Any], Awaitable[None]]) -> Callable
             return Response(f"Bad Request: not a CloudEvent: {exc!r}"[:500], status_code=400)
         try:
             await function(event)
+        except HTTPException as exc:
+            return Response(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
         except Exception:
             log.exception("the CloudEvent function failed; the message will be delivered again")
             return Response("Internal Server Error", status_code=500)

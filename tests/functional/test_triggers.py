@@ -208,7 +208,8 @@ def test_when_an_event_can_be_neither_stored_nor_dead_lettered_the_function_fail
     client = make_client(triggers=SCOPES, dlq={"enabled": False})
     answer = post_binary(client, cloud_event(push_body(b"no normalizer for this line")))
 
-    assert answer.status_code == 500  # Pub/Sub delivers the message again
+    assert answer.status_code == 503  # Pub/Sub delivers the message again
+    assert answer.headers["Retry-After"] == "5"
     assert totals(client)["trigger_pubsub_failures"] == 1
 
 
@@ -390,3 +391,16 @@ def test_a_push_through_api_gateway_reaches_the_same_function(client):
     assert len(stored(client)) == 1
     refused = handler(http_api_event("POST", "/triggers/pubsub", b"[]", json_type), None)
     assert refused["statusCode"] == 400
+
+
+def test_through_api_gateway_a_message_not_kept_is_answered_503_too(make_client):
+    from tests.functional.test_lambda import function_module, http_api_event
+
+    make_client(triggers=SCOPES, dlq={"enabled": False})
+    handler = function_module("pubsub_ingest").handler
+    body = json.dumps(push_body(b"no normalizer for this line")).encode()
+
+    event = http_api_event("POST", "/triggers/pubsub", body, {"Content-Type": "application/json"})
+    answer = handler(event, None)
+    assert answer["statusCode"] == 503
+    assert answer["headers"]["retry-after"] == "5"
