@@ -110,3 +110,32 @@ def test_files_dropped_into_a_spool_are_delivered_once_and_removed(tmp_path):
     assert sorted(p.name for p in incoming.iterdir()) == []
     assert (tmp_path / "queues" / "queue-name" / "rejected" / "003.json").read_text() == "not json"
     assert local.drain_spools() == 0
+
+
+def test_schedules_fire_on_their_rate_in_the_one_process_holding_the_lock(tmp_path, monkeypatch):
+    import threading
+
+    from local import triggers as local_triggers
+
+    monkeypatch.setattr(local_triggers, "SPOOL_INTERVAL_S", 0.01)
+    fired = threading.Event()
+    times: list = []
+    trigger = Trigger("schedule", "Every", "Every", tmp_path / "fn.py", "rate(1 minute)", rate_seconds=0.02)
+
+    def handler(event, _context):
+        times.append(event["time"])
+        if len(times) >= 2:
+            fired.set()
+
+    first, second = LocalTriggers([trigger], spool=tmp_path), LocalTriggers([trigger], spool=tmp_path)
+    for local in (first, second):
+        local._handlers[trigger.handler_source] = handler
+    lock = tmp_path / "state" / "local-schedules.lock"
+    first.start_timers(lock)
+    second.start_timers(lock)  # another worker: the lock is taken, it runs no timers
+    try:
+        assert fired.wait(10)
+    finally:
+        first.stop_timers()
+    assert first._timer is not None and second._timer is None
+    assert all(t.endswith("Z") for t in times)  # EventBridge's scheduled event time
