@@ -255,6 +255,9 @@ def test_the_stream_is_optional_and_reports_partial_batch_failures(template: dic
     [stream_event] = function["Properties"]["Events"].values()
     assert stream_event["Type"] == "Kinesis"
     assert stream_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # What Lambda gives up on after its retries is recorded, never dropped silently.
+    on_failure = stream_event["Properties"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["KinesisFailures", "Arn"]}}
 
 
 def test_retention_and_replay_are_scheduled_and_replay_is_optional(template: dict[str, Any]) -> None:
