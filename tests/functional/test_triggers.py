@@ -8,16 +8,31 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telhawk_ingest.envelope import id_time
+from telhawk_ingest.service import Service
 from telhawk_ingest.storage.local import LocalBackend
-from telhawk_ingest.triggers import PUBSUB_TYPE, envelope_id, handle_kinesis, handle_sqs
+from telhawk_ingest.triggers import (
+    PUBSUB_TYPE,
+    cloud_event_message,
+    deliver,
+    envelope_id,
+    handle_kinesis,
+    handle_sqs,
+)
+from tests.conftest import examples
+from tests.functional.conftest import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = ROOT / "tests" / "events" / "aws"
@@ -404,3 +419,44 @@ def test_through_api_gateway_a_message_not_kept_is_answered_503_too(make_client)
     answer = handler(event, None)
     assert answer["statusCode"] == 503
     assert answer["headers"]["retry-after"] == "5"
+
+
+# -- any message: kept, never an exception ---------------------------------------------------------
+
+_TEXT = st.text(max_size=40)
+_ATTRIBUTES = st.dictionaries(
+    st.sampled_from(["sourcetype", "source", "host", "index", "hec_format", "x"]),
+    st.one_of(_TEXT, st.sampled_from(["event", "raw", "linux_secure", "main", "auth"])), max_size=5)
+_DATA = st.one_of(st.binary(max_size=200), st.sampled_from([SSHD.encode(), b'{"event": "x"}', b"{}"]))
+
+
+@contextmanager
+def scoped_service() -> Iterator[Service]:
+    with tempfile.TemporaryDirectory(prefix="telhawk-triggers-") as home:
+        svc = Service(settings_for(Path(home), triggers=SCOPES))
+        try:
+            yield svc
+        finally:
+            svc.backend.close()
+            svc.counters.retire()
+
+
+def kept(svc: Service) -> int:
+    files = list(svc.settings.dlq.base_path.glob("failed_*.json"))
+    return len(list(LocalBackend(svc.settings.storage.data_dir).documents())) + len(files)
+
+
+@settings(max_examples=examples(60))
+@given(data=_DATA, attributes=_ATTRIBUTES, garble=st.booleans(), kind=st.sampled_from([PUBSUB_TYPE, "other"]))
+def test_every_message_is_kept_once_and_nothing_raises(data, attributes, garble, kind):
+    body = push_body(data, message_id="p1", **attributes)
+    if garble:
+        body["message"]["data"] = body["message"]["data"][:-1] + "!"
+    with scoped_service() as svc:
+        delivery = deliver(svc, cloud_event_message({"type": kind, "id": "p1"}, body))
+
+        assert delivery.ok
+        assert kept(svc) == delivery.stored + delivery.dead_lettered >= 1
+        # Delivered again: nothing more is kept.
+        assert deliver(svc, cloud_event_message({"type": kind, "id": "p1"}, body)).ok
+        assert kept(svc) == delivery.stored + delivery.dead_lettered
