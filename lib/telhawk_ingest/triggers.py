@@ -300,11 +300,20 @@ def deliver(svc: Service, message: Message) -> Delivery:
     """
     if message.skip:
         return Delivery(message.message_id, True)
+    return settle(svc, message, stage(svc, message))
+
+
+def _labels(message: Message) -> dict[str, str]:
+    """For structured log formatters: the trigger as a label, as the metrics have it."""
+    return {"trigger": message.trigger, "message_id": message.message_id}
+
+
+def stage(svc: Service, message: Message) -> Prepared:
+    """`deliver`'s first half: the message's events parsed, normalized and validated (CPU only),
+    or the whole message as one `decode_failed` record; DLQ entries named after envelope ids."""
     scopes = svc.settings.triggers.subscriptions
     scope = scopes.get(message.subscription) or (scopes.get(message.topic) if message.topic else None)
     received_at = rfc3339(svc.clock())
-    # For structured log formatters: the trigger as a label, as the metrics have it.
-    labels = {"trigger": message.trigger, "message_id": message.message_id}
     try:
         if scope is None:
             raise Undecodable(f"no token scope is configured for {message.trigger} subscription "
@@ -316,16 +325,21 @@ def deliver(svc: Service, message: Message) -> Delivery:
         prepared.named_entries = True
     except Undecodable as exc:
         log.warning("%s message %s cannot be decoded; dead-lettering it whole: %s", message.trigger,
-                    message.message_id, exc, extra=labels)
+                    message.message_id, exc, extra=_labels(message))
         whole = _whole_message(message, scope, received_at)
         record = make_record(whole.to_dict(), "decode_failed", str(exc), 1, exc.details, svc.clock())
         prepared = Prepared([whole], failed=[record], named_entries=True)
+    return prepared
+
+
+def settle(svc: Service, message: Message, prepared: Prepared) -> Delivery:
+    """`deliver`'s second half: store and dead-letter what `stage` gave (blocks)."""
     try:
         result = svc.finish(prepared)
     except DLQUnavailable as err:
         svc.counters.add(**{f"trigger_{message.trigger}_failures": 1})
         log.error("%s message %s not kept, to be delivered again: %s", message.trigger,
-                  message.message_id, err, extra=labels)
+                  message.message_id, err, extra=_labels(message))
         return Delivery(message.message_id, False, len(prepared.envelopes), error=str(err))
     svc.counters.add(**{f"trigger_{message.trigger}_events": result.stored + result.dead_lettered})
     return Delivery(message.message_id, True, result.accepted, result.stored, result.dead_lettered)
@@ -543,20 +557,57 @@ async def cloud_event_function(cloud_event: Any) -> None:
 # -- Lambda event sources: SQS and Kinesis ----------------------------------------------------
 
 
+def _combined(parts: list[Prepared]) -> Prepared:
+    """Several messages' staged events as one (their DLQ entries named after envelope ids)."""
+    combined = Prepared([], named_entries=True)
+    for part in parts:
+        combined.envelopes += part.envelopes
+        combined.items += part.items
+        combined.item_envelopes += part.item_envelopes
+        combined.failed += part.failed
+    return combined
+
+
 def _batch(records: Any, to_message: Callable[[Mapping[str, Any]], Message], item_id: Callable[[Any], str],
            svc: Service, in_order: str | None = None) -> dict[str, Any]:
-    """Deliver each record; `{"batchItemFailures": [{"itemIdentifier": ...}]}` names exactly the
+    """Deliver a Lambda batch; `{"batchItemFailures": [{"itemIdentifier": ...}]}` names exactly the
     records neither stored nor dead-lettered (Lambda's ReportBatchItemFailures contract). A
     record that raises unexpectedly is failed, never the whole batch.
+
+    Every record is staged first; then the whole batch is stored and dead-lettered at once (one
+    storage request, one DLQ write). Only when that cannot keep everything (DLQUnavailable) is
+    each record settled on its own, to find which ones fail: what the combined try stored is
+    stored again under the same ids, which changes nothing (SPEC §6), though `stored` counts it
+    twice.
 
     `in_order`: where order matters, nothing after the first failed record is delivered: "rest"
     names every later record too (an SQS FIFO queue: Lambda's documented contract), "first" only
     the failed one (Kinesis: Lambda retries from the lowest failed sequence number anyway)."""
-    failures = []
     items = records if isinstance(records, list) else []
-    for number, record in enumerate(items):
+    staged: list[tuple[Message, Prepared | None] | None] = []
+    for record in items:
         try:
-            ok = deliver(svc, to_message(record)).ok
+            message = to_message(record)
+            staged.append((message, None if message.skip else stage(svc, message)))
+        except Exception:
+            log.exception("unexpected error reading a record; it will be delivered again")
+            staged.append(None)
+    if len(items) > 1 and all(entry is not None for entry in staged):
+        parts = [(message, prepared) for message, prepared in filter(None, staged) if prepared is not None]
+        try:
+            result = svc.finish(_combined([prepared for _, prepared in parts]))
+        except DLQUnavailable as err:
+            log.warning("a batch of %d records cannot be kept whole (%s); settling them one by one",
+                        len(items), err)
+        else:
+            if parts:
+                kept = result.stored + result.dead_lettered
+                svc.counters.add(**{f"trigger_{parts[0][0].trigger}_events": kept})
+            return {"batchItemFailures": []}
+    failures = []
+    for number, (record, entry) in enumerate(zip(items, staged, strict=True)):
+        try:
+            ok = entry is not None and (entry[1] is None or settle(svc, entry[0], entry[1]).ok)
         except Exception:
             log.exception("unexpected error delivering a record; it will be delivered again")
             ok = False
