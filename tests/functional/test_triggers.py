@@ -294,6 +294,7 @@ def cloudwatch_record(data: str, sequence: str = "495903382714902566085596925383
     record = sample("kinesis_event.json")["Records"][0]
     record["kinesis"]["data"] = data
     record["kinesis"]["sequenceNumber"] = sequence
+    record["eventID"] = f"shardId-000000000006:{sequence}"
     return record
 
 
@@ -460,3 +461,16 @@ def test_every_message_is_kept_once_and_nothing_raises(data, attributes, garble,
         # Delivered again: nothing more is kept.
         assert deliver(svc, cloud_event_message({"type": kind, "id": "p1"}, body)).ok
         assert kept(svc) == delivery.stored + delivery.dead_lettered
+
+
+def test_a_mixed_kinesis_batch_is_kept_whole_in_one_go(client):
+    data = sample("cloudwatch_logs_event.json")["awslogs"]["data"]
+    control = base64.b64encode(gzip.compress(b'{"messageType": "CONTROL_MESSAGE"}')).decode()
+    event = {"Records": [cloudwatch_record(data, "1"), cloudwatch_record(control, "2"),
+                         cloudwatch_record("%%% not base64", "3"), *sample("kinesis_event.json")["Records"]]}
+
+    assert handle_kinesis(event, client.service) == {"batchItemFailures": []}
+    reasons = sorted(r["reason"] for r in client.dlq_records())
+    # Two CloudWatch log events and the two sample lines have no normalizer; one record is not base64.
+    assert reasons == ["decode_failed"] + ["normalization_failed"] * 4
+    assert totals(client)["trigger_kinesis_events"] == 5
