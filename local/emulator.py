@@ -307,6 +307,8 @@ class Dispatcher:
             return None  # websockets: the functions serve none
         path = scope.get("path") or "/"
         if self.local is not None and self.local.owns(path):
+            if self.draining:
+                return await _SHUTTING_DOWN(scope, receive, send)
             return await self.local(scope, receive, send)
         found = self._match(scope["method"], path)
         if found is None:
