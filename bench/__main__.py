@@ -11,6 +11,8 @@ Benches, in the order they run (default: all but opensearch):
   dlq       DeadLetterQueue.write p50/p99 against a bare write+fsync+rename (in process)
   overhead  DLQ enabled vs disabled on the success path, alternated A/B
   backlog   healthz and list_dlq with 100,000 pending DLQ files
+  dlqlist   the first page of a reason-filtered DLQ listing over 100,000 entries of mixed reasons,
+            with a cold and a warm catalog (in process)
   normalizers  every normalizer against adversarial lines: worst time per line and per request
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
@@ -32,7 +34,20 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from . import abuse, backlog, dlqwrite, normalizers, opensearch, overhead, queue, slow, stack, state, storage
+from . import (
+    abuse,
+    backlog,
+    dlqlist,
+    dlqwrite,
+    normalizers,
+    opensearch,
+    overhead,
+    queue,
+    slow,
+    stack,
+    state,
+    storage,
+)
 from .common import Context, say, summary
 from .load import choose_engine
 from .server import config_name
@@ -44,6 +59,7 @@ BENCHES = {
     "dlq": dlqwrite.run,
     "overhead": overhead.run,
     "backlog": backlog.run,
+    "dlqlist": dlqlist.run,
     "normalizers": normalizers.run,
     "abuse": abuse.run,
     "state": state.run,

@@ -1,6 +1,6 @@
 """Normalizers against adversarial lines: the worst time per line, and per request at the body limit.
 
-Each registered normalizer (linux auth for sshd/linux_secure, VPC flow, OCSF pass-through) gets
+Each registered normalizer (linux auth for sshd/linux_secure, VPC flow, Cisco ASA, OCSF pass-through) gets
 lines built to make a backtracking matcher re-read its input: long runs of what a pattern's
 variable part may take, followed by something that makes the match fail at the very end. A
 linear matcher's time grows like the line; a super-linear one's grows like its square or worse.
@@ -73,6 +73,24 @@ CASES: list[Case] = [
          _repeat("Nov  4 01:02:03", " ", "h")),
     Case("vpc-many-fields", "aws_vpcflow", "aws:vpcflow", "raw", _repeat("2", " 1", "")),
     Case("vpc-long-number", "aws_vpcflow", "aws:vpcflow", "raw", _vpc_long_number),
+    # Cisco ASA: the tag is searched for anywhere in the line, so many almost-tags; then each
+    # variable part of a message pattern run long and failing at the very end.
+    Case("asa-almost-tags", "cisco_asa", "cisco:asa", "raw", _repeat("", "%ASA-6-30201 ", "")),
+    Case("asa-tag-long-class", "cisco_asa", "cisco:asa", "raw", _repeat("%ASA-", "a", "")),
+    Case("asa-header-of-spaces", "cisco_asa", "cisco:asa", "raw",
+         _repeat("Jan 12 2024 10:01:02", " ", "%ASA-6-611101: User authentication succeeded: Uname: a")),
+    Case("asa-users-without-end", "cisco_asa", "cisco:asa", "raw",
+         _repeat("%ASA-4-106023: Deny tcp src outside:1.2.3.4/1", "(a)", " dst")),
+    Case("asa-flags-of-words", "cisco_asa", "cisco:asa", "raw",
+         _repeat("%ASA-2-106001: Inbound TCP connection denied from 1.2.3.4/1 to 5.6.7.8/2 flags ",
+                 "SYN ", "x")),
+    Case("asa-aaa-reason-of-colons", "cisco_asa", "cisco:asa", "raw",
+         _repeat("%ASA-6-113005: AAA user authentication Rejected : reason = ", "a : ", "")),
+    Case("asa-teardown-reason-of-froms", "cisco_asa", "cisco:asa", "json",
+         _json_string(_repeat("%ASA-6-302014: Teardown TCP connection 1 for o:1.1.1.1/1 to i:2.2.2.2/2 "
+                              "duration 0:00:01 bytes 1 ", "x from y ", "("))),
+    Case("asa-address-of-colons", "cisco_asa", "cisco:asa", "raw",
+         _repeat("%ASA-6-302013: Built inbound TCP connection 1 for outside:", ":", "")),
     Case("ocsf-string-of-escapes", "passthrough", "ocsf", "raw",
          _repeat('{"class_uid": 3002, "message": "', '\\"', '"}')),
     Case("ocsf-many-keys", "passthrough", "ocsf", "raw", _repeat('{"a": 1', ', "a": 1', "}")),

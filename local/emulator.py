@@ -14,7 +14,9 @@ Handler module's file stem).
 
 Routing rules:
 - a route's path is literal segments and `{name}` segments (one segment each), optionally ending
-  in a greedy `{name+}` (one or more segments); matching is exact, a trailing slash included;
+  in a greedy `{name+}` (the rest of the path, empty segments included, but not nothing); matching
+  is exact, a trailing slash included; paths are matched decoded (`%2F` is a `/`, as on API
+  Gateway);
 - when several routes match, the most specific wins: segment by segment, literal beats `{name}`
   beats `{name+}` (so `/api/v1/dlq/purge` wins over `/api/v1/dlq/{id}`);
 - among routes of that path, the one declaring the request's method (or ANY) is chosen; when none
@@ -148,10 +150,12 @@ class Route:
         params: dict[str, str] = {}
         for i, segment in enumerate(self.segments):
             if self.rank[i] == 2:
-                rest = parts[i:]
-                if not rest or not all(rest):
+                # Empty segments included: `%2Fetc` arrives decoded as `/etc`, and the function,
+                # not the router, must refuse it (SPEC §11: 400, never the router's 404).
+                rest = "/".join(parts[i:])
+                if not rest:
                     return None
-                params[segment[1:-2]] = "/".join(rest)
+                params[segment[1:-2]] = rest
                 return params
             if i >= len(parts):
                 return None
@@ -578,13 +582,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from telhawk_ingest.config import load_settings
     from telhawk_ingest.errors import ConfigError
+    from telhawk_ingest.normalizers.loading import load_registry
     from telhawk_ingest.storage import make_backend
 
     try:
         # Validated here too, so a bad setting stops start-up with one clear message instead of
-        # every worker failing to boot; so is where storage may live (`local` refuses NFS).
+        # every worker failing to boot; so is where storage may live (`local` refuses NFS), and
+        # whether every normalizers.aliases target is registered.
         settings = load_settings()
         make_backend(settings).close()
+        load_registry(settings.normalizers)
     except ConfigError as exc:
         print(f"emulator: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "mutate"
 # What the unit and functional suites read besides the package (also_copy in pyproject.toml).
 MIRRORED = ("src", "tests", "bench", "functions", "local", "template.yaml", "requirements.lock", "Makefile",
-            ".ci", "docker-compose.yml")
+            ".ci", "docker-compose.yml", "deploy", "scripts", "examples")
 EQUIVALENT = ROOT / "tests" / "mutation" / "EQUIVALENT.md"
 PACKAGE = "telhawk_ingest"
 # A listed equivalent mutant: "- `telhawk_ingest.retry.x_delay__mutmut_7`: reason".

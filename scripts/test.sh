@@ -76,5 +76,12 @@ if [ -z "${OPENSEARCH_URL:-}" ]; then
   export OPENSEARCH_URL="http://127.0.0.1:$node_port"
 fi
 
+# promtool, for the tests of deploy/prometheus/alerts.yml (fetched from Debian's package on first use).
+if promtool="$(scripts/promtool.sh)"; then
+  export PROMTOOL="$promtool"
+else
+  echo "test.sh: no promtool could be had; the alert rule tests fail in CI and are skipped elsewhere" >&2
+fi
+
 # pytest exits 5 when it collected no tests; that is a failure here, as is any other non-zero code.
 .venv/bin/python -m pytest "$@"

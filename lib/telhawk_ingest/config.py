@@ -12,8 +12,9 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -158,6 +159,39 @@ class DlqSettings(_Section):
     max_pending_files: int = Field(default=1_000_000, ge=0)
     max_pending_bytes: int = Field(default=20 * 1024**3, ge=0)
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Entries older than this, counted from their first failure (the record's `timestamp`), are
+    # deleted by retention (retention.py); None keeps them until they are replayed or purged.
+    max_age: timedelta | None = None
+    # When an entry would pass max_pending_files or max_pending_bytes: `refuse` answers 503 code 9
+    # (SPEC §2); `drop_oldest` deletes the oldest entries to make room, each counted and audited.
+    full_policy: Literal["refuse", "drop_oldest"] = "refuse"
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        """`30d`, `12h`, `90m`, `45s`, `2w`, plain seconds, or ISO 8601 (`P7D`); must be positive."""
+        return parse_duration(value)
+
+    @field_validator("max_age")
+    @classmethod
+    def _positive_age(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("expected a positive duration such as 30d, 12h or 3600 (seconds)")
+        return value
+
+
+_DURATION = re.compile(r"\s*+(-?+\d++(?:\.\d++)?+)\s*+([smhdw]?+)\s*+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """A duration setting as seconds (`<number><s|m|h|d|w>` or a number); anything else is left
+    for pydantic's timedelta (ISO 8601 `P7D`, `HH:MM:SS`). ValueError when it is not positive."""
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        value = float(match[1]) * _UNIT_SECONDS[match[2] or "s"]
+    if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+        raise ValueError("expected a positive duration such as 30d, 12h or 3600 (seconds)")
+    return value
 
 
 class CoreSettings(_Section):
@@ -264,12 +298,25 @@ class TriggerSettings(_Section):
     replay_rate_limit: float | None = Field(default=None, gt=0)
 
 
+class NormalizerSettings(_Section):
+    """What ingest normalizes with beyond the built-ins (normalizers/loading.py, README
+    "Normalizers: built-ins, plugins, aliases and match order")."""
+
+    # source type -> the registered source type whose normalizer it uses, e.g.
+    # {cisco_asa: "cisco:asa"}; checked against the registry when the service starts.
+    aliases: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict)
+    # Whether the `telhawk_ingest.normalizers` entry points of installed packages are loaded.
+    load_plugins: bool = True
+
+
 class Settings(_Section):
     hec: HecSettings = Field(default_factory=HecSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    normalizers: NormalizerSettings = Field(default_factory=NormalizerSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
 
     @model_validator(mode="after")
@@ -318,7 +365,8 @@ def _scalar_keys() -> list[str]:
 
 def _mapping_keys() -> set[str]:
     """Keys whose value is a small mapping: from the environment they are given as YAML flow text,
-    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'` or
+    e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`,
+    `INGEST_NORMALIZERS_ALIASES='{cisco_asa: "cisco:asa"}'` or
     `INGEST_TRIGGERS_SUBSCRIPTIONS='{logs: {token_name: pubsub, default_index: main}}'`."""
     keys = set()
     for section, info in Settings.model_fields.items():
@@ -326,8 +374,9 @@ def _mapping_keys() -> set[str]:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for name, field in model.model_fields.items():
             annotation = field.annotation
-            model_field = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            if model_field or "dict[" in str(annotation):
+            # A mapping, or an optional one (`dict[str, str] | None`).
+            origins = {get_origin(annotation), *(get_origin(arg) for arg in get_args(annotation))}
+            if (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or dict in origins:
                 keys.add(f"{section}.{name}")
     return keys
 
@@ -349,9 +398,14 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _parse_tokens(var: str, text: str) -> list[dict[str, Any]]:
+OPERATOR_ROLES = ("read", "admin")
+
+
+def _parse_tokens(var: str, text: str, with_role: bool = False) -> list[dict[str, Any]]:
     """`name:token[,name:token]`, or a YAML/JSON list of token mappings (`[{name: ..., token: ...,
-    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name)."""
+    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name). With
+    `with_role` (operator tokens) an entry may be `name:token:role`, role `read` or `admin`; such a
+    token cannot contain ':' (the list form takes any token). Errors never quote a token."""
     if text.lstrip().startswith("["):
         try:
             listed = yaml.safe_load(text)
@@ -365,7 +419,14 @@ def _parse_tokens(var: str, text: str) -> list[dict[str, Any]]:
         name, sep, token = part.partition(":")
         if not sep or not name or not token:
             raise ConfigError(f"{var}: expected name:token[,name:token], got an entry without ':'")
-        tokens.append({"name": name, "token": token})
+        entry = {"name": name, "token": token}
+        if with_role and ":" in token:
+            entry["token"], _, role = token.rpartition(":")
+            if role not in OPERATOR_ROLES or not entry["token"] or ":" in entry["token"]:
+                raise ConfigError(f"{var}: entry {name!r}: expected name:token or name:token:role with role "
+                                  "read or admin (a token with ':' in it needs the list form)")
+            entry["role"] = role
+        tokens.append(entry)
     return tokens
 
 
@@ -403,7 +464,7 @@ def load_settings(
         section, name = key.split(".")
         parsed: Any = value
         if key.endswith(".tokens"):
-            parsed = _parse_tokens(var, value)
+            parsed = _parse_tokens(var, value, with_role=key == "operator.tokens")
         elif key in mappings:
             parsed = _parse_mapping(var, value)
         if not isinstance(data.get(section), dict):

@@ -38,7 +38,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import orjson
 
 from .config import DlqSettings
-from .envelope import id_time, new_id, rfc3339
+from .envelope import id_time, new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .files import fsync_dir, private_dir, read_regular, unwritable, write_synced
 from .stats import COUNTERS
@@ -79,6 +79,21 @@ REASONS = ("normalization_failed", "validation_failed", "storage_failed", "decod
 LIST_PAGE_BYTES = 8 * 1024 * 1024
 STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store",
           "decode_failed": "decode"}
+# Under drop_oldest, rounds of dropping before an admission is refused after all (other processes
+# admitting at the same moment take the room made; each round drops what they took).
+MAKE_ROOM_ROUNDS = 5
+# A dry run names at most this many of the entries it would touch (it counts them all).
+PREVIEW_IDS = 100
+
+
+def _smallest_entry_bytes() -> int:
+    """The size of the smallest entry an event can make: a one-character raw event with empty
+    metadata and an empty error (every real entry is at least this large)."""
+    envelope = {"id": "0" * 36, "source": "", "source_type": "", "format": "raw", "payload": "x",
+                "attributes": {}, "received_at": rfc3339(0)}
+    record = make_record(envelope, "storage_failed", "", now=0)
+    record["id"] = f"failed_0_{'0' * 32}"
+    return len(orjson.dumps(record))
 
 
 def record_cap(max_body_bytes: int) -> int:
@@ -146,6 +161,9 @@ def truncated_entry(record: dict[str, Any]) -> dict[str, Any]:
     entry["envelope_bytes"] = len(orjson.dumps(record["envelope"]))
     entry["truncated"] = True
     return entry
+
+
+MIN_ENTRY_BYTES = _smallest_entry_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +279,8 @@ class _Listing:
 
 
 LISTING_TRUST_S = 0.1
+# Filters whose matching names a DLQ keeps for its current listing (DeadLetterQueue._matching).
+MATCH_CACHE_FILTERS = 16
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
@@ -413,11 +433,16 @@ class DeadLetterQueue:
     """The DLQ directory. Thread-safe; any number of processes may share the directory."""
 
     def __init__(self, settings: DlqSettings, ledger: Ledger | None = None,
-                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+                 max_record_bytes: int = MAX_RECORD_BYTES,
+                 on_drop: Callable[[list[str]], None] | None = None) -> None:
         """`ledger`: where writes are recorded for every process sharing the directory to see
         (the service passes its shared Counters); alone, a DLQ knows only its own writes.
-        `max_record_bytes`: entry files larger than this are reported corrupt (`record_cap`)."""
+        `max_record_bytes`: entry files larger than this are reported corrupt (`record_cap`).
+        `on_drop(ids)`: called with the ids of entries `dlq.full_policy: drop_oldest` deleted to
+        make room (the service counts and audits them), while the admission lock is held."""
         self.enabled = settings.enabled
+        self.full_policy = settings.full_policy
+        self.on_drop = on_drop
         self.max_record_bytes = max_record_bytes
         self.path = Path(settings.base_path)
         self.max_pending_files = settings.max_pending_files
@@ -432,6 +457,8 @@ class DeadLetterQueue:
         self._admit_lock = threading.Lock()
         self._base: _Baseline | None = None
         self._listing_bytes: tuple[_Listing, int] | None = None
+        # Filtered listings' matching names, per filter, for the listing they were computed on.
+        self._matches: dict[DlqFilter, tuple[_Listing, list[str]]] = {}
         if self.enabled:
             self._prepare()
             self.remove_stale_temp_files()
@@ -472,17 +499,22 @@ class DeadLetterQueue:
 
     # -- admission: the limits, checked before anything of a request is stored ----------------
 
-    def refusal(self, files: int = 1, nbytes: int = 1) -> str | None:
+    def refusal(self, files: int = 1, nbytes: int = MIN_ENTRY_BYTES) -> str | None:
         """Why `files` more entries of `nbytes` bytes in all would be refused now; None if taken.
 
-        The one answer both ingest (before storing anything) and health use (SPEC §2, §3). Checked
+        The one answer both ingest (before storing anything) and health use (SPEC §2, §3). Health
+        asks about the smallest entry an event can make (MIN_ENTRY_BYTES), so "not accepting"
+        means no event at all could be dead-lettered, exactly when ingest refuses every one. Checked
         in order: disabled; base path missing, not a directory, on a read-only filesystem or not
         writable by this process's effective user (files.unwritable); free space would fall below
         dlq.min_free_bytes; pending files or bytes would pass dlq.max_pending_files or
         dlq.max_pending_bytes (0: no limit). Pending counts what every process sharing the
-        directory has admitted and not yet written too (see `_pending`).
+        directory has admitted and not yet written too (see `_pending`). Under `dlq.full_policy:
+        drop_oldest` the pending limits refuse only entries larger than the limits themselves.
         """
         with self._admit_lock:
+            if self.full_policy == "drop_oldest":
+                return self._unusable(files, nbytes) or self._beyond_limits(files, nbytes)
             return self._unusable(files, nbytes) or self._over_limits(files, nbytes, admitted=False)
 
     def check_writable(self) -> None:
@@ -587,9 +619,61 @@ class DeadLetterQueue:
                 raise DLQUnavailable(reason)
             # Recorded first, then checked; fsync'd so that other hosts see it (stats.Counters.add).
             self._record(ADMITTED, files, nbytes, sync=self._limited)
-            if (reason := self._over_limits(files, nbytes, admitted=True)) is not None:
+            reason = self._over_limits(files, nbytes, admitted=True)
+            if reason is not None and self.full_policy == "drop_oldest":
+                reason = self._beyond_limits(files, nbytes)
+                # Other processes admitting meanwhile take room too: a few rounds, then refuse.
+                for _ in range(MAKE_ROOM_ROUNDS if reason is None else 0):
+                    if (reason := self._make_room(files, nbytes)) is None:
+                        break
+            if reason is not None:
                 self._record(RETURNED, files, nbytes)
                 raise DLQUnavailable(reason)
+
+    def _beyond_limits(self, files: int, nbytes: int) -> str | None:
+        """Why `files`/`nbytes` alone pass a pending limit (no dropping makes room for them)."""
+        if self.max_pending_files and files > self.max_pending_files:
+            return f"{files} entries are more than dlq.max_pending_files={self.max_pending_files}"
+        if self.max_pending_bytes and nbytes > self.max_pending_bytes:
+            return f"{nbytes} bytes of entries are more than dlq.max_pending_bytes={self.max_pending_bytes}"
+        return None
+
+    def _make_room(self, files: int, nbytes: int) -> str | None:
+        """Under drop_oldest: delete the oldest entries until `files`/`nbytes` (already admitted)
+        fit the pending limits; None when they do, else why not (entries admitted by other
+        processes and not yet written cannot be dropped). The caller holds _admit_lock."""
+        self._base = None  # a fresh listing: only what is there can be dropped
+        pending_files, pending_bytes = self._pending()
+        excess_files = pending_files - self.max_pending_files if self.max_pending_files else 0
+        excess_bytes = pending_bytes - self.max_pending_bytes if self.max_pending_bytes else 0
+        self._drop(self.oldest(excess_files, excess_bytes))
+        self._base = None
+        return self._over(files, nbytes, admitted=True)
+
+    def oldest(self, files: int, nbytes: int, skip: frozenset[str] = frozenset()) -> list[str]:
+        """Ids of the oldest entries (corrupt ones included, those in `skip` left out) that together
+        make at least `files` files and `nbytes` bytes (either may be zero or less: nothing is
+        needed on that count)."""
+        chosen: list[str] = []
+        for name in self._scan().names:
+            if files <= 0 and nbytes <= 0:
+                break
+            if name[:-5] in skip:
+                continue
+            try:
+                size = os.lstat(self.path / name).st_size
+            except FileNotFoundError:
+                continue
+            chosen.append(name[:-5])
+            files, nbytes = files - 1, nbytes - size
+        return chosen
+
+    def _drop(self, ids: list[str]) -> list[str]:
+        """Delete entries to make room; `on_drop` hears of the ones this call removed."""
+        dropped = self._remove([f"{i}.json" for i in ids])
+        if dropped and self.on_drop is not None:
+            self.on_drop(dropped)
+        return dropped
 
     def _record(self, names: tuple[str, str], files: int, nbytes: int, sync: bool = False) -> None:
         # Written at once (not by the counters' flusher): other processes' limit checks read it.
@@ -763,7 +847,7 @@ class DeadLetterQueue:
         else:
             candidates = [n for n in listing.names if flt.matches_name(_seconds(n))]
         if flt.needs_content:
-            matching = [n for n in candidates if (s := self._summary(n)) is not None and flt.matches(s)]
+            matching = self._matching(listing, candidates, flt)
             total = len(matching)
             page, i = self._page(matching, _after(matching, cursor), limit, budget)
             more = i < len(matching)
@@ -778,6 +862,27 @@ class DeadLetterQueue:
             more = any(n not in corrupt for n in candidates[i:])
         next_cursor = page[-1]["id"] if page and more else None
         return page, total, next_cursor
+
+    def _matching(self, listing: _Listing, candidates: list[str], flt: DlqFilter) -> list[str]:
+        """The candidates whose summaries match `flt`, remembered for the listing they came from:
+        while the directory is unchanged (the same _Listing) the next page or the next call with
+        the same filter costs nothing more (entries never change under their name, module
+        docstring; a rename over one changes the directory, and so the listing)."""
+        cached = self._matches.get(flt)
+        if cached is not None and cached[0] is listing:
+            return cached[1]
+        known = self._catalog.get
+        matching = []
+        for name in candidates:
+            summary = known(name)
+            if summary is False:
+                summary = self._summary(name)
+            if isinstance(summary, Summary) and flt.matches(summary):
+                matching.append(name)
+        if len(self._matches) >= MATCH_CACHE_FILTERS:
+            self._matches.clear()
+        self._matches[flt] = (listing, matching)
+        return matching
 
     def _page(self, names: list[str], start: int, limit: int, budget: int
               ) -> tuple[list[dict[str, Any]], int]:
@@ -819,24 +924,72 @@ class DeadLetterQueue:
 
     def purge(self, flt: DlqFilter = NO_FILTER) -> int:
         """Delete matching entries; without a filter every entry, corrupt ones included."""
+        return len(self._remove(self._purge_names(flt)))
+
+    def _purge_names(self, flt: DlqFilter) -> list[str]:
+        """The file names a purge with `flt` deletes: without a filter every entry, corrupt too."""
         if flt == NO_FILTER:
-            names = self._names()
-        else:
-            names = [f"{i}.json" for i in self.iter_matching(flt)]
-        purged = 0
+            return self._names()
+        return [f"{i}.json" for i in self.iter_matching(flt)]
+
+    def purge_preview(self, flt: DlqFilter = NO_FILTER, max_ids: int = PREVIEW_IDS) -> tuple[int, list[str]]:
+        """What `purge(flt)` would delete now, deleting nothing: (count, the first `max_ids` ids)."""
+        names = self._purge_names(flt)
+        return len(names), [name[:-5] for name in names[:max_ids]]
+
+    def remove(self, ids: Iterable[str]) -> list[str]:
+        """Delete the named entries (ids checked first); returns the ids this call removed (one
+        already gone is skipped: another instance removed it first)."""
+        return self._remove([f"{check_id(i)}.json" for i in ids])
+
+    def _remove(self, names: list[str]) -> list[str]:
+        removed = []
         for name in names:
             try:
                 (self.path / name).unlink()
-                purged += 1
+                removed.append(name[:-5])
             except FileNotFoundError:
-                pass  # another instance purged it first
+                pass  # another instance removed it first
         self._catalog.forget(names)
         self._base = None  # the limits look at the directory again
-        if purged:
+        if removed:
             fsync_dir(self.path)
-        return purged
+        return removed
+
+    def size_of(self, ids: Iterable[str]) -> int:
+        """Bytes of the named entries' files (gone ones count zero)."""
+        total = 0
+        for entry_id in ids:
+            try:
+                total += os.lstat(self.path / f"{entry_id}.json").st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    def ids_named_before(self, seconds: float) -> list[str]:
+        """Ids of entries whose name's time (when the file was written) is before `seconds`,
+        oldest first; read from the listing alone."""
+        return [name[:-5] for name in self._scan().names if _seconds(name) < seconds]
+
+    def first_failure(self, entry_id: str) -> float | None:
+        """When the entry first failed: its record's `timestamp` (unix seconds, SPEC §7); None
+        when the entry is gone, corrupt or has no readable timestamp."""
+        record = self._load(f"{entry_id}.json")
+        if record is None:
+            return None
+        try:
+            return parse_time(record["timestamp"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     # -- health --------------------------------------------------------------------------
+
+    def oldest_entry_time(self) -> int | None:
+        """Unix seconds in the name of the oldest pending entry, None when there is none: the
+        time of its first failure (SPEC §7 names entries by it). One stat of the directory when
+        it is unchanged, no file read."""
+        names = self._scan().names
+        return _seconds(names[0]) if names else None
 
     def stats(self, verify_budget_s: float = 0.02) -> dict[str, Any]:
         """Pending files, and corrupt files among those this process has verified.

@@ -40,6 +40,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from . import metrics
 from .config import HecToken
 from .errors import ApiError, HecError
 from .hec import HecRequest, endpoint_kind
@@ -149,6 +150,7 @@ def _announces_body(request: Request) -> bool:
     return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
+@metrics.timed
 async def handle_hec(request: Request, get_service: Callable[[], Service] = service) -> Response:
     """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another)."""
     try:
@@ -227,12 +229,30 @@ async def _admit(svc: Service, head: HecRequest) -> HecToken | Reply | None:
     return svc.hec_admit(head)
 
 
+def path_param(request: Request, name: str, prefix: str) -> str:
+    """Path parameter `name` of the matched route, as the router decoded it (`%2F` is `/` by
+    then): the emulator's (`telhawk.path_params`), else API Gateway's (`pathParameters` of the
+    Lambda event Mangum passes as `aws.event`), else the path after `prefix` (a function served
+    alone). Empty when the path does not start with `prefix`."""
+    params = request.scope.get("telhawk.path_params")
+    if isinstance(params, dict) and isinstance(params.get(name), str):
+        return params[name]
+    event = request.scope.get("aws.event")
+    given = event.get("pathParameters") if isinstance(event, dict) else None
+    if isinstance(given, dict) and isinstance(given.get(name), str):
+        return given[name]
+    path = request.scope.get("path", "")
+    return path[len(prefix):] if path.startswith(prefix) else ""
+
+
+@metrics.timed
 async def handle_operator(
-    request: Request, method: str, call: Callable[[Operator, Query], dict[str, Any]]
+    request: Request, method: str | tuple[str, ...], call: Callable[[Operator, Query], dict[str, Any]]
 ) -> Response:
-    """Check the method and the operator credential, then run an operator call with the query's
-    pairs (repeats kept, so the call can refuse them). A refusal after authentication (a parameter
-    or body it does not take) is audited under the operator's name."""
+    """Check the method (one, or several the call tells apart) and the operator credential, then
+    run an operator call with the query's pairs (repeats kept, so the call can refuse them). A
+    refusal after authentication (a parameter or body it does not take) is audited under the
+    operator's name."""
     authorization = request.headers.get("authorization")
     query = query_pairs(request)
     sent_body = _announces_body(request)
@@ -253,9 +273,10 @@ async def handle_operator(
             svc.audit.record(who.name, "refused", 0, {**where, "status": err.status, "error": err.message})
             raise
 
-    return await _answer(request, (method,), run)
+    return await _answer(request, (method,) if isinstance(method, str) else method, run)
 
 
+@metrics.timed
 async def handle_public(request: Request, call: Callable[[], dict[str, Any]]) -> Response:
     """A GET endpoint without credentials and without parameters (healthz)."""
     query = query_pairs(request)
@@ -297,3 +318,40 @@ def _reply(run: Callable[[], dict[str, Any]], method: str, path: Any) -> Reply:
         log.exception("unexpected error answering %s %s", method, path)
         return Reply.api(ApiError(500, "internal error; see the service log"))
 
+
+@metrics.timed
+async def handle_metrics(request: Request) -> Response:
+    """`GET /metrics` (SPEC §11): the Prometheus exposition of metrics.py, in the format the
+    `Accept` header negotiates. No credential, unless `operator.metrics_require_auth`: then any
+    operator token (either role); a refused one is audited, an answered scrape is not (a scraper
+    calls every few seconds). Takes no query parameters and no body (400, as healthz)."""
+    authorization = request.headers.get("authorization")
+    accept = request.headers.get("accept")
+    query = query_pairs(request)
+    sent_body = _announces_body(request)
+    if request.method not in ("GET", "HEAD"):
+        return respond(Reply.api(ApiError(405, f"{request.method} is not allowed here; use GET")))
+
+    def run() -> tuple[bytes, str]:
+        svc = service()
+        if svc.settings.operator.metrics_require_auth:
+            try:
+                svc.operator(authorization)
+            except ApiError as err:
+                svc.audit.record(None, "denied", 0, {"method": request.method,
+                                                     "path": request.scope["path"], "status": err.status})
+                raise
+        parse_query(query, frozenset())
+        _refuse_body(sent_body)
+        return metrics.exposition(svc, accept)
+
+    try:
+        body, content_type = await asyncio.to_thread(run)
+    except asyncio.CancelledError:
+        return respond(SHUTTING_DOWN, close=True)
+    except ApiError as err:
+        return respond(Reply.api(err))
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.scope.get("path"))
+        return respond(Reply.api(ApiError(500, "internal error; see the service log")))
+    return Response(body, status_code=200, headers={"Content-Type": content_type})

@@ -69,6 +69,7 @@ class _Catalog:
 
     embedded: OcsfJsonSchemaEmbedded
     class_names: dict[int, str]
+    class_captions: dict[int, str]  # class_uid -> its caption, e.g. 4001 -> "Network Activity"
     profiles: frozenset[str]
     # attribute name -> profile, per class name and per object slug (as used under $defs)
     class_attr_profiles: dict[str, dict[str, str]]
@@ -92,6 +93,7 @@ def _load_catalog() -> _Catalog:
     return _Catalog(
         embedded=OcsfJsonSchemaEmbedded(raw),
         class_names={definition["uid"]: name for name, definition in raw["classes"].items()},
+        class_captions={definition["uid"]: definition["caption"] for definition in raw["classes"].values()},
         profiles=frozenset(p.lower() for p in profiles),
         class_attr_profiles={name: _attr_profiles(d) for name, d in raw["classes"].items()},
         object_attr_profiles={
@@ -234,6 +236,12 @@ _default = OcsfValidator()
 def validate(event: dict[str, Any]) -> None:
     """Validate against the OCSF schema of `event["class_uid"]`; raise SchemaError naming the path."""
     _default.validate(event)
+
+
+def class_name(class_uid: int) -> str | None:
+    """The caption of class `class_uid` in the pinned version (4001 -> "Network Activity"), None
+    when that version has no such class."""
+    return _default._load().class_captions.get(class_uid)
 
 
 def build_times() -> dict[tuple[int, tuple[str, ...]], float]:

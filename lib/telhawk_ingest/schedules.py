@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import stats
 from .envelope import parse_time, rfc3339
 from .service import Service, service
 
@@ -72,7 +73,8 @@ def run_schedule(kind: str, event: Any, svc: Service | None = None) -> dict[str,
     svc = svc or service()
     now = schedule_time(event, svc.clock)
     try:
-        result = SCHEDULES[kind](svc, now)
+        with stats.trigger("schedule"):  # what a scheduled replay stores counts under `schedule`
+            result = SCHEDULES[kind](svc, now)
     except Exception:
         svc.counters.add(trigger_schedule_failures=1)
         log.exception("scheduled %s failed", kind)

@@ -27,7 +27,9 @@ from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
-from .normalizers import Registry, default_registry
+from .normalizers import Registry
+from .normalizers.loading import load_registry
+from .retention import record_dropped
 from .retry import RetryPolicy, store_with_retries, try_store
 from .stats import Counters
 from .storage import make_backend
@@ -44,7 +46,7 @@ Query = Mapping[str, str] | Iterable[tuple[str, str]]
 # What each operator call understands (SPEC §8); anything else is refused before anything is done.
 FILTER_PARAMS = frozenset({"reason", "source_type", "since", "until", "error"})
 LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
-PURGE_PARAMS = FILTER_PARAMS
+PURGE_PARAMS = FILTER_PARAMS | {"dry_run"}
 
 
 @dataclass(slots=True)
@@ -131,14 +133,15 @@ class Service:
     ) -> None:
         self.settings = settings
         self.backend = backend or make_backend(settings)
-        self.registry = registry or default_registry()
+        self.registry = registry or load_registry(settings.normalizers)
         self.validate = validate
         self.auth = authenticator or Authenticator(
             settings.hec, operator_tokens=[t.token for t in settings.operator.tokens])
         self.counters = Counters(settings.state_path / "counters")
         # The shared counters are also the DLQ's ledger: its limits see every process's writes.
         self.dlq = DeadLetterQueue(settings.dlq, ledger=self.counters,
-                                   max_record_bytes=record_cap(settings.hec.max_body_bytes))
+                                   max_record_bytes=record_cap(settings.hec.max_body_bytes),
+                                   on_drop=lambda ids: record_dropped(self.counters, self.audit, ids))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
         # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
@@ -248,7 +251,8 @@ class Service:
         """The first try's outcomes of a submitted request whose answer was not sent (its task was
         cancelled at shutdown): the stored events are counted; nothing is retried or dead-lettered,
         since the client, told to try again, sends the whole request again."""
-        self.counters.add(stored=sum(1 for outcome in outcomes if outcome.stored))
+        stored = sum(1 for outcome in outcomes if outcome.stored)
+        self.counters.add(stored=stored, stored_first_try=stored)
 
     def hec_ack(self, req: HecRequest, token: HecToken) -> Reply:
         """`POST /services/collector/ack` for an authenticated token (SPEC §3; ack.py).
@@ -346,7 +350,7 @@ class Service:
                 first = try_store(self.backend, items)
             if all(outcome.stored for outcome in first):
                 # Nothing to retry or dead-letter: what the general path below concludes, in short.
-                self.counters.add(stored=len(items))
+                self.counters.add(stored=len(items), stored_first_try=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
         with self.dlq.reserve(failed, self.clock(), named=prepared.named_entries) as held:
@@ -377,7 +381,7 @@ class Service:
             nonlocal retries
             retries += n
 
-        stored = 0
+        stored = first_try = 0
         failed: list[dict[str, Any]] = []
         size = self.settings.storage.bulk_max_events
         for start in range(0, len(items), size):
@@ -387,12 +391,15 @@ class Service:
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
+                    first_try += final.attempts == 1
                     continue
                 envelope = envelopes[start + offset]
                 failed.append(make_record(
                     envelope.to_dict(), "storage_failed", final.outcome.error, final.attempts,
                     final.outcome.details, self.clock(),
                 ))
+        # Counted here: stored events count whether or not the DLQ then takes the failures (finish).
+        self.counters.add(stored_first_try=first_try)
         return stored, retries, failed
 
     def _prepare(self, envelope: Envelope) -> Item:
@@ -472,6 +479,10 @@ class Service:
         not in PURGE_PARAMS: a typo must never widen a filtered purge into a purge of everything."""
         who.require_admin("purge")
         query = parse_query(params, PURGE_PARAMS)
+        if parse_flag(query, "dry_run"):
+            matched, ids = self.dlq.purge_preview(parse_filter(query))
+            self.audit.record(who.name, "purge_dlq", 0, {**query, "would_purge": matched})
+            return {"status": "dry_run", "dry_run": True, "purged": 0, "would_purge": matched, "ids": ids}
         purged = self.dlq.purge(parse_filter(query))
         self.counters.add(dlq_purged=purged)
         self.audit.record(who.name, "purge_dlq", purged, query)
@@ -503,6 +514,9 @@ class Service:
                 "max_pending_bytes": self.dlq.max_pending_bytes,
                 "free_bytes": dlq_stats["free_bytes"],
                 "by_reason": {reason: totals[f"dlq_{reason}"] for reason in REASONS},
+                "full_policy": self.dlq.full_policy,
+                "dropped": totals["dlq_dropped"],
+                "expired": totals["dlq_expired"],
             },
             "storage": {"backend": self.backend.name, "healthy": storage_healthy,
                         "retries": totals["storage_retries"]},
@@ -545,6 +559,20 @@ def parse_limit(value: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {limit}")
     return limit
+
+
+def parse_flag(query: Mapping[str, str], key: str) -> bool:
+    """A yes/no query parameter: `true`/`1` or `false`/`0` (any case); absent is false. ApiError
+    400 for anything else, so `dry_run=yes-please` never runs for real."""
+    value = query.get(key)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ApiError(400, f"{key}: expected true or false, got {value[:40]!r}; nothing was done")
 
 
 def _time_param(query: Mapping[str, str], key: str) -> float | None:

@@ -44,12 +44,14 @@ Cloud Run without CPU between requests) and its file was taken:
   high. Records are kept RECORD_KEEP_S: a process frozen in the middle of a write for longer
   than that keeps its assumption, and that one write is lost.
 
-Not here: the health and metrics documents built from these numbers (service.py).
+Not here: the health and metrics documents built from these numbers (service.py, metrics.py).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -59,6 +61,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +71,22 @@ from . import fold
 from .files import open_regular, private_dir, read_regular
 
 log = logging.getLogger(__name__)
+
+# How events reach the pipeline (the `trigger` label of metrics.py): HTTP (HEC), and the event
+# sources of SPEC §12. HTTP needs no counters of its own: its counts are the totals less the others'.
+TRIGGERS = ("http", "pubsub", "sqs", "kinesis", "schedule")
+_COUNTED_TRIGGERS = TRIGGERS[1:]
+
+
+def trigger_counter(name: str, trigger: str) -> str:
+    """The counter of `name` for events that came through `trigger` (not `http`)."""
+    return f"{name}_via_{trigger}"
+
+
+def by_trigger(name: str) -> tuple[str, ...]:
+    """The per-trigger counters of counter `name`, one per trigger other than HTTP, in TRIGGERS order."""
+    return tuple(trigger_counter(name, trigger) for trigger in _COUNTED_TRIGGERS)
+
 
 # Append only: a file records how many counters it holds, so files written by an older version,
 # with fewer counters, still read correctly.
@@ -90,23 +109,59 @@ COUNTERS = (
     "dlq_bytes_written",
     "dlq_files_returned",
     "dlq_bytes_returned",
-    # Event-triggered messages whose data could not be decoded into events (dlq.REASONS).
+    # Entries deleted to make room under dlq.full_policy: drop_oldest, and expired by dlq.max_age.
+    "dlq_dropped",
+    "dlq_expired",
+    # Events stored at their first try (no retry): with `stored`, the share that needed a retry.
+    "stored_first_try",
+    # The same events counted per trigger other than HTTP (`trigger`, below); HTTP's are the
+    # totals less these. A counter gets per-trigger copies by appending `*by_trigger(name)`.
+    *by_trigger("stored"),
+    *by_trigger("stored_first_try"),
+    *by_trigger("dlq_normalization_failed"),
+    *by_trigger("dlq_validation_failed"),
+    *by_trigger("dlq_storage_failed"),
+    # Event-triggered messages whose data could not be decoded into events (dlq.REASONS), by
+    # trigger too.
     "dlq_decode_failed",
-    # Per trigger (triggers.py; the `trigger` label of the metrics): events that finished the
-    # pipeline (stored or dead-lettered) from each trigger, and messages or records failed back to
-    # the platform to be delivered again. HTTP ingest is the rest of `stored` + `dlq_*`.
-    "trigger_pubsub_events",
-    "trigger_sqs_events",
-    "trigger_kinesis_events",
+    *by_trigger("dlq_decode_failed"),
+    # Messages or records handed back to their platform to be delivered again (triggers.py: some
+    # event could be neither stored nor dead-lettered), per event-driven trigger.
     "trigger_pubsub_failures",
     "trigger_sqs_failures",
     "trigger_kinesis_failures",
-    # Scheduled runs (retention, replay) that finished, and those that raised.
+    # Scheduled runs (retention, replay) that finished, and those that raised (schedules.py).
     "trigger_schedule_runs",
     "trigger_schedule_failures",
 )
 # Where each counter is in COUNTERS (and in a file).
 _INDEX = {name: index for index, name in enumerate(COUNTERS)}
+# (counter, trigger) -> where its per-trigger copy is, for the counters that have them.
+_TRIGGER_INDEX = {(name, via): _INDEX[trigger_counter(name, via)] for name in COUNTERS
+                  for via in _COUNTED_TRIGGERS if trigger_counter(name, via) in _INDEX}
+# The trigger whose events the current code counts (`trigger`); None: HTTP. A context variable, so
+# it follows a request into worker threads (asyncio.to_thread copies the context).
+_current_trigger: contextvars.ContextVar[str | None] = contextvars.ContextVar("telhawk_trigger", default=None)
+
+
+@contextlib.contextmanager
+def trigger(name: str) -> Iterator[None]:
+    """Count the events of the code run inside under trigger `name` (one of TRIGGERS): every
+    `Counters.add` of a counter that has per-trigger copies (`by_trigger`) also adds to the copy of
+    `name`. For event-driven entry points: `with stats.trigger("sqs"): service.ingest(envelopes)`.
+    Raises ValueError for a name not in TRIGGERS."""
+    if name not in TRIGGERS:
+        raise ValueError(f"unknown trigger {name!r}; expected one of {', '.join(TRIGGERS)}")
+    token = _current_trigger.set(None if name == "http" else name)
+    try:
+        yield
+    finally:
+        _current_trigger.reset(token)
+
+
+def current_trigger() -> str:
+    """The trigger the current code counts under (`trigger`): `http` outside any."""
+    return _current_trigger.get() or "http"
 _MAGIC = b"THC1"
 # A process writes its counters file at most this often (seconds): the lag other readers see.
 FLUSH_INTERVAL_S = 0.5
@@ -261,6 +316,9 @@ class Counters:
         changes = [(_INDEX[name], delta) for name, delta in deltas.items() if delta]
         if not changes:
             return
+        if (via := _current_trigger.get()) is not None:
+            changes += [(_TRIGGER_INDEX[name, via], delta) for name, delta in deltas.items()
+                        if delta and (name, via) in _TRIGGER_INDEX]
         with self._lock:
             for index, delta in changes:
                 self._values[index] += delta

@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from . import stats
 from .config import HecToken, TriggerScope
 from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
@@ -295,8 +296,9 @@ def deliver(svc: Service, message: Message) -> Delivery:
     """Run one message through the pipeline (module docstring); never raises for bad input.
 
     `ok` is False only when some event could be neither stored nor dead-lettered (DLQUnavailable):
-    the platform must deliver the message again. Counted per trigger (`trigger_<t>_events`,
-    `trigger_<t>_failures`) on top of the pipeline's own counters.
+    the platform must deliver the message again. The pipeline's counters count its events under
+    the message's trigger (stats.trigger: `stored_via_<t>`, `dlq_<reason>_via_<t>`); messages
+    handed back count in `trigger_<t>_failures`.
     """
     if message.skip:
         return Delivery(message.message_id, True)
@@ -335,13 +337,13 @@ def stage(svc: Service, message: Message) -> Prepared:
 def settle(svc: Service, message: Message, prepared: Prepared) -> Delivery:
     """`deliver`'s second half: store and dead-letter what `stage` gave (blocks)."""
     try:
-        result = svc.finish(prepared)
+        with stats.trigger(message.trigger):
+            result = svc.finish(prepared)
     except DLQUnavailable as err:
         svc.counters.add(**{f"trigger_{message.trigger}_failures": 1})
         log.error("%s message %s not kept, to be delivered again: %s", message.trigger,
                   message.message_id, err, extra=_labels(message))
         return Delivery(message.message_id, False, len(prepared.envelopes), error=str(err))
-    svc.counters.add(**{f"trigger_{message.trigger}_events": result.stored + result.dead_lettered})
     return Delivery(message.message_id, True, result.accepted, result.stored, result.dead_lettered)
 
 
@@ -595,14 +597,12 @@ def _batch(records: Any, to_message: Callable[[Mapping[str, Any]], Message], ite
     if len(items) > 1 and all(entry is not None for entry in staged):
         parts = [(message, prepared) for message, prepared in filter(None, staged) if prepared is not None]
         try:
-            result = svc.finish(_combined([prepared for _, prepared in parts]))
+            with stats.trigger(parts[0][0].trigger if parts else "http"):
+                svc.finish(_combined([prepared for _, prepared in parts]))
         except DLQUnavailable as err:
             log.warning("a batch of %d records cannot be kept whole (%s); settling them one by one",
                         len(items), err)
         else:
-            if parts:
-                kept = result.stored + result.dead_lettered
-                svc.counters.add(**{f"trigger_{parts[0][0].trigger}_events": kept})
             return {"batchItemFailures": []}
     failures = []
     for number, (record, entry) in enumerate(zip(items, staged, strict=True)):

@@ -33,3 +33,18 @@ def test_the_quadratic_sshd_line_is_dead_lettered_with_the_reason(client):
     [record] = client.dlq_records()
     assert record["error"].startswith("log line has a line break at character")
     assert record["envelope"]["payload"] == text
+
+
+def test_an_asa_line_built_to_backtrack_is_dead_lettered_and_its_neighbour_stored(client):
+    built = ("%ASA-6-302013: Built inbound TCP connection 8 for outside:198.51.100.7/51234 "
+             "(198.51.100.7/51234) to inside:192.168.10.20/443 (203.0.113.20/443)")
+    costly = "%ASA-4-106023: Deny tcp src outside:1.2.3.4/1" + "(a)" * 5000 + " dst"
+
+    answer = client.hec(f"{costly}\n{built}\n", path="/services/collector/raw",
+                        params={"sourcetype": "cisco:asa"})
+
+    assert answer.json()["code"] == 0
+    assert len(stored_docs(client)) == 1
+    [record] = client.dlq_records()
+    assert record["error"].startswith("cisco:asa message 106023: text not in Cisco's documented form")
+    assert record["envelope"]["payload"] == costly

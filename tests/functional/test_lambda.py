@@ -63,3 +63,31 @@ def test_a_purge_through_lambda_with_a_parameter_it_does_not_take_deletes_nothin
 
     assert answer["statusCode"] == 400 and "'limit'" in json.loads(answer["body"])["error"]
     assert len(client.dlq_records()) == 2
+
+
+def rest_api_event(method: str, path: str, path_parameters: dict[str, str], headers: dict) -> dict:
+    """An API Gateway REST API (v1) proxy event, as the private operator API sends them."""
+    return {
+        "resource": "/api/v1/dlq/{id+}", "path": path, "httpMethod": method,
+        "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": path_parameters, "stageVariables": None,
+        "requestContext": {"resourcePath": "/api/v1/dlq/{id+}", "httpMethod": method, "path": f"/ops{path}",
+                           "stage": "ops", "identity": {"sourceIp": "10.0.0.1"}},
+        "body": None, "isBase64Encoded": False,
+    }
+
+
+def test_one_entry_through_lambda_takes_its_id_from_the_greedy_path_parameter(client):
+    client.hec(CISCO)
+    [record] = client.dlq_records()
+    handler = function_module("dlq_entry").handler
+    bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    shown = handler(rest_api_event("GET", f"/api/v1/dlq/{record['id']}", {"id": record["id"]}, bearer), None)
+    traversal = handler(rest_api_event("DELETE", "/api/v1/dlq/../../etc/passwd",
+                                       {"id": "../../etc/passwd"}, bearer), None)
+
+    assert shown["statusCode"] == 200 and json.loads(shown["body"]) == record
+    assert traversal["statusCode"] == 400 and "not a DLQ entry id" in json.loads(traversal["body"])["error"]
+    assert client.dlq_records() == [record]

@@ -142,7 +142,7 @@ def pending(client) -> int:
     {"id": "failed_1700000000_" + "0" * 32},     # no such parameter: one-entry delete is not a purge
     {"LIMIT": "1"},
     {"Reason": "normalization_failed"},          # names are case-sensitive
-    {"reason": "normalization_failed", "dry_run": "1"},
+    {"reason": "normalization_failed", "dryrun": "1"},  # a misspelt dry run must not purge for real
     {"all": ""},
 ])
 def test_purge_with_a_parameter_it_does_not_know_deletes_nothing_and_names_it(client, query):

@@ -14,8 +14,8 @@ in a fresh temporary folder, and what the answer says is checked against what wa
 Bodies mix valid and broken envelopes (missing or blank `event`, wrong types for the metadata,
 nested `fields`), odd JSON values (integers past 64 bits, 1e308, -0.0, escaped lone surrogates,
 NUL, duplicate keys), nesting up to 400 levels, event times in seconds, milliseconds,
-microseconds, negative, huge and as numeric strings, OCSF events, sshd lines, batches with and
-without whitespace between objects, raw lines with invalid UTF-8, and gzip.
+microseconds, negative, huge and as numeric strings, OCSF events, sshd and Cisco ASA lines,
+batches with and without whitespace between objects, raw lines with invalid UTF-8, and gzip.
 
 Profiles (tests/conftest.py): `ci`, the default, is derandomized so every run tries the same
 bodies; `HYPOTHESIS_PROFILE=explore` draws new ones and tries many more.
@@ -41,6 +41,7 @@ from tests.readback import dlq_records, stored_documents
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 SSHD_LINES = [line for line in (EVENTS / "sshd.log").read_text().splitlines() if line.strip()]
 UNMAPPED_LINES = [line for line in (EVENTS / "sshd_unmapped.log").read_text().splitlines() if line.strip()]
+ASA_LINES = [line for line in (EVENTS / "cisco_asa.log").read_text().splitlines() if line.strip()]
 OCSF_AUTH: dict[str, Any] = json.loads((EVENTS / "ocsf_authentication.json").read_text())
 JSON_PATHS = ("/services/collector", "/services/collector/event", "/services/collector/event/1.0")
 RAW_PATHS = ("/services/collector/raw", "/services/collector/raw/1.0")
@@ -186,9 +187,11 @@ def ocsf_event(draw: st.DrawFn) -> str:
 @st.composite
 def event_value(draw: st.DrawFn) -> tuple[str, str]:
     """(an `event` value as text, the sourcetype text that suits it)."""
-    kind = draw(st.sampled_from(("sshd", "unmapped", "ocsf", "value", "deep")))
+    kind = draw(st.sampled_from(("sshd", "unmapped", "ocsf", "value", "deep", "asa")))
     if kind == "sshd":
         return json.dumps(draw(st.sampled_from(SSHD_LINES))), '"linux_secure"'
+    if kind == "asa":
+        return json.dumps(draw(st.sampled_from(ASA_LINES))), '"cisco:asa"'
     if kind == "unmapped":
         return json.dumps(draw(st.sampled_from(UNMAPPED_LINES))), '"linux_secure"'
     if kind == "ocsf":
@@ -311,9 +314,10 @@ line_text = st.text(st.characters(exclude_characters="\r\n", exclude_categories=
 
 @st.composite
 def raw_line(draw: st.DrawFn) -> bytes:
-    """One non-blank raw line: sshd, OCSF JSON or any text, maybe with bytes that are not UTF-8."""
-    text = draw(st.one_of(st.sampled_from(SSHD_LINES + UNMAPPED_LINES), st.just(json.dumps(OCSF_AUTH)),
-                          line_text))
+    """One non-blank raw line: sshd, Cisco ASA, OCSF JSON or any text, maybe with bytes that are not
+    UTF-8."""
+    text = draw(st.one_of(st.sampled_from(SSHD_LINES + UNMAPPED_LINES + ASA_LINES),
+                          st.just(json.dumps(OCSF_AUTH)), line_text))
     line = text.encode()
     if draw(st.integers(0, 2)) == 0:
         at = draw(st.integers(0, len(line)))
@@ -333,7 +337,7 @@ def raw_body(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
 @settings(max_examples=examples(60))
 @given(
     body=raw_body(),
-    sourcetype=st.sampled_from(("linux_secure", "ocsf", "cisco_asa")),
+    sourcetype=st.sampled_from(("linux_secure", "ocsf", "cisco_asa", "cisco:asa")),
     path=st.sampled_from(RAW_PATHS),
     gzipped=st.booleans(),
 )

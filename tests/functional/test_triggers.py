@@ -93,7 +93,8 @@ def test_a_binary_cloud_event_of_raw_lines_is_stored_under_ids_from_the_message(
     assert docs[0]["_source"]["user"]["name"] == "alice"
     assert docs[0]["_source"]["hec"]["host"] == "web01"
     assert client.dlq_records() == []
-    assert totals(client)["trigger_pubsub_events"] == 2
+    counts = totals(client)
+    assert counts["stored_via_pubsub"] == 2 and counts["stored"] == 2
 
 
 def test_a_structured_cloud_event_and_a_plain_push_body_are_taken_alike(client):
@@ -473,4 +474,6 @@ def test_a_mixed_kinesis_batch_is_kept_whole_in_one_go(client):
     reasons = sorted(r["reason"] for r in client.dlq_records())
     # Two CloudWatch log events and the two sample lines have no normalizer; one record is not base64.
     assert reasons == ["decode_failed"] + ["normalization_failed"] * 4
-    assert totals(client)["trigger_kinesis_events"] == 5
+    counts = totals(client)
+    assert counts["dlq_normalization_failed_via_kinesis"] == 4
+    assert counts["dlq_decode_failed_via_kinesis"] == 1 and counts["dlq_decode_failed"] == 1

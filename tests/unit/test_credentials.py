@@ -152,6 +152,7 @@ def extension() -> Iterator[Extension]:
     stub = Extension({
         "arn:hec": f"firewalls:{SECRET_TOKEN}",
         "arn:ops": "soc:" + "o" * 32,
+        "arn:ops-roles": "soc:" + "o" * 32 + ",dash:" + "d" * 32 + ":read",
         "arn:storage": json.dumps({"username": "ingest", "password": PASSWORD}),
         "arn:scoped": json.dumps([{"name": "net", "token": SECRET_TOKEN, "allowed_indexes": ["network"],
                                    "default_index": "network"}]),
@@ -187,3 +188,40 @@ def test_an_unreadable_secret_stops_start_up_naming_the_variable_and_secret_neve
         load_settings(env=lambda_env(extension, INGEST_HEC_TOKENS_SECRET="arn:missing"))
     assert "INGEST_HEC_TOKENS_SECRET: secret 'arn:missing'" in str(caught.value)
     assert "answered 400" in str(caught.value)
+
+
+# -- operator token roles from the environment (and the secret, which holds the same text) ------------
+
+def test_operator_tokens_take_a_role_as_a_third_part_admin_by_default():
+    settings = load_settings(env={"INGEST_OPERATOR_TOKENS":
+                                  "alice:a1b2c3d4e5f6a7b8c9d0,bob:b1b2c3d4e5f6a7b8c9d0:read,"
+                                  "carol:c1b2c3d4e5f6a7b8c9d0:admin"})
+    assert [(t.name, t.token, t.role) for t in settings.operator.tokens] == [
+        ("alice", "a1b2c3d4e5f6a7b8c9d0", "admin"), ("bob", "b1b2c3d4e5f6a7b8c9d0", "read"),
+        ("carol", "c1b2c3d4e5f6a7b8c9d0", "admin")]
+
+
+@pytest.mark.parametrize("entry", ["bob:b1b2c3d4e5f6a7b8c9d0:owner", "bob:b1b2c3d4:e5f6a7b8c9d0",
+                                   "bob:b1b2c3d4e5f6a7b8c9d0:read:admin", "bob::read"])
+def test_an_operator_entry_whose_third_part_is_not_a_role_is_refused_without_quoting_the_token(entry):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"INGEST_OPERATOR_TOKENS": entry})
+    assert "INGEST_OPERATOR_TOKENS: entry 'bob'" in str(err.value) and "read or admin" in str(err.value)
+    assert "b1b2c3d4" not in str(err.value) and "e5f6" not in str(err.value)
+
+
+def test_the_list_form_takes_a_role_and_a_token_with_a_colon():
+    settings = load_settings(env={"INGEST_OPERATOR_TOKENS":
+                                  '[{name: bob, token: "b1b2c3d4:e5f6a7b8c9d0", role: read}]'})
+    assert [(t.token, t.role) for t in settings.operator.tokens] == [("b1b2c3d4:e5f6a7b8c9d0", "read")]
+
+
+def test_hec_tokens_keep_everything_after_the_first_colon_as_the_token():
+    settings = load_settings(env={"INGEST_HEC_TOKENS": "app:11111111-2222-4333-8444-555555555555:x"})
+    assert settings.hec.tokens[0].token == "11111111-2222-4333-8444-555555555555:x"
+
+
+def test_a_secret_of_operator_tokens_may_give_their_roles(extension):
+    settings = load_settings(env=lambda_env(extension, INGEST_OPERATOR_TOKENS_SECRET="arn:ops-roles"))
+    assert [(t.name, t.token, t.role) for t in settings.operator.tokens] == [
+        ("soc", "o" * 32, "admin"), ("dash", "d" * 32, "read")]

@@ -124,3 +124,36 @@ def test_health_verifies_no_file_without_a_budget_and_says_how_many_are_left(dlq
 
 def dlq_settings(dlq) -> DlqSettings:
     return DlqSettings(base_path=dlq.path, min_free_bytes=0)
+
+
+def test_a_filtered_listing_kept_for_its_directory_sees_entries_written_and_deleted_since(dlq, three,
+                                                                                          monkeypatch):
+    a, b, c = three
+    monkeypatch.setattr("telhawk_ingest.dlq.LISTING_TRUST_S", 0.0)  # listings trusted at once
+    assert listed(dlq, reason="storage_failed") == [b, c]
+    reads: list[str] = []
+    real = dlq._load_sized
+    monkeypatch.setattr(dlq, "_load_sized", lambda name: reads.append(name) or real(name))
+
+    assert listed(dlq, reason="storage_failed") == [b, c]  # the same directory: only the page is read
+    assert sorted(reads) == [f"{b}.json", f"{c}.json"]
+    d = dlq.write(record(4, "storage_failed", "timeout"), now=400)
+    assert listed(dlq, reason="storage_failed") == [b, c, d]
+    dlq.delete(b)
+    assert listed(dlq, reason="storage_failed") == [c, d]
+    assert listed(dlq, reason="normalization_failed") == [a]
+
+
+@pytest.mark.parametrize("entry_id", ["../../etc/passwd", "/etc/passwd", "..", "failed_1_2/../../x",
+                                      f"failed_1_{'0' * 32}.json", f"failed_1_{'0' * 32}\x00"])
+def test_get_and_delete_refuse_an_id_that_is_not_an_entry_name_without_touching_the_filesystem(
+        dlq, monkeypatch, entry_id):
+    def forbidden(*_args, **_kw):
+        raise AssertionError("filesystem call")
+
+    for name in ("stat", "lstat", "open", "unlink", "remove", "listdir", "scandir", "access"):
+        monkeypatch.setattr(os, name, forbidden)
+    for call in (dlq.get, dlq.delete):
+        with pytest.raises(ApiError) as err:
+            call(entry_id)
+        assert err.value.status == 400

@@ -477,3 +477,18 @@ def test_local_storage_on_a_network_filesystem_stops_the_emulator_before_it_serv
 
     err = capsys.readouterr().err
     assert f"emulator: storage.data_dir: {tmp_path}/efs/data is on a nfs4 filesystem" in err
+
+
+def test_an_alias_to_an_unknown_source_type_stops_the_emulator_before_it_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    environment = {"INGEST_DLQ_BASE_PATH": tmp_path / "dlq", "INGEST_STORAGE_DATA_DIR": tmp_path / "data",
+                   "INGEST_CONFIG_FILE": emulator.DEFAULT_CONFIG, "INGEST_STORAGE_BACKEND": "local",
+                   "INGEST_NORMALIZERS_ALIASES": '{cisco_asa: "cisco_asa_typo"}'}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("TELHAWK_LOCAL_EMULATOR", "1")
+
+    assert emulator.main(["--port", "0"]) == 2
+
+    err = capsys.readouterr().err
+    assert "emulator: normalizers.aliases.cisco_asa: 'cisco_asa_typo' is not a registered source type" in err

@@ -12,7 +12,14 @@ import pytest
 from telhawk_ingest import ocsf
 from telhawk_ingest.envelope import Envelope
 from telhawk_ingest.errors import NormalizationError, SchemaError
-from telhawk_ingest.normalizers import Registry, aws_vpcflow, default_registry, linux_auth, passthrough
+from telhawk_ingest.normalizers import (
+    Registry,
+    aws_vpcflow,
+    cisco_asa,
+    default_registry,
+    linux_auth,
+    passthrough,
+)
 
 EVENTS = Path(__file__).parent.parent / "events"
 RECEIVED_AT = "2024-11-05T00:00:00.000Z"
@@ -171,6 +178,7 @@ def test_the_default_registry_is_built_once() -> None:
         ("syslog:sshd", linux_auth.normalize),
         ("aws:vpcflow", aws_vpcflow.normalize),
         ("aws:cloudwatchlogs:vpcflow", aws_vpcflow.normalize),
+        ("cisco:asa", cisco_asa.normalize),
     ],
 )
 def test_the_default_registry_routes_every_built_in_source_type_for_both_formats(

@@ -108,7 +108,10 @@ def problems(pattern: re.Pattern[Any]) -> list[str]:
 def test_the_package_patterns_are_found():
     names = {name.removeprefix("telhawk_ingest.") for name, _ in PATTERNS}
     expected = {"hec._TOKEN", "hec._NUMBER", "jsontext._STRING", "normalizers.linux_auth._PATTERNS",
-                "normalizers.linux_auth._SYSLOG", "normalizers.linux_auth._PAM_FIELD"}
+                "normalizers.linux_auth._SYSLOG", "normalizers.linux_auth._PAM_FIELD",
+                "normalizers.cisco_asa._MESSAGES", "normalizers.cisco_asa._TAG",
+                "normalizers.cisco_asa._HEADER", "normalizers.cisco_asa._ICMP_REST",
+                "normalizers.cisco_asa._PARENS"}
     assert expected <= names
     assert len(PATTERNS) >= 25
 
@@ -153,7 +156,7 @@ def test_no_module_compiles_a_pattern_where_the_check_cannot_see_it():
 ACCEPTED = "Nov  4 01:02:03 web01 sshd[1234]: Accepted publickey for alice from 10.0.0.5 port 52144 ssh2: "
 
 
-@pytest.mark.parametrize("source_type", ["linux_secure", "aws:vpcflow"])
+@pytest.mark.parametrize("source_type", ["linux_secure", "aws:vpcflow", "cisco:asa"])
 def test_a_line_over_the_cap_is_refused_with_a_clear_error(source_type):
     line = ACCEPTED + "K" * (MAX_LINE_CHARS + 1 - len(ACCEPTED))
 

@@ -120,7 +120,7 @@ def test_adding_nothing_writes_nothing(tmp_path):
 
 def test_the_counter_file_is_private_and_holds_every_counter(tmp_path):
     counters = Counters(tmp_path / "counters")
-    counters.add(replay_failed=9, now=True, **{COUNTERS[-1]: 4})  # the tenth and the last counter
+    counters.add(replay_failed=9, **{COUNTERS[-1]: 4}, now=True)  # the tenth and the last counter
 
     [path] = (tmp_path / "counters").iterdir()
     assert path.name.endswith(".counters")
@@ -281,5 +281,15 @@ def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_pos
         "stored", "dlq_normalization_failed", "dlq_validation_failed", "dlq_storage_failed",
         "storage_retries", "requests_rejected", "dlq_purged", "dlq_deleted", "replay_stored", "replay_failed",
         "dlq_files_admitted", "dlq_bytes_admitted", "dlq_files_written", "dlq_bytes_written",
-        "dlq_files_returned", "dlq_bytes_returned",
+        "dlq_files_returned", "dlq_bytes_returned", "dlq_dropped", "dlq_expired", "stored_first_try",
+        "stored_via_pubsub", "stored_via_sqs",
+        "stored_via_kinesis", "stored_via_schedule",
+        "stored_first_try_via_pubsub", "stored_first_try_via_sqs",
+        "stored_first_try_via_kinesis", "stored_first_try_via_schedule",
+        "dlq_normalization_failed_via_pubsub", "dlq_normalization_failed_via_sqs",
+        "dlq_normalization_failed_via_kinesis", "dlq_normalization_failed_via_schedule",
+        "dlq_validation_failed_via_pubsub", "dlq_validation_failed_via_sqs",
+        "dlq_validation_failed_via_kinesis", "dlq_validation_failed_via_schedule",
+        "dlq_storage_failed_via_pubsub", "dlq_storage_failed_via_sqs",
+        "dlq_storage_failed_via_kinesis", "dlq_storage_failed_via_schedule",
     )

@@ -24,13 +24,17 @@ def counters_file(values: list[int], count: int | None = None) -> bytes:
 
 
 @pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files fsync'd during the test, by name."""
+def fsyncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """The files under the test's tmp_path fsync'd during the test, by name. Counters of earlier
+    tests in this process stay open (their clean-shutdown hook holds them) and the flusher thread
+    may fsync them meanwhile: those are not the test's."""
     done: list[str] = []
     real_fsync = os.fsync
 
     def recording(fd: int) -> None:
-        done.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(f"{tmp_path}{os.sep}"):
+            done.append(os.path.basename(path))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording)

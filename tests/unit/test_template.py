@@ -34,7 +34,9 @@ EXPECTED_ROUTES = {
     ("POST", "/services/collector/ack/1.0"): "ingest_event",
     ("GET", "/api/v1/dlq"): "list_dlq",
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
+    ("GET", "/api/v1/normalizers"): "list_normalizers",
     ("GET", "/healthz"): "healthz",
+    ("GET", "/metrics"): "metrics",
     ("POST", "/triggers/pubsub"): "pubsub_ingest",
 }
 
@@ -142,6 +144,10 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 # -- the deployment surface: which API, which secrets ------------------------------------------------
 
 HEC_PATH_PREFIX = "/services/collector"
+OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetention", "Metrics",
+                      "ListNormalizers"}
+# Operator-API paths outside /api/ (monitoring endpoints).
+OPERATOR_PATHS = {"/healthz", "/metrics"}
 OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
 # Pub/Sub push subscriptions post to their own API, which takes only Google-signed OIDC tokens.
 PUSH_PATH = "/triggers/pubsub"
@@ -164,7 +170,7 @@ def test_operator_routes_are_on_a_private_api_behind_the_execute_api_endpoint(te
     for logical_id, props in serverless_functions(template).items():
         for event in events(props):
             path = event["Properties"]["Path"]
-            if path.startswith("/api/") or path == "/healthz":
+            if path.startswith("/api/") or path in OPERATOR_PATHS:
                 assert logical_id in OPERATOR_FUNCTIONS
                 assert event["Type"] == "Api" and event["Properties"]["RestApiId"] == {"Ref": "OperatorApi"}
             elif path == PUSH_PATH:
@@ -202,7 +208,12 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "IngestEvent": {"INGEST_HEC_TOKENS_SECRET", *storage},
         "ListDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "PurgeDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "DlqEntry": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "DlqRetention": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
+        "ListNormalizers": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
+        # Operator tokens for operator.metrics_require_auth; storage's for its health gauge.
+        "Metrics": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
         "PubsubIngest": storage,
         "SqsIngest": storage,
         "KinesisIngest": storage,

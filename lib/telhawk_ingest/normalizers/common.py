@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -74,6 +75,16 @@ def event_line(envelope: Envelope) -> tuple[str, dict[str, Any]]:
             f"JSON event has no log line: expected a string under one of {', '.join(LINE_KEYS)}"
         )
     raise NormalizationError(f"JSON event is a {type(value).__name__}, expected a string or an object")
+
+
+def single_line(text: str) -> str:
+    """`text` when it is a log line that is not blank and holds no line break (one event is one
+    line); else NormalizationError saying which."""
+    if not text.strip():
+        raise NormalizationError("empty log line")
+    if (at := text.find("\n")) >= 0:
+        raise NormalizationError(f"log line has a line break at character {at}: one event is one line")
+    return text
 
 
 def _line(text: str) -> str:
@@ -156,6 +167,39 @@ def metadata(
     if profiles:
         out["profiles"] = profiles
     return out
+
+
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
+
+
+def syslog_time(
+    stamp: str, month: str, day: str, hms: str, envelope: Envelope, year: str | None = None
+) -> float:
+    """Unix seconds of a BSD-syslog style stamp (`Nov  4 01:02:03`, or with a year as Cisco
+    writes `Nov 4 2024 01:02:03`), read as UTC since the stamp carries no zone. Without a year,
+    the year of the event time the client sent, else of arrival (`reference_time`), moved back
+    one when that would put the event more than a day in the future (a December line that
+    arrives in January). NormalizationError naming `stamp` when it is not a real date."""
+    try:
+        number = MONTHS.get(month)
+        if number is None:
+            raise ValueError(f"unknown month {month!r}")
+        hour, minute, second = (int(part) for part in hms.split(":"))
+        if year is not None:
+            when = datetime(int(year), number, int(day), hour, minute, second, tzinfo=UTC)
+        else:
+            reference = datetime.fromtimestamp(reference_time(envelope), tz=UTC)
+            when = datetime(reference.year, number, int(day), hour, minute, second, tzinfo=UTC)
+            if when > reference + timedelta(days=1):
+                when = when.replace(year=reference.year - 1)
+    except ValueError as exc:
+        raise NormalizationError(f"invalid syslog timestamp {stamp!r}: {exc}") from exc
+    return when.timestamp()
 
 
 def endpoint(address: str | None, port: int | None = None) -> dict[str, Any]:

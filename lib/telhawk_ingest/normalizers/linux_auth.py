@@ -35,7 +35,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from telhawk_ingest.envelope import Envelope, parse_time
@@ -51,12 +50,6 @@ _SYSLOG = re.compile(
     r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d++)?+(?:Z|[+-]\d{2}:?\d{2}))"
     r"\s++(?P<host>\S++)\s++(?P<program>[^\s\[:]++)(?:\[(?P<pid>\d++)\])?+:\s?+(?P<message>.*+)\Z"
 )
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
-    )
-}
 _PREAUTH = " [preauth]"
 # sshd names the method as negotiated; GSSAPI is Kerberos, the others have no OCSF protocol id.
 _KERBEROS_METHODS = {"gssapi-with-mic", "gssapi-keyex", "gssapi"}
@@ -80,10 +73,7 @@ class _Line:
 def normalize(envelope: Envelope) -> dict[str, Any]:
     """One Linux auth log line (raw, a JSON string, or a JSON object's `message`) as OCSF."""
     text, extra = common.event_line(envelope)
-    if not text.strip():
-        raise NormalizationError("empty log line")
-    if (at := text.find("\n")) >= 0:
-        raise NormalizationError(f"log line has a line break at character {at}: one event is one line")
+    common.single_line(text)
     line = _parse_line(envelope, text, extra)
     message = line.message.removesuffix(_PREAUTH)
     for pattern, build in _PATTERNS:
@@ -122,20 +112,12 @@ def _parse_line(envelope: Envelope, text: str, extra: dict[str, Any]) -> _Line:
 
 
 def _syslog_time(header: re.Match[str], envelope: Envelope) -> float:
-    try:
-        if not header["mon"]:
+    if not header["mon"]:
+        try:
             return parse_time(header["ts"])
-        month = _MONTHS.get(header["mon"])
-        if month is None:
-            raise ValueError(f"unknown month {header['mon']!r}")
-        hour, minute, second = (int(part) for part in header["hms"].split(":"))
-        reference = datetime.fromtimestamp(common.reference_time(envelope), tz=UTC)
-        when = datetime(reference.year, month, int(header["day"]), hour, minute, second, tzinfo=UTC)
-        if when > reference + timedelta(days=1):
-            when = when.replace(year=reference.year - 1)
-    except ValueError as exc:
-        raise NormalizationError(f"invalid syslog timestamp {header['ts']!r}: {exc}") from exc
-    return when.timestamp()
+        except ValueError as exc:
+            raise NormalizationError(f"invalid syslog timestamp {header['ts']!r}: {exc}") from exc
+    return common.syslog_time(header["ts"], header["mon"], header["day"], header["hms"], envelope)
 
 
 def _clip(text: str, limit: int = 120) -> str:
