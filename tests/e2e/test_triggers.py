@@ -132,3 +132,28 @@ def test_a_file_dropped_into_the_queues_spool_is_delivered_and_removed(emulator)
     assert not (incoming / "0001.json").exists()
     names = [d["_source"]["user"]["name"] for d in stored(emulator)]
     assert "spooler" in names
+
+
+def test_retention_fired_on_demand_runs_at_the_time_it_is_given(start_emulator):
+    emu = start_emulator(INGEST_DLQ_MAX_AGE="1d")
+    event = json.dumps({"event": "no normalizer takes this", "sourcetype": "unknown_type"})
+    answer = post(emu, "/services/collector/event", content=event,
+                  headers={"Authorization": f"Splunk {emu.hec_token}"})
+    assert answer.json()["dead_lettered"] == 1
+    [record] = dlq_files(emu)
+    failed_at = time.time()
+
+    # The retention schedule, its clock an hour after the failure: nothing is old enough yet.
+    fire = "/_local/schedules/ScheduledRetention"
+    early = post(emu, fire, params={"time": str(failed_at + 3600)}).json()
+    assert early["schedule"] == "retention"
+    assert early["result"]["expired"] == 0
+    assert len(dlq_files(emu)) == 1
+
+    # Two days later (the processes' own clock has not moved): the entry is past dlq.max_age.
+    late = post(emu, fire, params={"time": str(failed_at + 2 * 86400)}).json()
+    assert late["result"]["expired"] == 1
+    assert late["result"]["expired_ids"] == [record["id"]]
+    assert dlq_files(emu) == []
+    health = emu.healthz(lambda h: h["dlq_stats"]["pending_files"] == 0)
+    assert health["dlq_stats"]["pending_files"] == 0

@@ -477,3 +477,47 @@ def test_a_mixed_kinesis_batch_is_kept_whole_in_one_go(client):
     counts = totals(client)
     assert counts["dlq_normalization_failed_via_kinesis"] == 4
     assert counts["dlq_decode_failed_via_kinesis"] == 1 and counts["dlq_decode_failed"] == 1
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def test_metrics_carry_the_trigger_of_each_event_and_the_hand_backs(make_client):
+    client = make_client(triggers=SCOPES)
+    post_binary(client, cloud_event(push_body(SSHD.encode(), message_id="m1", sourcetype="linux_secure")))
+    post_binary(client, cloud_event(push_body("%%%", message_id="m2")))
+    handle_sqs(sample("sqs_event.json"), client.service)
+    client.service.counters.flush()
+
+    text = client.app.get("/metrics").text
+    assert 'telhawk_events_stored_total{trigger="pubsub"} 1.0' in text
+    assert 'telhawk_dlq_written_total{reason="decode_failed",trigger="pubsub"} 1.0' in text
+    assert 'telhawk_dlq_written_total{reason="normalization_failed",trigger="sqs"} 2.0' in text
+    assert 'telhawk_events_received_total{trigger="http"} 0.0' in text
+    assert 'telhawk_trigger_failures_total{trigger="sqs"} 0.0' in text
+
+
+def test_metrics_count_messages_handed_back(make_client):
+    client = make_client(triggers=SCOPES, dlq={"enabled": False})
+    handle_sqs(sample("sqs_event.json"), client.service)
+    client.service.counters.flush()
+
+    assert 'telhawk_trigger_failures_total{trigger="sqs"} 2.0' in client.app.get("/metrics").text
+
+
+def test_the_retention_schedule_expires_entries_as_of_the_scheduled_events_time(make_client):
+    from functions.scheduled_retention import handler
+
+    client = make_client(triggers=SCOPES, dlq={"max_age": "1h", "min_free_bytes": 0})
+    post_binary(client, cloud_event(push_body(b"no normalizer for this line")))
+    [record] = client.dlq_records()
+    failed = id_time(record["envelope"]["id"])  # published 2026-03-01T10:00:00.123Z, failed just now
+
+    now = client.service.clock()
+    kept = handler({"detail-type": "Scheduled Event", "time": now + 60}, None)
+    assert kept["result"]["expired"] == 0 and len(client.dlq_records()) == 1
+    gone = handler({"detail-type": "Scheduled Event", "time": now + 7200}, None)
+    assert gone["result"]["expired_ids"] == [record["id"]] and client.dlq_records() == []
+    assert failed < now
+    counts = totals(client)
+    assert counts["dlq_expired"] == 1 and counts["trigger_schedule_runs"] == 2

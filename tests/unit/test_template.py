@@ -148,7 +148,6 @@ OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetentio
                       "ListNormalizers"}
 # Operator-API paths outside /api/ (monitoring endpoints).
 OPERATOR_PATHS = {"/healthz", "/metrics"}
-OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz"}
 # Pub/Sub push subscriptions post to their own API, which takes only Google-signed OIDC tokens.
 PUSH_PATH = "/triggers/pubsub"
 
