@@ -96,3 +96,25 @@ def test_a_push_body_becomes_a_structured_message_published_cloud_event():
     assert event["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
     assert event["id"] == "9" and event["time"] == "2026-03-01T10:00:00Z" and event["data"] == push
     assert event["source"] == "//pubsub.googleapis.com/projects/p/subscriptions/s"
+
+
+def test_scopes_and_the_replay_filter_come_from_the_environment_too():
+    from telhawk_ingest.config import load_settings
+
+    settings = load_settings(env={
+        "INGEST_TRIGGERS_SUBSCRIPTIONS":
+            "{logs: {token_name: pubsub, default_index: main, allowed_indexes: [main]}}",
+        "INGEST_TRIGGERS_REPLAY_FILTER": "{reason: storage_failed}",
+        "INGEST_TRIGGERS_REPLAY_RATE_LIMIT": "50"})
+
+    assert settings.triggers.subscriptions["logs"].token().allowed_indexes == ["main"]
+    assert settings.triggers.replay_filter == {"reason": "storage_failed"}
+    assert settings.triggers.replay_rate_limit == 50
+
+
+def test_a_scope_is_checked_like_a_hec_tokens():
+    from telhawk_ingest.config import load_settings
+    from telhawk_ingest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="default_index must be set to one of them"):
+        load_settings(env={"INGEST_TRIGGERS_SUBSCRIPTIONS": "{q: {token_name: t, allowed_indexes: [a]}}"})
