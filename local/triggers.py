@@ -41,7 +41,6 @@ Local names: `${AWS::StackName}` is `local`, `${AWS::Region}` `local`, the accou
 from __future__ import annotations
 
 import asyncio
-import base64
 import fcntl
 import importlib.util
 import json
@@ -455,9 +454,3 @@ def _time(text: str) -> float:
     from telhawk_ingest.envelope import parse_time
 
     return parse_time(text)
-
-
-def encode_data(text: str | bytes) -> str:
-    """Base64 of a Kinesis record's data, for the streams endpoint."""
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode("ascii")
-
