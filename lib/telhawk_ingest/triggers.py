@@ -463,7 +463,8 @@ def on_cloud_event(attributes: Mapping[str, Any], data: Any, svc: Service | None
 
 def push_to_cloud_event(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
     """A Pub/Sub push request (no CloudEvent headers, a `{"message": ..., "subscription": ...}`
-    body) as a structured-mode CloudEvent (`application/cloudevents+json`), which is what
+    body) as a binary-mode CloudEvent: the `ce-*` headers of a `messagePublished` event (as
+    Eventarc sends them) and the body unchanged as its JSON data, which is what
     functions-framework's ASGI path reads (it converts no push bodies itself). Anything else is
     returned as it came. `headers`: lower-case names."""
     content_type = headers.get("content-type", "")
@@ -477,21 +478,18 @@ def push_to_cloud_event(headers: Mapping[str, str], body: bytes) -> tuple[dict[s
         return dict(headers), body
     message = push["message"]
     subscription = str(push.get("subscription") or "")
-    event = {
-        "specversion": "1.0",
-        "type": PUBSUB_TYPE,
-        "source": f"//pubsub.googleapis.com/{subscription}",
-        "id": str(message.get("messageId") or message.get("message_id") or _body_key(body)),
-        "datacontenttype": "application/json",
-        "data": push,
-    }
+    converted = {k: v for k, v in headers.items() if k != "content-type"}
+    converted.update({
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-type": PUBSUB_TYPE,
+        "ce-source": f"//pubsub.googleapis.com/{subscription}",
+        "ce-id": str(message.get("messageId") or message.get("message_id") or _body_key(body)),
+    })
     publish_time = message.get("publishTime") or message.get("publish_time")
     if isinstance(publish_time, str) and publish_time:
-        event["time"] = publish_time
-    converted = {k: v for k, v in headers.items() if k not in ("content-length", "content-type")}
-    data = orjson.dumps(event)
-    converted.update({"content-type": "application/cloudevents+json", "content-length": str(len(data))})
-    return converted, data
+        converted["ce-time"] = publish_time
+    return converted, body
 
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -505,7 +503,7 @@ MAX_PUSH_BYTES = 16 * 1024 * 1024
 
 def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
     """ASGI middleware in front of a functions-framework CloudEvent app: a Pub/Sub push body is
-    handed on as a structured CloudEvent (`push_to_cloud_event`); CloudEvents in binary or
+    handed on as a binary-mode CloudEvent (`push_to_cloud_event`); CloudEvents in binary or
     structured mode go through untouched. A body over `max_bytes` is answered 413."""
 
     async def adapted(scope: dict[str, Any], receive: Receive, send: Send) -> None:

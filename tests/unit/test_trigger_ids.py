@@ -86,16 +86,17 @@ def test_cloud_events_pass_the_push_conversion_untouched(headers):
     assert push_to_cloud_event(headers, body) == (headers, body)
 
 
-def test_a_push_body_becomes_a_structured_message_published_cloud_event():
+def test_a_push_body_becomes_a_binary_message_published_cloud_event_with_the_body_as_its_data():
     push = {"message": {"data": "eA==", "messageId": "9", "publishTime": "2026-03-01T10:00:00Z"},
             "subscription": "projects/p/subscriptions/s"}
-    headers, body = push_to_cloud_event({"content-type": "application/json"}, json.dumps(push).encode())
+    body = json.dumps(push).encode()
+    headers, data = push_to_cloud_event({"content-type": "text/plain", "user-agent": "APIs-Google"}, body)
 
-    assert headers["content-type"] == "application/cloudevents+json"
-    event = json.loads(body)
-    assert event["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-    assert event["id"] == "9" and event["time"] == "2026-03-01T10:00:00Z" and event["data"] == push
-    assert event["source"] == "//pubsub.googleapis.com/projects/p/subscriptions/s"
+    assert data is body
+    assert headers == {"user-agent": "APIs-Google", "content-type": "application/json",
+                       "ce-specversion": "1.0", "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+                       "ce-source": "//pubsub.googleapis.com/projects/p/subscriptions/s", "ce-id": "9",
+                       "ce-time": "2026-03-01T10:00:00Z"}
 
 
 def test_scopes_and_the_replay_filter_come_from_the_environment_too():
