@@ -17,6 +17,9 @@ Benches, in the order they run (default: all but opensearch):
   abuse     one request per fresh process: peak memory at the body limit and the time of
             adversarial requests (events cap, decompression ratio, gzip members, DLQ files)
   state     counters and audit files under 10,000 simulated serverless cold starts (in process)
+  replay    100,000 DLQ entries replayed into the embedded store (in process): entries/s
+  breaker   storage down (a node answering 503 slowly): single-event ingest p99 with the storage
+            circuit breaker and without it, and every event dead-lettered
   queue     events/s through the SQS (local queue) and Pub/Sub (push) paths against HTTP ingest,
             100 OCSF events per request, alternated in the same emulator
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
@@ -37,12 +40,14 @@ from datetime import UTC, datetime
 from . import (
     abuse,
     backlog,
+    breaker,
     dlqlist,
     dlqwrite,
     normalizers,
     opensearch,
     overhead,
     queue,
+    replay,
     slow,
     stack,
     state,
@@ -63,6 +68,8 @@ BENCHES = {
     "normalizers": normalizers.run,
     "abuse": abuse.run,
     "state": state.run,
+    "replay": replay.run,
+    "breaker": breaker.run,
     "opensearch": opensearch.run,
     "queue": queue.run,
 }
@@ -80,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     parser.add_argument("--connections", type=int, default=8,
                         help="client connections for the batch load of the overhead and opensearch benches")
+    parser.add_argument("--replay-entries", type=int, default=100_000,
+                        help="DLQ entries the replay bench drains (20,000 at most with --quick)")
     args = parser.parse_args(argv)
     unknown = [b for b in args.benches if b not in BENCHES]
     if unknown:
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     selected = args.benches or DEFAULT
     ctx = Context(engine=choose_engine(args.engine), seconds=args.seconds, warmup=args.warmup,
-                  quick=args.quick, connections=args.connections)
+                  quick=args.quick, connections=args.connections, replay_entries=args.replay_entries)
     if args.quick:
         ctx.seconds = min(ctx.seconds, 2.0)
         ctx.warmup = min(ctx.warmup, 0.5)

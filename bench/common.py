@@ -28,6 +28,7 @@ class Context:
     figures: list[Figure] = field(default_factory=list)
     default: tuple[int, int] = (DEFAULT_WORKERS, DEFAULT_THREADS)  # the emulator's (workers, threads)
     connections: int = 8  # batch-load connections
+    replay_entries: int = 100_000  # DLQ entries the replay bench drains
     started: float = field(default_factory=time.monotonic)
 
     def add(self, name: str, measured: str, target: str = "info", ok: bool | None = None) -> None:

@@ -395,10 +395,14 @@ def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = 
     """Load every HTTP function (executing its module once) and put them behind one dispatcher with
     the local trigger endpoints (local/triggers.py), which warms the service up and starts the
     schedules' timers at start-up, and writes the counters out at shutdown."""
+    from telhawk_ingest.config import load_settings
     from telhawk_ingest.http import warm_up
+    from telhawk_ingest.logs import configure
     from telhawk_ingest.service import service
     from telhawk_ingest.stats import retire_all
 
+    log_settings = load_settings().log
+    configure(log_settings.level, log_settings.format)
     specs = list(specs)
     apps = {spec.target: load_function_app(spec) for spec in specs if spec.routes}
     local = LocalTriggers([trigger for spec in specs for trigger in spec.triggers])
@@ -424,6 +428,7 @@ _DATA_DIR_VARS = ("INGEST_STORAGE_DATA_DIR",)
 _CONFIG_VARS = ("INGEST_CONFIG_FILE",)
 _STORAGE_URL_VARS = ("INGEST_OPENSEARCH_URL", "INGEST_CORE_URL", "CORE_URL")
 _BACKEND_VARS = ("INGEST_STORAGE_BACKEND",)
+MAX_IN_FLIGHT_VAR = "INGEST_HEC_MAX_IN_FLIGHT"
 
 
 def local_overrides(environ: Mapping[str, str], root: Path = REPO_ROOT) -> dict[str, str]:
@@ -553,8 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds an idle connection stays open, and for a request head to arrive (default %(default)s)",
     )
     parser.add_argument(
-        "--max-in-flight", type=_positive, default=256,
-        help="requests at once per worker; more are answered 503 code 9 (default %(default)s)",
+        "--max-in-flight", type=_positive, default=None,
+        help="ingest requests at once per worker; more are answered 503 code 9 at once "
+             "(sets hec.max_in_flight, default 256)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request to stdout")
     parser.add_argument(
@@ -579,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emulator: {exc}", file=sys.stderr)
         return 2
     apply_local_overrides()
+    if args.max_in_flight is not None:
+        # The service's own limit (telhawk_ingest.shedding), read by every worker's settings.
+        os.environ[MAX_IN_FLIGHT_VAR] = str(args.max_in_flight)
 
     from telhawk_ingest.config import load_settings
     from telhawk_ingest.errors import ConfigError
@@ -609,9 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         graceful_timeout=args.graceful_timeout,
         keep_alive=args.keep_alive,
-        max_in_flight=args.max_in_flight,
+        max_in_flight=settings.hec.max_in_flight,
         log_level=args.log_level,
         access_log=args.access_log,
     )
-    run(options, lambda: build_dispatcher(specs, args.max_in_flight), on_ready)
+    run(options, lambda: build_dispatcher(specs), on_ready)
     return 0

@@ -14,8 +14,9 @@ size limit for the request head), `DrainingServer` (uvicorn's server with a SIGT
   so a client sending a header byte at a time could hold a connection for ever. A head is
   limited to MAX_HEAD_BYTES (answered 400 and closed beyond): llhttp sets no limit of its own.
 - Bodies: `hec.body_read_timeout_seconds` in the application (telhawk_ingest.http).
-- Overload: more than `max_in_flight` requests in one worker are answered 503 with HEC code 9
-  and `Retry-After` by the dispatcher (uvicorn's own `limit_concurrency` answers plain text).
+- Overload: more than `max_in_flight` ingest requests in one worker (`hec.max_in_flight`) are
+  answered 503 with HEC code 9 and `Retry-After` by the service (telhawk_ingest.shedding), and
+  counted in `requests_shed` (uvicorn's own `limit_concurrency` answers plain text, uncounted).
 - SIGTERM or SIGINT (Ctrl-C) drains a worker: requests already in the application finish, for at
   most `graceful_timeout` seconds; every request that arrives meanwhile is answered 503 code 9
   with `Retry-After` and `Connection: close`; then uvicorn closes the listener and the idle

@@ -9,12 +9,16 @@ request is answered by the next entry of `script`, then by `default`:
 - a callable (doc_index, action, doc) -> (status, error_type or None): per-item answers
 - "die": the server closes the connection without answering, and from then on is dead: it accepts
   no connection and drops every request on connections already open
+
+`answer_after` (seconds) delays every bulk answer: a node that is slow to answer. An answer the
+client stopped waiting for is dropped quietly.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,8 +27,9 @@ Script = str | int | Callable[[int, dict[str, Any], dict[str, Any]], tuple[int, 
 
 
 class StorageServer:
-    def __init__(self, *script: Script, default: Script = "ok") -> None:
+    def __init__(self, *script: Script, default: Script = "ok", answer_after: float = 0.0) -> None:
         self.script = list(script)
+        self.answer_after = answer_after
         self.default = default
         self.docs: dict[str, dict[str, Any]] = {}
         self.requests: list[list[str]] = []
@@ -58,7 +63,12 @@ class StorageServer:
                 if answer is None:
                     self._drop()
                     return
-                self._send(*answer)
+                if outer.answer_after:
+                    time.sleep(outer.answer_after)
+                try:
+                    self._send(*answer)
+                except OSError:  # the client gave up waiting
+                    self.close_connection = True
 
             def _drop(self) -> None:
                 self.close_connection = True

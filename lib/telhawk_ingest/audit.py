@@ -37,6 +37,7 @@ import orjson
 from . import fold
 from .envelope import rfc3339
 from .files import append_synced, private_dir, read_regular
+from .logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class AuditLog:
                 return
         self._write({"time": rfc3339(), "operator": operator, "action": action, "count": count,
                      "params": params})
+        # The operator's name, never the token (the audit line's own fields).
+        log_event(log, logging.INFO, "operator", f"operator {operator or '(not authenticated)'}: {action}, "
+                  f"{count} entries", operator=operator, action=action, count=count, params=params)
 
     def flush_suppressed(self, now: float | None = None) -> None:
         """Write the summary of a refused-call window that has ended, if calls were suppressed."""

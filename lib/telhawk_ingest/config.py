@@ -53,6 +53,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TokenRateLimit(_Section):
+    """A token's events per second, per process (ratelimit.py); `burst`: events it may send at
+    once after a quiet spell (default: one second's worth)."""
+
+    events_per_second: float = Field(gt=0)
+    burst: int | None = Field(default=None, gt=0)
+
+
 class HecToken(_Section):
     name: str = Field(min_length=1)
     token: str = Field(min_length=1)
@@ -64,6 +72,8 @@ class HecToken(_Section):
     # Splunk's indexer acknowledgement (useACK): a data channel on every request, an ackId in each
     # success answer, and /services/collector/ack (SPEC §3; ack.py).
     ack: bool = False
+    # Beyond it, requests are answered 503 code 9 with Retry-After, nothing of them kept (ratelimit.py).
+    rate_limit: TokenRateLimit | None = None
 
     @model_validator(mode="after")
     def _index_scope(self) -> HecToken:
@@ -125,6 +135,9 @@ class HecSettings(_Section):
     # Whether a `?token=` unknown here is sent to the auth service at all.
     auth_query_string: bool = False
     auth_default_scope: AuthScope = Field(default_factory=AuthScope)
+    # Load shedding, per process: ingest requests in the application at once; one more is answered
+    # 503 code 9 with Retry-After at once, before its body is read (http.py, shedding.py).
+    max_in_flight: int = Field(default=256, gt=0)
 
     @field_validator("auth_url")
     @classmethod
@@ -194,6 +207,16 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+class RetryBudgetSettings(_Section):
+    """Retries at most `ratio` of first tries plus `min_per_second` over `window_seconds`
+    (budget.py), per process; off unless enabled."""
+
+    enabled: bool = False
+    ratio: float = Field(default=0.2, ge=0, le=1)
+    min_per_second: float = Field(default=10.0, ge=0)
+    window_seconds: int = Field(default=10, ge=1, le=3600)
+
+
 class CoreSettings(_Section):
     """The storage connection and its retry schedule (the seed's `core` section)."""
 
@@ -206,6 +229,10 @@ class CoreSettings(_Section):
     jitter: bool = False
     # A Retry-After from storage lengthens a wait up to this many seconds.
     max_retry_after_seconds: float = Field(default=5.0, ge=0)
+    # The whole storage phase of one request (every try and wait): when it is spent, the events
+    # not stored yet go to the DLQ as storage_failed (retry.py); a try is cut short to fit it.
+    request_deadline_seconds: float = Field(default=15.0, gt=0)
+    retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True
@@ -253,6 +280,23 @@ class DayWindow(_Section):
     replay_back_days: int = Field(default=30, ge=0, le=3650)
 
 
+class BreakerSettings(_Section):
+    """The circuit breaker on the storage hop (breaker.py), per process."""
+
+    enabled: bool = True
+    # Consecutive failed tries (the whole request failed: transport error, 429/5xx) that open it.
+    failures: int = Field(default=5, ge=1)
+    # Seconds it stays open before one probe try decides.
+    cooldown_seconds: float = Field(default=15.0, gt=0)
+
+
+class LogSettings(_Section):
+    """Logs on stderr (logs.py): JSON lines by default, or plain text for a person at a terminal."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
 class StorageSettings(_Section):
     # auto: opensearch when core.url is set, else local.
     backend: Literal["auto", "local", "opensearch"] = "auto"
@@ -262,6 +306,23 @@ class StorageSettings(_Section):
     day_window: DayWindow = Field(default_factory=DayWindow)
     # `local` only: rows whose storage day is more than this many days before today are deleted.
     retention_days: int | None = Field(default=None, gt=0)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+class ReplaySettings(_Section):
+    """Replaying DLQ entries (replay.py, healing.py; SPEC §11). One replay call stops after
+    `max_entries_per_call` entries or `time_budget_seconds` (checked between batches of at most
+    `storage.bulk_max_events`; the defaults fit a 30 s function timeout) and answers a cursor.
+    A claim older than `claim_timeout_seconds` was left by a replay that was killed and is
+    released (claims.py; keep it above the longest storage try and the clock skew between hosts).
+    `heal_on_recovery`: replay `storage_failed` entries in the background when storage recovers,
+    at most `heal_rate_limit` events per second."""
+
+    max_entries_per_call: int = Field(default=10_000, gt=0)
+    time_budget_seconds: float = Field(default=20.0, gt=0)
+    claim_timeout_seconds: float = Field(default=300.0, gt=0)
+    heal_on_recovery: bool = True
+    heal_rate_limit: float = Field(default=200.0, gt=0)
 
 
 class TriggerScope(_Section):
@@ -316,7 +377,9 @@ class Settings(_Section):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     normalizers: NormalizerSettings = Field(default_factory=NormalizerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
 
     @model_validator(mode="after")

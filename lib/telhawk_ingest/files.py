@@ -33,7 +33,7 @@ class UnsafeFile(OSError):
     in open(2) with O_NOFOLLOW (ELOOP)."""
 
 
-def open_regular(path: Path, flags: int = READ) -> int:
+def open_regular(path: Path | str, flags: int = READ) -> int:
     """A descriptor of `path`, opened with `flags` (O_NOFOLLOW and O_NONBLOCK included by the
     callers here), after fstat says it is a regular file; UnsafeFile (closed) otherwise."""
     fd = os.open(path, flags, 0o600)
@@ -51,9 +51,16 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
     """The whole of a regular file of at most `max_bytes` bytes, read without following a link or
     blocking on a FIFO. OSError when it cannot be opened (ELOOP for a symbolic link,
     FileNotFoundError when absent); UnsafeFile when it is not a regular file or is larger."""
+    return read_regular_ino(path, max_bytes)[0]
+
+
+def read_regular_ino(path: Path | str, max_bytes: int) -> tuple[bytes, int]:
+    """`read_regular`, and the inode number of the file that was read (from the same descriptor,
+    so the pair belongs together even when the name is replaced meanwhile)."""
     fd = open_regular(path)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if size > max_bytes:
             raise UnsafeFile(errno.EFBIG, f"{size} bytes, over the {max_bytes} this reader takes", str(path))
         chunks = []
@@ -63,7 +70,7 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
             left -= len(chunk)
         if left <= 0:
             raise UnsafeFile(errno.EFBIG, f"over the {max_bytes} bytes this reader takes", str(path))
-        return b"".join(chunks)
+        return b"".join(chunks), st.st_ino
     finally:
         os.close(fd)
 
@@ -119,13 +126,15 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_synced(path: Path, data: bytes) -> None:
-    """Create `path` (0600; it must not exist), write all of `data`, fsync. The caller makes the
-    name durable, usually by renaming it into place and fsync'ing the directory."""
+def write_synced(path: Path, data: bytes) -> int:
+    """Create `path` (0600; it must not exist), write all of `data`, fsync; return its inode
+    number. The caller makes the name durable, usually by renaming it into place and fsync'ing
+    the directory."""
     fd = os.open(path, NEW, 0o600)
     try:
         write_all(fd, data)
         os.fsync(fd)
+        return os.fstat(fd).st_ino
     finally:
         os.close(fd)
 

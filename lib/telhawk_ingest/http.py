@@ -152,10 +152,21 @@ def _announces_body(request: Request) -> bool:
 
 @metrics.timed
 async def handle_hec(request: Request, get_service: Callable[[], Service] = service) -> Response:
-    """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another)."""
+    """A HEC request answered by `get_service()` (the process's Service; a benchmark passes another).
+
+    An ingest request (POST to the event or raw endpoint) first takes a place among the process's
+    `hec.max_in_flight` (shedding.py); without one it is answered 503 code 9 at once, before
+    authentication and before its body is read.
+    """
+    svc: Service | None = None
+    entered = False
     try:
         svc = get_service()
         head = hec_request(request)
+        if head.method == "POST" and endpoint_kind(head.path) in INGEST_KINDS:
+            if not svc.in_flight.enter():
+                return respond(svc.hec_shed(head.path), close=_announces_body(request))
+            entered = True
         admitted = await _admit(svc, head)
         if isinstance(admitted, Reply):
             return respond(admitted, close=_announces_body(request))
@@ -175,6 +186,9 @@ async def handle_hec(request: Request, get_service: Callable[[], Service] = serv
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.scope.get("path"))
         return respond(Reply.hec(HecError(8)), close=True)
+    finally:
+        if entered and svc is not None:
+            svc.in_flight.leave()
 
 
 def _inline(req: HecRequest) -> bool:
@@ -253,9 +267,49 @@ async def handle_operator(
     run an operator call with the query's pairs (repeats kept, so the call can refuse them). A
     refusal after authentication (a parameter or body it does not take) is audited under the
     operator's name."""
+    sent_body = _announces_body(request)
+
+    def run(who: Operator, query: Query) -> dict[str, Any]:
+        _refuse_body(sent_body)
+        return call(who, query)
+
+    return await _operator(request, method, run)
+
+
+@metrics.timed
+async def handle_operator_body(
+    request: Request, method: str, call: Callable[[Operator, Query, bytes], dict[str, Any]], limit: int
+) -> Response:
+    """`handle_operator` for a call that takes a request body (a JSON body, which the call
+    parses): at most `limit` bytes, arriving whole within `hec.body_read_timeout_seconds`, read
+    only once the credential is accepted (refusals are answered without reading it). Too large:
+    413; too slow: 408; the client gone: 400; all in the operator shape and audited."""
+    authorization = request.headers.get("authorization")
+    body: bytes | ApiError = b""
+    if request.method == method and _announces_body(request):
+        svc = service()
+        try:
+            svc.operator(authorization)
+        except ApiError:
+            pass  # refused (and audited) by _operator, without reading the body
+        else:
+            try:
+                body = await read_body(request, limit, svc.settings.hec.body_read_timeout_seconds)
+            except HecError as err:
+                body = ApiError(err.status, f"{err.detail or err.text}; nothing was done")
+
+    def run(who: Operator, query: Query) -> dict[str, Any]:
+        if isinstance(body, ApiError):
+            raise body
+        return call(who, query, body)
+
+    return await _operator(request, method, run)
+
+
+async def _operator(request: Request, method: str | tuple[str, ...],
+                    call: Callable[[Operator, Query], dict[str, Any]]) -> Response:
     authorization = request.headers.get("authorization")
     query = query_pairs(request)
-    sent_body = _announces_body(request)
     where = {"method": request.method, "path": request.scope["path"]}
 
     def run() -> dict[str, Any]:
@@ -267,7 +321,6 @@ async def handle_operator(
             svc.audit.record(None, "denied", 0, {**where, "status": err.status})
             raise
         try:
-            _refuse_body(sent_body)
             return call(who, query)
         except ApiError as err:
             svc.audit.record(who.name, "refused", 0, {**where, "status": err.status, "error": err.message})

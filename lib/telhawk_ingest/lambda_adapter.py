@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .config import load_settings
+from .logs import configure
 from .stats import flush_all
 
 HttpFunction = Callable[[Request], Awaitable[Response]]
@@ -29,14 +31,28 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def lambda_handler(function: HttpFunction) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of one function. Its first invocation configures the process's logs
+    (logs.py, from the `log` settings); importing it does nothing of the kind."""
     app = Starlette(routes=[Route("/", function, methods=METHODS),
                             Route("/{path:path}", function, methods=METHODS)])
     adapter = Mangum(app, lifespan="off")
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if not _logs_configured:
+            _configure_logs()
         try:
             return adapter(event, context)
         finally:
             flush_all()
 
     return handler
+
+
+_logs_configured = False
+
+
+def _configure_logs() -> None:
+    global _logs_configured
+    log_settings = load_settings().log
+    configure(log_settings.level, log_settings.format)
+    _logs_configured = True

@@ -73,6 +73,8 @@ PLAIN_COUNTERS: tuple[PlainCounter, ...] = (
                  "HEC requests refused (4xx, and 503 when the DLQ could not take their failures)."),
     PlainCounter("requests_shed", "requests_shed",
                  "Ingest requests shed at once with 503 code 9 (in-flight limit reached)."),
+    PlainCounter("requests_rate_limited", "requests_rate_limited",
+                 "Ingest requests refused with 503 code 9 for their token's rate limit."),
     PlainCounter("dlq_replayed", "replay_stored", _REPLAY_DOC, {"outcome": "stored"}),
     PlainCounter("dlq_replayed", "replay_failed", _REPLAY_DOC, {"outcome": "failed"}),
     PlainCounter("dlq_purged", "dlq_purged", "DLQ entries deleted by purges."),

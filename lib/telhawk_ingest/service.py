@@ -22,15 +22,20 @@ from typing import Any
 from . import ack, ocsf
 from .audit import AuditLog
 from .auth import Authenticator
+from .breaker import Breaker
+from .budget import RetryBudget
 from .config import HecToken, Settings, load_settings
 from .dlq import REASONS, DeadLetterQueue, DlqFilter, make_record, record_cap
 from .envelope import Envelope, id_time, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable, HecError, PipelineError
 from .hec import HecRequest, endpoint_kind, parse_events, parse_raw, read_body
+from .logs import configure as configure_logs
 from .normalizers import Registry
 from .normalizers.loading import load_registry
+from .ratelimit import TokenRates
 from .retention import record_dropped
-from .retry import RetryPolicy, store_with_retries, try_store
+from .retry import Deadline, RetryPolicy, guarded_try, record_try, store_with_retries
+from .shedding import InFlight
 from .stats import Counters
 from .storage import make_backend
 from .storage.base import DEFAULT_INDEX, SECONDS_PER_DAY, Item, Outcome, StorageBackend, day_anchor, seconds
@@ -144,6 +149,18 @@ class Service:
                                    on_drop=lambda ids: record_dropped(self.counters, self.audit, ids))
         self.audit = AuditLog(settings.state_path / "audit")
         self.policy = RetryPolicy.from_settings(settings.core)
+        # Per process (README, "A failing backend"): the storage breaker (None when disabled), the
+        # ingest requests in flight (http.py admits each one here first), the tokens' rate limits
+        # and the retry budget (None unless enabled).
+        breaker = settings.storage.breaker
+        self.breaker = Breaker(breaker.failures, breaker.cooldown_seconds) if breaker.enabled else None
+        if self.breaker is not None:  # storage is back: replay what the outage dead-lettered (healing.py)
+            self.breaker.on_close(self._heal)
+        self.in_flight = InFlight(settings.hec.max_in_flight)
+        self.rate_limits = TokenRates(settings.hec.tokens)
+        budget = settings.core.retry_budget
+        self.retry_budget = RetryBudget(budget.ratio, budget.min_per_second, budget.window_seconds) \
+            if budget.enabled else None
         # Looked up on each call unless given, so `received_at` and envelope ids read one clock.
         self.clock = clock or (lambda: time.time())
         self.ack_ids = ack.AckIds()
@@ -155,6 +172,11 @@ class Service:
         self._day_window = (window.back_days, window.ahead_days)
         self._arrival: tuple[str, float] = ("", 0.0)  # the last UUIDv7 time read (_day_anchor)
         self._received: tuple[str, float | None] = ("", None)  # the last received_at parsed (_day_anchor)
+
+    def _heal(self) -> None:
+        from .healing import start_healing  # healing builds on this module
+
+        start_healing(self)
 
     # -- HEC ------------------------------------------------------------------------------
 
@@ -210,6 +232,12 @@ class Service:
             envelopes = parse_raw(body, req, token, received_at, limits.max_events_per_request)
         else:
             envelopes = parse_events(body, token, received_at, limits.max_events_per_request)
+        if token.rate_limit is not None:
+            try:
+                self.rate_limits.admit(token, len(envelopes))
+            except HecError:
+                self.counters.add(requests_rate_limited=1)
+                raise
         return Staged(channel, self.prepare(envelopes))
 
     def hec_submit(self, staged: Staged, done: Callable[[list[Outcome]], None]) -> bool:
@@ -223,6 +251,8 @@ class Service:
         prepared = staged.prepared
         if enqueue is None or prepared.failed or len(prepared.items) > self.settings.storage.bulk_max_events:
             return False
+        if self.breaker is not None and not self.breaker.closed:
+            return False  # the breaker decides in `finish` whether to try at all
         enqueue(prepared.items, done)
         return True
 
@@ -290,6 +320,12 @@ class Service:
             return self.hec_refuse(err)
         return token
 
+    def hec_shed(self, path: str) -> Reply:
+        """The 503 code 9 for an ingest request refused for `hec.max_in_flight` (shedding.py),
+        counted in `requests_shed`."""
+        self.counters.add(requests_shed=1)
+        return Reply.hec(self.in_flight.refusal(path))
+
     def hec_refuse(self, err: HecError) -> Reply:
         """The answer to a refused HEC request, counted in `requests_rejected`."""
         if err.status >= 500:
@@ -343,18 +379,28 @@ class Service:
         """Store and dead-letter what `prepare` gave: `ingest`'s second half; raises DLQUnavailable
         as `ingest` does. `first`: the outcomes of a first try at storing already made
         (`hec_submit`), one per item.
+
+        Storing ends within `core.request_deadline_seconds` of this call, and at once while the
+        storage breaker is open: the events not stored then are dead-lettered (retry.py).
         """
         items = prepared.items
+        breaker = self.breaker
+        if first is not None:
+            record_try(breaker, first)
+        deadline = Deadline.start(self.settings.core.request_deadline_seconds)
+        if self.retry_budget is not None and items:
+            self.retry_budget.first(-(-len(items) // self.settings.storage.bulk_max_events))  # the chunks
         if items and not prepared.failed and len(items) <= self.settings.storage.bulk_max_events:
-            if first is None:
-                first = try_store(self.backend, items)
-            if all(outcome.stored for outcome in first):
+            if first is None and (breaker is None or breaker.closed):
+                first = guarded_try(self.backend, items, breaker, deadline)
+            if first is not None and all(outcome.stored for outcome in first):
                 # Nothing to retry or dead-letter: what the general path below concludes, in short.
                 self.counters.add(stored=len(items), stored_first_try=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
         with self.dlq.reserve(failed, self.clock(), named=prepared.named_entries) as held:
-            stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first)
+            stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first,
+                                                          deadline)
             try:
                 held.add(storage_failed, self.clock())
                 ids = held.write()
@@ -371,10 +417,11 @@ class Service:
         self.counters.add(**deltas)
         return IngestResult(len(prepared.envelopes), stored, len(failed), ids)
 
-    def _store(self, items: list[Item], envelopes: list[Envelope], first: Sequence[Outcome] | None = None
-               ) -> tuple[int, int, list[dict[str, Any]]]:
+    def _store(self, items: list[Item], envelopes: list[Envelope], first: Sequence[Outcome] | None = None,
+               deadline: Deadline | None = None) -> tuple[int, int, list[dict[str, Any]]]:
         """Store items in bulk chunks with retries: (stored, retries, DLQ records of the failures).
-        `first`: the first try's outcomes when it was already made, one per item."""
+        `first`: the first try's outcomes when it was already made, one per item (and recorded
+        on the breaker). `deadline`: shared by every chunk."""
         retries = 0
 
         def count_retry(n: int, _wait: float) -> None:
@@ -387,7 +434,8 @@ class Service:
         for start in range(0, len(items), size):
             chunk = items[start:start + size]
             finals = store_with_retries(self.backend, chunk, self.policy, count_retry,
-                                        None if first is None else first[start:start + size])
+                                        None if first is None else first[start:start + size],
+                                        breaker=self.breaker, deadline=deadline, budget=self.retry_budget)
             for offset, final in enumerate(finals):
                 if final.outcome.stored:
                     stored += 1
@@ -519,9 +567,20 @@ class Service:
                 "expired": totals["dlq_expired"],
             },
             "storage": {"backend": self.backend.name, "healthy": storage_healthy,
-                        "retries": totals["storage_retries"]},
+                        "retries": totals["storage_retries"],
+                        # This process's breaker (each process has its own).
+                        "breaker": self.breaker.snapshot() if self.breaker else {"state": "disabled"},
+                        "request_deadline_seconds": self.settings.core.request_deadline_seconds,
+                        "retry_budget": self.retry_budget.snapshot() if self.retry_budget else None},
             "hec_health_code": self.hec_health().body["code"],
             "requests_rejected": totals["requests_rejected"],
+            # Events stored by a replay count here, not in `stored` (replay.py: `processed` counts
+            # each event once); `failed`: replays that failed again, their entries rewritten.
+            "replayed": {"stored": totals["replay_stored"], "failed": totals["replay_failed"]},
+            # requests_shed: every instance on the volume; the rest: this process.
+            "shedding": {"requests_shed": totals["requests_shed"], **self.in_flight.snapshot(),
+                         "requests_rate_limited": totals["requests_rate_limited"],
+                         "rate_limited_here": self.rate_limits.limited},
         }
 
 
@@ -603,10 +662,14 @@ _service_lock = threading.Lock()
 
 
 def service() -> Service:
-    """The process's Service, built from the settings on first use (after any fork)."""
+    """The process's Service, built from the settings on first use (after any fork); the process's
+    logs are configured from the same settings then (logs.py), so a function served alone by
+    functions-framework writes JSON lines too."""
     global _service
     if _service is None:
         with _service_lock:
             if _service is None:
-                _service = Service(load_settings())
+                settings = load_settings()
+                configure_logs(settings.log.level, settings.log.format)
+                _service = Service(settings)
     return _service

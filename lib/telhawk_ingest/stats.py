@@ -121,6 +121,10 @@ COUNTERS = (
     *by_trigger("dlq_normalization_failed"),
     *by_trigger("dlq_validation_failed"),
     *by_trigger("dlq_storage_failed"),
+    # Ingest requests refused 503 code 9 at once for hec.max_in_flight (shedding.py).
+    "requests_shed",
+    # Ingest requests refused 503 code 9 for their token's rate limit (ratelimit.py).
+    "requests_rate_limited",
     # Event-triggered messages whose data could not be decoded into events (dlq.REASONS), by
     # trigger too.
     "dlq_decode_failed",

@@ -187,6 +187,8 @@ def test_past_max_in_flight_requests_get_503_code_9_and_those_in_flight_still_su
     assert_busy(refused)
     assert [a.status for a in answers] == [200] * 3
     assert stored_ports(emu) == [63000, 63001, 63002]
+    shedding = emu.healthz(lambda h: h["shedding"]["requests_shed"] >= 1)["shedding"]
+    assert (shedding["requests_shed"], shedding["max_in_flight"]) == (1, 3)
 
 
 def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones_with_503_code_9(start_emulator):

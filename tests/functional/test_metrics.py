@@ -270,10 +270,15 @@ def test_the_breaker_state_in_healthz_is_one_hot(client, monkeypatch, breaker, s
         assert value(samples, "telhawk_storage_breaker_state", state=name) == int(name == state)
 
 
-def test_without_a_breaker_in_healthz_no_breaker_state_is_made_up(client):
-    if "breaker" in client.service.healthz()["storage"]:
-        pytest.skip("this build's healthz reports a breaker")
-    assert not any(name == "telhawk_storage_breaker_state" for name, _ in scrape(client))
+def test_the_real_breaker_reports_closed_and_a_disabled_one_says_so(make_client):
+    closed = scrape(make_client())
+    disabled = scrape(make_client(storage={"breaker": {"enabled": False}}))
+
+    assert [value(closed, "telhawk_storage_breaker_state", state=name) for name in metrics.BREAKER_STATES] \
+        == [1, 0, 0]
+    assert value(disabled, "telhawk_storage_breaker_state", state="disabled") == 1
+    assert all(value(disabled, "telhawk_storage_breaker_state", state=name) == 0
+               for name in metrics.BREAKER_STATES)
 
 
 def test_counters_map_by_name_so_a_missing_one_is_left_out_and_a_new_one_shows(client, monkeypatch):

@@ -96,12 +96,17 @@ def drop_indices(client: httpx.Client, prefix: str) -> None:
     client.delete(f"/_index_template/{prefix}ocsf")
 
 
-def settings_for(tmp_path: Path, url: str, prefix: str, **core: Any) -> Settings:
+def settings_for(tmp_path: Path, url: str, prefix: str, breaker: dict[str, Any] | None = None,
+                 **core: Any) -> Settings:
     return Settings.model_validate({
         "hec": {"tokens": [{"name": "test", "token": HEC_TOKEN}]},
         "dlq": {"base_path": str(tmp_path / "dlq"), "min_free_bytes": 0},
         "core": {"url": url, "timeout_seconds": 5, **core},
-        "storage": {"backend": "opensearch", "index_prefix": prefix},
+        "storage": {"backend": "opensearch", "index_prefix": prefix,
+                    **({"breaker": breaker} if breaker else {})},
+        # These tests count what storage and the DLQ hold after an outage: self-healing, which
+        # replays the DLQ once the breaker closes, is tested on its own (tests/functional).
+        "replay": {"heal_on_recovery": False},
     })
 
 
@@ -109,8 +114,9 @@ def settings_for(tmp_path: Path, url: str, prefix: str, **core: Any) -> Settings
 def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     made: list[Service] = []
 
-    def make(url: str, prefix: str, transport: httpx.BaseTransport | None = None, **core: Any) -> Service:
-        settings = settings_for(tmp_path, url, prefix, **core)
+    def make(url: str, prefix: str, transport: httpx.BaseTransport | None = None,
+             breaker: dict[str, Any] | None = None, **core: Any) -> Service:
+        settings = settings_for(tmp_path, url, prefix, breaker, **core)
         backend = OpenSearchBackend(settings.core, settings.storage, transport)
         service = Service(settings, backend=backend)
         made.append(service)

@@ -76,7 +76,10 @@ class Recording:
 def test_events_sent_while_the_node_is_down_are_retried_then_dead_lettered_and_later_ones_stored(
         own_node, node_client, make_service):
     prefix = "outage-"
-    service = make_service(own_node.url, prefix, max_retries=3, retry_delay_ms=20, timeout_seconds=3)
+    # The breaker opens at the fifth failed try (the second batch's first) and is over its
+    # cool-down long before the node is back: the first batch after is its probe.
+    service = make_service(own_node.url, prefix, max_retries=3, retry_delay_ms=20, timeout_seconds=3,
+                           breaker={"failures": 5, "cooldown_seconds": 1})
     batch_size = 10
 
     def batches(n: int) -> list[list]:
@@ -110,12 +113,20 @@ def test_events_sent_while_the_node_is_down_are_retried_then_dead_lettered_and_l
     assert stored | dead_lettered == sent
     assert stored & dead_lettered == set()
     assert dead_lettered == {e.id for batch in during for e in batch}
+    first = {e.id for e in during[0]}
     for record in records:
         assert record["reason"] == "storage_failed"
-        assert record["attempts"] == service.settings.core.max_retries + 1 == 4
-        # The last try met a closed port: stop.sh returns once the node's process is gone.
-        assert record["error"].startswith("transport error: ConnectError")
-        assert record["details"]["error_type"] == "ConnectError"
+        if record["envelope"]["id"] in first:
+            assert record["attempts"] == service.settings.core.max_retries + 1 == 4
+            # The last try met a closed port: stop.sh returns once the node's process is gone.
+            assert record["error"].startswith("transport error: ConnectError")
+            assert record["details"]["error_type"] == "ConnectError"
+        else:  # the breaker was open: one try for the second batch, none for the third
+            assert record["attempts"] == 1
+            assert record["error"].startswith("storage circuit breaker open since ")
+            assert "last error: transport error: ConnectError" in record["error"]
+            assert record["details"] == {"breaker": "open"}
+    assert service.breaker.state == "closed" and service.breaker.opened == 1
 
 
 def test_an_overflowing_write_queue_is_retried_item_by_item_until_every_event_is_stored(

@@ -163,9 +163,12 @@ def test_each_retry_logs_one_line_saying_what_waits_and_for_how_long(waits, capl
         store_with_retries(backend, [item(1), item(2), item(3)], POLICY)
 
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
-        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 1 failed, waiting 0.100s"),
-        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 2 failed, waiting 0.200s"),
+        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 1 failed, waiting 0.100s: 503"),
+        ("telhawk_ingest.retry", logging.INFO, "storage retry: 3 item(s), try 2 failed, waiting 0.200s: 503"),
     ]
+    # The same as fields of the JSON line (logs.py): attempt, wait and reason.
+    assert [(r.event, r.attempt, r.items, r.wait_seconds, r.reason) for r in caplog.records] == [
+        ("retry", 1, 3, 0.1, "503"), ("retry", 2, 3, 0.2, "503")]
 
 
 def test_a_backend_that_keeps_answering_the_wrong_number_of_results_is_reported_as_such(waits):

@@ -291,6 +291,7 @@ EARLIER = (
     "dlq_validation_failed_via_kinesis", "dlq_validation_failed_via_schedule",
     "dlq_storage_failed_via_pubsub", "dlq_storage_failed_via_sqs",
     "dlq_storage_failed_via_kinesis", "dlq_storage_failed_via_schedule",
+    "requests_shed", "requests_rate_limited",
 )
 
 

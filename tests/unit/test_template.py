@@ -36,6 +36,7 @@ EXPECTED_ROUTES = {
     ("DELETE", "/api/v1/dlq/purge"): "purge_dlq",
     ("GET", "/api/v1/normalizers"): "list_normalizers",
     ("GET", "/healthz"): "healthz",
+    ("POST", "/api/v1/dlq/replay"): "replay_dlq",
     ("GET", "/metrics"): "metrics",
     ("POST", "/triggers/pubsub"): "pubsub_ingest",
 }
@@ -145,7 +146,7 @@ def test_every_function_stores_into_opensearch_and_none_keeps_a_data_dir_on_the_
 
 HEC_PATH_PREFIX = "/services/collector"
 OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetention", "Metrics",
-                      "ListNormalizers"}
+                      "ListNormalizers", "ReplayDlq"}
 # Operator-API paths outside /api/ (monitoring endpoints).
 OPERATOR_PATHS = {"/healthz", "/metrics"}
 # Pub/Sub push subscriptions post to their own API, which takes only Google-signed OIDC tokens.
@@ -211,6 +212,8 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "DlqRetention": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "ListNormalizers": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET"},
         "Healthz": storage,
+        # Replay stores events: operator tokens to be called, storage credentials to store.
+        "ReplayDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
         # Operator tokens for operator.metrics_require_auth; storage's for its health gauge.
         "Metrics": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
         "PubsubIngest": storage,

@@ -1,7 +1,9 @@
 """The storage seam: what a backend is given, and what it must report back (SPEC §6).
 
 A backend takes a batch of normalized events and reports one Outcome per item, in order: stored,
-retryable failure, or permanent failure. Backends never raise for a storage failure and never
+retryable failure, or permanent failure. A failure of the whole request (nothing reached storage,
+or it refused the request as a whole) is one Outcome object repeated for every item: the storage
+circuit breaker counts those (retry.record_try). Backends never raise for a storage failure and never
 sleep or retry; retry.py owns that decision. Backends live one per module: local.py, opensearch.py.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -177,6 +181,22 @@ def _failing_member(document: dict[str, Any], wrap: dict[str, Any] | None) -> st
         except orjson.JSONEncodeError:
             return key if isinstance(key, str) else repr(key)
     return None
+
+
+# The monotonic time by which the try running in this context must be over, or None: retry.py sets
+# it from the request's deadline (core.request_deadline_seconds) around each try. A backend that
+# waits on a network caps its timeouts with `time_left`, so a slow node cannot outlast the deadline.
+TRY_DEADLINE: ContextVar[float | None] = ContextVar("telhawk_try_deadline", default=None)
+# The shortest timeout `time_left` gives: a try that starts must be able to send its request.
+MIN_TRY_SECONDS = 0.001
+
+
+def time_left(timeout: float) -> float:
+    """`timeout` (seconds), shortened to what is left of the current try's deadline (TRY_DEADLINE)."""
+    at = TRY_DEADLINE.get()
+    if at is None:
+        return timeout
+    return max(MIN_TRY_SECONDS, min(timeout, at - time.monotonic()))
 
 
 class StorageBackend(Protocol):

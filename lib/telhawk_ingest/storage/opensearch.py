@@ -67,6 +67,7 @@ from .base import (
     permanent,
     retry,
     storage_time,
+    time_left,
     utc_day,
 )
 
@@ -479,7 +480,8 @@ class OpenSearchBackend:
     def _bulk(self, body: bytes, count: int) -> list[Outcome]:
         try:
             response = self._http().post(
-                "/_bulk", params=BULK_FILTER, content=body, headers={"Content-Type": "application/x-ndjson"}
+                "/_bulk", params=BULK_FILTER, content=body, headers={"Content-Type": "application/x-ndjson"},
+                timeout=time_left(self._core.timeout_seconds),
             )
         except httpx.TransportError as exc:
             return [retry(f"transport error: {_exception_text(exc)}", error_type=type(exc).__name__)] * count
@@ -521,6 +523,7 @@ class OpenSearchBackend:
                 f"/_index_template/{self.template_name}",
                 content=orjson.dumps(self._template),
                 headers={"Content-Type": "application/json"},
+                timeout=time_left(self._core.timeout_seconds),
             )
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.TransportError):

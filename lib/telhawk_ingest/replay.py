@@ -1,0 +1,475 @@
+"""Replaying DLQ entries on the server: `POST /api/v1/dlq/replay` (SPEC §11).
+
+Each entry goes through normalization, validation and storage again (`Service.prepare`, then
+`store_with_retries` with the service's retry policy; never through HEC), under its original
+envelope, id included, so storage (idempotent by `_id`, SPEC §6) never keeps an event twice.
+Stored: the entry is removed. Failed again: the one entry stays, rewritten atomically with
+`attempts` + 1 and `error`, `reason`, `stage`, `last_attempt` and `details` of this failure
+(`DeadLetterQueue.rewrite`; `timestamp` stays the first failure's).
+
+Entries are claimed before they are read (claims.py), so two replays at once, in two processes or
+on two instances sharing the volume, never replay one entry twice; a replay killed midway leaves
+its claims, released after `replay.claim_timeout_seconds`, and its entries as they were (an entry
+is removed only once its event is stored, so none is lost; one stored and not yet removed when
+the replay was killed is stored again, idempotently, by the next).
+
+One call does bounded work: at most `replay.max_entries_per_call` entries and
+`replay.time_budget_seconds` (checked between batches of at most `storage.bulk_max_events`),
+then answers `next_cursor` (the last entry it looked at; null when none is left) to continue.
+`rate_limit` (events per second) paces the batches with the injected clock and sleep.
+
+Counters (healthz `processed` = `stored` + dead-lettered, SPEC §8, stays the count of events that
+finished the pipeline, each once): an event stored by a replay counts in `replay_stored`, not in
+`stored`, since it already counts as dead-lettered; a replay that fails again counts in
+`replay_failed` and writes no new entry, so no `dlq_*` counter moves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .claims import Claims, Holder
+from .dlq import STAGES, DlqFilter, _seconds, _summarize, check_id
+from .envelope import Envelope, rfc3339
+from .errors import ApiError, DLQUnavailable
+from .retry import Deadline, Final, store_with_retries
+from .service import FILTER_PARAMS, Operator, Query, Service, parse_filter, parse_query
+from .storage.base import Item, Outcome, StorageBackend
+
+log = logging.getLogger(__name__)
+
+BODY_KEYS = frozenset({"ids", "filter", "dry_run", "rate_limit", "cursor"})
+# Ids in one request, as many as a listing page holds (service.MAX_LIMIT).
+MAX_IDS = 1000
+# The largest request body the replay call reads (1000 ids of 52 bytes, and room to spare).
+MAX_BODY_BYTES = 256 * 1024
+_FORMATS = ("json", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """What to replay: `ids` (sorted, unique) or `filter`, exactly one of them."""
+
+    ids: tuple[str, ...] | None = None
+    filter: DlqFilter | None = None
+    dry_run: bool = False
+    rate_limit: float | None = None  # events per second; None: as fast as storage takes them
+    cursor: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # as given, for the audit log
+    # Self-healing's: end the call after a batch in which an entry failed again at storage.
+    stop_on_storage_failure: bool = False
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """The counts of one call; `matched` = `stored` + `failed` + `skipped` (dry run: the entries
+    it would replay, listed in `ids`, + `skipped`)."""
+
+    dry_run: bool
+    matched: int = 0
+    stored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    next_cursor: str | None = None
+    ids: list[str] = field(default_factory=list)  # dry run: what a replay would take; else: stored
+    storage_failed: int = 0  # failed again at storage (self-healing stops on it)
+    breaker_open: str = ""  # the open breaker's refusal, when it turned a batch away untried
+
+    def answer(self) -> dict[str, Any]:
+        """SPEC §11's answer; a dry run also lists the entry ids it would replay (`ids`)."""
+        out: dict[str, Any] = {"matched": self.matched, "stored": self.stored, "failed": self.failed,
+                               "skipped": self.skipped, "dry_run": self.dry_run,
+                               "next_cursor": self.next_cursor}
+        if self.dry_run:
+            out["ids"] = self.ids
+        return out
+
+
+def _refuse(message: str) -> ApiError:
+    return ApiError(400, f"{message}; nothing was done")
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _entry_id(value: str, key: str) -> str:
+    try:
+        return check_id(value)
+    except ApiError as err:
+        raise _refuse(f"{key}: {err.message}") from None
+
+
+def parse_request(body: bytes) -> ReplayRequest:
+    """The replay body (SPEC §11): `{"ids": [...]}` or `{"filter": {reason, source_type, since,
+    until, error}}`, optional `dry_run` (bool), `rate_limit` (events per second, > 0), `cursor`
+    (an entry id). ApiError 400 naming every unknown key, or the first value of a wrong type,
+    before anything is done (SPEC §8)."""
+    if not body.strip():
+        raise _refuse('expected a JSON object body: {"ids": [...]} or {"filter": {...}}')
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _refuse(f"the body is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise _refuse('expected a JSON object body: {"ids": [...]} or {"filter": {...}}')
+    _refuse_unknown(obj, BODY_KEYS, "body key")
+    if ("ids" in obj) == ("filter" in obj):
+        raise _refuse('give either "ids" or "filter" (an empty filter {} replays every entry)')
+    ids = flt = None
+    if "ids" in obj:
+        ids = _ids(obj["ids"])
+    else:
+        flt = _filter(obj["filter"])
+    dry_run = obj.get("dry_run", False)
+    if type(dry_run) is not bool:
+        raise _refuse(f"dry_run: expected true or false, got {dry_run!r:.80}")
+    rate = obj.get("rate_limit")
+    if rate is not None and not (_is_number(rate) and rate > 0):
+        raise _refuse(f"rate_limit: expected events per second, a number above 0, got {rate!r:.80}")
+    cursor = obj.get("cursor")
+    if cursor is not None:
+        if type(cursor) is not str:
+            raise _refuse(f"cursor: expected an entry id (a string) or null, got {cursor!r:.80}")
+        _entry_id(cursor, "cursor")
+    return ReplayRequest(ids, flt, dry_run, None if rate is None else float(rate), cursor, obj)
+
+
+def _refuse_unknown(obj: dict[str, Any], known: frozenset[str], what: str) -> None:
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise _refuse(f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+                      f"expected {', '.join(sorted(known))}")
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    if type(value) is not list or not value:
+        raise _refuse("ids: expected a non-empty list of entry ids")
+    if len(value) > MAX_IDS:
+        raise _refuse(f"ids: at most {MAX_IDS} per call, got {len(value)}")
+    for entry_id in value:
+        if type(entry_id) is not str:
+            raise _refuse(f"ids: expected entry ids (strings), got {entry_id!r:.80}")
+        _entry_id(entry_id, "ids")
+    return tuple(sorted(set(value)))
+
+
+def _filter(value: Any) -> DlqFilter:
+    """A filter object, checked as the list call's query parameters are (service.parse_filter)."""
+    if type(value) is not dict:
+        raise _refuse(f"filter: expected an object with any of {', '.join(sorted(FILTER_PARAMS))}")
+    _refuse_unknown(value, FILTER_PARAMS, "filter key")
+    query = {}
+    for key, given in value.items():
+        if key in ("since", "until") and _is_number(given):
+            given = str(given)
+        if type(given) is not str or not given.strip():
+            raise _refuse(f"filter.{key}: expected a non-empty string"
+                          f"{' (RFC 3339) or unix seconds' if key in ('since', 'until') else ''}, "
+                          f"got {given!r:.80}")
+        query[key] = given
+    try:
+        return parse_filter(query)
+    except ApiError as err:
+        raise _refuse(f"filter.{err.message}") from None
+
+
+def envelope_of(record: dict[str, Any] | None) -> Envelope | None:
+    """The envelope a DLQ record holds, as it was first received (SPEC §4); None when the record
+    does not hold one of the shape the service writes (a file planted or edited on the volume)."""
+    env = record.get("envelope") if record is not None else None
+    if not isinstance(env, dict):
+        return None
+    texts = [env.get(key) for key in ("id", "source", "source_type", "payload", "received_at")]
+    attributes = env.get("attributes")
+    if (not all(type(v) is str for v in texts) or env.get("format") not in _FORMATS
+            or type(attributes) is not dict):
+        return None
+    return Envelope(id=env["id"], source=env["source"], source_type=env["source_type"], format=env["format"],
+                    payload=env["payload"], attributes=attributes, received_at=env["received_at"])
+
+
+def refailed(record: dict[str, Any], reason: str, error: str, details: dict[str, Any] | None,
+             now: float) -> dict[str, Any]:
+    """The record of an entry whose replay failed again: `attempts` + 1, this failure's `error`,
+    `reason`, `stage`, `details` and `last_attempt`; `timestamp` and the envelope unchanged."""
+    attempts = record.get("attempts")
+    out = dict(record)
+    out.update(error=error, reason=reason, attempts=(attempts if type(attempts) is int else 1) + 1,
+               last_attempt=rfc3339(now), stage=STAGES[reason], details=details or {})
+    return out
+
+
+@dataclass(slots=True)
+class Pacer:
+    """Paces batches to `rate` events per second from the first one: a batch starts no earlier
+    than `sent / rate` seconds after the start. `monotonic` and `sleep` are injected in tests."""
+
+    rate: float | None
+    monotonic: Callable[[], float]
+    sleep: Callable[[float], None]
+    sent: int = 0
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.start = self.monotonic()
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until the next batch may start; False (without waiting) when that is past
+        `deadline` (a monotonic time)."""
+        if not self.rate:
+            return True
+        due = self.start + self.sent / self.rate
+        if due > deadline:
+            return False
+        now = self.monotonic()
+        if due > now:
+            self.sleep(due - now)
+        return True
+
+
+def _unusable(exc: OSError) -> ApiError:
+    return ApiError(503, f"the DLQ folder cannot be used for a replay now ({exc.strerror or exc}); "
+                         "nothing was replayed; try again later")
+
+
+@dataclass(slots=True)
+class _Taken:
+    entry_id: str
+    record: dict[str, Any]
+    envelope: Envelope
+
+
+class _Tried:
+    """A storage backend that notes whether any try reached it (an open breaker makes none)."""
+
+    def __init__(self, backend: StorageBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.tried = False
+
+    def store(self, items: Sequence[Item]) -> list[Outcome]:
+        self.tried = True
+        return self.backend.store(items)
+
+    def healthy(self) -> bool:
+        return self.backend.healthy()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class Replayer:
+    """Replays entries of one Service's DLQ into its storage backend.
+
+    `clock`: unix seconds (the service's by default), for claims' age and `last_attempt`;
+    `monotonic` and `sleep`: for the time budget and the rate limit.
+    """
+
+    def __init__(self, svc: Service, *, clock: Callable[[], float] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.svc = svc
+        self.settings = svc.settings.replay
+        self.clock = clock or svc.clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.claims = Claims(svc.dlq.path, self.settings.claim_timeout_seconds, self.clock)
+
+    def run(self, req: ReplayRequest) -> ReplayResult:
+        """One bounded call (module docstring); every entry-level problem is counted in
+        `skipped` or `failed`. When the DLQ folder itself fails (claims or removals cannot be
+        made: OSError), the call ends with the batches done so far and a cursor before the batch
+        that failed, which the next call replays again; ApiError 503 when not one batch was done."""
+        result = ReplayResult(req.dry_run)
+        if not req.dry_run:
+            try:
+                self.claims.release_stale()
+            except OSError as exc:
+                raise _unusable(exc) from exc
+        return self._run(req, result)
+
+    def _run(self, req: ReplayRequest, result: ReplayResult) -> ReplayResult:
+        deadline = self.monotonic() + self.settings.time_budget_seconds
+        limit = self.settings.max_entries_per_call
+        size = self.svc.settings.storage.bulk_max_events
+        if req.rate_limit:
+            size = max(1, min(size, int(req.rate_limit)))  # no burst above one second's worth
+        pacer = Pacer(req.rate_limit, self.monotonic, self.sleep)
+        todo = self._candidates(req)
+        pending = next(todo, None)
+        last = None
+        while pending is not None and result.matched < limit:
+            if last is not None and (self.monotonic() >= deadline or not pacer.wait(deadline)):
+                break
+            room = min(size, limit - result.matched)
+            batch: list[str] = []
+            while pending is not None and len(batch) < room:
+                batch.append(pending)
+                pending = next(todo, None)
+            if req.dry_run:
+                self._look(batch, req.filter, result)
+            else:
+                before = dataclasses.replace(result, ids=list(result.ids))
+                try:
+                    self._replay(batch, req.filter, result)
+                except OSError as exc:
+                    log.error("replay stopped: the DLQ folder failed: %s", exc)
+                    if last is None:
+                        raise _unusable(exc) from exc
+                    before.next_cursor = last
+                    return before
+            if result.breaker_open:
+                # Storage is down: end the call before the batch it turned away, so that the next
+                # call (after the breaker's cool-down) starts with it.
+                if last is None:
+                    raise ApiError(503, f"{result.breaker_open}; nothing was replayed; try again after "
+                                        "the breaker's cool-down")
+                result.next_cursor = last
+                return result
+            pacer.sent += len(batch)
+            last = batch[-1]
+            if req.stop_on_storage_failure and result.storage_failed:
+                break
+        result.next_cursor = last if pending is not None else None
+        return result
+
+    def _candidates(self, req: ReplayRequest) -> Iterator[str]:
+        if req.ids is not None:
+            return (i for i in req.ids if req.cursor is None or i > req.cursor)
+        assert req.filter is not None
+        return self.svc.dlq.iter_matching(req.filter, after=req.cursor, parse=False)
+
+    def _readable(self, entry_id: str, flt: DlqFilter | None) -> tuple[dict[str, Any], Envelope] | None:
+        """The entry's record read afresh and its envelope, when it still matches the filter."""
+        record = self.svc.dlq.read(entry_id)
+        if record is None:
+            return None
+        if flt is not None and flt.needs_content and not flt.matches(_summarize(record, _seconds(entry_id))):
+            return None  # rewritten by another replay since it was listed, and no longer matching
+        envelope = envelope_of(record)
+        return None if envelope is None else (record, envelope)
+
+    def _look(self, batch: list[str], flt: DlqFilter | None, result: ReplayResult) -> None:
+        """A dry run: count what a replay would take; nothing is claimed, changed or counted."""
+        for entry_id in batch:
+            result.matched += 1
+            if self._readable(entry_id, flt) is None:
+                result.skipped += 1
+            else:
+                result.ids.append(entry_id)
+
+    def _replay(self, batch: list[str], flt: DlqFilter | None, result: ReplayResult) -> None:
+        with self.claims.holder() as holder:
+            taken: list[_Taken] = []
+            for entry_id in batch:
+                result.matched += 1
+                if not holder.claim(entry_id):  # another replay holds it
+                    result.skipped += 1
+                    continue
+                found = self._readable(entry_id, flt)
+                if found is None:  # gone, corrupt, or no longer matching
+                    holder.release(entry_id)
+                    result.skipped += 1
+                    continue
+                taken.append(_Taken(entry_id, *found))
+            if taken:
+                self._settle(taken, holder, result)
+
+    def _settle(self, taken: list[_Taken], holder: Holder, result: ReplayResult) -> None:
+        """Normalize, validate and store the taken entries, then remove the stored ones and
+        rewrite the ones that failed again; counts in `result` and the shared counters."""
+        svc = self.svc
+        prepared = svc.prepare([t.envelope for t in taken])
+        retries = 0
+
+        def count_retry(n: int, _wait: float) -> None:
+            nonlocal retries
+            retries += n
+
+        # Like a request's storage phase: through the process's breaker, within the request
+        # deadline, retries counted against the retry budget (README, "A failing backend").
+        backend = _Tried(svc.backend)
+        finals: list[Final] = store_with_retries(
+            backend, prepared.items, svc.policy, count_retry, breaker=svc.breaker,
+            deadline=Deadline.start(svc.settings.core.request_deadline_seconds), budget=svc.retry_budget)
+        if finals and not backend.tried:
+            # Turned away by the open breaker before any try: nothing happened to these entries,
+            # which stay as they were (not an attempt); the call ends here (_run).
+            result.skipped += len(taken)
+            result.breaker_open = finals[0].outcome.error
+            return
+        at_item = {id(envelope): i for i, envelope in enumerate(prepared.item_envelopes)}
+        early = iter(prepared.failed)  # failures before storage, in the order of the envelopes
+        stored: list[str] = []
+        failed = storage_failed = 0
+        now = self.clock()
+        for t in taken:
+            i = at_item.get(id(t.envelope))
+            if i is not None and finals[i].outcome.stored:
+                if holder.holds(t.entry_id):
+                    stored.append(t.entry_id)
+                else:
+                    result.skipped += 1  # taken over after the claim timed out: the new holder removes it
+                continue
+            if i is not None:
+                outcome = finals[i].outcome
+                reason, error, details = "storage_failed", outcome.error, outcome.details
+            else:
+                first = next(early)
+                reason, error, details = first["reason"], first["error"], first["details"]
+            if not holder.holds(t.entry_id):
+                result.skipped += 1  # taken over after the claim timed out: the new holder decides
+                continue
+            storage_failed += reason == "storage_failed"
+            failed += 1
+            try:
+                svc.dlq.rewrite(t.entry_id, refailed(t.record, reason, error, details, now))
+            except FileNotFoundError:
+                failed -= 1
+                result.skipped += 1  # purged meanwhile
+            except DLQUnavailable as exc:
+                # The entry stays as it was (the rename never happened): nothing is lost.
+                log.error("DLQ entry %s failed again and could not be rewritten: %s", t.entry_id, exc)
+        # Not fsync'd: an entry that a power cut brings back is replayed again, and its event,
+        # already stored, is found there (idempotent by _id); that saves a directory fsync per batch.
+        svc.dlq.remove(stored, sync=False)
+        result.stored += len(stored)
+        result.failed += failed
+        result.storage_failed += storage_failed
+        result.ids.extend(stored)
+        svc.counters.add(replay_stored=len(stored), replay_failed=failed, storage_retries=retries)
+
+
+def audit_params(req: ReplayRequest, result: ReplayResult) -> dict[str, Any]:
+    """What the audit log keeps of a replay: the request as given and the answer's counts."""
+    return {**req.params, **{k: v for k, v in result.answer().items() if k != "ids"}}
+
+
+def replay_as(svc: Service, actor: str, req: ReplayRequest, replayer: Replayer | None = None) -> ReplayResult:
+    """Run one bounded replay call for `actor` (an operator's name, or `self-healing`, or a
+    schedule's) and audit it with the request and the counts; for the API, the CLI's directory
+    mode and schedules alike. Raises ApiError 503 when the DLQ folder cannot be used."""
+    result = (replayer or Replayer(svc)).run(req)
+    svc.audit.record(actor, "replay_dlq", result.matched, audit_params(req, result))
+    log.info("replay by %s: %d matched, %d stored, %d failed again, %d skipped%s", actor, result.matched,
+             result.stored, result.failed, result.skipped, " (dry run)" if req.dry_run else "")
+    return result
+
+
+def replay_dlq(svc: Service, who: Operator, query: Query, body: bytes,
+               replayer: Replayer | None = None) -> dict[str, Any]:
+    """`POST /api/v1/dlq/replay` (SPEC §11): admin role (ApiError 403), no query parameters and
+    a body `parse_request` takes (ApiError 400 otherwise, nothing done). Audited with who, the
+    ids or filter, and the counts."""
+    who.require_admin("replay")
+    parse_query(query, frozenset())
+    return replay_as(svc, who.name, parse_request(body), replayer).answer()
