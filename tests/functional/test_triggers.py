@@ -521,3 +521,25 @@ def test_the_retention_schedule_expires_entries_as_of_the_scheduled_events_time(
     assert failed < now
     counts = totals(client)
     assert counts["dlq_expired"] == 1 and counts["trigger_schedule_runs"] == 2
+
+
+def test_the_replay_schedule_replays_the_entries_its_filter_matches_once_their_cause_is_fixed(make_client):
+    from functions.scheduled_replay import handler
+
+    asa = (ROOT / "tests" / "events" / "cisco_asa.log").read_text().splitlines()[1]
+    first = make_client(triggers=SCOPES)
+    post_binary(first, cloud_event(push_body(asa.encode(), message_id="a1", sourcetype="cisco_asa")))
+    post_binary(first, cloud_event(push_body(b"another line", message_id="a2", sourcetype="other")))
+    assert sorted(r["envelope"]["source_type"] for r in first.dlq_records()) == ["cisco_asa", "other"]
+
+    # The fix (an alias to the Cisco ASA normalizer), and a replay schedule for those entries.
+    fixed = make_client(triggers={**SCOPES, "replay_filter": {"source_type": "cisco_asa"}},
+                        normalizers={"aliases": {"cisco_asa": "cisco:asa"}})
+    answer = handler({"detail-type": "Scheduled Event", "time": "2026-03-02T00:00:00Z"}, None)
+
+    assert answer["result"]["matched"] == 1 and answer["result"]["stored"] == 1
+    [doc] = stored(fixed)
+    assert doc["_id"] == envelope_id("pubsub", "logs", "a1", 1772359200123, 0)  # the same id
+    assert [r["envelope"]["source_type"] for r in fixed.dlq_records()] == ["other"]
+    counts = totals(fixed)
+    assert counts["replay_stored"] == 1 and counts["trigger_schedule_runs"] == 1
