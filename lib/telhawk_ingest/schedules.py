@@ -18,6 +18,7 @@ from typing import Any
 
 from . import stats
 from .envelope import parse_time, rfc3339
+from .logs import log_event
 from .service import Service, service
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def run_schedule(kind: str, event: Any, svc: Service | None = None) -> dict[str,
         log.exception("scheduled %s failed", kind)
         raise
     svc.counters.add(trigger_schedule_runs=1)
-    log.info("scheduled %s ran for %s: %s", kind, rfc3339(now), result)
+    log_event(log, logging.INFO, "schedule", f"scheduled {kind} ran", schedule=kind, time=rfc3339(now),
+              result=result)
     return {"schedule": kind, "time": rfc3339(now), "result": result}
 
 

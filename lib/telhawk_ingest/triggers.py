@@ -52,6 +52,7 @@ from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
 from .errors import DEFAULT_RETRY_AFTER, DLQUnavailable, HecError
 from .hec import HecRequest, parse_events, parse_raw, read_body
+from .logs import log_event
 from .service import Prepared, Service, service
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,7 @@ def deliver(svc: Service, message: Message) -> Delivery:
 
 
 def _labels(message: Message) -> dict[str, str]:
-    """For structured log formatters: the trigger as a label, as the metrics have it."""
+    """The log fields naming a message: its trigger (as the metrics' label) and its id."""
     return {"trigger": message.trigger, "message_id": message.message_id}
 
 
@@ -326,8 +327,9 @@ def stage(svc: Service, message: Message) -> Prepared:
         prepared = svc.prepare(envelopes)
         prepared.named_entries = True
     except Undecodable as exc:
-        log.warning("%s message %s cannot be decoded; dead-lettering it whole: %s", message.trigger,
-                    message.message_id, exc, extra=_labels(message))
+        log_event(log, logging.WARNING, "trigger_decode_failed",
+                  f"{message.trigger} message cannot be decoded; dead-lettering it whole",
+                  reason=str(exc)[:300], subscription=message.subscription, **_labels(message))
         whole = _whole_message(message, scope, received_at)
         record = make_record(whole.to_dict(), "decode_failed", str(exc), 1, exc.details, svc.clock())
         prepared = Prepared([whole], failed=[record], named_entries=True)
@@ -341,8 +343,9 @@ def settle(svc: Service, message: Message, prepared: Prepared) -> Delivery:
             result = svc.finish(prepared)
     except DLQUnavailable as err:
         svc.counters.add(**{f"trigger_{message.trigger}_failures": 1})
-        log.error("%s message %s not kept, to be delivered again: %s", message.trigger,
-                  message.message_id, err, extra=_labels(message))
+        log_event(log, logging.ERROR, "trigger_failed",
+                  f"{message.trigger} message not kept; the platform delivers it again",
+                  reason=str(err), subscription=message.subscription, **_labels(message))
         return Delivery(message.message_id, False, len(prepared.envelopes), error=str(err))
     return Delivery(message.message_id, True, result.accepted, result.stored, result.dead_lettered)
 

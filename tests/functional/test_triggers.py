@@ -543,3 +543,17 @@ def test_the_replay_schedule_replays_the_entries_its_filter_matches_once_their_c
     assert [r["envelope"]["source_type"] for r in fixed.dlq_records()] == ["other"]
     counts = totals(fixed)
     assert counts["replay_stored"] == 1 and counts["trigger_schedule_runs"] == 1
+
+
+def test_logs_name_the_trigger_and_the_message_never_its_data(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    secret_line = "caf\xe9 secret-looking data"
+    post_binary(client, cloud_event(push_body(secret_line.encode("latin-1"), message_id="L1")))
+
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "trigger_decode_failed"]
+    assert (record.trigger, record.message_id, record.subscription) == ("pubsub", "L1", "logs")
+    assert record.reason == "data is not valid UTF-8"
+    assert all("secret-looking" not in r.getMessage() and "secret-looking" not in str(vars(r))
+               for r in caplog.records)
