@@ -4,7 +4,8 @@ into the HEC pipeline, with a partial batch response (`batchItemFailures`)."""
 from collections.abc import Mapping
 from typing import Any
 
-from telhawk_ingest.triggers import handle_kinesis, lambda_entry
+from telhawk_ingest.lambda_adapter import lambda_entry
+from telhawk_ingest.triggers import handle_kinesis
 
 
 @lambda_entry

@@ -9,8 +9,8 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from telhawk_ingest.lambda_adapter import lambda_entry
 from telhawk_ingest.schedules import run_schedule, schedule_endpoint
-from telhawk_ingest.triggers import lambda_entry
 
 
 @functions_framework.aio.http

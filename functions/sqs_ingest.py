@@ -4,7 +4,8 @@ response (`batchItemFailures`) naming only the records neither stored nor dead-l
 from collections.abc import Mapping
 from typing import Any
 
-from telhawk_ingest.triggers import handle_sqs, lambda_entry
+from telhawk_ingest.lambda_adapter import lambda_entry
+from telhawk_ingest.triggers import handle_sqs
 
 
 @lambda_entry

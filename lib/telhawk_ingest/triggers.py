@@ -644,20 +644,6 @@ def handle_kinesis(event: Mapping[str, Any], svc: Service | None = None) -> dict
                   lambda r: str((r.get("kinesis") or {}).get("sequenceNumber", "")), svc, "first")
 
 
-def lambda_entry(handle: Callable[[Mapping[str, Any]], Any]) -> Callable[[dict[str, Any], Any], Any]:
-    """A Lambda handler `(event, context)` around `handle(event)`; the counters are written after
-    every invocation (Lambda may freeze or end the process in between; lambda_adapter.py)."""
-    from .stats import flush_all
-
-    def handler(event: dict[str, Any], _context: Any) -> Any:
-        try:
-            return handle(event)
-        finally:
-            flush_all()
-
-    return handler
-
-
 def cloud_event_endpoint(function: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[Any]]:
     """A Starlette endpoint delivering CloudEvents (binary or structured mode) and Pub/Sub push
     bodies to a CloudEvent function, answering as functions-framework does: 200 "OK", 400 for a
