@@ -43,11 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from . import dlqindex
 from .config import DlqSettings
 from .envelope import id_time, new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
@@ -281,12 +283,11 @@ class _Catalog:
             return sum(k[1] for name in present if (k := self._sizes.get(name)) is not None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Listing:
     """One scan of the directory: entry names oldest first, and the directory mtime it saw."""
 
     names: list[str]
-    present: frozenset[str]
     inodes: dict[str, int]  # every name's inode in the directory, as it gave it (readdir's d_ino)
     mtime_ns: int
     temp_files: int
@@ -294,10 +295,23 @@ class _Listing:
     # mtime as it was. A listing is reused only when the last change was well before the scan.
     trusted: bool
 
+    @cached_property
+    def present(self) -> frozenset[str]:
+        """The entry names as a set (made when first needed: 100,000 names take 15-25 ms, which a
+        filtered listing through the summary index does without)."""
+        return frozenset(self.names)
+
 
 LISTING_TRUST_S = 0.1
 # Filters whose matching names a DLQ keeps for its current listing (DeadLetterQueue._matching).
 MATCH_CACHE_FILTERS = 16
+# The summary index on the volume (dlqindex.py) is used and kept from this many entries on (fewer
+# are read in a few tens of milliseconds); a process saves it at most every INDEX_SAVE_INTERVAL_S,
+# after a filtered listing over every entry that found more than 1/INDEX_STALE_SHARE of them
+# missing from the index (new, rewritten or gone), or found no index at all.
+INDEX_MIN_ENTRIES = 1000
+INDEX_SAVE_INTERVAL_S = 60.0
+INDEX_STALE_SHARE = 50
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
@@ -477,6 +491,12 @@ class DeadLetterQueue:
         self._listing_bytes: tuple[_Listing, int] | None = None
         # Filtered listings' matching names, per filter, for the listing they were computed on.
         self._matches: dict[DlqFilter, tuple[_Listing, list[str]]] = {}
+        # The summary index (dlqindex.py): loaded once, replaced by the one this process saves.
+        self._index: dlqindex.SummaryIndex | None = None
+        self._index_loaded = False
+        self._index_view: tuple[_Listing, dlqindex.IndexView] | None = None
+        self._index_saved_at: float | None = None
+        self._index_lock = threading.Lock()
         if self.enabled:
             self._prepare()
             self.remove_stale_temp_files()
@@ -792,7 +812,7 @@ class DeadLetterQueue:
         try:
             mtime_ns = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
-            return _Listing([], frozenset(), {}, 0, 0, False)
+            return _Listing([], {}, 0, 0, False)
         listing = self._listing
         if listing is not None and listing.trusted and listing.mtime_ns == mtime_ns:
             return listing
@@ -804,9 +824,13 @@ class DeadLetterQueue:
                 inodes = {entry.name: entry.inode() for entry in found}
         except FileNotFoundError:
             inodes = {}
-        names = _NAMES_RE.findall("\n".join(inodes))
+        joined = "\n".join(inodes)
+        names = _NAMES_RE.findall(joined)
         names.sort()
-        listing = _Listing(names, frozenset(names), inodes, mtime_ns, len(_temp_names(list(inodes))),
+        # Temp files live for the milliseconds of a write: one search of the text usually rules
+        # them out, where testing each name took 15 ms per 100,000.
+        temp_files = len(_temp_names(list(inodes))) if TEMP_PREFIX in joined else 0
+        listing = _Listing(names, inodes, mtime_ns, temp_files,
                            trusted=started_ns - mtime_ns > LISTING_TRUST_S * 1e9)
         self._listing = listing
         return listing
@@ -905,23 +929,108 @@ class DeadLetterQueue:
         """The candidates whose summaries match `flt`, remembered for the listing they came from:
         while the directory is unchanged (the same _Listing) the next page or the next call with
         the same filter costs nothing more (an entry changes only by a rewrite, a rename over its
-        name, which changes the directory, and so the listing; module docstring)."""
+        name, which changes the directory, and so the listing; module docstring).
+
+        With INDEX_MIN_ENTRIES entries or more, the summary index on the volume answers for the
+        entries the directory confirms (`_indexed_matching`); without one, every candidate is
+        summarized (read once per process), and a listing over every entry saves an index."""
         cached = self._matches.get(flt)
         if cached is not None and cached[0] is listing:
             return cached[1]
+        view = self._view(listing)
+        if view is not None:
+            matching = self._indexed_matching(view, listing, candidates, flt)
+        else:
+            matching = self._read_matching(listing, candidates, flt)
+            if candidates is listing.names and len(candidates) >= INDEX_MIN_ENTRIES:
+                self._save_index(listing, None)
+        if len(self._matches) >= MATCH_CACHE_FILTERS:
+            self._matches.clear()
+        self._matches[flt] = (listing, matching)
+        return matching
+
+    def _read_matching(self, listing: _Listing, names: Iterable[str], flt: DlqFilter) -> list[str]:
+        """Those of `names` whose summaries (from the catalog, else read) match `flt`, in order."""
         known = self._catalog.get
         inodes = listing.inodes
         matching = []
-        for name in candidates:
+        for name in names:
             summary = known(name, inodes[name])
             if summary is False:
                 summary = self._summary(name, inodes[name])
             if isinstance(summary, Summary) and flt.matches(summary):
                 matching.append(name)
-        if len(self._matches) >= MATCH_CACHE_FILTERS:
-            self._matches.clear()
-        self._matches[flt] = (listing, matching)
         return matching
+
+    def _view(self, listing: _Listing) -> dlqindex.IndexView | None:
+        """The summary index as `listing` confirms it (dlqindex.IndexView), loaded from the volume
+        on first use; None below INDEX_MIN_ENTRIES entries or without a usable index."""
+        if len(listing.names) < INDEX_MIN_ENTRIES:
+            return None
+        if not self._index_loaded:
+            with self._index_lock:
+                if not self._index_loaded:
+                    self._index = dlqindex.load(self.path, len(listing.names))
+                    self._index_loaded = True
+        index = self._index
+        if index is None:
+            return None
+        cached = self._index_view
+        if cached is not None and cached[0] is listing and cached[1].index is index:
+            return cached[1]
+        try:
+            view = index.view(listing.names, listing.inodes)
+        except ValueError as exc:
+            log.warning("DLQ summary index in %s ignored: %s", self.path, exc)
+            self._index = None
+            return None
+        self._index_view = (listing, view)
+        return view
+
+    def _indexed_matching(self, view: dlqindex.IndexView, listing: _Listing, candidates: list[str],
+                          flt: DlqFilter) -> list[str]:
+        """`_matching` through the index: the entries it confirms are matched in its columns; those
+        it does not (new, rewritten, left out) and those whose truncated error text cannot settle
+        an `error=` filter are summarized as without an index."""
+        matched, unsure = view.select(flt.reason, flt.source_type, flt.error)
+        if candidates is not listing.names:
+            keep = frozenset(candidates)
+            matched = list(filter(keep.__contains__, matched))
+            unsure = list(filter(keep.__contains__, unsure))
+        unindexed = view.unindexed(candidates)
+        matched += self._read_matching(listing, [*unindexed, *unsure], flt)
+        matched.sort()  # never trust the index's order; sorted runs make this a merge
+        stale = len(unindexed) + view.dropped
+        if candidates is listing.names and stale > len(candidates) // INDEX_STALE_SHARE:
+            self._save_index(listing, view)
+        return matched
+
+    def _save_index(self, listing: _Listing, view: dlqindex.IndexView | None) -> None:
+        """Save a summary index of every entry of `listing` (from `view` where it confirms an entry,
+        else from the catalog), and use it from now on; at most every INDEX_SAVE_INTERVAL_S, by one
+        thread at a time, never failing the call (a cache: dlqindex.save)."""
+        now = time.monotonic()
+        if self._index_saved_at is not None and now - self._index_saved_at < INDEX_SAVE_INTERVAL_S:
+            return
+        if not self._index_lock.acquire(blocking=False):
+            return
+        try:
+            self._index_saved_at = now
+            rows = list(view.rows()) if view is not None else []
+            known, inodes = self._catalog.get, listing.inodes
+            for name in listing.names if view is None else view.unindexed(listing.names):
+                summary = known(name, inodes[name])
+                if summary is CORRUPT:
+                    rows.append(dlqindex.Row(name, inodes[name], True))
+                elif isinstance(summary, Summary):
+                    rows.append(dlqindex.Row(name, inodes[name], False, summary.reason,
+                                             summary.source_type, summary.error))
+            rows.sort(key=lambda row: row.name)
+            index = dlqindex.SummaryIndex.build(rows)
+            dlqindex.save(self.path, index)
+            self._index, self._index_loaded = index, True
+        finally:
+            self._index_lock.release()
 
     def _page(self, names: list[str], start: int, limit: int, budget: int
               ) -> tuple[list[dict[str, Any]], int]:
