@@ -20,6 +20,8 @@ Benches, in the order they run (default: all but opensearch):
   replay    100,000 DLQ entries replayed into the embedded store (in process): entries/s
   breaker   storage down (a node answering 503 slowly): single-event ingest p99 with the storage
             circuit breaker and without it, and every event dead-lettered
+  queue     events/s through the SQS (local queue) and Pub/Sub (push) paths against HTTP ingest,
+            100 OCSF events per request, alternated in the same emulator
   opensearch  OCSF batches into a real OpenSearch node of its own vs local storage, alternated,
             the emulator's CPU per event in both, and the _bulk request size (needs Java; not in
             the default set, about 3 minutes)
@@ -44,6 +46,7 @@ from . import (
     normalizers,
     opensearch,
     overhead,
+    queue,
     replay,
     slow,
     stack,
@@ -68,6 +71,7 @@ BENCHES = {
     "replay": replay.run,
     "breaker": breaker.run,
     "opensearch": opensearch.run,
+    "queue": queue.run,
 }
 DEFAULT = [name for name in BENCHES if name != "opensearch"]
 

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 from starlette.responses import Response
 
+from local.triggers import LocalTriggers, Trigger, read_triggers
 from telhawk_ingest.credentials import PUBLIC_TOKENS, redact_url
 from telhawk_ingest.errors import HecError
 
@@ -183,6 +184,8 @@ class FunctionSpec:
     target: str
     source: Path
     routes: tuple[Route, ...]
+    # Queues, streams and schedules (local/triggers.py), delivered to the Lambda handler.
+    triggers: tuple[Trigger, ...] = ()
 
 
 def _function_source(template_dir: Path, logical_id: str, props: Mapping[str, Any]) -> tuple[str, Path]:
@@ -203,7 +206,8 @@ def _function_source(template_dir: Path, logical_id: str, props: Mapping[str, An
 
 
 def read_functions(template_path: Path) -> list[FunctionSpec]:
-    """Every AWS::Serverless::Function with HTTP events, in template order.
+    """Every AWS::Serverless::Function with HTTP events or triggers (SQS, Kinesis, Schedule), in
+    template order. Conditions are ignored: locally every function is served.
 
     Raises TemplateError on a malformed route, a missing source file, or a (method, path) pair
     declared twice (API Gateway refuses that too).
@@ -234,11 +238,12 @@ def read_functions(template_path: Path) -> list[FunctionSpec]:
                 raise TemplateError(f"{logical_id}: route {method} {path} is already declared by {seen[key]}")
             seen[key] = logical_id
             routes.append(Route(method, path, target))
-        if not routes:
+        triggers = read_triggers(template, logical_id, props, source)
+        if not routes and not triggers:
             continue
         if not source.is_file():
             raise TemplateError(f"{logical_id}: source file {source} does not exist")
-        specs.append(FunctionSpec(logical_id, target, source, tuple(routes)))
+        specs.append(FunctionSpec(logical_id, target, source, tuple(routes), tuple(triggers)))
     targets = [spec.target for spec in specs]
     duplicated = sorted({t for t in targets if targets.count(t) > 1})
     if duplicated:
@@ -284,8 +289,9 @@ class Dispatcher:
 
     def __init__(self, routes: Iterable[Route], apps: Mapping[str, AsgiApp], *,
                  max_in_flight: int | None = None, on_startup: Callable[[], None] | None = None,
-                 on_shutdown: Callable[[], None] | None = None) -> None:
+                 on_shutdown: Callable[[], None] | None = None, local: LocalTriggers | None = None) -> None:
         self.table = RouteTable(routes)
+        self.local = local
         self.apps = dict(apps)
         missing = {route.function for route in self.table.routes} - self.apps.keys()
         if missing:
@@ -304,6 +310,10 @@ class Dispatcher:
         if scope["type"] != "http":
             return None  # websockets: the functions serve none
         path = scope.get("path") or "/"
+        if self.local is not None and self.local.owns(path):
+            if self.draining:
+                return await _SHUTTING_DOWN(scope, receive, send)
+            return await self.local(scope, receive, send)
         found = self._match(scope["method"], path)
         if found is None:
             return await _NOT_FOUND(scope, receive, send)
@@ -369,25 +379,44 @@ def load_function_app(spec: FunctionSpec) -> AsgiApp:
     builds it."""
     # Imported here: functions_framework imports Starlette and the whole framework, which the
     # CLI's --help and the template checks do not need.
+    from functions_framework import _function_registry
     from functions_framework.aio import create_asgi_app
 
-    return create_asgi_app(target=spec.target, source=str(spec.source), signature_type="http")
+    from telhawk_ingest.triggers import push_adapter
+
+    app = create_asgi_app(target=spec.target, source=str(spec.source), signature_type="http")
+    if _function_registry.REGISTRY_MAP.get(spec.target) == _function_registry.CLOUDEVENT_SIGNATURE_TYPE:
+        # functions-framework's ASGI path reads CloudEvents only: Pub/Sub push bodies are converted.
+        app = push_adapter(app)
+    return app
 
 
 def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = None) -> Dispatcher:
-    """Load every function (executing its module once) and put them behind one dispatcher, which
-    warms the service up at start-up and writes the counters out at shutdown."""
+    """Load every HTTP function (executing its module once) and put them behind one dispatcher with
+    the local trigger endpoints (local/triggers.py), which warms the service up and starts the
+    schedules' timers at start-up, and writes the counters out at shutdown."""
     from telhawk_ingest.config import load_settings
     from telhawk_ingest.http import warm_up
     from telhawk_ingest.logs import configure
+    from telhawk_ingest.service import service
     from telhawk_ingest.stats import retire_all
 
     log_settings = load_settings().log
     configure(log_settings.level, log_settings.format)
     specs = list(specs)
-    apps = {spec.target: load_function_app(spec) for spec in specs}
+    apps = {spec.target: load_function_app(spec) for spec in specs if spec.routes}
+    local = LocalTriggers([trigger for spec in specs for trigger in spec.triggers])
+
+    def start() -> None:
+        warm_up()
+        local.start_timers(service().settings.state_path / "local-schedules.lock")
+
+    def stop() -> None:
+        local.stop_timers()
+        retire_all()
+
     return Dispatcher([route for spec in specs for route in spec.routes], apps, max_in_flight=max_in_flight,
-                      on_startup=warm_up, on_shutdown=retire_all)
+                      on_startup=start, on_shutdown=stop, local=local)
 
 
 # --- local settings --------------------------------------------------------------------------
@@ -448,6 +477,28 @@ def banner(url: str, template: Path, specs: Iterable[FunctionSpec], settings: An
     else:
         lines.append(f"storage:  local, data in {settings.storage.data_dir}")
     lines.append(f"config:   {config_file or '(none: environment and defaults only)'}")
+    triggers = [trigger for spec in specs for trigger in spec.triggers]
+    if triggers:
+        lines.append("triggers (local endpoints; POST):")
+        for trigger in triggers:
+            what = f"{trigger.kind} {trigger.source}".strip()
+            if trigger.kind == "schedule":
+                what += ", fires on its rate" if trigger.rate_seconds else ", on demand only"
+            lines.append(f"  {url}{trigger.endpoint}  -> {trigger.logical_id} ({what})")
+        lines.append(f"  {url}/2015-03-31/functions/<function>/invocations  -> a Lambda event as is")
+        spool = Path(settings.dlq.base_path).parent / "queues"
+        lines.append(f"  spool folders: {spool}/<queue or stream>/incoming/*.json, delivered within a second")
+        message = {"body": "Nov  4 01:02:03 web01 sshd[1234]: Accepted password for alice from 10.0.0.5",
+                   "attributes": {"sourcetype": "linux_secure"}}
+        lines.append(f"  curl -s {url}/_local/queues/<queue> -H 'Content-Type: application/json' "
+                     f"-d {shlex.quote(json.dumps({'messages': [message]}))}")
+    if any(route.path == "/triggers/pubsub" for spec in specs for route in spec.routes):
+        push = {"message": {"data": "aGVsbG8gZnJvbSBwdWIvc3Vi", "messageId": "1",
+                            "publishTime": "2026-01-01T00:00:00Z"},
+                "subscription": "projects/local/subscriptions/local-logs"}
+        lines.append("Pub/Sub push (or a CloudEvent, binary or structured) to POST /triggers/pubsub:")
+        lines.append(f"  curl -s {url}/triggers/pubsub -H 'Content-Type: application/json' "
+                     f"-d {shlex.quote(json.dumps(push))}")
     hec = settings.hec.tokens[0] if settings.hec.tokens else None
     operator = settings.operator.tokens[0] if settings.operator.tokens else None
     if hec:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -325,6 +325,40 @@ class ReplaySettings(_Section):
     heal_rate_limit: float = Field(default=200.0, gt=0)
 
 
+class TriggerScope(_Section):
+    """The HEC token scope of one subscription, queue or stream (SPEC §3, §12): the name written as
+    `token_name` and the index scope, exactly as a HEC token's. The publisher cannot pick it: it
+    comes from here, by the name of the subscription the message arrived on."""
+
+    token_name: str = Field(min_length=1)
+    default_index: str | None = None
+    allowed_indexes: list[str] | None = None
+    default_sourcetype: str | None = None
+    default_source: str | None = None
+
+    @model_validator(mode="after")
+    def _index_scope(self) -> TriggerScope:
+        self.token()  # HecToken's own index checks
+        return self
+
+    def token(self) -> HecToken:
+        """The scope as the HEC parser takes it (a token that authenticates nothing)."""
+        return HecToken(name=self.token_name, token=f"trigger:{self.token_name}",
+                        default_index=self.default_index, allowed_indexes=self.allowed_indexes,
+                        default_sourcetype=self.default_sourcetype, default_source=self.default_source)
+
+
+class TriggerSettings(_Section):
+    """Event-driven invocation (SPEC §12; triggers.py, schedules.py)."""
+
+    # Subscription, queue or stream name (the last part of its path or ARN) -> its token scope.
+    subscriptions: dict[str, TriggerScope] = Field(default_factory=dict)
+    # The scheduled replay's filter (SPEC §11 filter keys); unset: the replay schedule does nothing.
+    replay_filter: dict[str, str] | None = None
+    # Events per second the scheduled replay may store (None: the replay's own default).
+    replay_rate_limit: float | None = Field(default=None, gt=0)
+
+
 class NormalizerSettings(_Section):
     """What ingest normalizes with beyond the built-ins (normalizers/loading.py, README
     "Normalizers: built-ins, plugins, aliases and match order")."""
@@ -346,6 +380,7 @@ class Settings(_Section):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     normalizers: NormalizerSettings = Field(default_factory=NormalizerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
 
     @model_validator(mode="after")
     def _no_weak_or_public_tokens(self, info: ValidationInfo) -> Settings:
@@ -394,14 +429,17 @@ def _scalar_keys() -> list[str]:
 def _mapping_keys() -> set[str]:
     """Keys whose value is a small mapping: from the environment they are given as YAML flow text,
     e.g. `INGEST_STORAGE_DAY_WINDOW='{back_days: 7, ahead_days: 1}'`,
-    `INGEST_NORMALIZERS_ALIASES='{cisco_asa: "cisco:asa"}'`."""
+    `INGEST_NORMALIZERS_ALIASES='{cisco_asa: "cisco:asa"}'` or
+    `INGEST_TRIGGERS_SUBSCRIPTIONS='{logs: {token_name: pubsub, default_index: main}}'`."""
     keys = set()
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for name, field in model.model_fields.items():
-            if (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)) \
-                    or get_origin(field.annotation) is dict:
+            annotation = field.annotation
+            # A mapping, or an optional one (`dict[str, str] | None`).
+            origins = {get_origin(annotation), *(get_origin(arg) for arg in get_args(annotation))}
+            if (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or dict in origins:
                 keys.add(f"{section}.{name}")
     return keys
 

@@ -54,7 +54,7 @@ import orjson
 
 from . import dlqindex
 from .config import DlqSettings
-from .envelope import new_id, parse_time, rfc3339
+from .envelope import id_time, new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .files import DirSync, fsync_dir, one_kernel, private_dir, read_regular_ino, unwritable, write_synced
 from .logs import log_event
@@ -82,11 +82,12 @@ RETURNED = ("dlq_files_returned", "dlq_bytes_returned")
 # event's text once, JSON-escaped: a control character becomes six bytes, so at the default
 # 10 MiB body limit no record reaches 61 MiB. `record_cap` raises it with hec.max_body_bytes.
 MAX_RECORD_BYTES = 128 * 1024 * 1024
-REASONS = ("normalization_failed", "validation_failed", "storage_failed")
+REASONS = ("normalization_failed", "validation_failed", "storage_failed", "decode_failed")
 # A listing page holds at most this many bytes of records (SPEC §11 bounds it by count; this
 # bounds the answer and the memory a listing takes whatever the records' sizes).
 LIST_PAGE_BYTES = 8 * 1024 * 1024
-STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store"}
+STAGES = {"normalization_failed": "normalize", "validation_failed": "validate", "storage_failed": "store",
+          "decode_failed": "decode"}
 # Under drop_oldest, rounds of dropping before an admission is refused after all (other processes
 # admitting at the same moment take the room made; each round drops what they took).
 MAKE_ROOM_ROUNDS = 5
@@ -108,6 +109,20 @@ def record_cap(max_body_bytes: int) -> int:
     """The entry size cap for a service taking bodies of up to `max_body_bytes`: MAX_RECORD_BYTES,
     or room for such a body escaped at six bytes per byte with an envelope around it."""
     return max(MAX_RECORD_BYTES, 7 * max_body_bytes)
+
+
+def named_stem(record: dict[str, Any]) -> str | None:
+    """The entry id of a record named after its envelope (an event-triggered event's, SPEC §7):
+    `failed_<seconds>_<envelope id as 32 hex digits>`, the seconds being the envelope id's time
+    (UUIDv7), so a message delivered again names its entries the same. None when the envelope id
+    is not a UUIDv7."""
+    envelope = record.get("envelope")
+    envelope_id = envelope.get("id") if isinstance(envelope, dict) else None
+    when = id_time(envelope_id) if isinstance(envelope_id, str) else None
+    if when is None:
+        return None
+    stem = f"failed_{int(when)}_{envelope_id.replace('-', '').lower()}"
+    return stem if ID_RE.fullmatch(stem) else None
 
 
 def check_id(entry_id: str) -> str:
@@ -392,6 +407,9 @@ class _Entry:
     stem: str
     data: bytes
     summary: Summary
+    # Named after its envelope (an event-triggered one, `named_stem`): created only if absent, and
+    # an entry already under the name is this one's earlier write (a redelivery).
+    exclusive: bool = False
 
 
 class Reservation:
@@ -403,11 +421,15 @@ class Reservation:
     the `with` block gives back whatever was not written.
     """
 
-    def __init__(self, dlq: DeadLetterQueue) -> None:
+    def __init__(self, dlq: DeadLetterQueue, named: bool = False) -> None:
         self._dlq = dlq
+        self._named = named
         self._entries: list[_Entry] = []
         self.files = 0
         self.nbytes = 0
+        # Ids of entries `write` found already written under their name (`named_stem`): a message
+        # delivered again dead-letters nothing twice, and they are not counted again.
+        self.existing: set[str] = set()
 
     def __enter__(self) -> Reservation:
         return self
@@ -419,7 +441,7 @@ class Reservation:
         """Admit more records (ids assigned, serialized) or raise DLQUnavailable, adding none."""
         if not records:
             return
-        entries = self._dlq._entries(records, now)
+        entries = self._dlq._entries(records, now, self._named)
         nbytes = sum(len(e.data) for e in entries)
         self._dlq._admit(len(entries), nbytes)
         self._entries.extend(entries)
@@ -430,7 +452,7 @@ class Reservation:
         """Write every admitted entry durably and return their ids; DLQUnavailable leaves none."""
         if not self._entries:
             return []
-        ids = self._dlq._write_entries(self._entries)
+        ids = self._dlq._write_entries(self._entries, self.existing)
         self._entries, self.files, self.nbytes = [], 0, 0
         return ids
 
@@ -547,14 +569,16 @@ class DeadLetterQueue:
         """Whether one more entry would be taken now."""
         return self.refusal() is None
 
-    def reserve(self, records: list[dict[str, Any]], now: float | None = None) -> Reservation:
+    def reserve(self, records: list[dict[str, Any]], now: float | None = None, named: bool = False
+                ) -> Reservation:
         """Admit `records` (serialized now, ids assigned) or raise DLQUnavailable with the reason.
 
         Nothing is written until `Reservation.write`; until then the entries count against the
         limits for every process. Use as a context manager so that what is not written is
-        returned.
+        returned. `named`: the entries (these and those added later) are named after their
+        envelope ids (`named_stem`: event-triggered events, SPEC §7) and created only if absent.
         """
-        held = Reservation(self)
+        held = Reservation(self, named)
         held.add(records, now)
         return held
 
@@ -725,33 +749,51 @@ class DeadLetterQueue:
         # Written at once (not by the counters' flusher): other processes' limit checks read it.
         self._ledger.add(now=True, sync=sync, **{names[0]: files, names[1]: nbytes})
 
-    def _entries(self, records: list[dict[str, Any]], now: float | None) -> list[_Entry]:
-        """Records with their ids assigned, serialized as they will be written."""
+    def _entries(self, records: list[dict[str, Any]], now: float | None, named: bool = False
+                 ) -> list[_Entry]:
+        """Records with their ids assigned (with `named`, `named_stem` where the envelope id is a
+        UUIDv7; else the failure's seconds and a fresh UUIDv7), serialized as they will be written."""
         seconds = int(time.time() if now is None else now)
         entries = []
         for record in records:
-            stem = f"failed_{seconds}_{new_id().replace('-', '')}"
+            stem = named_stem(record) if named else None
+            exclusive = stem is not None
+            if stem is None:
+                stem = f"failed_{seconds}_{new_id().replace('-', '')}"
             record["id"] = stem
-            entries.append(_Entry(stem, orjson.dumps(record), _summarize(record, seconds)))
+            entries.append(_Entry(stem, orjson.dumps(record), _summarize(record, _seconds(stem)), exclusive))
         return entries
 
-    def _write_entries(self, entries: list[_Entry]) -> list[str]:
+    def _write_entries(self, entries: list[_Entry], existing: set[str] | None = None) -> list[str]:
         """Write entries durably; all or nothing: raise DLQUnavailable on failure.
 
         Each file is fsync'd before its rename; the directory is fsync'd once after all renames,
         which makes the renames durable for the whole batch at the cost of one extra fsync. That
         fsync is shared with other threads of this process renaming entries at the same moment
-        (files.DirSync): each waits for one that began after its last rename.
+        (files.DirSync): each waits for one that began after its last rename. An exclusive entry
+        (`named_stem`) is linked into place instead, which fails when the name exists: that entry
+        was written by an earlier delivery of its message, is left as it is and counts as written;
+        its id goes into `existing`.
         """
         done: list[Path] = []
         tmp: Path | None = None
+        found: set[str] = set()
         try:
             for entry in entries:
                 tmp = self.path / f"{TEMP_PREFIX}{entry.stem}"
                 inode = write_synced(tmp, entry.data)
                 final = self.path / f"{entry.stem}.json"
-                os.replace(tmp, final)
+                if entry.exclusive:
+                    try:
+                        os.link(tmp, final)
+                    except FileExistsError:
+                        found.add(entry.stem)
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, final)
                 tmp = None
+                if entry.stem in found:
+                    continue
                 done.append(final)
                 self._catalog.put(final.name, inode, entry.summary, len(entry.data))
             self._dir_sync.sync()
@@ -761,11 +803,17 @@ class DeadLetterQueue:
             raise DLQUnavailable(
                 f"dlq.base_path: {self.path} is not writable (errno {exc.errno}{hint})"
             ) from exc
-        self._record(WRITTEN, len(entries), sum(len(e.data) for e in entries))
-        ids = [p.stem for p in done]
+        written = [e for e in entries if e.stem not in found]
+        self._record(WRITTEN, len(written), sum(len(e.data) for e in written))
+        if found:
+            self._record(RETURNED, len(found), sum(len(e.data) for e in entries if e.stem in found))
+        if existing is not None:
+            existing |= found
+        ids = [entry.stem for entry in entries]
         # Ids and reasons only: an error text may quote the event (a validation message does).
-        log_event(log, logging.INFO, "dlq_write", f"dead-lettered {len(ids)} event(s)", ids=ids,
-                  reasons=[e.summary.reason for e in entries], count=len(ids))
+        log_event(log, logging.INFO, "dlq_write", f"dead-lettered {len(written)} event(s)",
+                  ids=[e.stem for e in written], reasons=[e.summary.reason for e in written],
+                  count=len(written))
         return ids
 
     def _undo(self, done: list[Path], tmp: Path | None) -> None:

@@ -76,7 +76,7 @@ import base64
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice, repeat
@@ -103,6 +103,9 @@ _ENDPOINTS: dict[str, EndpointKind] = {
     "/services/collector/ack": "ack",
     "/services/collector/ack/1.0": "ack",
 }
+
+# The id of the event at a position of a request (`parse_events`, `parse_raw`).
+Ids = Callable[[int], str]
 
 # Splunk's default sourcetype for HEC data when neither the event nor the token names one.
 DEFAULT_SOURCETYPE = "httpevent"
@@ -247,8 +250,12 @@ def _over_limit(limit: int, max_bytes: int, max_ratio: int | None, size: int) ->
 
 
 def parse_events(body: bytes, token: HecToken, received_at: str,
-                 max_events: int | None = None) -> list[Envelope]:
+                 max_events: int | None = None, ids: Ids | None = None) -> list[Envelope]:
     """The JSON protocol: one or more concatenated objects, all validated before any is returned.
+
+    `ids`: the envelope id of the event at each position (0-based), for events whose id derives
+    from where they came from (triggers.py); by default a fresh UUIDv7 each. A posted-back
+    envelope keeps its own id either way.
 
     Each object is checked as soon as it is decoded, so a bad batch is refused at its first
     bad event without decoding the rest; and objects are counted as they are decoded, so a
@@ -264,7 +271,7 @@ def parse_events(body: bytes, token: HecToken, received_at: str,
         raise HecError(6, invalid_event_number=0,
                        detail=f"event 0 is null; {_NO_ENVELOPE}" if null else _NOT_AN_OBJECT)
     limit = max_events if max_events is not None else len(body)
-    build = _EventBuilder(token, received_at, body)
+    build = _EventBuilder(token, received_at, body, ids)
     try:
         return _counted(build, _split_fast(body, limit), limit)
     except _SplitFailed:
@@ -409,8 +416,9 @@ def _split_exact(body: bytes) -> Iterator[tuple[Any, int, int]]:
 class _EventBuilder:
     """Validates one decoded object of a batch and turns it into an envelope."""
 
-    def __init__(self, token: HecToken, received_at: str, body: bytes) -> None:
+    def __init__(self, token: HecToken, received_at: str, body: bytes, ids: Ids | None = None) -> None:
         self.body = body
+        self.ids = ids
         self.token_name = token.name
         self.received_at = received_at
         self.source = token.default_source or f"http:{token.name}"
@@ -452,7 +460,7 @@ class _EventBuilder:
             number, _EVENT_KEYS, obj.get("host"), obj.get("source"), obj.get("sourcetype"),
             obj.get("index"), obj.get("fields"), obj.get("time"))
         return Envelope(
-            id=new_id(),
+            id=new_id() if self.ids is None else self.ids(number),
             source=source,
             source_type=source_type,
             format=fmt,
@@ -620,11 +628,12 @@ def _epoch(value: Any, number: int, key: str = "time") -> float:
 
 
 def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str,
-              max_events: int | None = None) -> list[Envelope]:
+              max_events: int | None = None, ids: Ids | None = None) -> list[Envelope]:
     """The raw protocol: one event per non-blank line, metadata from the query or headers.
 
     Lines are taken one at a time, so a body of more than `max_events` lines
     (`hec.max_events_per_request`) is refused with 413 code 6 having built at most one more.
+    `ids`: as for `parse_events`, by position among the non-blank lines.
     """
     meta: dict[str, str | None] = {}
     for key in _METADATA:
@@ -634,13 +643,13 @@ def parse_raw(body: bytes, req: HecRequest, token: HecToken, received_at: str,
     source_type = meta["sourcetype"] or token.default_sourcetype or DEFAULT_SOURCETYPE
     limit = max_events if max_events is not None else len(body)
     envelopes = []
-    for line, exact in islice(_raw_lines(body), limit + 1):
+    for number, (line, exact) in enumerate(islice(_raw_lines(body), limit + 1)):
         attributes = {"host": meta["host"], "index": index, "fields": {}, "token_name": token.name}
         if exact is not None:
             attributes["payload_b64"] = exact
         envelopes.append(
             Envelope(
-                id=new_id(),
+                id=new_id() if ids is None else ids(number),
                 source=source,
                 source_type=source_type,
                 format="raw",

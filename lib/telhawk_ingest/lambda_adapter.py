@@ -13,7 +13,7 @@ cannot be relied on there.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mangum import Mangum
@@ -42,6 +42,22 @@ def lambda_handler(function: HttpFunction) -> Callable[[dict[str, Any], Any], di
             _configure_logs()
         try:
             return adapter(event, context)
+        finally:
+            flush_all()
+
+    return handler
+
+
+def lambda_entry(handle: Callable[[Mapping[str, Any]], Any]) -> Callable[[dict[str, Any], Any], Any]:
+    """The Lambda entry point of an event-source function (SQS, Kinesis, a schedule): `handle(event)`
+    answers the invocation. As `lambda_handler`: logs configured at the first invocation, counters
+    written after each."""
+
+    def handler(event: dict[str, Any], _context: Any) -> Any:
+        if not _logs_configured:
+            _configure_logs()
+        try:
+            return handle(event)
         finally:
             flush_all()
 

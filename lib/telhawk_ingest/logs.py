@@ -13,6 +13,8 @@ top-level JSON members. Events written this way (the `event` member):
 | `rate_limited` | `token_name`, `events`, `events_per_second`, `retry_after` |
 | `deadline`, `retry_budget` | `items`, `tries` (made), `reason` (the error they are dead-lettered with) |
 | `operator` | `operator` (the token's name), `action`, `count`, `params` (the query) |
+| `trigger_decode_failed`, `trigger_failed` | `trigger`, `message_id`, `subscription`, `reason` |
+| `schedule` | `schedule` (retention, replay), `time` (the run's clock), `result` (the use case's answer) |
 
 Never in a log line: a token, a password, an event's payload or its envelope. `log_event` drops
 fields with those names, and the handler's filter removes them from any record (a library's

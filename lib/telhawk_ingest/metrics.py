@@ -62,6 +62,9 @@ EVENT_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("events_stored_first_try", "stored_first_try",
      "Events stored at their first try, without a retry."),
 )
+_TRIGGER_FAILURES_DOC = ("Messages or records handed back to their platform to be delivered again "
+                         "(an event could be neither stored nor dead-lettered).")
+_SCHEDULE_DOC = "Scheduled runs (DLQ retention, replay), by outcome."
 _REPLAY_DOC = "DLQ entries replayed, by outcome: stored (entry removed) or failed again (entry kept)."
 PLAIN_COUNTERS: tuple[PlainCounter, ...] = (
     PlainCounter("storage_retries", "storage_retries",
@@ -79,6 +82,10 @@ PLAIN_COUNTERS: tuple[PlainCounter, ...] = (
     PlainCounter("dlq_dropped", "dlq_dropped",
                  "DLQ entries dropped to make room (dlq.full_policy: drop_oldest)."),
     PlainCounter("dlq_expired", "dlq_expired", "DLQ entries removed for their age (dlq.max_age)."),
+    *(PlainCounter("trigger_failures", f"trigger_{via}_failures", _TRIGGER_FAILURES_DOC, {"trigger": via})
+      for via in ("pubsub", "sqs", "kinesis")),
+    PlainCounter("schedule_runs", "trigger_schedule_runs", _SCHEDULE_DOC, {"outcome": "ok"}),
+    PlainCounter("schedule_runs", "trigger_schedule_failures", _SCHEDULE_DOC, {"outcome": "failed"}),
 )
 BREAKER_STATES = ("closed", "open", "half_open")
 # Request latency buckets (seconds): a single event takes milliseconds; a request waiting out

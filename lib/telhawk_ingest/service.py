@@ -96,6 +96,9 @@ class Prepared:
     items: list[Item] = field(default_factory=list)
     item_envelopes: list[Envelope] = field(default_factory=list)  # one per item, same order
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # DLQ entries named after their envelope ids and created only if absent (dlq.named_stem): set
+    # for event-triggered events, whose redelivery must not dead-letter anything twice (SPEC §7).
+    named_entries: bool = False
 
 
 @dataclass(slots=True)
@@ -395,7 +398,7 @@ class Service:
                 self.counters.add(stored=len(items), stored_first_try=len(items))
                 return IngestResult(len(prepared.envelopes), len(items))
         failed = list(prepared.failed)
-        with self.dlq.reserve(failed, self.clock()) as held:
+        with self.dlq.reserve(failed, self.clock(), named=prepared.named_entries) as held:
             stored, retries, storage_failed = self._store(prepared.items, prepared.item_envelopes, first,
                                                           deadline)
             try:
@@ -407,6 +410,8 @@ class Service:
         failed += storage_failed
         deltas = {"stored": stored, "storage_retries": retries}
         for record in failed:
+            if record["id"] in held.existing:
+                continue  # dead-lettered by an earlier delivery of its message (dlq.named_stem)
             counter = _DLQ_COUNTERS[record["reason"]]
             deltas[counter] = deltas.get(counter, 0) + 1
         self.counters.add(**deltas)

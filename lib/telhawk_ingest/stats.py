@@ -125,6 +125,18 @@ COUNTERS = (
     "requests_shed",
     # Ingest requests refused 503 code 9 for their token's rate limit (ratelimit.py).
     "requests_rate_limited",
+    # Event-triggered messages whose data could not be decoded into events (dlq.REASONS), by
+    # trigger too.
+    "dlq_decode_failed",
+    *by_trigger("dlq_decode_failed"),
+    # Messages or records handed back to their platform to be delivered again (triggers.py: some
+    # event could be neither stored nor dead-lettered), per event-driven trigger.
+    "trigger_pubsub_failures",
+    "trigger_sqs_failures",
+    "trigger_kinesis_failures",
+    # Scheduled runs (retention, replay) that finished, and those that raised (schedules.py).
+    "trigger_schedule_runs",
+    "trigger_schedule_failures",
 )
 # Where each counter is in COUNTERS (and in a file).
 _INDEX = {name: index for index, name in enumerate(COUNTERS)}

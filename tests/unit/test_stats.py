@@ -293,4 +293,8 @@ def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_pos
         "dlq_storage_failed_via_pubsub", "dlq_storage_failed_via_sqs",
         "dlq_storage_failed_via_kinesis", "dlq_storage_failed_via_schedule",
         "requests_shed", "requests_rate_limited",
+        "dlq_decode_failed", "dlq_decode_failed_via_pubsub", "dlq_decode_failed_via_sqs",
+        "dlq_decode_failed_via_kinesis", "dlq_decode_failed_via_schedule",
+        "trigger_pubsub_failures", "trigger_sqs_failures", "trigger_kinesis_failures",
+        "trigger_schedule_runs", "trigger_schedule_failures",
     )

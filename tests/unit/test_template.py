@@ -38,6 +38,7 @@ EXPECTED_ROUTES = {
     ("GET", "/healthz"): "healthz",
     ("POST", "/api/v1/dlq/replay"): "replay_dlq",
     ("GET", "/metrics"): "metrics",
+    ("POST", "/triggers/pubsub"): "pubsub_ingest",
 }
 
 
@@ -148,6 +149,8 @@ OPERATOR_FUNCTIONS = {"ListDlq", "PurgeDlq", "Healthz", "DlqEntry", "DlqRetentio
                       "ListNormalizers", "ReplayDlq"}
 # Operator-API paths outside /api/ (monitoring endpoints).
 OPERATOR_PATHS = {"/healthz", "/metrics"}
+# Pub/Sub push subscriptions post to their own API, which takes only Google-signed OIDC tokens.
+PUSH_PATH = "/triggers/pubsub"
 
 
 def events(props: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,6 +173,8 @@ def test_operator_routes_are_on_a_private_api_behind_the_execute_api_endpoint(te
             if path.startswith("/api/") or path in OPERATOR_PATHS:
                 assert logical_id in OPERATOR_FUNCTIONS
                 assert event["Type"] == "Api" and event["Properties"]["RestApiId"] == {"Ref": "OperatorApi"}
+            elif path == PUSH_PATH:
+                assert event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "PubsubPushApi"}
             else:
                 assert path.startswith(HEC_PATH_PREFIX)
                 assert event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "HecApi"}
@@ -211,6 +216,11 @@ def test_each_function_gets_only_the_secrets_it_needs_and_may_read_only_those(te
         "ReplayDlq": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
         # Operator tokens for operator.metrics_require_auth; storage's for its health gauge.
         "Metrics": {"INGEST_OPERATOR_TOKENS_SECRET", "INGEST_HEC_TOKENS_SECRET", *storage},
+        "PubsubIngest": storage,
+        "SqsIngest": storage,
+        "KinesisIngest": storage,
+        "ScheduledRetention": storage,
+        "ScheduledReplay": storage,
     }
     for logical_id, props in serverless_functions(template).items():
         secrets = secret_variables(props)
@@ -233,3 +243,49 @@ def test_no_credential_is_a_parameter_or_a_plain_environment_value(template: dic
         for name in mapping:
             plain_credential = any(word in name for word in ("TOKEN", "PASSWORD", "USERNAME"))
             assert name.endswith("_SECRET") or not plain_credential, name
+
+
+# -- event-driven invocation (SPEC §12) ----------------------------------------------------------
+
+
+def test_the_queue_reports_partial_batch_failures_and_redrives_to_its_dead_letter_queue(
+        template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    [queue_event] = resources["SqsIngest"]["Properties"]["Events"].values()
+    assert queue_event["Type"] == "SQS"
+    assert queue_event["Properties"]["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert queue_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resources["IngestQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["IngestQueueDeadLetters", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+    # AWS's advice: a visibility timeout of at least six times the function's timeout.
+    assert queue["VisibilityTimeout"] >= 6 * template["Globals"]["Function"]["Timeout"]
+
+
+def test_the_stream_is_optional_and_reports_partial_batch_failures(template: dict[str, Any]) -> None:
+    function = template["Resources"]["KinesisIngest"]
+    assert function["Condition"] == "HasKinesisStream"
+    [stream_event] = function["Properties"]["Events"].values()
+    assert stream_event["Type"] == "Kinesis"
+    assert stream_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # What Lambda gives up on after its retries is recorded, never dropped silently.
+    on_failure = stream_event["Properties"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["KinesisFailures", "Arn"]}}
+
+
+def test_retention_and_replay_are_scheduled_and_replay_is_optional(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for logical_id, expression in (("ScheduledRetention", "RetentionScheduleExpression"),
+                                   ("ScheduledReplay", "ReplayScheduleExpression")):
+        [event] = resources[logical_id]["Properties"]["Events"].values()
+        assert event["Type"] == "Schedule"
+        assert event["Properties"]["Schedule"] == {"Ref": expression}
+    assert template["Parameters"]["RetentionScheduleExpression"]["Default"].startswith("rate(")
+    assert resources["ScheduledReplay"]["Condition"] == "HasReplaySchedule"
+
+
+def test_the_push_route_takes_only_google_signed_tokens(template: dict[str, Any]) -> None:
+    api = template["Resources"]["PubsubPushApi"]["Properties"]
+    authorizer = api["Auth"]["Authorizers"][api["Auth"]["DefaultAuthorizer"]]
+    assert authorizer["JwtConfiguration"]["issuer"] == "https://accounts.google.com"
+    assert authorizer["JwtConfiguration"]["audience"] == [{"Ref": "PubsubPushAudience"}]
