@@ -524,6 +524,8 @@ class DeadLetterQueue:
         if self.enabled:
             self._prepare()
             self.remove_stale_temp_files()
+            # Where the journal ends now: lines before it concern nothing this object will cache.
+            self._follow_journal()
 
     # -- writing -------------------------------------------------------------------------
 

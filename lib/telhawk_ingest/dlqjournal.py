@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import READ, fsync_dir, open_regular, write_all
+from .files import APPEND, READ, fsync_dir, open_regular, write_all
 
 JOURNAL_DIR = "rewrites"  # under dlqindex.STATE_DIR
 ROTATE_S = 3600.0
@@ -61,6 +61,7 @@ TAIL_BYTES = 4096  # read back to find the last whole line when a position skips
 NAME_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 _ENTRY_RE = re.compile(rb"^failed_\d{1,12}_[0-9a-f]{32}\.json$", re.MULTILINE)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_REOPEN = APPEND & ~os.O_CREAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +179,15 @@ def _read_lines(path: str, start: int | None, size: int, names: set[str]) -> int
 
 
 class Writer:
-    """This DLQ object's journal file: `record` appends entry names durably. Thread-safe."""
+    """This DLQ object's journal file: `record` appends entry names durably. Thread-safe. The file
+    is opened for each record (no descriptor is held by a DLQ object)."""
 
     def __init__(self, dlq_path: Path, state_dir: Any) -> None:
         """`state_dir(create: bool) -> str | None`: the DLQ's private `.state` folder."""
         self._path = dlq_path
         self._state_dir = state_dir
         self._lock = threading.Lock()
-        self._fd: int | None = None
+        self._file: str | None = None
         self._opened = 0.0
         self._size = 0
 
@@ -196,29 +198,28 @@ class Writer:
         data = "".join(f"{name}\n" for name in names).encode()
         with self._lock:
             for _ in range(2):
-                fd = self._current(len(data))
-                write_all(fd, data)
-                os.fsync(fd)
+                try:
+                    fd = open_regular(self._current(len(data)), _REOPEN)
+                except FileNotFoundError:
+                    self._file = None
+                    continue
+                try:
+                    write_all(fd, data)
+                    os.fsync(fd)
+                    kept = os.fstat(fd).st_nlink > 0
+                finally:
+                    os.close(fd)
                 self._size += len(data)
-                if os.fstat(fd).st_nlink:
+                if kept:
                     return
-                self._close()
+                self._file = None
             raise OSError(errno.ESTALE, "DLQ rewrite journal files removed while written")
 
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _current(self, adding: int) -> int:
-        if self._fd is not None and (time.monotonic() - self._opened < ROTATE_S
-                                     and self._size + adding <= ROTATE_BYTES):
-            return self._fd
-        self._close()
+    def _current(self, adding: int) -> str:
+        """The file to append `adding` bytes to: this object's, or a new one (ROTATE_S, ROTATE_BYTES)."""
+        if self._file is not None and (time.monotonic() - self._opened < ROTATE_S
+                                       and self._size + adding <= ROTATE_BYTES):
+            return self._file
         directory = self._directory()
         files = _files(directory)
         remove_old(directory, files)
@@ -226,14 +227,10 @@ class Writer:
         if files:
             ms = max(ms, int(max(files)[:16], 16) + 1)
         path = os.path.join(directory, f"{ms:016x}-{secrets.token_hex(8)}")
-        fd = os.open(path, _CREATE, 0o600)
-        try:
-            fsync_dir(Path(directory))  # the new name survives a power cut with its lines
-        except OSError:
-            os.close(fd)
-            raise
-        self._fd, self._opened, self._size = fd, time.monotonic(), 0
-        return fd
+        os.close(os.open(path, _CREATE, 0o600))
+        fsync_dir(Path(directory))  # the new name survives a power cut with its lines
+        self._file, self._opened, self._size = path, time.monotonic(), 0
+        return path
 
     def _directory(self) -> str:
         state = self._state_dir(True)

@@ -387,3 +387,14 @@ def test_an_index_with_a_damaged_journal_position_is_ignored(tmp_path, reads):
     got = listed(queue(path), STORE)[0]
     assert got == expected(path, STORE)
     assert len(set(reads)) == len(expected(path, DlqFilter()))
+
+
+def test_an_entry_this_process_wrote_and_another_rewrote_twice_before_any_listing(tmp_path):
+    path = tmp_path / "dlq"
+    writer = queue(path)  # knows the summaries of what it writes, without reading them back
+    entry = writer.write(dlq_module.make_record({"source_type": "x", "payload": "p"}, "normalization_failed",
+                                                "boom"))
+    assert refail_twice(queue(path), path, entry)
+
+    assert listed(writer, NORM) == ([], 0)
+    assert listed(writer, STORE) == ([entry], 1)
