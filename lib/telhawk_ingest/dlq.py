@@ -253,6 +253,7 @@ class _Catalog:
                 self._known.pop(name, None)
                 self._sizes.pop(name, None)
                 self.corrupt.discard(name)
+                self._invalidated.pop(name, None)  # removed: entry names are never used again
 
     def invalidate(self, names: Iterable[str]) -> None:
         """Forget `names` (rewritten since they were read: found in the rewrite journal)."""

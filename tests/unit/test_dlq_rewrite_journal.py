@@ -398,3 +398,17 @@ def test_an_entry_this_process_wrote_and_another_rewrote_twice_before_any_listin
 
     assert listed(writer, NORM) == ([], 0)
     assert listed(writer, STORE) == ([entry], 1)
+
+
+def test_a_warm_catalog_reads_again_only_the_entries_the_journal_names(tmp_path, reads):
+    path = tmp_path / "dlq"
+    ids = fill(path, 4)  # below the index threshold: the catalog alone
+    reader = queue(path)
+    assert list(reader.iter_matching(STORE)) == expected(path, STORE)
+    other = queue(path)
+    refail_twice(other, path, ids[1])
+    refail(other, ids[3], "storage_failed", "once")
+
+    reads.clear()
+    assert list(reader.iter_matching(STORE)) == expected(path, STORE)
+    assert sorted(reads) == sorted([f"{ids[1]}.json", f"{ids[3]}.json"])
