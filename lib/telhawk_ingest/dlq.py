@@ -1187,13 +1187,15 @@ class DeadLetterQueue:
     def rewrite(self, entry_id: str, record: dict[str, Any]) -> None:
         """Replace an entry's content under the same name, atomically: a temp file in the
         directory, fsync'd, renamed over the entry, the directory fsync'd (SPEC §7: a reader
-        sees the old record or the new one, never a mix). The new inode tells every process's
-        catalog that the name changed (`_Catalog`).
+        sees the old record or the new one, never a mix). The entry's name is appended to the
+        rewrite journal (dlqjournal.py, fsync'd) before the rename, and the new inode and that line
+        tell every process's catalog and the summary index that the name changed (`_Catalog`),
+        even when the name gets an inode back that it had before.
 
         The caller must hold the entry's claim (claims.py), so no other replay rewrites it at the
         same time. An entry removed meanwhile (a purge) is not brought back: FileNotFoundError.
-        Raises DLQUnavailable when the directory cannot take the new file; the old one is then
-        left as it was.
+        Raises DLQUnavailable when the directory cannot take the new file or the journal its
+        line; the old one is then left as it was.
         """
         check_id(entry_id)
         record["id"] = entry_id

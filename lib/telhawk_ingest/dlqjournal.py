@@ -59,6 +59,7 @@ SKEW_S = 3600.0
 READ_CAP = 64 * 1024 * 1024  # bytes appended to one file since a position that a reader reads
 TAIL_BYTES = 4096  # read back to find the last whole line when a position skips a file's content
 NAME_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
+LAST_MS = (1 << 64) - 1  # names keep 16 hex digits even after a file planted with the largest
 _ENTRY_RE = re.compile(rb"^failed_\d{1,12}_[0-9a-f]{32}\.json$", re.MULTILINE)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _REOPEN = APPEND & ~os.O_CREAT
@@ -225,7 +226,7 @@ class Writer:
         remove_old(directory, files)
         ms = int(time.time() * 1000)
         if files:
-            ms = max(ms, int(max(files)[:16], 16) + 1)
+            ms = min(max(ms, int(max(files)[:16], 16) + 1), LAST_MS)
         path = os.path.join(directory, f"{ms:016x}-{secrets.token_hex(8)}")
         os.close(os.open(path, _CREATE, 0o600))
         fsync_dir(Path(directory))  # the new name survives a power cut with its lines
