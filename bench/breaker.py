@@ -10,8 +10,9 @@ that goes straight to the DLQ. Without the breaker every request waits out the w
 schedule (four tries and 100 + 200 + 400 ms of backoff). Every answer must be 200 with the event
 dead-lettered, and the DLQ folder must hold exactly one entry per request sent.
 
-A dead-lettered event costs three fsyncs (the DLQ ledger's admission, the entry file, its folder),
-so on a shared disk the figure with the breaker follows the disk. A third run, for information,
+A dead-lettered event costs two fsyncs on a local disk (the entry file and its folder; the DLQ
+ledger's admission is fsync'd only on network volumes), so on a shared disk the figure with the
+breaker follows the disk. A third run, for information,
 puts the DLQ folder on tmpfs (/dev/shm), where fsync costs nothing: what is left is the request
 path itself, breaker included.
 """

@@ -7,8 +7,11 @@ fails (service.py) or the counter files themselves (stats.py).
 
 Limits are kept without locks across processes and hosts: pending files and bytes are the last
 listing plus what a ledger says may have appeared since. The ledger is the shared counters: each
-process records what it admits (fsync'd) before checking the sum, what it writes, and what it gives
-back; see `DeadLetterQueue._pending` and `_unlisted`.
+process records what it admits before checking the sum, what it writes, and what it gives back;
+see `DeadLetterQueue._pending` and `_unlisted`, and `_admit` for when an admission is fsync'd.
+
+A request waits for its entry file's fsync and one directory fsync that began after its rename;
+threads of a process writing at once share directory fsyncs (files.DirSync).
 
 File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
 of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
@@ -58,7 +61,7 @@ from . import dlqindex, dlqjournal
 from .config import DlqSettings
 from .envelope import new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
-from .files import fsync_dir, private_dir, read_regular_ino, unwritable, write_synced
+from .files import DirSync, fsync_dir, one_kernel, private_dir, read_regular_ino, unwritable, write_synced
 from .logs import log_event
 from .stats import COUNTERS
 
@@ -504,6 +507,8 @@ class DeadLetterQueue:
         self._unseen: list[str] = []
         self._stats_lock = threading.Lock()
         self._ledger: Ledger = ledger if ledger is not None else LocalLedger()
+        self._ledger_shared = not self._ledger_on_one_kernel()  # across hosts: see there
+        self._dir_sync = DirSync(self.path)
         self._admit_lock = threading.Lock()
         self._base: _Baseline | None = None
         self._listing_bytes: tuple[_Listing, int] | None = None
@@ -680,8 +685,9 @@ class DeadLetterQueue:
         with self._admit_lock:
             if (reason := self._unusable(files, nbytes)) is not None:
                 raise DLQUnavailable(reason)
-            # Recorded first, then checked; fsync'd so that other hosts see it (stats.Counters.add).
-            self._record(ADMITTED, files, nbytes, sync=self._limited)
+            # Recorded first, then checked; fsync'd only where other hosts read the ledger
+            # (`_ledger_on_one_kernel`).
+            self._record(ADMITTED, files, nbytes, sync=self._limited and self._ledger_shared)
             reason = self._over_limits(files, nbytes, admitted=True)
             if reason is not None and self.full_policy == "drop_oldest":
                 reason = self._beyond_limits(files, nbytes)
@@ -692,6 +698,32 @@ class DeadLetterQueue:
             if reason is not None:
                 self._record(RETURNED, files, nbytes)
                 raise DLQUnavailable(reason)
+
+    def _ledger_on_one_kernel(self) -> bool:
+        """Whether the ledger and the directory are on a filesystem of one kernel's page cache
+        (files.ONE_KERNEL_FILESYSTEMS): then an admission is written (pwrite) but not fsync'd.
+
+        The limits need one thing of an admission: every process that checks the limits after it
+        was recorded counts it (`_pending`). Where every process sharing the volume runs on one
+        kernel, the written admission is in the page cache that all of them read, so that holds as
+        soon as the write returns; fsync adds nothing to it. What fsync adds is surviving a power
+        cut or kernel crash, and that is of no use to the limits there: the crash ends every
+        process on the volume with it, an admission in flight then stands for an entry no one
+        will write, and the processes that start afterwards count what is in the directory from a
+        listing of their own (an admission that survived counts high until STALE_TEMP_S, never
+        low). Entries themselves stay fsync'd (file and directory) before any answer (SPEC §2).
+
+        On NFS, EFS, SMB, FUSE and bucket mounts (any other type, or when the type cannot be
+        told) other hosts read the ledger file over the network: with close-to-open semantics a
+        reader's open sees what was flushed to the server before it, and a writer that keeps its
+        file open flushes only by fsync (or by its client's own write-back, whenever that comes).
+        There each admission stays fsync'd before the limits are checked. Skipping it while the
+        DLQ is far from its limits would not do: what other hosts have admitted and not flushed
+        yet is bounded by time (their flusher's interval), not by count, so no margin below the
+        limits is safe from a burst.
+        """
+        directory = getattr(self._ledger, "directory", None)  # stats.Counters: its own folder
+        return all(one_kernel(path) for path in (self.path, *([directory] if directory else [])))
 
     def _beyond_limits(self, files: int, nbytes: int) -> str | None:
         """Why `files`/`nbytes` alone pass a pending limit (no dropping makes room for them)."""
@@ -756,7 +788,9 @@ class DeadLetterQueue:
         """Write entries durably; all or nothing: raise DLQUnavailable on failure.
 
         Each file is fsync'd before its rename; the directory is fsync'd once after all renames,
-        which makes the renames durable for the whole batch at the cost of one extra fsync.
+        which makes the renames durable for the whole batch at the cost of one extra fsync. That
+        fsync is shared with other threads of this process renaming entries at the same moment
+        (files.DirSync): each waits for one that began after its last rename.
         """
         done: list[Path] = []
         tmp: Path | None = None
@@ -769,7 +803,7 @@ class DeadLetterQueue:
                 tmp = None
                 done.append(final)
                 self._catalog.put(final.name, inode, entry.summary, len(entry.data))
-            fsync_dir(self.path)
+            self._dir_sync.sync()
         except OSError as exc:
             self._undo(done, tmp)
             hint = " (disk full)" if exc.errno == errno.ENOSPC else ""

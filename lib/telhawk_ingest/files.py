@@ -2,8 +2,9 @@
 
 Here: creating private directories (0700 at every level we create), writing a whole buffer (and
 fsync'ing it, new file or append), fsync'ing a directory so renames and creations survive a
-power cut, asking whether a directory can take new files, and reading a file that someone else
-may have planted on the volume. Not here: what is written (dlq.py, storage/local.py, audit.py).
+power cut (alone, or shared by concurrent threads: DirSync), asking whether a directory can take
+new files, which filesystem a path is on, and reading a file that someone else may have planted
+on the volume. Not here: what is written (dlq.py, storage/local.py, audit.py).
 
 Everything on the volumes is treated as possibly planted by someone who can write there: a file
 is opened without following a symbolic link and without blocking (a FIFO would hang the reader),
@@ -17,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -155,6 +157,127 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirSync:
+    """fsync of one directory, shared by the threads of a process that need it at once (group
+    commit, as SQLite's WAL writers share a commit).
+
+    A caller of `sync` has just renamed or created a name in the directory and needs it durable:
+    it needs an fsync that *began* after its change (one already running may have read the
+    directory before it). When none is running it starts one at once, so a lone caller waits
+    for exactly one fsync, as with `fsync_dir`. When one is running it waits for that one to end
+    and then for the next, which one of the callers that arrived meanwhile starts for all of
+    them: a caller waits for at most the rest of one fsync and one whole fsync of its own, and
+    N concurrent callers cost about two fsyncs, not N. A failed fsync raises OSError in every
+    caller it was for. After a fork the child starts afresh (a parent's round in flight never
+    ends in the child).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._running: _Round | None = None  # the fsync in flight
+        self._queued: _Round | None = None  # the next one, for callers that came during it
+
+    def sync(self) -> None:
+        """Return once an fsync of the directory that began after this call has succeeded;
+        OSError (errno and text of the failed fsync) when it failed."""
+        if self._pid != os.getpid():
+            self._start()
+        cond = self._cond
+        with cond:
+            if self._running is None:  # lead at once, taking along any callers still waking up
+                mine = self._running = self._queued or _Round()
+                self._queued = None
+            else:
+                mine = self._queued = self._queued or _Round()
+                while not mine.done and self._running is not None:
+                    cond.wait()
+                if not mine.done:  # the last round ended: whoever wakes first starts ours
+                    self._running, self._queued = mine, None
+        if not mine.done:
+            # Not synced unless fsync returns (an exception of another kind fails the round too).
+            error: OSError | None = OSError(errno.EIO, "directory fsync did not complete")
+            try:
+                fsync_dir(self.path)
+                error = None
+            except OSError as exc:
+                error = exc
+            finally:  # whatever happens, the round ends, so no caller waits for it forever
+                with cond:
+                    mine.done, mine.error = True, error
+                    self._running = None
+                    cond.notify_all()
+        if mine.error is not None:
+            # A fresh exception per caller: one instance raised in several threads would share
+            # (and overwrite) its traceback.
+            raise OSError(mine.error.errno, mine.error.strerror, str(self.path))
+
+
+class _Round:
+    """One fsync of a DirSync and its outcome."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: OSError | None = None
+
+
+# --- which filesystem a path is on ------------------------------------------------------------
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+# Filesystem types (as /proc/self/mountinfo names them) served by one kernel's page cache: every
+# process that can open a file on them runs on that kernel, so a write(2) is visible to all of
+# them as soon as it returns, fsync'd or not, and a crash of that kernel ends all of them at
+# once. Network, cluster and FUSE filesystems (NFS, EFS, SMB, bucket mounts, 9p, virtiofs, GFS2)
+# and any type not named here are treated as shared between hosts.
+ONE_KERNEL_FILESYSTEMS = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "jfs", "reiserfs", "nilfs2",
+    "tmpfs", "ramfs", "overlay", "vfat", "exfat", "ntfs3", "hfsplus",
+})
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(escaped, char)
+    return field
+
+
+def filesystem_type(path: str, mountinfo: str) -> str | None:
+    """The type of the filesystem `path` (absolute, symlinks resolved) is on, from the text of a
+    /proc/<pid>/mountinfo (proc(5)): the mount with the longest mount point containing `path`,
+    the later one when several are stacked there. None when no line applies."""
+    found: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        parts = line.split(" ")
+        if "-" not in parts or len(parts) < 5:
+            continue
+        mount_point = _unescape(parts[4])
+        fstype = parts[parts.index("-") + 1] if parts.index("-") + 1 < len(parts) else ""
+        inside = mount_point == "/" or path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and (found is None or len(mount_point) >= found[0]):
+            found = (len(mount_point), fstype)
+    return found[1] if found else None
+
+
+
+def one_kernel(path: Path, mountinfo: Path | None = None) -> bool:
+    """Whether `path` (created or not) is on a filesystem of ONE_KERNEL_FILESYSTEMS, by the mount
+    with the longest mount point containing it (symbolic links resolved) in `mountinfo` (default
+    MOUNTINFO). False when that cannot be told (no readable mountinfo: not Linux), so callers
+    fall back to what shared filesystems need."""
+    try:
+        text = (mountinfo or MOUNTINFO).read_text(errors="replace")
+    except OSError:
+        return False
+    return filesystem_type(os.path.realpath(path), text) in ONE_KERNEL_FILESYSTEMS
 
 
 # os.access with the effective user and groups where the platform has it (Linux does).

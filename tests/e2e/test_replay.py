@@ -25,8 +25,11 @@ def replay(emu, body: bytes) -> httpx.Response:
 
 def test_two_replays_at_once_over_http_store_each_dead_lettered_event_once_and_drain_the_dlq(start_emulator):
     with StorageServer(default=503) as storage:
+        # Without the breaker and self-healing: a worker whose breaker the outage opened would turn
+        # a replay away (503, to be retried), and healing would replay beside the two calls.
         emu = start_emulator(workers=2, threads=2, INGEST_OPENSEARCH_URL=storage.url,
-                             INGEST_CORE_RETRY_DELAY_MS="1", INGEST_STORAGE_BULK_MAX_EVENTS="5")
+                             INGEST_CORE_RETRY_DELAY_MS="1", INGEST_STORAGE_BULK_MAX_EVENTS="5",
+                             INGEST_STORAGE_BREAKER="{enabled: false}", INGEST_REPLAY_HEAL_ON_RECOVERY="false")
         assert post(emu, "".join(sshd(port) for port in range(40))).json()["dead_lettered"] == 40
         envelopes = sorted(r["envelope"]["id"] for r in dlq_files(emu))
         assert {r["reason"] for r in dlq_files(emu)} == {"storage_failed"}

@@ -67,7 +67,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-from ..files import fsync_dir, private_dir, uncreatable
+from ..files import MOUNTINFO, filesystem_type, fsync_dir, private_dir, uncreatable
 from .base import STORED, Item, Outcome, encode_document, index_of, retry, storage_time, utc_day
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,6 @@ SCHEMA_VERSION = 1
 # Documents are about 1 KB: 16 KiB pages hold ten of them, where 4 KiB pages (SQLite's default)
 # hold two or three and leave a quarter empty; a third less CPU per row, and fewer WAL frames.
 PAGE_SIZE = 16384
-MOUNTINFO = Path("/proc/self/mountinfo")
 
 # Filesystem types (as /proc/self/mountinfo names them) where SQLite's WAL is not safe: network
 # and cluster filesystems, and FUSE (any `fuse.*`), whose locks and shared memory SQLite cannot
@@ -131,30 +130,6 @@ Row = tuple[str, str, str, float, str]
 
 
 # --- where the database may live --------------------------------------------------------------
-
-
-def _unescape(field: str) -> str:
-    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
-    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(escaped, char)
-    return field
-
-
-def filesystem_type(path: str, mountinfo: str) -> str | None:
-    """The type of the filesystem `path` (absolute, symlinks resolved) is on, from the text of a
-    /proc/<pid>/mountinfo (proc(5)): the mount with the longest mount point containing `path`,
-    the later one when several are stacked there. None when no line applies."""
-    found: tuple[int, str] | None = None
-    for line in mountinfo.splitlines():
-        parts = line.split(" ")
-        if "-" not in parts or len(parts) < 5:
-            continue
-        mount_point = _unescape(parts[4])
-        fstype = parts[parts.index("-") + 1] if parts.index("-") + 1 < len(parts) else ""
-        inside = mount_point == "/" or path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-        if inside and (found is None or len(mount_point) >= found[0]):
-            found = (len(mount_point), fstype)
-    return found[1] if found else None
 
 
 def check_local_filesystem(data_dir: Path, mountinfo: Path = MOUNTINFO) -> None:
