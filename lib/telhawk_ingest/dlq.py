@@ -26,6 +26,11 @@ file (its summary, or that it is corrupt) stays true while the name keeps its in
 `_Catalog` caches that per (name, inode) and only reads names it has not seen under their
 current inode, keeping listings and health fast with 100,000 pending files. Inodes come with
 the directory listing itself (readdir's d_ino), so noticing a rewrite costs no stat per file.
+A name rewritten twice can get its first inode back (ext4 reuses a freed inode for the next new
+file), so a rewrite also appends the name to the rewrite journal first (dlqjournal.py), which every
+DLQ object reads on from where it stopped whenever the folder changed, forgetting what it knew of
+the names it finds there; the summary index on the volume (dlqindex.py) records how far the journal
+had been read when it was saved.
 
 Whatever else is under an entry's name is corrupt, and never followed: entries are read with
 files.read_regular, so a symbolic link (to a file outside the DLQ), a FIFO (which would hang the
@@ -52,7 +57,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from . import dlqindex
+from . import dlqindex, dlqjournal
 from .config import DlqSettings
 from .envelope import id_time, new_id, parse_time, rfc3339
 from .errors import ApiError, DLQUnavailable
@@ -220,6 +225,9 @@ class _Catalog:
     which gives the name a new inode; a listing reads every name's inode from the directory
     itself (readdir's d_ino: no stat per file), so what was learned about a name counts only
     while its inode is the one it was learned from, in every process sharing the directory.
+    Because an inode can come back (a name rewritten twice), names found in the rewrite journal
+    are forgotten (`invalidate`), and a summary read before that (`epoch` taken before the read)
+    is not put back afterwards.
     Corrupt names are also kept as a set, so counting them never walks the whole backlog.
     """
 
@@ -229,6 +237,10 @@ class _Catalog:
         # File sizes, for pending bytes: known from this process's writes, else stat'ed once.
         self._sizes: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        # Counts invalidations; the epoch of each name's last one, and of the last `clear`.
+        self.epoch = 0
+        self._invalidated: dict[str, int] = {}
+        self._cleared = 0
 
     def get(self, name: str, inode: int | None) -> Summary | bool | None:
         """The summary, CORRUPT (None), or False when this process has not read the file yet
@@ -238,8 +250,13 @@ class _Catalog:
             return False
         return known[1]
 
-    def put(self, name: str, inode: int, summary: Summary | None, size: int | None = None) -> None:
+    def put(self, name: str, inode: int, summary: Summary | None, size: int | None = None,
+            since: int | None = None) -> None:
+        """Remember what the file `name` under `inode` holds; `since`: the `epoch` before it was
+        read, so that what was read before the name was invalidated is dropped."""
         with self._lock:
+            if since is not None and (since < self._cleared or self._invalidated.get(name, -1) > since):
+                return
             self._known[name] = (inode, summary)
             if size is not None:
                 self._sizes[name] = (inode, size)
@@ -254,6 +271,27 @@ class _Catalog:
                 self._known.pop(name, None)
                 self._sizes.pop(name, None)
                 self.corrupt.discard(name)
+                self._invalidated.pop(name, None)  # removed: entry names are never used again
+
+    def invalidate(self, names: Iterable[str]) -> None:
+        """Forget `names` (rewritten since they were read: found in the rewrite journal)."""
+        with self._lock:
+            self.epoch += 1
+            for name in names:
+                self._known.pop(name, None)
+                self._sizes.pop(name, None)
+                self.corrupt.discard(name)
+                self._invalidated[name] = self.epoch
+
+    def clear(self) -> None:
+        """Forget everything (rewrites may have been missed: dlqjournal.read)."""
+        with self._lock:
+            self.epoch += 1
+            self._cleared = self.epoch
+            self._known.clear()
+            self._sizes.clear()
+            self.corrupt.clear()
+            self._invalidated.clear()
 
     def unseen(self, present: frozenset[str], inodes: Mapping[str, int]) -> list[str]:
         """Names present on disk that this process has not read under their inode, oldest first."""
@@ -269,6 +307,8 @@ class _Catalog:
                 self.corrupt.discard(name)
             for name in [n for n, k in self._sizes.items() if inodes.get(n) != k[0]]:
                 del self._sizes[name]
+            for name in [n for n in self._invalidated if n not in inodes]:
+                del self._invalidated[name]
 
     def total_size(self, present: frozenset[str], inodes: Mapping[str, int], directory: Path) -> int:
         """Bytes of the named files, stat'ing only those whose size is not known for their inode."""
@@ -502,9 +542,18 @@ class DeadLetterQueue:
         self._index_view: tuple[_Listing, dlqindex.IndexView] | None = None
         self._index_saved_at: float | None = None
         self._index_lock = threading.Lock()
+        # The rewrite journal (dlqjournal.py): how far this object has read it, the names found in
+        # it that the loaded index may still give an older summary of, and this object's file.
+        self._journal_at: dlqjournal.Position | None = None
+        self._index_stale: frozenset[str] = frozenset()
+        self._index_saving = False
+        self._journal_lock = threading.Lock()
+        self._journal = dlqjournal.Writer(self.path, lambda create: dlqindex.state_dir(self.path, create))
         if self.enabled:
             self._prepare()
             self.remove_stale_temp_files()
+            # Where the journal ends now: lines before it concern nothing this object will cache.
+            self._follow_journal()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -851,6 +900,8 @@ class DeadLetterQueue:
         if listing is not None and listing.trusted and listing.mtime_ns == mtime_ns:
             return listing
         started_ns = time.time_ns()
+        # Before the names: a rewrite's line precedes its rename, which changes the folder's mtime.
+        self._follow_journal()
         try:
             # Inodes come with the names (d_ino), no stat: 100,000 names took about as long as
             # with os.listdir, matching included (alternated runs).
@@ -869,6 +920,24 @@ class DeadLetterQueue:
         self._listing = listing
         return listing
 
+    def _follow_journal(self) -> None:
+        """Read the rewrite journal on from where this object stopped: forget the names rewritten
+        since, in the catalog and for the loaded index; drop both whole when lines may have been
+        lost (dlqjournal.read)."""
+        with self._journal_lock:
+            directory = dlqjournal.journal_dir(self.path, dlqindex.state_dir(self.path))
+            position, names = dlqjournal.read(directory, self._journal_at)
+            self._journal_at = position
+            if names is None:
+                log.warning("DLQ rewrite journal in %s cannot be continued: cached summaries dropped",
+                            self.path)
+                self._catalog.clear()
+                self._index, self._index_loaded, self._index_stale = None, True, frozenset()
+            elif names:
+                self._catalog.invalidate(names)
+                if self._index is not None or self._index_saving:
+                    self._index_stale = self._index_stale | names
+
     def _load(self, name: str) -> dict[str, Any] | None:
         """Parse one file; None when it is corrupt (or vanished under a concurrent purge). Not a
         regular file, a link, or over the size cap: corrupt, and never followed (module docstring)."""
@@ -876,6 +945,7 @@ class DeadLetterQueue:
 
     def _load_sized(self, name: str) -> tuple[dict[str, Any] | None, int]:
         """`_load`, and the file's size in bytes (0 when it could not be read)."""
+        since = self._catalog.epoch  # what is read now may be outdated by a journal line read meanwhile
         try:
             # A string path: pathlib's joining was a tenth of a replay's time per entry.
             data, inode = read_regular_ino(f"{self._dir}/{name}", self.max_record_bytes)
@@ -890,18 +960,19 @@ class DeadLetterQueue:
         except orjson.JSONDecodeError:
             record = None
         if not isinstance(record, dict) or not isinstance(record.get("envelope"), dict):
-            self._catalog.put(name, inode, CORRUPT, len(data))
+            self._catalog.put(name, inode, CORRUPT, len(data), since)
             return None, len(data)
-        self._catalog.put(name, inode, _summarize(record, _seconds(name)), len(data))
+        self._catalog.put(name, inode, _summarize(record, _seconds(name)), len(data), since)
         return record, len(data)
 
     def _put_corrupt(self, name: str) -> None:
         """Mark an entry that cannot even be opened as a regular file (a link, a FIFO) corrupt."""
+        since = self._catalog.epoch
         try:
             inode = os.lstat(self.path / name).st_ino
         except OSError:
             return
-        self._catalog.put(name, inode, CORRUPT)
+        self._catalog.put(name, inode, CORRUPT, since=since)
 
     def _summary(self, name: str, inode: int | None) -> Summary | None:
         """The file's summary, read once per process and inode; None when it is corrupt or gone."""
@@ -1004,22 +1075,47 @@ class DeadLetterQueue:
         if not self._index_loaded:
             with self._index_lock:
                 if not self._index_loaded:
-                    self._index = dlqindex.load(self.path, len(listing.names))
+                    self._load_index(len(listing.names))
                     self._index_loaded = True
-        index = self._index
+        index, stale = self._index, self._index_stale
         if index is None:
             return None
         cached = self._index_view
         if cached is not None and cached[0] is listing and cached[1].index is index:
             return cached[1]
+        inodes = listing.inodes
+        if stale:  # rewritten since the index was true: unconfirmed, as if their inode had changed
+            inodes = {**inodes, **{name: 0 for name in stale if name in inodes}}
         try:
-            view = index.view(listing.names, listing.inodes)
+            view = index.view(listing.names, inodes)
         except ValueError as exc:
             log.warning("DLQ summary index in %s ignored: %s", self.path, exc)
             self._index = None
             return None
         self._index_view = (listing, view)
         return view
+
+    def _load_index(self, names: int) -> None:
+        """Use the index on the volume, with the names rewritten since it was saved (the journal
+        from its position on) as `_index_stale`; none when there is none, or its journal position
+        cannot be continued. The caller holds _index_lock."""
+        index = dlqindex.load(self.path, names)
+        if index is None:
+            return
+        try:
+            since = dlqjournal.Position() if index.journal is None else dlqjournal.Position.from_json(
+                index.journal)
+        except ValueError as exc:
+            log.warning("DLQ summary index in %s ignored: %s", self.path, exc)
+            return
+        directory = dlqjournal.journal_dir(self.path, dlqindex.state_dir(self.path))
+        with self._journal_lock:  # from here on, `_follow_journal` adds to `_index_stale`
+            _, stale = dlqjournal.read(directory, since)
+            if stale is None:
+                log.info("DLQ summary index in %s ignored: the rewrite journal since it was saved is gone",
+                         self.path)
+                return
+            self._index, self._index_stale = index, frozenset(stale)
 
     def _indexed_matching(self, view: dlqindex.IndexView, listing: _Listing, candidates: list[str],
                           flt: DlqFilter) -> list[str]:
@@ -1050,6 +1146,9 @@ class DeadLetterQueue:
             return
         try:
             self._index_saved_at = now
+            with self._journal_lock:
+                # The summaries below are true as of this position (later lines: stale from now on).
+                position, self._index_stale, self._index_saving = self._journal_at, frozenset(), True
             rows = list(view.rows()) if view is not None else []
             known, inodes = self._catalog.get, listing.inodes
             for name in listing.names if view is None else view.unindexed(listing.names):
@@ -1061,9 +1160,14 @@ class DeadLetterQueue:
                                              summary.source_type, summary.error))
             rows.sort(key=lambda row: row.name)
             index = dlqindex.SummaryIndex.build(rows)
+            index.journal = None if position is None else position.to_json()
             dlqindex.save(self.path, index)
-            self._index, self._index_loaded = index, True
+            with self._journal_lock:
+                self._index, self._index_loaded, self._index_saving = index, True, False
         finally:
+            if self._index_saving:  # failed before the end: the stale names were reset for nothing
+                with self._journal_lock:
+                    self._index, self._index_saving = None, False
             self._index_lock.release()
 
     def _page(self, names: list[str], start: int, limit: int, budget: int
@@ -1165,13 +1269,15 @@ class DeadLetterQueue:
     def rewrite(self, entry_id: str, record: dict[str, Any]) -> None:
         """Replace an entry's content under the same name, atomically: a temp file in the
         directory, fsync'd, renamed over the entry, the directory fsync'd (SPEC §7: a reader
-        sees the old record or the new one, never a mix). The new inode tells every process's
-        catalog that the name changed (`_Catalog`).
+        sees the old record or the new one, never a mix). The entry's name is appended to the
+        rewrite journal (dlqjournal.py, fsync'd) before the rename, and the new inode and that line
+        tell every process's catalog and the summary index that the name changed (`_Catalog`),
+        even when the name gets an inode back that it had before.
 
         The caller must hold the entry's claim (claims.py), so no other replay rewrites it at the
         same time. An entry removed meanwhile (a purge) is not brought back: FileNotFoundError.
-        Raises DLQUnavailable when the directory cannot take the new file; the old one is then
-        left as it was.
+        Raises DLQUnavailable when the directory cannot take the new file or the journal its
+        line; the old one is then left as it was.
         """
         check_id(entry_id)
         record["id"] = entry_id
@@ -1186,6 +1292,8 @@ class DeadLetterQueue:
             pass
         try:
             inode = write_synced(tmp, data)
+            # Journaled before the rename: the new file may get an inode the name had before.
+            self._journal.record([final.name])
             os.replace(tmp, final)
             fsync_dir(self.path)
         except OSError as exc:

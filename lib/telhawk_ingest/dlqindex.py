@@ -21,7 +21,13 @@ characters; a truncated one that does not contain an `error=` filter's text migh
 further on, so such entries are reported as unsure and the caller reads their files. Entries whose
 reason or source type is longer than TEXT_CAP are left out (read from their files when needed).
 
-Layout: MAGIC, one JSON line (directory identity, count, text table, sizes, CRC-32 of the body),
+Rewrites: an entry rewritten twice can get its old inode back (ext4 reuses freed inodes), so the
+index also records how far it had read the rewrite journal (dlqjournal.py); a process loading it
+takes the entries named in the journal since then as unconfirmed, and ignores the index whole when
+that position cannot be continued (journal files removed since).
+
+Layout: MAGIC, one JSON line (directory identity, count, text table, sizes, CRC-32 of the body,
+journal position),
 then the body: names joined by newlines, inodes (8 bytes each), flags (1 byte each), then reason,
 source type and error codes (4 bytes each), little-endian.
 """
@@ -41,6 +47,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress, filterfalse
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -105,6 +112,9 @@ class SummaryIndex:
     errors: array
     texts: list[str]
     _code: dict[str, int] = field(default_factory=dict, repr=False)
+    # How far the rewrite journal had been read when these summaries were true (dlqjournal.Position
+    # as JSON); None in an index saved without one, which then continues no journal.
+    journal: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._code = dict(zip(self.texts, range(len(self.texts)), strict=True))
@@ -169,7 +179,7 @@ class SummaryIndex:
         ])
         names_bytes = len(body) - 21 * len(self)
         header = {"directory": list(directory), "count": len(self), "names_bytes": names_bytes,
-                  "texts": self.texts, "crc32": zlib.crc32(body)}
+                  "texts": self.texts, "crc32": zlib.crc32(body), "journal": self.journal}
         return MAGIC + orjson.dumps(header) + b"\n" + body
 
     @classmethod
@@ -216,7 +226,9 @@ class SummaryIndex:
         if _BIG:
             for column in (inodes, *columns):
                 column.byteswap()
-        return cls(names_text, inodes, flags, *columns, texts)
+        index = cls(names_text, inodes, flags, *columns, texts)
+        index.journal = header.get("journal")
+        return index
 
     # -- use -----------------------------------------------------------------------------
 
@@ -327,6 +339,11 @@ def _state_dir(dlq_path: Path, create: bool) -> str | None:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         return None
     return path
+
+
+def state_dir(dlq_path: Path, create: bool = False) -> str | None:
+    """The DLQ's private `.state` folder (see `_state_dir`), for the other caches kept there."""
+    return _state_dir(dlq_path, create)
 
 
 def directory_id(dlq_path: Path) -> tuple[int, int]:
