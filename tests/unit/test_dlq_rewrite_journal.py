@@ -61,7 +61,8 @@ def agrees(dlq: DeadLetterQueue, path: Path) -> None:
 
 def test_ext4_gives_a_name_rewritten_twice_its_first_inode_back_and_listings_see_the_rewrite(tmp_path):
     """The fault for real on the test machine's disk (ext4): rewrites give the name its first inode
-    back unless another file on the disk took it meanwhile (a few entries are tried)."""
+    back unless another file on the disk took it meanwhile (a few entries are tried). Where no inode
+    comes back the listings must be right all the same; the other tests force the reuse."""
     path = tmp_path / "dlq"
     ids = fill(path, 8)
     reader = queue(path)
@@ -73,8 +74,6 @@ def test_ext4_gives_a_name_rewritten_twice_its_first_inode_back_and_listings_see
         refail(rewriter, entry_id, "storage_failed", "still down")
         if inode(path, entry_id) == first:
             break
-    else:
-        pytest.skip("no freed inode came back on this filesystem; the other tests make it come back")
     assert entry_id not in listed(reader, NORM)[0]
     assert entry_id in listed(reader, STORE)[0]
     agrees(reader, path)
