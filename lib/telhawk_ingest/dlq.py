@@ -46,6 +46,7 @@ import errno
 import logging
 import os
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -358,7 +359,9 @@ INDEX_STALE_SHARE = 50
 # One C-level pass over all names instead of a Python-level match per name (100,000 names: ~70 ms
 # against ~200 ms).
 _NAMES_RE = re.compile(FILE_RE.pattern, re.MULTILINE)
-_TEMP_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}$")
+# `.tmp-<entry id>`, or `.tmp-<entry id>.<16 hex>` for an entry named after its envelope: every
+# delivery of its message writes one, at the same moment when deliveries race (`_temp_path`).
+_TEMP_RE = re.compile(f"^{re.escape(TEMP_PREFIX)}{_ID}(?:\\.[0-9a-f]{{16}})?$")
 
 
 def _temp_names(names: list[str]) -> list[str]:
@@ -829,21 +832,22 @@ class DeadLetterQueue:
         found: set[str] = set()
         try:
             for entry in entries:
-                tmp = self.path / f"{TEMP_PREFIX}{entry.stem}"
+                tmp = self._temp_path(entry)
                 inode = write_synced(tmp, entry.data)
                 final = self.path / f"{entry.stem}.json"
                 if entry.exclusive:
                     try:
                         os.link(tmp, final)
                     except FileExistsError:
-                        found.add(entry.stem)
+                        found.add(entry.stem)  # another delivery's, earlier or at this moment
                     os.unlink(tmp)
                 else:
                     os.replace(tmp, final)
                 tmp = None
                 if entry.stem in found:
                     continue
-                done.append(final)
+                if not entry.exclusive:
+                    done.append(final)
                 self._catalog.put(final.name, inode, entry.summary, len(entry.data))
             self._dir_sync.sync()
         except OSError as exc:
@@ -865,8 +869,19 @@ class DeadLetterQueue:
                   count=len(written))
         return ids
 
+    def _temp_path(self, entry: _Entry) -> Path:
+        """Where an entry is written before its rename or link: a name of its own. An ordinary
+        entry's id is already unique; an entry named after its envelope is written by every
+        delivery of its message, so its temp name takes a random suffix (two deliveries racing
+        must never create, or undo, each other's temp file)."""
+        suffix = f".{secrets.token_hex(8)}" if entry.exclusive else ""
+        return self.path / f"{TEMP_PREFIX}{entry.stem}{suffix}"
+
     def _undo(self, done: list[Path], tmp: Path | None) -> None:
-        """A failed batch leaves nothing behind: the caller answers 503 and the client resends."""
+        """A failed batch leaves nothing behind that a resend would write again: the caller answers
+        503 and the client resends. Entries named after their envelope stay: a delivery of the same
+        message running at the same moment may have found one in place and answered success, and a
+        redelivery finds them and writes nothing twice."""
         for path in [*done, *([tmp] if tmp else [])]:
             try:
                 path.unlink()
