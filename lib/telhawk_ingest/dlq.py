@@ -15,7 +15,13 @@ threads of a process writing at once share directory fsyncs (files.DirSync).
 
 File names are `failed_<unix-seconds>_<uuid7 hex>.json`: they sort by time, and the random part
 of a UUIDv7 makes them unique across processes and instances sharing the volume without locks
-(file locks are unreliable on NFS and bucket-backed mounts). A reader never sees a partial file:
+(file locks are unreliable on NFS and bucket-backed mounts). Their seconds are when the entry was
+written, at or just after its first failure, so time filters, the oldest entry's age and drop_oldest
+read them from the name alone. Entries of event-triggered events are named after their envelope id
+instead (`named_stem`): `failed_<publish seconds>_<envelope id, with its dashes>.json`, the same on
+every delivery of their message; their seconds are the message's publish time, which says nothing
+of when they failed, so for them every time-based feature reads the record's `timestamp` (through
+the catalog: once per process and inode). A reader never sees a partial file:
 temp files are named `.tmp-failed_*`, which the file pattern never matches. A writer holds its
 temp file for the milliseconds of one write and fsync; one killed in between leaves it behind, so
 a DLQ removes those older than STALE_TEMP_S when it starts, and counts the rest in its stats.
@@ -68,7 +74,9 @@ from .stats import COUNTERS
 
 log = logging.getLogger(__name__)
 
-_ID = r"failed_\d{1,12}_[0-9a-f]{32}"
+# The unique part: 32 hex digits (a fresh UUIDv7's), or a UUID with its dashes (an envelope id's:
+# an entry named after its envelope, `named_stem`). Neither can hold a `/` or `..`.
+_ID = dlqjournal.ENTRY_ID
 ID_RE = re.compile(f"^{_ID}$")
 FILE_RE = re.compile(f"^{_ID}\\.json$")
 TEMP_PREFIX = ".tmp-"
@@ -119,23 +127,31 @@ def record_cap(max_body_bytes: int) -> int:
 
 def named_stem(record: dict[str, Any]) -> str | None:
     """The entry id of a record named after its envelope (an event-triggered event's, SPEC §7):
-    `failed_<seconds>_<envelope id as 32 hex digits>`, the seconds being the envelope id's time
-    (UUIDv7), so a message delivered again names its entries the same. None when the envelope id
-    is not a UUIDv7."""
+    `failed_<seconds>_<envelope id, dashes kept>`, the seconds being the envelope id's time
+    (UUIDv7: the message's publish time), so a message delivered again names its entries the same.
+    The dashes tell such a name from an ordinary one (`is_named`), whose seconds are its failure's.
+    None when the envelope id is not a UUIDv7."""
     envelope = record.get("envelope")
     envelope_id = envelope.get("id") if isinstance(envelope, dict) else None
     when = id_time(envelope_id) if isinstance(envelope_id, str) else None
     if when is None:
         return None
-    stem = f"failed_{int(when)}_{envelope_id.replace('-', '').lower()}"
+    stem = f"failed_{int(when)}_{envelope_id.lower()}"
     return stem if ID_RE.fullmatch(stem) else None
 
 
 def check_id(entry_id: str) -> str:
     """Reject anything that is not a DLQ entry name before it comes near the filesystem."""
     if not ID_RE.fullmatch(entry_id):
-        raise ApiError(400, f"not a DLQ entry id: {entry_id[:80]!r} (expected failed_<seconds>_<32 hex>)")
+        raise ApiError(400, f"not a DLQ entry id: {entry_id[:80]!r} "
+                            "(expected failed_<seconds>_<32 hex digits or a UUID>)")
     return entry_id
+
+
+def is_named(entry: str) -> bool:
+    """Whether an entry id or file name is named after its envelope (`named_stem`): its seconds
+    are then its message's publish time, not when it first failed."""
+    return "-" in entry
 
 
 def make_record(
@@ -345,6 +361,11 @@ class _Listing:
         filtered listing through the summary index does without)."""
         return frozenset(self.names)
 
+    @cached_property
+    def named(self) -> list[str]:
+        """The names of entries named after their envelope (`is_named`), oldest name first."""
+        return [name for name in self.names if "-" in name]
+
 
 LISTING_TRUST_S = 0.1
 # Filters whose matching names a DLQ keeps for its current listing (DeadLetterQueue._matching).
@@ -370,7 +391,15 @@ def _temp_names(names: list[str]) -> list[str]:
 
 
 def _summarize(record: dict[str, Any], seconds: int) -> Summary:
+    """What filters need of a record; `seconds`: its name's (`_seconds`). The summary's seconds are
+    when it first failed: the name's, or for an entry named after its envelope (`is_named`, told by
+    the record's id) its `timestamp` (the name's when that cannot be read)."""
     envelope = record.get("envelope") or {}
+    if is_named(str(record.get("id", ""))):
+        try:
+            seconds = int(parse_time(record["timestamp"]))
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+            pass
     return Summary(
         reason=str(record.get("reason", "")),
         source_type=str(envelope.get("source_type", "")) if isinstance(envelope, dict) else "",
@@ -773,11 +802,11 @@ class DeadLetterQueue:
         return self._over(files, nbytes, admitted=True)
 
     def oldest(self, files: int, nbytes: int, skip: frozenset[str] = frozenset()) -> list[str]:
-        """Ids of the oldest entries (corrupt ones included, those in `skip` left out) that together
-        make at least `files` files and `nbytes` bytes (either may be zero or less: nothing is
-        needed on that count)."""
+        """Ids of the oldest entries by first failure (corrupt ones included, those in `skip` left
+        out) that together make at least `files` files and `nbytes` bytes (either may be zero or
+        less: nothing is needed on that count)."""
         chosen: list[str] = []
-        for name in self._scan().names:
+        for name in self._by_first_failure(self._scan()):
             if files <= 0 and nbytes <= 0:
                 break
             if name[:-5] in skip:
@@ -1024,10 +1053,7 @@ class DeadLetterQueue:
             check_id(cursor)
         budget = LIST_PAGE_BYTES if max_bytes is None else max_bytes
         listing = self._scan()
-        if flt.since is None and flt.until is None:
-            candidates = listing.names
-        else:
-            candidates = [n for n in listing.names if flt.matches_name(_seconds(n))]
+        candidates = self._in_time(listing, flt)
         if flt.needs_content:
             matching = self._matching(listing, candidates, flt)
             total = len(matching)
@@ -1044,6 +1070,38 @@ class DeadLetterQueue:
             more = any(n not in corrupt for n in candidates[i:])
         next_cursor = page[-1]["id"] if page and more else None
         return page, total, next_cursor
+
+    def _in_time(self, listing: _Listing, flt: DlqFilter) -> list[str]:
+        """The names whose first failure is within `flt`'s `since`/`until` (all of them, the same
+        list, without either): from the name alone, or for an entry named after its envelope from
+        its summary (read once per process; a corrupt one is left out, as listings leave it)."""
+        if flt.since is None and flt.until is None:
+            return listing.names
+        candidates = []
+        for name in listing.names:
+            if "-" in name:
+                summary = self._summary(name, listing.inodes[name])
+                if summary is not None and flt.matches_name(summary.seconds):
+                    candidates.append(name)
+            elif flt.matches_name(_seconds(name)):
+                candidates.append(name)
+        return candidates
+
+    def _failure_seconds(self, name: str, listing: _Listing) -> int:
+        """When an entry first failed, in unix seconds: its name's, or for an entry named after its
+        envelope its summary's (the name's when it is corrupt)."""
+        if "-" in name:
+            summary = self._summary(name, listing.inodes.get(name))
+            if summary is not None:
+                return summary.seconds
+        return _seconds(name)
+
+    def _by_first_failure(self, listing: _Listing) -> list[str]:
+        """The listing's names, oldest first failure first (name order while none is named after
+        its envelope)."""
+        if not listing.named:
+            return listing.names
+        return sorted(listing.names, key=lambda name: (self._failure_seconds(name, listing), name))
 
     def _matching(self, listing: _Listing, candidates: list[str], flt: DlqFilter) -> list[str]:
         """The candidates whose summaries match `flt`, remembered for the listing they came from:
@@ -1210,12 +1268,15 @@ class DeadLetterQueue:
         `after` when given. Lazy: each entry is summarized (read once per process) when reached.
         `parse=False`: a filter that needs no content (`needs_content`, times only) is matched on
         names alone, without reading files, corrupt ones included (for callers that read every
-        entry anyway, such as replay)."""
+        entry anyway, such as replay). Entries named after their envelope are matched on their
+        first failure (their summary), never on their name's time."""
         listing = self._scan()
+        timed = flt.since is not None or flt.until is not None
         for name in listing.names[_after(listing.names, after):]:
-            if not flt.matches_name(_seconds(name)):
+            named = "-" in name
+            if not named and not flt.matches_name(_seconds(name)):
                 continue
-            if not parse and not flt.needs_content:
+            if not parse and not flt.needs_content and not (named and timed):
                 yield name[:-5]
                 continue
             summary = self._summary(name, listing.inodes[name])
@@ -1332,9 +1393,10 @@ class DeadLetterQueue:
         return total
 
     def ids_named_before(self, seconds: float) -> list[str]:
-        """Ids of entries whose name's time (when the file was written) is before `seconds`,
-        oldest first; read from the listing alone."""
-        return [name[:-5] for name in self._scan().names if _seconds(name) < seconds]
+        """Ids of entries whose name's time (when the file was written) is before `seconds`, and of
+        every entry named after its envelope (its name's time is its message's publish time, which
+        bounds nothing), name order; read from the listing alone."""
+        return [name[:-5] for name in self._scan().names if "-" in name or _seconds(name) < seconds]
 
     def first_failure(self, entry_id: str) -> float | None:
         """When the entry first failed: its record's `timestamp` (unix seconds, SPEC §7); None
@@ -1350,11 +1412,16 @@ class DeadLetterQueue:
     # -- health --------------------------------------------------------------------------
 
     def oldest_entry_time(self) -> int | None:
-        """Unix seconds in the name of the oldest pending entry, None when there is none: the
-        time of its first failure (SPEC §7 names entries by it). One stat of the directory when
-        it is unchanged, no file read."""
-        names = self._scan().names
-        return _seconds(names[0]) if names else None
+        """When the pending entry that failed first did so, in unix seconds; None when there is
+        none. The first ordinary name's seconds (written at its first failure), and the summaries
+        of entries named after their envelope (their `timestamp`; the name's for a corrupt one).
+        With an unchanged directory: one stat, and no file read."""
+        listing = self._scan()
+        plain = next((name for name in listing.names if "-" not in name), None)
+        times = [self._failure_seconds(name, listing) for name in listing.named]
+        if plain is not None:
+            times.append(_seconds(plain))
+        return min(times, default=None)
 
     def stats(self, verify_budget_s: float = 0.02) -> dict[str, Any]:
         """Pending files, and corrupt files among those this process has verified.

@@ -60,7 +60,10 @@ READ_CAP = 64 * 1024 * 1024  # bytes appended to one file since a position that 
 TAIL_BYTES = 4096  # read back to find the last whole line when a position skips a file's content
 NAME_RE = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 LAST_MS = (1 << 64) - 1  # names keep 16 hex digits even after a file planted with the largest
-_ENTRY_RE = re.compile(rb"^failed_\d{1,12}_[0-9a-f]{32}\.json$", re.MULTILINE)
+# A DLQ entry id (dlq.py builds its names' patterns from this; it imports this module): a fresh
+# UUIDv7's 32 hex digits, or an envelope id with its dashes (an entry named after its envelope).
+ENTRY_ID = r"failed_\d{1,12}_(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+_ENTRY_RE = re.compile(f"^{ENTRY_ID}\\.json$".encode(), re.MULTILINE)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 _REOPEN = APPEND & ~os.O_CREAT
 

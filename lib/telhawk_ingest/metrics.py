@@ -114,7 +114,7 @@ def counted(totals: Mapping[str, int], name: str, via: str) -> int | None:
 
 
 def oldest_entry_age(svc: Service, now: float) -> float:
-    """Seconds since the oldest pending DLQ entry first failed (its name's time); 0 when the DLQ
+    """Seconds since the oldest pending DLQ entry first failed (`dlq.oldest_entry_time`); 0 when the DLQ
     is empty. Never negative (another host's clock may be ahead)."""
     oldest = svc.dlq.oldest_entry_time()
     return 0.0 if oldest is None else max(0.0, now - oldest)

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 RETENTION_LIMIT = 10_000
 # An entry's name carries the second it was written, at or after its first failure up to the
 # storage phase's length (make_record is called before the DLQ names the file); only entries
-# named before `cutoff + NAME_SLACK_S` are read to compare their `timestamp`.
+# named before `cutoff + NAME_SLACK_S`, and those named after their envelope (whose name carries
+# their message's publish time: dlq.ids_named_before), are read to compare their `timestamp`.
 NAME_SLACK_S = 3600
 # The audit names retention's deletions after the rule, or after the operator who ran it.
 SCHEDULE_ACTOR = "retention"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
+from prometheus_client.parser import text_string_to_metric_families
 
 from telhawk_ingest.storage.local import LocalBackend
 
@@ -157,3 +159,25 @@ def test_retention_fired_on_demand_runs_at_the_time_it_is_given(start_emulator):
     assert dlq_files(emu) == []
     health = emu.healthz(lambda h: h["dlq_stats"]["pending_files"] == 0)
     assert health["dlq_stats"]["pending_files"] == 0
+
+
+def test_deliveries_of_one_undecodable_message_racing_are_all_answered_200_with_one_entry(start_emulator):
+    # Pub/Sub pushes one message to several workers at once (a redelivery while the first is
+    # still being handled): each must find the entry kept, never report an unwritable DLQ.
+    emu = start_emulator(workers=2)
+    body = {"message": {"data": "@@@bad", "messageId": "race-1", "publishTime": "2026-11-30T10:00:00Z"},
+            "subscription": "projects/local/subscriptions/local-logs"}
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: post(emu, "/triggers/pubsub", json=body).status_code, range(10)))
+
+    assert codes == [200] * 10
+    [record] = dlq_files(emu)
+    assert record["reason"] == "decode_failed" and "-" in record["id"]
+    assert not [p for p in Path(emu.dlq_path).iterdir() if p.name.startswith(".tmp-")]
+    answer = httpx.get(f"{emu.url}/metrics", timeout=10, trust_env=False)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(answer.text) for s in family.samples}
+    assert samples[("telhawk_trigger_failures_total", (("trigger", "pubsub"),))] == 0
+    written = sum(value for (name, labels), value in samples.items()
+                  if name == "telhawk_dlq_written_total" and ("reason", "decode_failed") in labels)
+    assert written == 1  # counted once, by the delivery that wrote it

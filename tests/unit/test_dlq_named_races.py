@@ -120,7 +120,7 @@ def test_processes_writing_one_named_entry_at_once_all_succeed_with_one_file(tmp
 
 def test_a_named_entrys_temp_file_is_counted_and_removed_when_stale(tmp_path):
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
-    stem = f"failed_1796032800_{EID.replace('-', '')}"
+    stem = f"failed_1796032800_{EID}"
     left = tmp_path / "dlq" / f".tmp-{stem}.0123456789abcdef"
     left.write_bytes(b"{")
     assert _temp_names(os.listdir(tmp_path / "dlq")) == [left.name]

@@ -49,5 +49,5 @@ def test_a_bad_id_is_refused_with_400_naming_it_cut_to_80_characters():
         check_id("x" * 100)
     assert caught.value.status == 400
     assert str(caught.value) == (
-        f"not a DLQ entry id: {'x' * 80!r} (expected failed_<seconds>_<32 hex>)"
+        f"not a DLQ entry id: {'x' * 80!r} (expected failed_<seconds>_<32 hex digits or a UUID>)"
     )
