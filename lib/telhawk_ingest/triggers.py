@@ -318,11 +318,13 @@ def stage(svc: Service, message: Message) -> Prepared:
     scope = scopes.get(message.subscription) or (scopes.get(message.topic) if message.topic else None)
     received_at = rfc3339(svc.clock())
     try:
+        # The message's own problem first (another CloudEvent type, unreadable data): it is the most
+        # specific cause, and a scope would not change it; a missing scope matters to a readable one.
+        if message.problem is not None:
+            raise Undecodable(message.problem)
         if scope is None:
             raise Undecodable(f"no token scope is configured for {message.trigger} subscription "
                               f"{message.subscription!r} (triggers.subscriptions)")
-        if message.problem is not None:
-            raise Undecodable(message.problem)
         envelopes = _envelopes(svc, message, scope, received_at)
         prepared = svc.prepare(envelopes)
         prepared.named_entries = True
