@@ -566,6 +566,7 @@ class DeadLetterQueue:
         self._admit_lock = threading.Lock()
         self._base: _Baseline | None = None
         self._listing_bytes: tuple[_Listing, int] | None = None
+        self._oldest: tuple[_Listing, int | None] | None = None  # oldest_entry_time, per listing
         # Filtered listings' matching names, per filter, for the listing they were computed on.
         self._matches: dict[DlqFilter, tuple[_Listing, list[str]]] = {}
         # The summary index (dlqindex.py): loaded once, replaced by the one this process saves.
@@ -1415,13 +1416,18 @@ class DeadLetterQueue:
         """When the pending entry that failed first did so, in unix seconds; None when there is
         none. The first ordinary name's seconds (written at its first failure), and the summaries
         of entries named after their envelope (their `timestamp`; the name's for a corrupt one).
-        With an unchanged directory: one stat, and no file read."""
+        With an unchanged directory: one stat, and no file read (the answer is kept per listing)."""
         listing = self._scan()
+        cached = self._oldest
+        if cached is not None and cached[0] is listing:
+            return cached[1]
         plain = next((name for name in listing.names if "-" not in name), None)
         times = [self._failure_seconds(name, listing) for name in listing.named]
         if plain is not None:
             times.append(_seconds(plain))
-        return min(times, default=None)
+        oldest = min(times, default=None)
+        self._oldest = (listing, oldest)
+        return oldest
 
     def stats(self, verify_budget_s: float = 0.02) -> dict[str, Any]:
         """Pending files, and corrupt files among those this process has verified.
