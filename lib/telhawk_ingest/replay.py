@@ -22,6 +22,19 @@ Counters (healthz `processed` = `stored` + dead-lettered, SPEC §8, stays the co
 finished the pipeline, each once): an event stored by a replay counts in `replay_stored`, not in
 `stored`, since it already counts as dead-lettered; a replay that fails again counts in
 `replay_failed` and writes no new entry, so no `dlq_*` counter moves.
+
+A whole message (`decode_failed`, SPEC §7: an event-triggered message that could not be decoded) is
+not one event: it is decoded again (triggers.redecode, the one seam) into the events its delivery
+gives, under the same envelope ids, and those go through the steps above. The events that fail get
+DLQ entries of their own, named after their envelope ids and created only if absent (as a delivery
+writes them, so a redelivery and a replay dead-letter nothing twice); the message's entry is
+removed once every event is stored or so dead-lettered (SPEC §2), and stays as it was when the DLQ
+cannot take them. Decoding that fails again rewrites the one entry (`attempts` + 1). Counting: the
+entry counts once in the answer (`stored` when removed, `failed` when it stays, plus `decoded`:
+entries, events, stored, dead_lettered); its stored events in `replay_stored`, its events' new
+entries in `dlq_<reason>` (new dead letters), an entry that stays in `replay_failed`. A dry run
+decodes it (no claims, no writes) and says what it gives (`decode`). The rate limit counts its
+events, `max_entries_per_call` counts the entry.
 """
 
 from __future__ import annotations
