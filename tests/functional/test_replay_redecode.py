@@ -7,11 +7,34 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
-from telhawk_ingest.triggers import envelope_id, handle_kinesis
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from telhawk_ingest.envelope import Envelope
+from telhawk_ingest.service import Prepared, Service
+from telhawk_ingest.triggers import (
+    PUBSUB_TYPE,
+    Message,
+    Undecodable,
+    cloud_event_message,
+    envelope_id,
+    handle_kinesis,
+    redecode,
+    sqs_message,
+    stage,
+)
+from tests.conftest import examples
+from tests.functional.conftest import settings_for
 from tests.functional.test_replay import files, replay, stored_ids
 from tests.functional.test_triggers import (
+    _ATTRIBUTES,
+    _DATA,
     SCOPES,
     SSHD,
     cloud_event,
@@ -254,3 +277,47 @@ def test_when_the_dlq_cannot_take_an_events_entry_the_message_entry_stays_as_it_
     assert replay(fixed, DECODE_FAILED).json()["decoded"]["dead_lettered"] == 1
     assert list(files(fixed)) == [stem(late_ids(3)[1]) + ".json"]
     assert len(stored_ids(fixed)) == 2
+
+
+def _whole_and_fresh(unscoped: Service, scoped: Service, message_of: Callable[[], Message]
+                     ) -> tuple[Envelope, Prepared]:
+    """A message dead-lettered whole by a service without its scope (what its entry holds), and
+    what a delivery to a service with the scope stages."""
+    whole = stage(unscoped, message_of())
+    assert whole.failed[0]["reason"] == "decode_failed"
+    [envelope] = whole.envelopes
+    return Envelope(**envelope.to_dict()), stage(scoped, message_of())
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(data=_DATA, attributes=_ATTRIBUTES, garble=st.booleans(), kind=st.sampled_from([PUBSUB_TYPE, "other"]),
+       sqs=st.booleans())
+def test_decoding_again_gives_exactly_what_a_delivery_gives(data, attributes, garble, kind, sqs):
+    body = push_body(data, message_id="p1", **attributes)
+    if garble:
+        body["message"]["data"] = body["message"]["data"][:-1] + "!"
+    record = {"messageId": "s1", "body": data.decode("utf-8", "replace"),
+              "eventSourceARN": "arn:aws:sqs:us-east-2:123456789012:my-queue",
+              "attributes": {"SentTimestamp": "1772359200123"},
+              "messageAttributes": {k: {"stringValue": v} for k, v in attributes.items()}}
+    with TemporaryDirectory() as home:
+        unscoped = Service(settings_for(Path(home) / "a", triggers={"subscriptions": {}}))
+        scoped = Service(settings_for(Path(home) / "b", triggers=SCOPES))
+        try:
+            def message_of() -> Message:
+                return sqs_message(record) if sqs else cloud_event_message({"type": kind, "id": "p1"}, body)
+
+            whole, fresh = _whole_and_fresh(unscoped, scoped, message_of)
+            if fresh.failed and fresh.failed[0]["reason"] == "decode_failed":
+                with pytest.raises(Undecodable) as caught:
+                    redecode(scoped, whole)
+                assert str(caught.value) == fresh.failed[0]["error"]
+            else:
+                again = redecode(scoped, whole)
+                assert [e.to_dict() | {"received_at": ""} for e in again] == \
+                    [e.to_dict() | {"received_at": ""} for e in fresh.envelopes]
+                assert {e.received_at for e in again} <= {whole.received_at}
+        finally:
+            for svc in (unscoped, scoped):
+                svc.backend.close()
+                svc.counters.retire()
