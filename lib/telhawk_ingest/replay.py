@@ -381,7 +381,8 @@ class Replayer:
             if req.dry_run:
                 self._look(batch, req.filter, result)
             else:
-                before = dataclasses.replace(result, ids=list(result.ids))
+                before = dataclasses.replace(result, ids=list(result.ids),
+                                             decoded=dataclasses.replace(result.decoded))
                 try:
                     self._replay(batch, req.filter, result)
                 except OSError as exc:
@@ -474,20 +475,18 @@ class Replayer:
                 result.decoded.entries += 1
                 result.decoded.events += len(t.events)
             ready.append(t)
-        try:
-            if ready:
-                self._store(ready, holder, now, result, tally)
-        finally:
-            # Not fsync'd: an entry that a power cut brings back is replayed again, and its events,
-            # already stored or dead-lettered under their own names, are found there (idempotent by
-            # _id; dlq.named_stem); that saves a directory fsync per batch.
-            svc.dlq.remove(tally.removed, sync=False)
-            result.stored += len(tally.removed)
-            result.failed += tally.failed
-            result.storage_failed += tally.storage_failed
-            result.ids.extend(tally.removed)
-            svc.counters.add(replay_stored=tally.events_stored, replay_failed=tally.failed,
-                             storage_retries=tally.retries, **tally.dead_lettered)
+        if ready:
+            self._store(ready, holder, now, result, tally)
+        # Not fsync'd: an entry that a power cut brings back is replayed again, and its events,
+        # already stored or dead-lettered under their own names, are found there (idempotent by
+        # _id; dlq.named_stem); that saves a directory fsync per batch.
+        svc.dlq.remove(tally.removed, sync=False)
+        result.stored += len(tally.removed)
+        result.failed += tally.failed
+        result.storage_failed += tally.storage_failed
+        result.ids.extend(tally.removed)
+        svc.counters.add(replay_stored=tally.events_stored, replay_failed=tally.failed,
+                         storage_retries=tally.retries, **tally.dead_lettered)
 
     def _store(self, ready: list[_Taken], holder: Holder, now: float, result: ReplayResult,
                tally: _Tally) -> None:
