@@ -284,6 +284,10 @@ class Replayer:
         self.sleep = sleep
         self.claims = Claims(svc.dlq.path, self.settings.claim_timeout_seconds, self.clock)
 
+    def _cool_down_left(self) -> int | None:
+        """The `Retry-After` of a call the open breaker turned away (Breaker.retry_after)."""
+        return self.svc.breaker.retry_after() if self.svc.breaker is not None else None
+
     def run(self, req: ReplayRequest) -> ReplayResult:
         """One bounded call (module docstring); every entry-level problem is counted in
         `skipped` or `failed`. When the DLQ folder itself fails (claims or removals cannot be
@@ -332,7 +336,7 @@ class Replayer:
                 # call (after the breaker's cool-down) starts with it.
                 if last is None:
                     raise ApiError(503, f"{result.breaker_open}; nothing was replayed; try again after "
-                                        "the breaker's cool-down")
+                                        "the breaker's cool-down", retry_after=self._cool_down_left())
                 result.next_cursor = last
                 return result
             pacer.sent += len(batch)

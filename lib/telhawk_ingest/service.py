@@ -69,7 +69,8 @@ class Reply:
 
     @classmethod
     def api(cls, err: ApiError) -> Reply:
-        return cls(err.status, err.body())
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
+        return cls(err.status, err.body(), headers)
 
 
 SUCCESS = {"text": "Success", "code": 0}

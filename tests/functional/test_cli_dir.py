@@ -454,3 +454,14 @@ def test_stats_on_a_store_that_does_not_exist_is_refused_without_creating_it(tmp
 
     assert result.exit_code == 2 and "storage.data_dir" in result.stderr
     assert not missing.exists()
+
+
+def test_a_replay_the_folder_cannot_take_exits_4_and_says_when_to_come_back(run, folder, tmp_path):
+    ids = asa_entries(folder, 1)
+    (folder / ".claims").write_text("not a folder")  # claims cannot be made: the folder fails
+
+    result = run("replay", "--json")
+
+    assert result.exit_code == 4
+    assert "nothing was replayed" in result.stderr and "(retry after 5 s)" in result.stderr
+    assert on_disk(folder) == ids

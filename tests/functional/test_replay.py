@@ -392,6 +392,7 @@ def test_a_dlq_folder_that_fails_gets_503_not_500_and_loses_nothing(client, monk
     answer = replay(client, {"filter": {}})
 
     assert answer.status_code == 503 and "Permission denied" in answer.json()["error"]
+    assert answer.headers["Retry-After"] == "5"  # as HEC's 503 code 9 (errors.DEFAULT_RETRY_AFTER)
     assert len(entries(client)) == 1 and stored_ids(client) == []
 
 

@@ -139,10 +139,8 @@ class ApiMode:
         if answer.status_code >= 400:
             detail = data.get("error") or data.get("text") if isinstance(data, dict) else None
             message = f"{method} {path}: {answer.status_code} {detail or answer.reason_phrase}"
-            retry = answer.headers.get("retry-after")
-            if retry:
-                message += f" (retry after {retry} s)"
-            raise CliError(exit_for_status(answer.status_code), message)
+            raise CliError(exit_for_status(answer.status_code),
+                           _with_retry_after(message, answer.headers.get("retry-after")))
         if data is None:
             raise CliError(Exit.UNAVAILABLE, f"{method} {path}: the answer is not JSON "
                                              f"(is {self.where} a TelHawk ingest service?)")
@@ -178,6 +176,11 @@ class ApiMode:
 
     def normalizers(self) -> dict[str, Any]:
         return self._call("GET", "/api/v1/normalizers")
+
+
+def _with_retry_after(message: str, retry_after: str | int | None) -> str:
+    """`message` with the answer's `Retry-After` (seconds), as README's exit-code table says."""
+    return f"{message} (retry after {retry_after} s)" if retry_after else message
 
 
 def _segment(text: str) -> str:
@@ -249,7 +252,8 @@ class DirMode:
         try:
             return call(svc, self.operator)
         except ApiError as err:
-            raise CliError(exit_for_status(err.status), err.message) from None
+            raise CliError(exit_for_status(err.status), _with_retry_after(err.message, err.retry_after)) \
+                from None
 
     def list(self, params: Mapping[str, str]) -> dict[str, Any]:
         return self._run(lambda svc, who: svc.list_dlq(who, params))
