@@ -27,6 +27,7 @@ finished the pipeline, each once): an event stored by a replay counts in `replay
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -121,6 +122,7 @@ def parse_request(body: bytes) -> ReplayRequest:
         raise _refuse(f"the body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise _refuse('expected a JSON object body: {"ids": [...]} or {"filter": {...}}')
+    _refuse_duplicate_keys(body)
     _refuse_unknown(obj, BODY_KEYS, "body key")
     if ("ids" in obj) == ("filter" in obj):
         raise _refuse('give either "ids" or "filter" (an empty filter {} replays every entry)')
@@ -141,6 +143,23 @@ def parse_request(body: bytes) -> ReplayRequest:
             raise _refuse(f"cursor: expected an entry id (a string) or null, got {cursor!r:.80}")
         _entry_id(cursor, "cursor")
     return ReplayRequest(ids, flt, dry_run, None if rate is None else float(rate), cursor, obj)
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """ApiError 400 naming the first key an object of `body` (valid JSON) gives more than once:
+    the parser would keep the last silently, as a query parameter given twice is refused
+    (service.parse_query). One more parse of a body of at most MAX_IDS ids: about 0.1 ms."""
+    def pairs(members: list[tuple[str, Any]]) -> None:
+        seen = set()
+        for key, _ in members:
+            if key in seen:
+                raise _refuse(f"key {key!r:.80} is given more than once in the body")
+            seen.add(key)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError:  # deeper than Python's parser goes, though orjson took it
+        raise _refuse("the body is nested too deeply") from None
 
 
 def _refuse_unknown(obj: dict[str, Any], known: frozenset[str], what: str) -> None:
