@@ -278,3 +278,30 @@ def test_an_operator_token_with_an_unknown_role_fails_at_start_up(tmp_path):
 
     with pytest.raises(ValidationError, match="role"):
         settings_for(tmp_path, operator={"tokens": [{"name": "x", "token": READ_TOKEN, "role": "root"}]})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity", "1e999"])
+@pytest.mark.parametrize("key", ["since", "until"])
+def test_a_time_bound_that_is_no_time_gets_400_on_list_purge_and_replay_and_changes_nothing(
+        client, key, value):
+    # float() reads these: `nan` matched nothing and `until=inf` every entry, purge included.
+    client.hec('{"event": {"msg": "x"}, "sourcetype": "cisco_asa"}')
+    before = client.dlq_records()
+
+    listing = client.operator("GET", "/api/v1/dlq", params={key: value})
+    purge = client.operator("DELETE", "/api/v1/dlq/purge", params={key: value})
+    replay = client.operator("POST", "/api/v1/dlq/replay", json={"filter": {key: value}})
+
+    for answer in (listing, purge, replay):
+        assert answer.status_code == 400, answer.text
+        assert key in answer.json()["error"] and "RFC 3339 or unix seconds" in answer.json()["error"]
+    assert client.dlq_records() == before
+
+
+def test_finite_unix_seconds_and_rfc_3339_still_bound_a_listing(client):
+    client.hec('{"event": {"msg": "x"}, "sourcetype": "cisco_asa"}')
+
+    def count(**params: str) -> int:
+        return client.operator("GET", "/api/v1/dlq", params=params).json()["count"]
+
+    assert count(until="1e3") == 0 and count(since="1970-01-01T00:00:00Z") == 1
