@@ -546,7 +546,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ingest requests at once per worker; more are answered 503 code 9 at once "
              "(sets hec.max_in_flight, default 256)",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request to stdout (query-string tokens shown as ***)")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
     )

@@ -260,3 +260,16 @@ def test_a_token_list_that_is_neither_form_is_refused_naming_the_variable_not_th
 
     assert str(err.value).startswith(f"{var}: expected") and "list of token mappings" in str(err.value)
     assert "s3cr3t" not in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ('"POST /services/collector/event?token=qs-secret-0123 HTTP/1.1" 200',
+     '"POST /services/collector/event?token=*** HTTP/1.1" 200'),
+    ("/x?channel=1&TOKEN=qs-secret-0123;access_token=qs-secret-0123&n=2",
+     "/x?channel=1&TOKEN=***;access_token=***&n=2"),
+    ("/x?tokens=2&token_name=qs", "/x?tokens=2&token_name=qs"),  # other parameters stay
+])
+def test_query_string_token_values_are_redacted(text, shown):
+    from telhawk_ingest.credentials import redact_query_tokens
+
+    assert redact_query_tokens(text) == shown
