@@ -273,6 +273,22 @@ def test_a_read_token_lists_but_gets_403_on_purge_and_nothing_is_deleted(make_cl
     assert (entry["operator"], entry["action"], entry["params"]["status"]) == ("viewer", "refused", 403)
 
 
+def test_the_roles_table_holds_a_read_token_reads_normalizers_and_only_admin_replays(make_client):
+    client = make_client(operator={"tokens": [{"name": "ops", "token": "operator-token-for-tests-0001"},
+                                              {"name": "viewer", "token": READ_TOKEN, "role": "read"}]})
+    client.hec(CISCO)
+
+    normalizers = client.operator("GET", "/api/v1/normalizers", token=READ_TOKEN)
+    replay = client.operator("POST", "/api/v1/dlq/replay", token=READ_TOKEN, json={"filter": {}})
+    by_admin = client.operator("POST", "/api/v1/dlq/replay", token="operator-token-for-tests-0001",
+                               json={"filter": {}, "dry_run": True})
+
+    assert normalizers.status_code == 200 and normalizers.json()["count"] > 0
+    assert replay.status_code == 403 and "admin role" in replay.json()["error"]
+    assert by_admin.status_code == 200 and by_admin.json()["matched"] == 1
+    assert len(client.dlq_records()) == 1
+
+
 def test_an_operator_token_with_an_unknown_role_fails_at_start_up(tmp_path):
     from pydantic import ValidationError
 
