@@ -465,7 +465,7 @@ OPERATOR_ROLES = ("read", "admin")
 
 
 # A YAML list: flow style `[{...}, ...]`, or block style, lines starting with `- `.
-_YAML_LIST = re.compile(r"\s*(?:\[|-(?:\s|$))")
+_YAML_LIST = re.compile(r"\s*+(?:\[|-(?:\s|$))")
 
 
 def _parse_tokens(var: str, text: str, with_role: bool = False) -> list[dict[str, Any]]:

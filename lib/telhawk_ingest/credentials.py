@@ -76,7 +76,7 @@ def redact_url(url: str) -> str:
 
 # A query parameter whose name ends in "token" (`token`, as HEC's query-string authentication sends
 # it, `access_token`, any case), up to the next `&`, `;`, quote or white space.
-_QUERY_TOKEN = re.compile(r"(?i)([?&;][^?&;=\s\"]*token=)[^&;\s\"]*")
+_QUERY_TOKEN = re.compile(r"(?i)([?&;][^?&;=\s\"]*+(?<=token)=)[^&;\s\"]*+")
 
 
 def redact_query_tokens(text: str) -> str:
