@@ -1,0 +1,118 @@
+"""The local backend at its edges: the writer's retention run (chunks, and a delete that fails),
+the first day retention keeps for a clock before 1970, the RESTART checkpoint's deadline, and the
+fork hook that gives a child new locks.
+
+Real SQLite on real files; clocks are injected (no real sleeps for polling).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from telhawk_ingest.storage import local
+from telhawk_ingest.storage.local import LocalBackend, restart_wal
+from tests.unit.test_local_checkpoints import PollClock, fill, reader
+from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
+
+T = TypeVar("T")
+
+
+def test_the_writers_retention_run_deletes_every_chunk_while_no_commit_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "RETENTION_CHUNK_ROWS", 3)
+    backend = LocalBackend(tmp_path / "data", retention_days=2, clock=Clock(DAY + 3600))
+
+    backend.store([item(when=DAY - 5 * 86400) for _ in range(10)] + [item()])
+
+    # Nothing else is stored: the run after that commit goes on until the last old row is gone.
+    wait_for(lambda: days_stored(tmp_path / "data") == [DAY_TEXT])
+    backend.close()
+
+
+def test_a_retention_run_that_fails_is_logged_and_the_commit_stands(tmp_path, caplog):
+    clock = Clock(DAY + 3600)
+    backend = LocalBackend(tmp_path / "data", retention_days=2, clock=clock)
+    backend.store([item(1)])
+    conn = sqlite3.connect(backend.db_path)
+    conn.execute("CREATE TRIGGER keep BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'kept'); END")
+    conn.commit()
+    conn.close()
+    old, new = item(2, when=DAY - 5 * 86400), item(3)
+    clock.now += local.RETENTION_INTERVAL_SECONDS  # the next run is due
+
+    with caplog.at_level(logging.WARNING, logger=local.__name__):
+        assert [o.stored for o in backend.store([old, new])] == [True, True]
+        backend.close()  # the writer's run after the commit is over
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"local storage: retention could not delete old rows from {backend.db_path}: kept"]
+    assert len(ids(tmp_path / "data")) == 3
+
+
+def test_retention_counts_days_down_from_the_utc_day_of_a_clock_before_1970(tmp_path):
+    backend = LocalBackend(tmp_path / "data", retention_days=1, clock=Clock(0.0))
+
+    # 1969-12-31T23:59:59Z: its day is 1969-12-31, and one day of retention keeps 1969-12-30 on.
+    assert backend.cutoff_day(-1.0) == "1969-12-30"
+    assert backend.cutoff_day(0.0) == "1969-12-31"
+
+
+def test_a_restart_checkpoint_gives_up_at_its_deadline_exactly(tmp_path, monkeypatch):
+    db = tmp_path / local.DB_NAME
+    conn = local.connect(db)
+    fill(conn)
+    other = reader(db)
+    clock = PollClock()
+    monkeypatch.setattr(local, "time", clock)
+    # Pauses that add up to the deadline exactly (binary fractions).
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
+
+    assert restart_wal(conn) is False
+
+    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
+    other.close()
+    conn.close()
+
+
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """What `call` returns, or raises, run on a thread of its own: a test failure, never a hang,
+    when it waits past `seconds`."""
+    done: list[tuple[T | None, BaseException | None]] = []
+
+    def run() -> None:
+        try:
+            done.append((call(), None))
+        except BaseException as exc:
+            done.append((None, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert done, f"still waiting after {seconds} s"
+    result, error = done[0]
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
+
+
+def test_the_fork_hook_gives_the_child_new_locks_so_it_never_waits_for_its_parents(tmp_path: Path):
+    backend = LocalBackend(tmp_path / "data")
+    first, second = item(1), item(2)
+    assert backend.store([first])[0].stored
+    backend.close()
+    # At a fork, threads of the parent may hold any of these; none of them runs in the child.
+    for lock in (backend._state_lock, backend._sqlite_lock, backend._checkpoint_lock):
+        lock.acquire()
+
+    backend._forked()  # what the child runs after os.fork (os.register_at_fork)
+
+    assert within(10, lambda: backend.store([second]))[0].stored
+    within(10, backend.close)
+    assert ids(tmp_path / "data") == [first.id, second.id]
+
