@@ -250,3 +250,13 @@ def test_raw_lines_come_from_the_tokens_source_else_from_http_and_its_name_at_th
     for token, source in [(TOKEN, "http:web"), (named, "syslog:fw")]:
         (envelope,) = parse_raw(b"a line\n", req, token, RECEIVED)
         assert (envelope.source, envelope.received_at) == (source, RECEIVED)
+
+
+def test_an_index_name_refused_is_quoted_in_the_detail_up_to_100_characters():
+    name = "Bad" + "x" * 297
+
+    with pytest.raises(HecError) as caught:
+        parse(b'{"event": "a"}\n{"event": "b", "index": "' + name.encode() + b'"}')
+
+    assert (caught.value.code, caught.value.invalid_event_number) == (7, 1)
+    assert caught.value.detail.startswith(f"index {name[:100]!r} is not an index name (")
