@@ -1,6 +1,6 @@
 """The local backend at its edges: the writer's retention run (chunks, and a delete that fails),
-the first day retention keeps for a clock before 1970, the RESTART checkpoint's deadline, and the
-fork hook that gives a child new locks.
+the first day retention keeps for a clock before 1970, the RESTART checkpoint's deadline, the
+fork hook that gives a child new locks, and mount points the kernel writes without escapes.
 
 Real SQLite on real files; clocks are injected (no real sleeps for polling).
 """
@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from telhawk_ingest.storage import local
-from telhawk_ingest.storage.local import LocalBackend, restart_wal
+from telhawk_ingest.storage.local import LocalBackend, filesystem_type, restart_wal
 from tests.unit.test_local_checkpoints import PollClock, fill, reader
 from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
 
@@ -116,3 +118,27 @@ def test_the_fork_hook_gives_the_child_new_locks_so_it_never_waits_for_its_paren
     within(10, backend.close)
     assert ids(tmp_path / "data") == [first.id, second.id]
 
+
+
+ROOT_MOUNT = "27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+
+
+@pytest.mark.parametrize(("mount_point", "path", "expected"), [
+    # The kernel escapes only space, tab, newline and backslash: other white space is written as is.
+    ("/mnt/my\u00a0share", "/mnt/my\u00a0share/data", "nfs4"),
+    # A directory whose name ends in a space is not the one without it.
+    ("/mnt/a\\040", "/mnt/a/data", "ext4"),
+    ("/mnt/a\\040", "/mnt/a /data", "nfs4"),
+    # Only the slash of the mount point is dropped before comparing.
+    ("/srv/XX", "/srv/XX/data", "nfs4"),
+    ("/srv/XX", "/srv/data", "ext4"),
+    ("/srv/data/", "/srv/data/x", "nfs4"),
+])
+def test_a_mount_point_is_read_whole_and_contains_only_what_lies_below_it(mount_point, path, expected):
+    mountinfo = ROOT_MOUNT + f"40 27 0:50 / {mount_point} rw - nfs4 srv:/ rw\n"
+
+    assert filesystem_type(path, mountinfo) == expected
+
+
+def test_a_mountinfo_line_that_ends_after_the_filesystem_type_still_names_it():
+    assert filesystem_type("/data/x", ROOT_MOUNT + "42 27 0:52 / /data rw - nfs4") == "nfs4"
