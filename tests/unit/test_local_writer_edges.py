@@ -16,8 +16,9 @@ from typing import TypeVar
 
 import pytest
 
+from telhawk_ingest.errors import ConfigError
 from telhawk_ingest.storage import local
-from telhawk_ingest.storage.local import LocalBackend, filesystem_type, restart_wal
+from telhawk_ingest.storage.local import LocalBackend, check_local_filesystem, filesystem_type, restart_wal
 from tests.unit.test_local_checkpoints import PollClock, fill, reader
 from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
 
@@ -142,3 +143,23 @@ def test_a_mount_point_is_read_whole_and_contains_only_what_lies_below_it(mount_
 
 def test_a_mountinfo_line_that_ends_after_the_filesystem_type_still_names_it():
     assert filesystem_type("/data/x", ROOT_MOUNT + "42 27 0:52 / /data rw - nfs4") == "nfs4"
+
+
+def test_a_mountinfo_naming_a_mount_point_in_another_encoding_is_still_read(tmp_path):
+    # Mount points are bytes to the kernel: one that is not UTF-8 must not hide the others.
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_bytes(ROOT_MOUNT.encode() + b"39 27 0:49 / /mnt/caf\xe9 rw - ext4 /dev/vdb rw\n"
+                          + f"40 27 0:50 / {tmp_path} rw - nfs4 srv:/ rw\n".encode())
+
+    with pytest.raises(ConfigError, match="is on a nfs4 filesystem"):
+        check_local_filesystem(tmp_path / "data", mountinfo)
+
+
+def test_a_mountinfo_that_cannot_be_read_is_logged_with_its_path(tmp_path, caplog):
+    missing = tmp_path / "no-mountinfo"
+
+    with caplog.at_level(logging.DEBUG, logger=local.__name__):
+        check_local_filesystem(tmp_path / "data", missing)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot read {missing}: the filesystem of storage.data_dir is not checked"]
