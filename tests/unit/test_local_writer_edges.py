@@ -8,6 +8,7 @@ Real SQLite on real files; clocks are injected (no real sleeps for polling).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -18,7 +19,14 @@ import pytest
 
 from telhawk_ingest.errors import ConfigError
 from telhawk_ingest.storage import local
-from telhawk_ingest.storage.local import LocalBackend, check_local_filesystem, filesystem_type, restart_wal
+from telhawk_ingest.storage.local import (
+    LocalBackend,
+    check_files,
+    check_local_filesystem,
+    connect,
+    filesystem_type,
+    restart_wal,
+)
 from tests.unit.test_local_checkpoints import PollClock, fill, reader
 from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
 
@@ -163,3 +171,21 @@ def test_a_mountinfo_that_cannot_be_read_is_logged_with_its_path(tmp_path, caplo
 
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot read {missing}: the filesystem of storage.data_dir is not checked"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user needs root")
+def test_a_data_directory_linked_by_a_system_user_other_than_root_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "data"
+    link.symlink_to(real)
+    os.lchown(link, 1, 1)  # daemon's, on most systems: only root's and the service's own are followed
+
+    with pytest.raises(ConfigError, match="is a symbolic link owned by uid 1; refusing to follow it"):
+        check_files(link / local.DB_NAME)
+
+
+def test_a_database_that_cannot_be_put_in_wal_mode_is_refused_naming_the_mode_it_has():
+    # SQLite keeps an in-memory database in "memory" mode whatever is asked.
+    with pytest.raises(sqlite3.OperationalError, match=r"^journal_mode is memory, not wal$"):
+        connect(Path(":memory:"))
