@@ -189,3 +189,28 @@ def test_a_database_that_cannot_be_put_in_wal_mode_is_refused_naming_the_mode_it
     # SQLite keeps an in-memory database in "memory" mode whatever is asked.
     with pytest.raises(sqlite3.OperationalError, match=r"^journal_mode is memory, not wal$"):
         connect(Path(":memory:"))
+
+
+def test_an_event_from_before_1970_is_stored_under_its_utc_day(tmp_path):
+    backend = LocalBackend(tmp_path / "data")
+    backend.store([item(when=-1.0)])  # 1969-12-31T23:59:59Z
+    backend.close()
+
+    assert days_stored(tmp_path / "data") == ["1969-12-31"]
+
+
+@pytest.mark.parametrize(("before", "after"),
+                         [(0o777, 0o600), (0o607, 0o600), (0o700, 0o700), (0o400, 0o400)])
+def test_an_existing_database_open_to_others_is_made_0600_and_one_that_is_not_is_left_alone(tmp_path, before,
+                                                                                         after):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    db = data / local.DB_NAME
+    sqlite3.connect(db).close()
+    os.chmod(db, before)
+
+    backend = LocalBackend(data)
+    backend.store([item()])
+    backend.close()
+
+    assert os.stat(db).st_mode & 0o777 == after
