@@ -214,3 +214,29 @@ def test_an_existing_database_open_to_others_is_made_0600_and_one_that_is_not_is
     backend.close()
 
     assert os.stat(db).st_mode & 0o777 == after
+
+
+def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_other_errors_at_once(
+        tmp_path, monkeypatch):
+    db = tmp_path / local.DB_NAME
+    conn = local.connect(db)
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock
+    # Should the lock be polled for past the deadline, it is let go after a while: no hang.
+    clock = PollClock(after_pause=lambda n: writer.execute("COMMIT") if n == 10 else None)
+    monkeypatch.setattr(local, "time", clock)
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
+    insert = "INSERT INTO events VALUES ('a', 'main', '2024-10-04', 1.7e9, '{}')"
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        local.execute(conn, insert)
+    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
+
+    clock.pauses.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        local.execute(conn, "SELECT * FROM no_such_table")
+    assert clock.pauses == []  # not a lock held: nothing to wait for
+    writer.close()
+    conn.close()
