@@ -240,3 +240,19 @@ def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_oth
     assert clock.pauses == []  # not a lock held: nothing to wait for
     writer.close()
     conn.close()
+
+
+def test_a_completion_callback_that_fails_is_logged_and_the_writer_goes_on(tmp_path, caplog):
+    backend = LocalBackend(tmp_path / "data")
+
+    def gone(outcomes: object) -> None:
+        raise RuntimeError("the caller went away")
+
+    with caplog.at_level(logging.ERROR, logger=local.__name__):
+        backend.enqueue([item(1)], gone)
+        assert backend.store([item(2)])[0].stored  # after the first job: queued behind it
+    backend.close()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "local storage: a caller's completion callback failed"]
+    assert len(ids(tmp_path / "data")) == 2
