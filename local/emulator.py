@@ -44,6 +44,7 @@ import yaml
 from starlette.responses import Response
 
 from local.triggers import LocalTriggers, Trigger, read_triggers
+from telhawk_ingest import emulator_env
 from telhawk_ingest.credentials import PUBLIC_TOKENS, redact_url
 from telhawk_ingest.errors import HecError
 
@@ -421,31 +422,14 @@ def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = 
 
 # --- local settings --------------------------------------------------------------------------
 
-# Environment names that already settle a setting the emulator would otherwise default; kept in
-# step with telhawk_ingest.config.ENV_ALIASES (the first name is the one the emulator sets).
-_DLQ_PATH_VARS = ("INGEST_DLQ_BASE_PATH", "CORE_DLQ_BASE_PATH")
-_DATA_DIR_VARS = ("INGEST_STORAGE_DATA_DIR",)
-_CONFIG_VARS = ("INGEST_CONFIG_FILE",)
-_STORAGE_URL_VARS = ("INGEST_OPENSEARCH_URL", "INGEST_CORE_URL", "CORE_URL")
-_BACKEND_VARS = ("INGEST_STORAGE_BACKEND",)
 MAX_IN_FLIGHT_VAR = "INGEST_HEC_MAX_IN_FLIGHT"
 
 
 def local_overrides(environ: Mapping[str, str], root: Path = REPO_ROOT) -> dict[str, str]:
-    """Environment variables the emulator sets, leaving alone whatever the caller already set.
-
-    The template's own environment points at /mnt (Lambda's EFS mount), so it is not applied;
-    instead the DLQ and data live under `<repo>/var`, settings come from local/config.yaml, and
-    storage is the embedded `local` backend unless the caller named a backend or a storage URL
-    (a URL alone then selects OpenSearch through the backend's `auto` default).
-    """
-    wanted: list[tuple[tuple[str, ...], str]] = [
-        (_DLQ_PATH_VARS, str(root / "var" / "dlq")),
-        (_DATA_DIR_VARS, str(root / "var" / "data")),
-        (_CONFIG_VARS, str(DEFAULT_CONFIG)),
-        ((*_BACKEND_VARS, *_STORAGE_URL_VARS), "local"),
-    ]
-    return {names[0]: value for names, value in wanted if not any(name in environ for name in names)}
+    """Environment variables the emulator sets, leaving alone whatever the caller already set:
+    the DLQ and data under `<root>/var`, local/config.yaml, `local` storage
+    (telhawk_ingest.emulator_env, shared with `telhawk-dlq --dlq-dir <root>/var/dlq`)."""
+    return emulator_env.local_overrides(environ, root, DEFAULT_CONFIG)
 
 
 def apply_local_overrides(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -562,7 +546,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ingest requests at once per worker; more are answered 503 code 9 at once "
              "(sets hec.max_in_flight, default 256)",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request to stdout (query-string tokens shown as ***)")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
     )

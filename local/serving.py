@@ -28,6 +28,7 @@ size limit for the request head), `DrainingServer` (uvicorn's server with a SIGT
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+from telhawk_ingest.credentials import redact_query_tokens
 
 # Seconds uvicorn waits for what is still running once the drain is over, before cancelling it.
 _AFTER_DRAIN_S = 1.0
@@ -163,13 +166,33 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class RedactQueryTokens(logging.Filter):
+    """Rewrites a log record's message and text arguments so no `?token=` value reaches the log
+    (credentials.redact_query_tokens): uvicorn's access line holds the path with its query string,
+    where HEC's query-string authentication puts the token (README, "Credentials")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_query_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query_tokens(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 class EmulatorWorker(UvicornWorker):
     """The uvicorn worker of `functions-framework --asgi`, carrying ServeOptions.
 
-    Set `options` on a subclass (`worker_class`) before gunicorn forks the workers.
+    Set `options` on a subclass (`worker_class`) before gunicorn forks the workers. Its access log
+    (`--access-log`) shows `?token=***`, never a token.
     """
 
     options: ServeOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        access = logging.getLogger("uvicorn.access")
+        if not any(isinstance(f, RedactQueryTokens) for f in access.filters):
+            access.addFilter(RedactQueryTokens())
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (a class setting read by UvicornWorker)
         "loop": "local.serving:FairAcceptLoop",

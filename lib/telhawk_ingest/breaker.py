@@ -23,6 +23,7 @@ seconds) and `wall` (unix seconds, for `since`), injected by tests.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -128,6 +129,15 @@ class Breaker:
                     callback()
                 except Exception:
                     log.exception("a listener of the %s circuit breaker's closing failed", self.name)
+
+    def retry_after(self) -> int:
+        """Whole seconds until the cool-down lets a probe through (at least 1): the `Retry-After`
+        of a call the open breaker turned away."""
+        with self._lock:
+            since = self._probe_at if self.state == HALF_OPEN and self._probe_at is not None \
+                else self._opened_at
+            left = self.cooldown_seconds - (self._clock() - since)
+        return max(1, math.ceil(left))
 
     def refusal(self) -> str:
         """The DLQ error of an event turned away: names the breaker, since when and the last error."""

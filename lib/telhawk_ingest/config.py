@@ -464,24 +464,35 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 OPERATOR_ROLES = ("read", "admin")
 
 
+# A YAML list: flow style `[{...}, ...]`, or block style, lines starting with `- `.
+_YAML_LIST = re.compile(r"\s*+(?:\[|-(?:\s|$))")
+
+
 def _parse_tokens(var: str, text: str, with_role: bool = False) -> list[dict[str, Any]]:
-    """`name:token[,name:token]`, or a YAML/JSON list of token mappings (`[{name: ..., token: ...,
-    allowed_indexes: [...]}]`, e.g. from a secret, for tokens with more than a name). With
-    `with_role` (operator tokens) an entry may be `name:token:role`, role `read` or `admin`; such a
-    token cannot contain ':' (the list form takes any token). Errors never quote a token."""
-    if text.lstrip().startswith("["):
+    """`name:token[,name:token]`, or a YAML/JSON list of token mappings, flow style (`[{name: ...,
+    token: ..., allowed_indexes: [...]}]`) or block style (lines `- {name: ..., token: ...}`), e.g.
+    from a secret, for tokens with more than a name. With `with_role` (operator tokens) an entry
+    may be `name:token:role`, role `read` or `admin`; such a token cannot contain ':' (the list form
+    takes any token). A pair whose token holds white space (a YAML mapping or a list misread as
+    pairs) is refused. Errors never quote a token."""
+    if _YAML_LIST.match(text):
         try:
             listed = yaml.safe_load(text)
         except yaml.YAMLError:
             listed = None
         if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
-            raise ConfigError(f"{var}: expected a list of token mappings such as '[{{name: a, token: ...}}]'")
+            raise ConfigError(f"{var}: expected a list of token mappings such as '[{{name: a, token: ...}}]' "
+                              "or lines '- {name: a, token: ...}'")
         return listed
     tokens = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, token = part.partition(":")
         if not sep or not name or not token:
             raise ConfigError(f"{var}: expected name:token[,name:token], got an entry without ':'")
+        if any(c.isspace() for c in token):
+            raise ConfigError(f"{var}: expected name:token[,name:token] or a YAML list of token mappings "
+                              f"('[{{name: a, token: ...}}]' or lines '- {{name: a, token: ...}}'), got an "
+                              "entry whose token holds white space")
         entry = {"name": name, "token": token}
         if with_role and ":" in token:
             entry["token"], _, role = token.rpartition(":")

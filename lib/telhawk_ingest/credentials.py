@@ -16,6 +16,7 @@ Not here: reading the settings (config.py), checking a request's credential (aut
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -71,6 +72,17 @@ def redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+# A query parameter whose name ends in "token" (`token`, as HEC's query-string authentication sends
+# it, `access_token`, any case), up to the next `&`, `;`, quote or white space.
+_QUERY_TOKEN = re.compile(r"(?i)([?&;][^?&;=\s\"]*+(?<=token)=)[^&;\s\"]*+")
+
+
+def redact_query_tokens(text: str) -> str:
+    """`text` (a URL, a request line, a log line) with the value of every `...token=` query
+    parameter replaced by `***`: `/services/collector/event?token=***&channel=...`."""
+    return _QUERY_TOKEN.sub(r"\1***", text)
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:

@@ -687,9 +687,14 @@ class DeadLetterQueue:
         except OSError as exc:
             return f"dlq.base_path: {self.path} is not usable ({exc.strerror})"
         # Each file takes at least one block, whatever its size.
-        if fs.f_bavail * fs.f_frsize - nbytes - files * fs.f_frsize < self.min_free_bytes:
-            return (f"dlq.base_path: {self.path} would have less than dlq.min_free_bytes="
-                    f"{self.min_free_bytes} free")
+        free = fs.f_bavail * fs.f_frsize
+        if free - nbytes - files * fs.f_frsize < self.min_free_bytes:
+            wanted = f"{files} more file(s) of {nbytes} bytes"
+            if self.min_free_bytes:
+                return (f"dlq.base_path: {self.path}: {wanted} would leave less than dlq.min_free_bytes="
+                        f"{self.min_free_bytes} free ({free} bytes free)")
+            return (f"dlq.base_path: {self.path} is full: {wanted} do not fit in the {free} bytes free "
+                    f"(each file takes at least one {fs.f_frsize}-byte block)")
         return None
 
     def _over_limits(self, files: int, nbytes: int, admitted: bool) -> str | None:

@@ -88,12 +88,17 @@ class HecError(IngestError):
 
 
 class ApiError(IngestError):
-    """An answer to an operator call: a status and a message that says what was wrong."""
+    """An answer to an operator call: a status and a message that says what was wrong. A 503
+    carries `retry_after` seconds (default DEFAULT_RETRY_AFTER), sent as `Retry-After` as for
+    HEC's 503 code 9 (RFC 9110 §10.2.3)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after if retry_after is not None else (
+            DEFAULT_RETRY_AFTER if status == 503 else None
+        )
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "status": self.status}

@@ -255,7 +255,9 @@ def filesystem_type(path: str, mountinfo: str) -> str | None:
     /proc/<pid>/mountinfo (proc(5)): the mount with the longest mount point containing `path`,
     the later one when several are stacked there. None when no line applies."""
     found: tuple[int, str] | None = None
-    for line in mountinfo.splitlines():
+    # Lines end at "\n" only: the kernel escapes nothing else, so a mount point may hold \x0b, \x1c,
+    # \u2028 and the like, which str.splitlines() would take for line ends.
+    for line in mountinfo.split("\n"):
         parts = line.split(" ")
         if "-" not in parts or len(parts) < 5:
             continue

@@ -22,11 +22,25 @@ Counters (healthz `processed` = `stored` + dead-lettered, SPEC §8, stays the co
 finished the pipeline, each once): an event stored by a replay counts in `replay_stored`, not in
 `stored`, since it already counts as dead-lettered; a replay that fails again counts in
 `replay_failed` and writes no new entry, so no `dlq_*` counter moves.
+
+A whole message (`decode_failed`, SPEC §7: an event-triggered message that could not be decoded) is
+not one event: it is decoded again (triggers.redecode, the one seam) into the events its delivery
+gives, under the same envelope ids, and those go through the steps above. The events that fail get
+DLQ entries of their own, named after their envelope ids and created only if absent (as a delivery
+writes them, so a redelivery and a replay dead-letter nothing twice); the message's entry is
+removed once every event is stored or so dead-lettered (SPEC §2), and stays as it was when the DLQ
+cannot take them. Decoding that fails again rewrites the one entry (`attempts` + 1). Counting: the
+entry counts once in the answer (`stored` when removed, `failed` when it stays, plus `decoded`:
+entries, events, stored, dead_lettered); its stored events in `replay_stored`, its events' new
+entries in `dlq_<reason>` (new dead letters), an entry that stays in `replay_failed`. A dry run
+decodes it (no claims, no writes) and says what it gives (`decode`). The rate limit counts its
+events, `max_entries_per_call` counts the entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -37,12 +51,13 @@ from typing import Any
 import orjson
 
 from .claims import Claims, Holder
-from .dlq import STAGES, DlqFilter, _seconds, _summarize, check_id
+from .dlq import STAGES, DlqFilter, _seconds, _summarize, check_id, make_record
 from .envelope import Envelope, rfc3339
 from .errors import ApiError, DLQUnavailable
 from .retry import Deadline, Final, store_with_retries
 from .service import FILTER_PARAMS, Operator, Query, Service, parse_filter, parse_query
 from .storage.base import Item, Outcome, StorageBackend
+from .triggers import Undecodable, is_whole_message, redecode
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +84,18 @@ class ReplayRequest:
 
 
 @dataclass(slots=True)
+class Decoded:
+    """Whole messages (`decode_failed` entries) decoded again in one call: `entries` decoded into
+    `events`, of which `stored` were stored and `dead_lettered` went into new entries of their
+    own (none counted that a delivery had already dead-lettered)."""
+
+    entries: int = 0
+    events: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass(slots=True)
 class ReplayResult:
     """The counts of one call; `matched` = `stored` + `failed` + `skipped` (dry run: the entries
     it would replay, listed in `ids`, + `skipped`)."""
@@ -82,14 +109,25 @@ class ReplayResult:
     ids: list[str] = field(default_factory=list)  # dry run: what a replay would take; else: stored
     storage_failed: int = 0  # failed again at storage (self-healing stops on it)
     breaker_open: str = ""  # the open breaker's refusal, when it turned a batch away untried
+    decoded: Decoded = field(default_factory=Decoded)
+    # Dry run: per whole-message entry, what decoding it again gives ({"events": n} or {"error": ...}).
+    decode: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_events: int = 0  # events beyond one per entry (whole messages), for the rate limit
 
     def answer(self) -> dict[str, Any]:
-        """SPEC §11's answer; a dry run also lists the entry ids it would replay (`ids`)."""
+        """SPEC §11's answer; a dry run also lists the entry ids it would replay (`ids`) and, for
+        whole messages, what decoding each again gives (`decode`); a call that decoded whole
+        messages again says what became of them (`decoded`: entries, events, stored,
+        dead_lettered)."""
         out: dict[str, Any] = {"matched": self.matched, "stored": self.stored, "failed": self.failed,
                                "skipped": self.skipped, "dry_run": self.dry_run,
                                "next_cursor": self.next_cursor}
         if self.dry_run:
             out["ids"] = self.ids
+            if self.decode:
+                out["decode"] = self.decode
+        elif self.decoded.entries:
+            out["decoded"] = dataclasses.asdict(self.decoded)
         return out
 
 
@@ -121,6 +159,7 @@ def parse_request(body: bytes) -> ReplayRequest:
         raise _refuse(f"the body is not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise _refuse('expected a JSON object body: {"ids": [...]} or {"filter": {...}}')
+    _refuse_duplicate_keys(body)
     _refuse_unknown(obj, BODY_KEYS, "body key")
     if ("ids" in obj) == ("filter" in obj):
         raise _refuse('give either "ids" or "filter" (an empty filter {} replays every entry)')
@@ -141,6 +180,23 @@ def parse_request(body: bytes) -> ReplayRequest:
             raise _refuse(f"cursor: expected an entry id (a string) or null, got {cursor!r:.80}")
         _entry_id(cursor, "cursor")
     return ReplayRequest(ids, flt, dry_run, None if rate is None else float(rate), cursor, obj)
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """ApiError 400 naming the first key an object of `body` (valid JSON) gives more than once:
+    the parser would keep the last silently, as a query parameter given twice is refused
+    (service.parse_query). One more parse of a body of at most MAX_IDS ids: about 0.1 ms."""
+    def pairs(members: list[tuple[str, Any]]) -> None:
+        seen = set()
+        for key, _ in members:
+            if key in seen:
+                raise _refuse(f"key {key!r:.80} is given more than once in the body")
+            seen.add(key)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError:  # deeper than Python's parser goes, though orjson took it
+        raise _refuse("the body is nested too deeply") from None
 
 
 def _refuse_unknown(obj: dict[str, Any], known: frozenset[str], what: str) -> None:
@@ -246,6 +302,32 @@ class _Taken:
     entry_id: str
     record: dict[str, Any]
     envelope: Envelope
+    # A whole message's (decode_failed) events, decoded again (triggers.redecode); None for an
+    # entry of one event.
+    events: list[Envelope] | None = None
+
+
+@dataclass(slots=True)
+class _Failure:
+    """Why one event of a replay was not stored, for its entry (rewritten or new)."""
+
+    envelope: Envelope
+    reason: str
+    error: str
+    details: dict[str, Any] | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one batch did, applied to the answer and the shared counters at its end."""
+
+    removed: list[str] = field(default_factory=list)  # entries to remove: every event kept
+    events_stored: int = 0
+    failed: int = 0
+    storage_failed: int = 0
+    retries: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)  # dlq_<reason> counters of new entries
 
 
 class _Tried:
@@ -284,6 +366,10 @@ class Replayer:
         self.sleep = sleep
         self.claims = Claims(svc.dlq.path, self.settings.claim_timeout_seconds, self.clock)
 
+    def _cool_down_left(self) -> int | None:
+        """The `Retry-After` of a call the open breaker turned away (Breaker.retry_after)."""
+        return self.svc.breaker.retry_after() if self.svc.breaker is not None else None
+
     def run(self, req: ReplayRequest) -> ReplayResult:
         """One bounded call (module docstring); every entry-level problem is counted in
         `skipped` or `failed`. When the DLQ folder itself fails (claims or removals cannot be
@@ -318,7 +404,8 @@ class Replayer:
             if req.dry_run:
                 self._look(batch, req.filter, result)
             else:
-                before = dataclasses.replace(result, ids=list(result.ids))
+                before = dataclasses.replace(result, ids=list(result.ids),
+                                             decoded=dataclasses.replace(result.decoded))
                 try:
                     self._replay(batch, req.filter, result)
                 except OSError as exc:
@@ -332,10 +419,11 @@ class Replayer:
                 # call (after the breaker's cool-down) starts with it.
                 if last is None:
                     raise ApiError(503, f"{result.breaker_open}; nothing was replayed; try again after "
-                                        "the breaker's cool-down")
+                                        "the breaker's cool-down", retry_after=self._cool_down_left())
                 result.next_cursor = last
                 return result
-            pacer.sent += len(batch)
+            pacer.sent += len(batch) + result.extra_events
+            result.extra_events = 0
             last = batch[-1]
             if req.stop_on_storage_failure and result.storage_failed:
                 break
@@ -362,10 +450,16 @@ class Replayer:
         """A dry run: count what a replay would take; nothing is claimed, changed or counted."""
         for entry_id in batch:
             result.matched += 1
-            if self._readable(entry_id, flt) is None:
+            found = self._readable(entry_id, flt)
+            if found is None:
                 result.skipped += 1
-            else:
-                result.ids.append(entry_id)
+                continue
+            result.ids.append(entry_id)
+            if is_whole_message(found[0]):
+                try:
+                    result.decode[entry_id] = {"events": len(redecode(self.svc, found[1]))}
+                except Undecodable as exc:
+                    result.decode[entry_id] = {"error": str(exc)}
 
     def _replay(self, batch: list[str], flt: DlqFilter | None, result: ReplayResult) -> None:
         with self.claims.holder() as holder:
@@ -386,67 +480,139 @@ class Replayer:
 
     def _settle(self, taken: list[_Taken], holder: Holder, result: ReplayResult) -> None:
         """Normalize, validate and store the taken entries, then remove the stored ones and
-        rewrite the ones that failed again; counts in `result` and the shared counters."""
+        rewrite the ones that failed again; counts in `result` and the shared counters. A whole
+        message (`decode_failed`) is decoded again first (triggers.redecode): its events go
+        through the same steps, and the entry is removed once each is stored or dead-lettered in
+        an entry of its own (module docstring)."""
         svc = self.svc
-        prepared = svc.prepare([t.envelope for t in taken])
-        retries = 0
+        now = self.clock()
+        ready: list[_Taken] = []
+        tally = _Tally()
+        for t in taken:
+            if is_whole_message(t.record):
+                try:
+                    t.events = redecode(svc, t.envelope)
+                except Undecodable as exc:
+                    self._refail(t, holder, "decode_failed", str(exc), exc.details, now, result, tally)
+                    continue
+                result.decoded.entries += 1
+                result.decoded.events += len(t.events)
+            ready.append(t)
+        if ready:
+            self._store(ready, holder, now, result, tally)
+        # Not fsync'd: an entry that a power cut brings back is replayed again, and its events,
+        # already stored or dead-lettered under their own names, are found there (idempotent by
+        # _id; dlq.named_stem); that saves a directory fsync per batch.
+        svc.dlq.remove(tally.removed, sync=False)
+        result.stored += len(tally.removed)
+        result.failed += tally.failed
+        result.storage_failed += tally.storage_failed
+        result.ids.extend(tally.removed)
+        svc.counters.add(replay_stored=tally.events_stored, replay_failed=tally.failed,
+                         storage_retries=tally.retries, **tally.dead_lettered)
+
+    def _store(self, ready: list[_Taken], holder: Holder, now: float, result: ReplayResult,
+               tally: _Tally) -> None:
+        svc = self.svc
+        envelopes = [e for t in ready for e in (t.events if t.events is not None else [t.envelope])]
+        result.extra_events += len(envelopes) - len(ready)
+        prepared = svc.prepare(envelopes)
 
         def count_retry(n: int, _wait: float) -> None:
-            nonlocal retries
-            retries += n
+            tally.retries += n
 
         # Like a request's storage phase: through the process's breaker, within the request
-        # deadline, retries counted against the retry budget (README, "A failing backend").
+        # deadline, retries counted against the retry budget (README, "A failing backend"); in
+        # chunks of storage.bulk_max_events (a whole message may bring more events than a batch).
         backend = _Tried(svc.backend)
-        finals: list[Final] = store_with_retries(
-            backend, prepared.items, svc.policy, count_retry, breaker=svc.breaker,
-            deadline=Deadline.start(svc.settings.core.request_deadline_seconds), budget=svc.retry_budget)
+        deadline = Deadline.start(svc.settings.core.request_deadline_seconds)
+        size = svc.settings.storage.bulk_max_events
+        finals: list[Final] = []
+        for start in range(0, len(prepared.items), size):
+            finals += store_with_retries(backend, prepared.items[start:start + size], svc.policy, count_retry,
+                                         breaker=svc.breaker, deadline=deadline, budget=svc.retry_budget)
+            if not backend.tried:
+                break
         if finals and not backend.tried:
             # Turned away by the open breaker before any try: nothing happened to these entries,
             # which stay as they were (not an attempt); the call ends here (_run).
-            result.skipped += len(taken)
+            result.skipped += len(ready)
             result.breaker_open = finals[0].outcome.error
             return
         at_item = {id(envelope): i for i, envelope in enumerate(prepared.item_envelopes)}
         early = iter(prepared.failed)  # failures before storage, in the order of the envelopes
-        stored: list[str] = []
-        failed = storage_failed = 0
-        now = self.clock()
-        for t in taken:
-            i = at_item.get(id(t.envelope))
+
+        def failure(envelope: Envelope) -> _Failure | None:
+            """None when stored, else why not (in envelope order: `early` is consumed in it)."""
+            i = at_item.get(id(envelope))
             if i is not None and finals[i].outcome.stored:
-                if holder.holds(t.entry_id):
-                    stored.append(t.entry_id)
-                else:
-                    result.skipped += 1  # taken over after the claim timed out: the new holder removes it
-                continue
+                return None
             if i is not None:
-                outcome = finals[i].outcome
-                reason, error, details = "storage_failed", outcome.error, outcome.details
-            else:
-                first = next(early)
-                reason, error, details = first["reason"], first["error"], first["details"]
+                final = finals[i]
+                return _Failure(envelope, "storage_failed", final.outcome.error, final.outcome.details,
+                                final.attempts)
+            first = next(early)
+            return _Failure(envelope, first["reason"], first["error"], first["details"], 1)
+
+        for t in ready:
+            if t.events is not None:
+                self._settle_message(t, [failure(e) for e in t.events], holder, now, result, tally)
+                continue
+            why = failure(t.envelope)
             if not holder.holds(t.entry_id):
                 result.skipped += 1  # taken over after the claim timed out: the new holder decides
-                continue
-            storage_failed += reason == "storage_failed"
-            failed += 1
+            elif why is None:
+                tally.removed.append(t.entry_id)
+                tally.events_stored += 1
+            else:
+                self._refail(t, holder, why.reason, why.error, why.details, now, result, tally)
+
+    def _settle_message(self, t: _Taken, failures: list[_Failure | None], holder: Holder, now: float,
+                        result: ReplayResult, tally: _Tally) -> None:
+        """A whole message's events stored or not: those not stored are dead-lettered in entries
+        named after their envelope ids, created only if absent (as its delivery names them), then
+        the message's entry is removed; when the DLQ cannot take them, the entry stays as it was."""
+        if not holder.holds(t.entry_id):
+            result.skipped += 1  # taken over after the claim timed out: the new holder decides
+            return
+        stored = failures.count(None)
+        records = [make_record(f.envelope.to_dict(), f.reason, f.error, f.attempts, f.details, now)
+                   for f in failures if f is not None]
+        if records:
             try:
-                svc.dlq.rewrite(t.entry_id, refailed(t.record, reason, error, details, now))
-            except FileNotFoundError:
-                failed -= 1
-                result.skipped += 1  # purged meanwhile
+                with self.svc.dlq.reserve(records, now, named=True) as held:
+                    held.write()
             except DLQUnavailable as exc:
-                # The entry stays as it was (the rename never happened): nothing is lost.
-                log.error("DLQ entry %s failed again and could not be rewritten: %s", t.entry_id, exc)
-        # Not fsync'd: an entry that a power cut brings back is replayed again, and its event,
-        # already stored, is found there (idempotent by _id); that saves a directory fsync per batch.
-        svc.dlq.remove(stored, sync=False)
-        result.stored += len(stored)
-        result.failed += failed
-        result.storage_failed += storage_failed
-        result.ids.extend(stored)
-        svc.counters.add(replay_stored=len(stored), replay_failed=failed, storage_retries=retries)
+                log.error("DLQ entry %s decoded into %d events, %d not stored, whose entries could not be "
+                          "written; it stays as it was: %s", t.entry_id, len(failures), len(records), exc)
+                tally.failed += 1
+                return
+            for record in records:
+                if record["id"] not in held.existing:  # else dead-lettered by a delivery already
+                    counter = f"dlq_{record['reason']}"
+                    tally.dead_lettered[counter] = tally.dead_lettered.get(counter, 0) + 1
+                    result.decoded.dead_lettered += 1
+                tally.storage_failed += record["reason"] == "storage_failed"
+        tally.removed.append(t.entry_id)
+        tally.events_stored += stored
+        result.decoded.stored += stored
+
+    def _refail(self, t: _Taken, holder: Holder, reason: str, error: str, details: dict[str, Any] | None,
+                now: float, result: ReplayResult, tally: _Tally) -> None:
+        """The one entry stays, rewritten with `attempts` + 1 and this failure (`refailed`)."""
+        if not holder.holds(t.entry_id):
+            result.skipped += 1  # taken over after the claim timed out: the new holder decides
+            return
+        try:
+            self.svc.dlq.rewrite(t.entry_id, refailed(t.record, reason, error, details, now))
+        except FileNotFoundError:
+            result.skipped += 1  # purged meanwhile
+            return
+        except DLQUnavailable as exc:
+            # The entry stays as it was (the rename never happened): nothing is lost.
+            log.error("DLQ entry %s failed again and could not be rewritten: %s", t.entry_id, exc)
+        tally.failed += 1
+        tally.storage_failed += reason == "storage_failed"
 
 
 def audit_params(req: ReplayRequest, result: ReplayResult) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Handlers get a `Service` from `service()`, built once per process from the setti
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -69,7 +70,8 @@ class Reply:
 
     @classmethod
     def api(cls, err: ApiError) -> Reply:
-        return cls(err.status, err.body())
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after else {}
+        return cls(err.status, err.body(), headers)
 
 
 SUCCESS = {"text": "Success", "code": 0}
@@ -635,13 +637,19 @@ def parse_flag(query: Mapping[str, str], key: str) -> bool:
 
 
 def _time_param(query: Mapping[str, str], key: str) -> float | None:
+    """`since`/`until` of the list, purge and replay filters as unix seconds: RFC 3339 text or a
+    finite number. ApiError 400 otherwise, `nan`, `inf` and `-inf` included (float() reads them,
+    but they are no time: `nan` matched nothing, `inf` everything)."""
     value = query.get(key)
     if not value:
         return None
     try:
-        return parse_time(value)
+        seconds = parse_time(value)
     except ValueError:
-        raise ApiError(400, f"{key}: expected RFC 3339 or unix seconds, got {value!r}") from None
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ApiError(400, f"{key}: expected RFC 3339 or unix seconds, got {value!r:.80}")
+    return seconds
 
 
 def parse_filter(query: Mapping[str, str]) -> DlqFilter:

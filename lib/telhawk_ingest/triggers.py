@@ -65,6 +65,9 @@ CLOUDWATCH_SOURCETYPE = "aws:cloudwatchlogs"
 # message is dead-lettered whole.
 METADATA = ("sourcetype", "source", "host", "index")
 _GZIP_MAGIC = b"\x1f\x8b"
+# The attribute of a whole-message envelope keeping what `redecode` needs beyond the data and the
+# attributes: the exact publish time (ms), the CloudEvent's topic, the platform-shape problem.
+REDECODE = "redecode"
 # RFC 3339 with more than microseconds (Pub/Sub sends nanoseconds): cut to six digits.
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d++")
 
@@ -314,19 +317,10 @@ def _labels(message: Message) -> dict[str, str]:
 def stage(svc: Service, message: Message) -> Prepared:
     """`deliver`'s first half: the message's events parsed, normalized and validated (CPU only),
     or the whole message as one `decode_failed` record; DLQ entries named after envelope ids."""
-    scopes = svc.settings.triggers.subscriptions
-    scope = scopes.get(message.subscription) or (scopes.get(message.topic) if message.topic else None)
+    scope = _scope(svc, message)
     received_at = rfc3339(svc.clock())
     try:
-        # The message's own problem first (another CloudEvent type, unreadable data): it is the most
-        # specific cause, and a scope would not change it; a missing scope matters to a readable one.
-        if message.problem is not None:
-            raise Undecodable(message.problem)
-        if scope is None:
-            raise Undecodable(f"no token scope is configured for {message.trigger} subscription "
-                              f"{message.subscription!r} (triggers.subscriptions)")
-        envelopes = _envelopes(svc, message, scope, received_at)
-        prepared = svc.prepare(envelopes)
+        prepared = svc.prepare(_decode(svc, message, scope, received_at))
         prepared.named_entries = True
     except Undecodable as exc:
         log_event(log, logging.WARNING, "trigger_decode_failed",
@@ -336,6 +330,26 @@ def stage(svc: Service, message: Message) -> Prepared:
         record = make_record(whole.to_dict(), "decode_failed", str(exc), 1, exc.details, svc.clock())
         prepared = Prepared([whole], failed=[record], named_entries=True)
     return prepared
+
+
+def _scope(svc: Service, message: Message) -> TriggerScope | None:
+    """The token scope configured for the message's subscription, else its topic's (module docstring)."""
+    scopes = svc.settings.triggers.subscriptions
+    return scopes.get(message.subscription) or (scopes.get(message.topic) if message.topic else None)
+
+
+def _decode(svc: Service, message: Message, scope: TriggerScope | None, received_at: str) -> list[Envelope]:
+    """The message's events with their envelope ids; Undecodable when the platform's shape was
+    wrong (`problem`), there is no scope, or the data is not what its `hec_format` says.
+
+    The message's own problem comes first (another CloudEvent type, unreadable data): it is the most
+    specific cause, and a scope would not change it; a missing scope matters to a readable one."""
+    if message.problem is not None:
+        raise Undecodable(message.problem)
+    if scope is None:
+        raise Undecodable(f"no token scope is configured for {message.trigger} subscription "
+                          f"{message.subscription!r} (triggers.subscriptions)")
+    return _envelopes(svc, message, scope, received_at)
 
 
 def settle(svc: Service, message: Message, prepared: Prepared) -> Delivery:
@@ -432,7 +446,9 @@ def _whole_message(message: Message, scope: TriggerScope | None, received_at: st
                                   "token_name": scope.token_name if scope else None,
                                   "trigger": message.trigger, "message_id": message.message_id,
                                   "subscription": message.subscription,
-                                  "published_at": rfc3339(message.publish_ms / 1000)}
+                                  "published_at": rfc3339(message.publish_ms / 1000),
+                                  REDECODE: {"publish_ms": message.publish_ms, "topic": message.topic,
+                                             "problem": message.problem}}
     if message.data is None:
         payload = message.original
     else:
@@ -452,6 +468,57 @@ def _whole_message(message: Message, scope: TriggerScope | None, received_at: st
         attributes=attributes,
         received_at=received_at,
     )
+
+
+# -- decoding a dead-lettered message again (replay) ------------------------------------------
+
+
+def is_whole_message(record: Mapping[str, Any]) -> bool:
+    """Whether a DLQ record holds a whole event-triggered message (`decode_failed`, SPEC §7)
+    rather than one event: replay decodes such a record again (`redecode`)."""
+    return record.get("reason") == "decode_failed"
+
+
+def redecode(svc: Service, envelope: Envelope) -> list[Envelope]:
+    """The events of a message dead-lettered whole (`_whole_message`'s envelope), decoded again
+    with today's configuration exactly as its first delivery decodes it (`stage`): the scope of
+    its subscription (or topic) in `triggers.subscriptions`, its attributes (the entry's
+    `fields`) with `hec_format`, the HEC limits, a Kinesis record's CloudWatch Logs gzip. The
+    envelope ids are the ones that delivery gives (`envelope_id` of trigger, subscription,
+    message id, publish time and position) and `received_at` the first delivery's, so an event
+    a redelivery already stored or dead-lettered is kept once.
+
+    Raises Undecodable when the message still cannot be decoded: no scope, a problem of the
+    platform's shape (no message, no messageId, data not base64...: nothing configuration
+    changes), data that is not what its `hec_format` says, an index outside the scope; or an
+    entry that does not record its message (written without `redecode`, or edited)."""
+    attrs = envelope.attributes
+    kept = attrs.get(REDECODE)
+    names = (attrs.get("trigger"), attrs.get("subscription"), attrs.get("message_id"))
+    if (not isinstance(kept, dict) or type(kept.get("publish_ms")) is not int
+            or not all(isinstance(name, str) for name in names)):
+        raise Undecodable(f"the entry does not record its message as it arrived ({REDECODE!r}); "
+                          "it cannot be decoded again", {"entry": "not_redecodable"})
+    fields = attrs.get("fields")
+    problem = kept.get("problem")
+    message = Message(str(names[0]), str(names[1]), str(names[2]), kept["publish_ms"], None,
+                      {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {},
+                      original=envelope.payload, problem=problem if isinstance(problem, str) else None,
+                      topic=str(kept.get("topic") or ""))
+    if message.problem is None or message.trigger == "kinesis":
+        encoded = attrs.get("payload_b64")
+        try:
+            message.data = (base64.b64decode(encoded, validate=True) if isinstance(encoded, str)
+                            else envelope.payload.encode())
+        except (binascii.Error, ValueError):
+            raise Undecodable("the entry's payload_b64 is not base64", {"entry": "not_redecodable"}) from None
+        if message.trigger == "kinesis" and message.data.startswith(_GZIP_MAGIC):
+            hec = svc.settings.hec
+            message.problem = None  # the gzip is read again, within today's limits
+            _cloudwatch(message, message.data, hec.max_body_bytes, hec.max_decompression_ratio)
+    if message.skip:
+        return []
+    return _decode(svc, message, _scope(svc, message), envelope.received_at)
 
 
 # -- Pub/Sub: CloudEvents through functions-framework -----------------------------------------

@@ -272,3 +272,26 @@ def test_a_head_just_under_the_limit_is_served(emulator):
         answer = read_answer(sock, 10.0)
 
     assert (answer.status, answer.json()["code"]) == (200, 0)
+
+
+QS_TOKEN = "qs-token-abcdef0123456789"
+
+
+def test_the_access_log_shows_query_string_tokens_as_stars_accepted_or_refused(start_emulator):
+    config = {"hec": {"tokens": [{"name": "qs", "token": QS_TOKEN, "allow_query_string": True}]},
+              "operator": {"tokens": [{"name": "ops", "token": "operator-token-for-e2e-0001"}]}}
+    emu = start_emulator(config=config, workers=1, args=["--access-log"])
+    refused = "local-operator-token-change-me"
+    with httpx.Client(trust_env=False, timeout=10.0) as client:
+        ok = client.post(f"{emu.url}{EVENT_PATH}?token={QS_TOKEN}&channel=x", content=b'{"event": "hi"}')
+        bad = client.post(f"{emu.url}{EVENT_PATH}?Token={refused}", content=b'{"event": "hi"}')
+        listing = client.get(f"{emu.url}/api/v1/dlq?access_token={refused}")
+    assert ok.status_code == 200 and bad.status_code in (401, 403) and listing.status_code == 401
+    emu.stop()  # the worker's log is written out before it exits
+
+    log = emu.output()
+    requests = [line for line in log.splitlines() if ' - "' in line and "/healthz" not in line]
+    assert len(requests) == 3, log
+    assert f'"POST {EVENT_PATH}?token=***&channel=x HTTP/1.1" 200' in log
+    assert f"{EVENT_PATH}?Token=***" in log and "/api/v1/dlq?access_token=***" in log
+    assert QS_TOKEN not in log and refused not in log

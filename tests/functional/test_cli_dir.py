@@ -66,6 +66,7 @@ def run(tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch):
 def configure(tmp_path: Path, **sections: dict) -> Path:
     """The settings file `run` passes: local storage under tmp_path, and `sections`."""
     config = tmp_path / "config.yaml"
+    (tmp_path / "data").mkdir(exist_ok=True)
     settings = {"storage": {"backend": "local", "data_dir": str(tmp_path / "data")}, **sections}
     config.write_text(yaml.safe_dump(settings))
     return config
@@ -362,3 +363,105 @@ def test_directory_mode_never_starts_self_healing_that_the_command_would_cut_off
 
     assert mode.settings.replay.heal_on_recovery is True  # the service's own setting is kept as read
     assert mode.service.settings.replay.heal_on_recovery is False
+
+
+# --- where a replay stores --------------------------------------------------------------------------
+
+DEV_CONFIG = Path(__file__).resolve().parents[2] / "local" / "config.yaml"
+
+
+def asa_entries(folder: Path, count: int) -> list[str]:
+    dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    return [dlq.write(make_record(envelope(n, source_type="asa_four", payload=ASA), "normalization_failed",
+                                  "no normalizer")) for n in range(count)]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith(("INGEST_", "CORE_", "TELHAWK_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A checkout as the emulator leaves it after a run: local/config.yaml, var/dlq and var/data."""
+    root = tmp_path / "checkout"
+    (root / "local").mkdir(parents=True)
+    (root / "local" / "config.yaml").write_text(DEV_CONFIG.read_text())
+    (root / "var" / "data").mkdir(parents=True)
+    return root
+
+
+def test_replay_of_the_emulators_dlq_stores_into_the_emulators_store(checkout, clean_env):
+    clean_env.setenv("INGEST_NORMALIZERS_ALIASES", '{asa_four: "cisco:asa"}')
+    ids = asa_entries(checkout / "var" / "dlq", 3)
+
+    result = CliRunner().invoke(cli, ["--dlq-dir", str(checkout / "var" / "dlq"), "replay",
+                                      "--source-type", "asa_four", "--json"])
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["stored"] == 3
+    assert on_disk(checkout / "var" / "dlq") == []
+    stored = sorted(d["_id"] for d in stored_documents(checkout / "var" / "data"))
+    assert stored == sorted(envelope(n)["id"] for n in range(3)) and len(ids) == 3
+
+
+def test_the_emulators_dlq_before_the_emulator_made_its_store_is_refused_and_nothing_moves(
+        checkout, clean_env):
+    (checkout / "var" / "data").rmdir()
+    ids = asa_entries(checkout / "var" / "dlq", 2)
+
+    result = CliRunner().invoke(cli, ["--dlq-dir", str(checkout / "var" / "dlq"), "replay", "--json"])
+
+    assert result.exit_code == 2
+    assert "storage.data_dir" in result.stderr and str(checkout / "var" / "data") in result.stderr
+    assert not (checkout / "var" / "data").exists()
+    assert on_disk(checkout / "var" / "dlq") == sorted(ids)
+
+
+@pytest.mark.parametrize("how", ["config", "environment"])
+def test_replay_into_a_store_that_does_not_exist_is_refused_and_leaves_every_entry(
+        tmp_path, folder, clean_env, how):
+    missing = tmp_path / "nobody" / "data"
+    ids = asa_entries(folder, 2)
+    args = ["--dlq-dir", str(folder)]
+    if how == "config":
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"storage": {"backend": "local", "data_dir": str(missing)}}))
+        args += ["--config", str(config)]
+    else:
+        clean_env.setenv("INGEST_STORAGE_DATA_DIR", str(missing))
+
+    result = CliRunner().invoke(cli, [*args, "replay", "--json"])
+
+    assert result.exit_code == 2
+    assert "storage.data_dir" in result.stderr and "INGEST_STORAGE_DATA_DIR" in result.stderr
+    assert "--config" in result.stderr
+    assert not missing.exists() and not missing.parent.exists()
+    assert on_disk(folder) == sorted(ids)
+    claims = [p for p in folder.rglob("*") if "claim" in p.name]
+    assert claims == []
+
+
+def test_stats_on_a_store_that_does_not_exist_is_refused_without_creating_it(tmp_path, folder, clean_env):
+    missing = tmp_path / "data-missing"
+    asa_entries(folder, 1)
+    clean_env.setenv("INGEST_STORAGE_DATA_DIR", str(missing))
+
+    result = CliRunner().invoke(cli, ["--dlq-dir", str(folder), "stats", "--json"])
+
+    assert result.exit_code == 2 and "storage.data_dir" in result.stderr
+    assert not missing.exists()
+
+
+def test_a_replay_the_folder_cannot_take_exits_4_and_says_when_to_come_back(run, folder, tmp_path):
+    ids = asa_entries(folder, 1)
+    (folder / ".claims").write_text("not a folder")  # claims cannot be made: the folder fails
+
+    result = run("replay", "--json")
+
+    assert result.exit_code == 4
+    assert "nothing was replayed" in result.stderr and "(retry after 5 s)" in result.stderr
+    assert on_disk(folder) == ids

@@ -128,6 +128,17 @@ def test_an_open_breaker_turns_a_replay_away_leaving_every_entry_as_it_was(make_
     assert healed.stopped == "storage failing"
 
 
+def test_a_replay_the_open_breaker_turns_away_says_when_to_come_back(make_client, tmp_path):
+    storage = {"breaker": {"failures": 1, "cooldown_seconds": 120}}
+    client, switch = dead_letter_storage_failures(make_client, tmp_path, 2, storage=storage)
+    switch.down = True
+
+    answer = replay(client, {"filter": {"reason": "storage_failed"}})
+
+    assert answer.status_code == 503
+    assert 118 <= int(answer.headers["Retry-After"]) <= 120  # the cool-down left, not a fixed guess
+
+
 def test_the_breaker_closing_after_an_outage_starts_healing(make_client, tmp_path):
     client, _ = dead_letter_storage_failures(make_client, tmp_path, 4, storage=OPENS_AT_ONCE)
     breaker = client.service.breaker

@@ -273,8 +273,51 @@ def test_a_read_token_lists_but_gets_403_on_purge_and_nothing_is_deleted(make_cl
     assert (entry["operator"], entry["action"], entry["params"]["status"]) == ("viewer", "refused", 403)
 
 
+def test_the_roles_table_holds_a_read_token_reads_normalizers_and_only_admin_replays(make_client):
+    client = make_client(operator={"tokens": [{"name": "ops", "token": "operator-token-for-tests-0001"},
+                                              {"name": "viewer", "token": READ_TOKEN, "role": "read"}]})
+    client.hec(CISCO)
+
+    normalizers = client.operator("GET", "/api/v1/normalizers", token=READ_TOKEN)
+    replay = client.operator("POST", "/api/v1/dlq/replay", token=READ_TOKEN, json={"filter": {}})
+    by_admin = client.operator("POST", "/api/v1/dlq/replay", token="operator-token-for-tests-0001",
+                               json={"filter": {}, "dry_run": True})
+
+    assert normalizers.status_code == 200 and normalizers.json()["count"] > 0
+    assert replay.status_code == 403 and "admin role" in replay.json()["error"]
+    assert by_admin.status_code == 200 and by_admin.json()["matched"] == 1
+    assert len(client.dlq_records()) == 1
+
+
 def test_an_operator_token_with_an_unknown_role_fails_at_start_up(tmp_path):
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="role"):
         settings_for(tmp_path, operator={"tokens": [{"name": "x", "token": READ_TOKEN, "role": "root"}]})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity", "1e999"])
+@pytest.mark.parametrize("key", ["since", "until"])
+def test_a_time_bound_that_is_no_time_gets_400_on_list_purge_and_replay_and_changes_nothing(
+        client, key, value):
+    # float() reads these: `nan` matched nothing and `until=inf` every entry, purge included.
+    client.hec('{"event": {"msg": "x"}, "sourcetype": "cisco_asa"}')
+    before = client.dlq_records()
+
+    listing = client.operator("GET", "/api/v1/dlq", params={key: value})
+    purge = client.operator("DELETE", "/api/v1/dlq/purge", params={key: value})
+    replay = client.operator("POST", "/api/v1/dlq/replay", json={"filter": {key: value}})
+
+    for answer in (listing, purge, replay):
+        assert answer.status_code == 400, answer.text
+        assert key in answer.json()["error"] and "RFC 3339 or unix seconds" in answer.json()["error"]
+    assert client.dlq_records() == before
+
+
+def test_finite_unix_seconds_and_rfc_3339_still_bound_a_listing(client):
+    client.hec('{"event": {"msg": "x"}, "sourcetype": "cisco_asa"}')
+
+    def count(**params: str) -> int:
+        return client.operator("GET", "/api/v1/dlq", params=params).json()["count"]
+
+    assert count(until="1e3") == 0 and count(since="1970-01-01T00:00:00Z") == 1

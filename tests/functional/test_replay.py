@@ -275,6 +275,25 @@ def test_an_empty_or_broken_body_gets_400_and_nothing_is_done(client, raw):
     assert len(entries(client)) == 1
 
 
+@pytest.mark.parametrize(("raw", "named"), [
+    (b'{"filter":{},"filter":{"reason":"storage_failed"},"dry_run":true}', "'filter'"),
+    (b'{"filter":{"reason":"validation_failed","reason":"normalization_failed"}}', "'reason'"),
+    (b'{"filter":{},"dry_run":true,"dry_run":false}', "'dry_run'"),
+    (b'{"filter":{},"cursor":' + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+])
+def test_a_body_giving_a_key_twice_gets_400_naming_it_and_nothing_is_done(client, raw, named):
+    client.hec(CISCO + CISCO)
+    fix_cisco(client)
+    before = files(client)
+
+    answer = replay(client, raw=raw)
+
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert named in error and "nothing was done" in error
+    assert files(client) == before and stored_ids(client) == []
+
+
 def test_a_query_parameter_gets_400(client):
     client.hec(CISCO)
     fix_cisco(client)
@@ -392,6 +411,7 @@ def test_a_dlq_folder_that_fails_gets_503_not_500_and_loses_nothing(client, monk
     answer = replay(client, {"filter": {}})
 
     assert answer.status_code == 503 and "Permission denied" in answer.json()["error"]
+    assert answer.headers["Retry-After"] == "5"  # as HEC's 503 code 9 (errors.DEFAULT_RETRY_AFTER)
     assert len(entries(client)) == 1 and stored_ids(client) == []
 
 

@@ -175,3 +175,19 @@ def test_every_change_of_state_is_logged_as_a_breaker_event(clock, caplog):
 def test_failures_below_one_are_refused():
     with pytest.raises(ValueError, match="failures"):
         Breaker(0, 1.0)
+
+
+def test_retry_after_is_the_cool_down_left_in_whole_seconds_and_at_least_one(clock):
+    b = breaker(clock, failures=1, cooldown=10.0)
+    fail(b, 1)
+
+    assert b.retry_after() == 10
+    clock.now += 2.5
+    assert b.retry_after() == 8  # 7.5 s left, rounded up: never asked back before the probe
+    clock.now += 7.4
+    assert b.retry_after() == 1
+    clock.now += 5.0
+    assert b.retry_after() == 1  # the cool-down is over: come back now, not in 0 or -4 s
+    assert b.admit()  # the probe, which fails: a whole cool-down again
+    b.record(False, "still down")
+    assert b.retry_after() == 10

@@ -225,3 +225,51 @@ def test_a_secret_of_operator_tokens_may_give_their_roles(extension):
     settings = load_settings(env=lambda_env(extension, INGEST_OPERATOR_TOKENS_SECRET="arn:ops-roles"))
     assert [(t.name, t.token, t.role) for t in settings.operator.tokens] == [
         ("soc", "o" * 32, "admin"), ("dash", "d" * 32, "read")]
+
+
+BLOCK_LIST = ("- {name: qs, token: 0123456789abcdef-qs, allow_query_string: true}\n"
+              "- {name: fw, token: 0123456789abcdef-fw}\n")
+
+
+@pytest.mark.parametrize("text", [BLOCK_LIST, "\n" + BLOCK_LIST,
+                                  "- name: qs\n  token: 0123456789abcdef-qs\n  allow_query_string: true\n"
+                                  "- name: fw\n  token: 0123456789abcdef-fw\n"])
+def test_hec_tokens_as_a_block_style_yaml_list_are_read_as_a_list(text):
+    tokens = load_settings(env={"INGEST_HEC_TOKENS": text}).hec.tokens
+
+    assert [(t.name, t.token) for t in tokens] == [("qs", "0123456789abcdef-qs"),
+                                                   ("fw", "0123456789abcdef-fw")]
+    assert tokens[0].allow_query_string is True
+
+
+def test_operator_tokens_as_a_block_style_yaml_list_keep_their_roles():
+    settings = load_settings(env={"INGEST_OPERATOR_TOKENS": "- {name: bob, token: b1b2c3d4e5f6a7b8c9d0, "
+                                                            "role: read}\n"})
+    assert [(t.name, t.role) for t in settings.operator.tokens] == [("bob", "read")]
+
+
+@pytest.mark.parametrize(("var", "text"), [
+    ("INGEST_HEC_TOKENS", "- {name: qs, token: s3cr3t-0123456789abcdef\n"),  # a block list, broken YAML
+    ("INGEST_HEC_TOKENS", "- s3cr3t-0123456789abcdef\n"),  # a list, but not of mappings
+    ("INGEST_HEC_TOKENS", "name: qs\ntoken: s3cr3t-0123456789abcdef\n"),  # one mapping, not a list
+    ("INGEST_OPERATOR_TOKENS", "ops: s3cr3t-0123456789abcdef"),  # a space after the colon
+])
+def test_a_token_list_that_is_neither_form_is_refused_naming_the_variable_not_the_token(var, text):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={var: text})
+
+    assert str(err.value).startswith(f"{var}: expected") and "list of token mappings" in str(err.value)
+    assert "s3cr3t" not in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ('"POST /services/collector/event?token=qs-secret-0123 HTTP/1.1" 200',
+     '"POST /services/collector/event?token=*** HTTP/1.1" 200'),
+    ("/x?channel=1&TOKEN=qs-secret-0123;access_token=qs-secret-0123&n=2",
+     "/x?channel=1&TOKEN=***;access_token=***&n=2"),
+    ("/x?tokens=2&token_name=qs", "/x?tokens=2&token_name=qs"),  # other parameters stay
+])
+def test_query_string_token_values_are_redacted(text, shown):
+    from telhawk_ingest.credentials import redact_query_tokens
+
+    assert redact_query_tokens(text) == shown

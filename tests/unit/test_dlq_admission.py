@@ -43,11 +43,23 @@ def test_free_space_counts_a_whole_block_for_each_file_besides_its_bytes(tmp_pat
     answer = dlq.refusal(1, 1000)
 
     if refused:
-        assert answer == (f"dlq.base_path: {dlq.path} would have less than dlq.min_free_bytes={min_free} "
-                          "free")
+        assert answer == (f"dlq.base_path: {dlq.path}: 1 more file(s) of 1000 bytes would leave less than "
+                          f"dlq.min_free_bytes={min_free} free ({100 * BLOCK} bytes free)")
     else:
         assert answer is None
     assert (dlq.refusal(2, 1000) is None) is False  # a second file takes a block more
+
+
+def test_a_full_volume_without_a_free_space_floor_says_it_is_full_not_less_than_zero(tmp_path, monkeypatch):
+    dlq = dlq_at(tmp_path / "dlq", min_free_bytes=0)
+    free_blocks(monkeypatch, 2)
+
+    assert dlq.refusal(1, BLOCK) is None  # its bytes and a block: just fits
+    answer = dlq.refusal(1, BLOCK + 1)
+
+    assert answer == (f"dlq.base_path: {dlq.path} is full: 1 more file(s) of {BLOCK + 1} bytes do not fit in "
+                      f"the {2 * BLOCK} bytes free (each file takes at least one {BLOCK}-byte block)")
+    assert "min_free_bytes" not in answer
 
 
 def test_each_limit_is_named_with_its_setting_and_what_is_pending(tmp_path):

@@ -929,7 +929,10 @@ def test_a_batch_padded_to_its_statement_size_stores_each_row_once(backend):
 @pytest.mark.parametrize(
     ("mount_point", "path"),
     [("/mnt/a\\011b", "/mnt/a\tb/data"), ("/mnt/a\\012b", "/mnt/a\nb/data"),
-     ("/mnt/a\\134b", "/mnt/a\\b/data"), ("/mnt/a\\040b", "/mnt/a b/data")],
+     ("/mnt/a\\134b", "/mnt/a\\b/data"), ("/mnt/a\\040b", "/mnt/a b/data"),
+     # Written unescaped by the kernel, and line ends for str.splitlines():
+     ("/mnt/a\x0bb", "/mnt/a\x0bb/data"), ("/mnt/a\x1cb", "/mnt/a\x1cb/data"),
+     ("/mnt/a\u2028b", "/mnt/a\u2028b/data"), ("/mnt/a\x85b", "/mnt/a\x85b/data")],
 )
 def test_mount_points_with_escaped_characters_are_read_as_the_kernel_writes_them(mount_point, path):
     mountinfo = f"27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 0:50 / {mount_point} rw - nfs4 srv:/ rw\n"

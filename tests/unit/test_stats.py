@@ -76,7 +76,9 @@ def test_a_burst_of_counts_is_written_in_at_most_two_writes_and_reaches_the_file
     real_pwrite = os.pwrite
 
     def counting_pwrite(fd, data, offset):
-        writes.append(len(data))
+        # Only this test's file: counters left by other tests may flush meanwhile.
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            writes.append(len(data))
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", counting_pwrite)
@@ -84,7 +86,8 @@ def test_a_burst_of_counts_is_written_in_at_most_two_writes_and_reaches_the_file
     for _ in range(1000):
         counters.add(stored=1)
 
-    assert wait_for(lambda: on_disk(tmp_path) == 1000, within_s=4 * stats.FLUSH_INTERVAL_S)
+    # The bound is generous for a loaded machine; what is checked is the number of writes.
+    assert wait_for(lambda: on_disk(tmp_path) == 1000, within_s=20 * stats.FLUSH_INTERVAL_S)
     assert 1 <= len(writes) <= 2
 
 

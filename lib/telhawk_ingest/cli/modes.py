@@ -26,6 +26,7 @@ import orjson
 
 from ..config import Settings, load_settings
 from ..credentials import EMULATOR_ENV
+from ..emulator_env import emulator_root, local_overrides
 from ..entries import delete_entry, show_entry
 from ..errors import ApiError, ConfigError
 from ..normalizer_list import list_normalizers
@@ -138,10 +139,8 @@ class ApiMode:
         if answer.status_code >= 400:
             detail = data.get("error") or data.get("text") if isinstance(data, dict) else None
             message = f"{method} {path}: {answer.status_code} {detail or answer.reason_phrase}"
-            retry = answer.headers.get("retry-after")
-            if retry:
-                message += f" (retry after {retry} s)"
-            raise CliError(exit_for_status(answer.status_code), message)
+            raise CliError(exit_for_status(answer.status_code),
+                           _with_retry_after(message, answer.headers.get("retry-after")))
         if data is None:
             raise CliError(Exit.UNAVAILABLE, f"{method} {path}: the answer is not JSON "
                                              f"(is {self.where} a TelHawk ingest service?)")
@@ -179,6 +178,11 @@ class ApiMode:
         return self._call("GET", "/api/v1/normalizers")
 
 
+def _with_retry_after(message: str, retry_after: str | int | None) -> str:
+    """`message` with the answer's `Retry-After` (seconds), as README's exit-code table says."""
+    return f"{message} (retry after {retry_after} s)" if retry_after else message
+
+
 def _segment(text: str) -> str:
     return quote(text, safe="")
 
@@ -188,11 +192,17 @@ def load_cli_settings(config: Path | None, dlq_dir: Path | None = None) -> Setti
     then INGEST_* variables), with `dlq.base_path` set to `dlq_dir` when given. CliError USAGE
     when they do not load (the message is config.py's, naming the key).
 
-    The emulator's public tokens (local/config.yaml) are accepted, as the emulator accepts them
-    (credentials.py): the command line authenticates nobody with the settings' tokens.
+    When `dlq_dir` is the local emulator's DLQ (`<checkout>/var/dlq`, emulator_env.emulator_root)
+    and no `config` is given, the settings are the emulator's: its local/config.yaml, its store in
+    `<checkout>/var/data` and `local` storage, unless INGEST_* variables say otherwise, as for the
+    emulator itself. The emulator's public tokens (local/config.yaml) are accepted, as the emulator
+    accepts them (credentials.py): the command line authenticates nobody with the settings' tokens.
     """
     env = {**os.environ, EMULATOR_ENV: "1"}
     if dlq_dir is not None:
+        root = emulator_root(dlq_dir) if config is None else None
+        if root is not None:
+            env.update(local_overrides(env, root))
         env["INGEST_DLQ_BASE_PATH"] = str(dlq_dir)
     try:
         return load_settings(config, env)
@@ -216,7 +226,8 @@ class DirMode:
     Everything an API call does happens the same way (the same checks of parameters, the shared
     counters and the audit log under `<dlq_dir>/.state/`), with the operator recorded as
     `<login name>@cli` and the admin role: whoever may write the folder may change it anyway.
-    The storage backend is opened only by the calls that need it (replay, stats).
+    The storage backend is opened only by the calls that need it (replay, stats); those raise
+    CliError USAGE when the embedded store's data directory does not exist (never created here).
     Raises CliError USAGE when `dlq_dir` is not an existing folder: a mistyped path must not
     become a new, empty DLQ.
     """
@@ -241,7 +252,8 @@ class DirMode:
         try:
             return call(svc, self.operator)
         except ApiError as err:
-            raise CliError(exit_for_status(err.status), err.message) from None
+            raise CliError(exit_for_status(err.status), _with_retry_after(err.message, err.retry_after)) \
+                from None
 
     def list(self, params: Mapping[str, str]) -> dict[str, Any]:
         return self._run(lambda svc, who: svc.list_dlq(who, params))
@@ -257,6 +269,7 @@ class DirMode:
         return self._run(lambda svc, who: svc.purge_dlq(who, query))
 
     def replay(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _refuse_unconfigured_store(self.settings)  # before any entry is claimed
         return self._run(lambda svc, who: replay_dlq(svc, who, {}, orjson.dumps(body)))
 
     def retention(self, dry_run: bool) -> dict[str, Any]:
@@ -289,11 +302,25 @@ class _LazyBackend:
 
     def __getattr__(self, name: str) -> Any:
         if self._backend is None:
+            _refuse_unconfigured_store(self._settings)
             try:
                 self._backend = make_backend(self._settings)
             except ConfigError as exc:
                 raise CliError(Exit.USAGE, str(exc)) from None
         return getattr(self._backend, name)
+
+
+def _refuse_unconfigured_store(settings: Settings) -> None:
+    """CliError USAGE when the embedded (`local`) store's `storage.data_dir` is not an existing
+    folder. The service creates it on start; the command line never does: a replay into a store
+    nobody configured (the default /var/lib/telhawk/data, say) would take the entries out of the
+    DLQ while no service reads what was stored."""
+    data_dir = settings.storage.data_dir
+    if settings.storage_backend == "local" and not data_dir.is_dir():
+        raise CliError(Exit.USAGE, f"storage.data_dir: {data_dir} does not exist; the command line does "
+                                   "not create a store: give the data directory of the service that "
+                                   "uses this DLQ (storage.data_dir in --config, or "
+                                   "INGEST_STORAGE_DATA_DIR)")
 
 
 def _login() -> str:
