@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, unquote_plus, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -74,15 +74,23 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
-# A query parameter whose name ends in "token" (`token`, as HEC's query-string authentication sends
-# it, `access_token`, any case), up to the next `&`, `;`, quote or white space.
-_QUERY_TOKEN = re.compile(r"(?i)([?&;][^?&;=\s\"]*+(?<=token)=)[^&;\s\"]*+")
+# A query parameter (`name=value`), up to the next `&`, `;`, quote or white space. Its name counts
+# as a token's when, percent-decoded, it ends in "token" (`token`, as HEC's query-string
+# authentication sends it, `access_token`, `%74oken`, any case).
+_QUERY_PARAM = re.compile(r"([?&;])([^?&;=\s\"]*+)=([^&;\s\"]*+)")
+
+
+def _redacted(match: re.Match[str]) -> str:
+    if unquote_plus(match[2]).lower().endswith("token"):
+        return f"{match[1]}{match[2]}=***"
+    return match[0]
 
 
 def redact_query_tokens(text: str) -> str:
     """`text` (a URL, a request line, a log line) with the value of every `...token=` query
-    parameter replaced by `***`: `/services/collector/event?token=***&channel=...`."""
-    return _QUERY_TOKEN.sub(r"\1***", text)
+    parameter replaced by `***`: `/services/collector/event?token=***&channel=...`; names are
+    compared percent-decoded, as the server reads them."""
+    return _QUERY_PARAM.sub(_redacted, text)
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:

@@ -636,6 +636,11 @@ def parse_flag(query: Mapping[str, str], key: str) -> bool:
     raise ApiError(400, f"{key}: expected true or false, got {value[:40]!r}; nothing was done")
 
 
+# Unix seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+MIN_TIME_S = -62_135_596_800.0
+MAX_TIME_S = 253_402_300_799.0
+
+
 def _time_param(query: Mapping[str, str], key: str) -> float | None:
     """`since`/`until` of the list, purge and replay filters as unix seconds: RFC 3339 text or a
     finite number. ApiError 400 otherwise, `nan`, `inf` and `-inf` included (float() reads them,
@@ -647,7 +652,8 @@ def _time_param(query: Mapping[str, str], key: str) -> float | None:
         seconds = parse_time(value)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds):
+    # Finite and within what RFC 3339 can write (years 1 to 9999): `1e308` is no time either.
+    if not (math.isfinite(seconds) and MIN_TIME_S <= seconds <= MAX_TIME_S):
         raise ApiError(400, f"{key}: expected RFC 3339 or unix seconds, got {value!r:.80}")
     return seconds
 

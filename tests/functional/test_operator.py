@@ -296,7 +296,8 @@ def test_an_operator_token_with_an_unknown_role_fails_at_start_up(tmp_path):
         settings_for(tmp_path, operator={"tokens": [{"name": "x", "token": READ_TOKEN, "role": "root"}]})
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity", "1e999"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity", "1e999",
+                                   "1e308", "-1e308", "253402300800"])
 @pytest.mark.parametrize("key", ["since", "until"])
 def test_a_time_bound_that_is_no_time_gets_400_on_list_purge_and_replay_and_changes_nothing(
         client, key, value):

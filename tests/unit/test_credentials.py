@@ -268,6 +268,10 @@ def test_a_token_list_that_is_neither_form_is_refused_naming_the_variable_not_th
     ("/x?channel=1&TOKEN=qs-secret-0123;access_token=qs-secret-0123&n=2",
      "/x?channel=1&TOKEN=***;access_token=***&n=2"),
     ("/x?tokens=2&token_name=qs", "/x?tokens=2&token_name=qs"),  # other parameters stay
+    # Names are read percent-decoded by the server, so they are compared that way.
+    ('"POST /services/collector/event?%74oken=qs-secret-0123 HTTP/1.1" 200',
+     '"POST /services/collector/event?%74oken=*** HTTP/1.1" 200'),
+    ("/x?access%5FTOKEN=qs-secret-0123&to%6Ben=qs-secret-0123", "/x?access%5FTOKEN=***&to%6Ben=***"),
 ])
 def test_query_string_token_values_are_redacted(text, shown):
     from telhawk_ingest.credentials import redact_query_tokens
