@@ -11,6 +11,7 @@ import pytest
 
 from telhawk_ingest import stats
 from telhawk_ingest.stats import COUNTERS, Counters
+from tests.unit.test_stats import wait_for
 
 
 def file_values(directory: Path) -> dict[str, list[int]]:
@@ -140,17 +141,6 @@ def test_the_flush_interval_is_half_a_second():
 # -- the flusher thread, started afresh here (as in a new process) --------------------------------------
 
 
-def wait_until(predicate, within_s: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def flushers() -> list:
     import threading
 
@@ -174,10 +164,10 @@ def test_one_daemon_flusher_thread_writes_every_later_count_within_its_interval(
     counters = Counters(tmp_path)
 
     counters.add(stored=1)
-    assert wait_until(lambda: stored_on_disk(tmp_path) == 1, within_s=4 * stats.FLUSH_INTERVAL_S)
+    assert wait_for(lambda: stored_on_disk(tmp_path) == 1, within_s=4 * stats.FLUSH_INTERVAL_S)
     for _ in range(3):
         counters.add(stored=1)
-    assert wait_until(lambda: stored_on_disk(tmp_path) == 4, within_s=4 * stats.FLUSH_INTERVAL_S)
+    assert wait_for(lambda: stored_on_disk(tmp_path) == 4, within_s=4 * stats.FLUSH_INTERVAL_S)
 
     started = flushers()
     assert len(started) == before + 1  # one thread however many counts
@@ -190,7 +180,7 @@ def test_a_process_with_pid_1_still_starts_its_flusher(tmp_path, monkeypatch, fr
 
     counters.add(stored=2)
 
-    assert wait_until(lambda: stored_on_disk(tmp_path) == 2, within_s=4 * stats.FLUSH_INTERVAL_S)
+    assert wait_for(lambda: stored_on_disk(tmp_path) == 2, within_s=4 * stats.FLUSH_INTERVAL_S)
 
 
 def test_retire_all_writes_pending_counts_and_hands_every_file_over(tmp_path, monkeypatch):
