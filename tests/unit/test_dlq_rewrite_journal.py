@@ -312,6 +312,40 @@ def test_a_summary_read_before_a_journal_line_is_not_cached_after_it():
     assert catalog.get("failed_1_" + "0" * 32 + ".json", 7) == summary
 
 
+def test_a_summary_read_before_a_later_journal_line_or_a_clear_is_not_cached():
+    catalog = dlq_module._Catalog()
+    name, other = (f"failed_{n}_{'0' * 32}.json" for n in (1, 2))
+    summary = dlq_module.Summary("normalization_failed", "x", "e", 1)
+    catalog.invalidate([other])
+    catalog.invalidate([other])  # each journal read counts: reads are ordered against all of them
+
+    before = catalog.epoch
+    catalog.invalidate([name])
+    catalog.put(name, 7, summary, since=before)
+    assert catalog.get(name, 7) is False
+
+    before = catalog.epoch
+    catalog.clear()
+    catalog.put(name, 7, summary, since=before)
+    assert catalog.get(name, 7) is False
+
+
+def test_a_name_found_in_the_journal_is_neither_corrupt_nor_sized_until_read_again(tmp_path):
+    """Its inode may be the one it had before (a name rewritten twice): the size and corruption
+    known for it are dropped with its summary, and its file is looked at again."""
+    catalog = dlq_module._Catalog()
+    name = f"failed_1_{'0' * 32}.json"
+    (tmp_path / name).write_bytes(b"{}" * 25)
+    ino = (tmp_path / name).stat().st_ino
+    catalog.put(name, ino, dlq_module.CORRUPT, size=100)
+    assert catalog.corrupt == {name}
+
+    catalog.invalidate([name])
+
+    assert catalog.corrupt == set()
+    assert catalog.total_size(frozenset({name}), {name: ino}, tmp_path) == 50
+
+
 # -- planted and damaged journal files: at worst entries are read again --------------------------
 
 
