@@ -5,6 +5,7 @@ the rewrite journal under `.state/rewrites/`, its bounds, and planted journal fi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -271,7 +272,7 @@ def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everythin
         assert ids[0] in listed(reader, STORE)[0]
 
 
-def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads):
+def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads, caplog):
     path = tmp_path / "dlq"
     ids = fill(path)
     with freeze_time("2026-11-01 00:00:00", tick=True):
@@ -281,11 +282,13 @@ def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_p
     for name in os.listdir(journal_dir(path)):
         os.unlink(journal_dir(path) / name)
 
-    with freeze_time("2026-11-03 00:00:00", tick=True):
+    with freeze_time("2026-11-03 00:00:00", tick=True), caplog.at_level(logging.INFO, "telhawk_ingest.dlq"):
         reads.clear()
         got = listed(queue(path), STORE)[0]
     assert got == expected(path, STORE) and ids[0] in got
     assert len(set(reads)) == len(ids)  # every entry read again: nothing taken from the index
+    assert f"DLQ summary index in {path} ignored: the rewrite journal since it was saved is gone" in [
+        r.getMessage() for r in caplog.records]
 
 
 def test_an_old_index_whose_journal_files_are_all_there_is_still_used(tmp_path, reads):
@@ -405,21 +408,42 @@ def test_a_journal_file_that_shrank_makes_readers_read_entries_again(tmp_path):
     agrees(queue(path), path)
 
 
-def test_an_index_with_a_damaged_journal_position_is_ignored(tmp_path, reads):
-    path = tmp_path / "dlq"
-    fill(path)
-    save_index(path)
+def set_journal_position(path: Path, position: object) -> None:
+    """Replace the journal position in the header of the index saved under `path`."""
     data = index_file(path).read_bytes()
     magic, rest = data[:len(dlqindex.MAGIC)], data[len(dlqindex.MAGIC):]
     header, body = rest.split(b"\n", 1)
     fields = json.loads(header)
-    fields["journal"] = {"offsets": {"../x": -1}, "at": "now"}
+    fields["journal"] = position
     index_file(path).write_bytes(magic + json.dumps(fields).encode() + b"\n" + body)
+
+
+def test_an_index_with_a_damaged_journal_position_is_ignored(tmp_path, reads, caplog):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    set_journal_position(path, {"offsets": {"../x": -1}, "at": "now"})
+
+    reads.clear()
+    with caplog.at_level(logging.WARNING, "telhawk_ingest.dlq"):
+        got = listed(queue(path), STORE)[0]
+    assert got == expected(path, STORE)
+    assert len(set(reads)) == len(expected(path, DlqFilter()))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"DLQ summary index in {path} ignored: journal position fields of the wrong type"]
+
+
+def test_an_index_saved_without_a_journal_position_is_used_from_the_journal_start(tmp_path, reads):
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    save_index(path)
+    set_journal_position(path, None)
 
     reads.clear()
     got = listed(queue(path), STORE)[0]
     assert got == expected(path, STORE)
-    assert len(set(reads)) == len(expected(path, DlqFilter()))
+    assert set(reads) == {f"{i}.json" for i in got}  # the page only: the rest from the index
+    assert len(got) < len(ids)
 
 
 def test_an_entry_this_process_wrote_and_another_rewrote_twice_before_any_listing(tmp_path):
