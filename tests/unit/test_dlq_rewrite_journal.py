@@ -349,6 +349,52 @@ def test_a_name_found_in_the_journal_is_neither_corrupt_nor_sized_until_read_aga
     assert catalog.total_size(frozenset({name}), {name: ino}, tmp_path) == 50
 
 
+def plant_link(path: Path, tmp_path: Path) -> str:
+    """An entry name in `path` that is a symbolic link to a record outside it; returns its id."""
+    outside = tmp_path / "outside.json"
+    entry_id = f"failed_1700000000_{'a' * 32}"
+    record = {**dlq_module.make_record({"source_type": "x"}, "storage_failed", "e"), "id": entry_id}
+    outside.write_bytes(json.dumps(record).encode())
+    path.mkdir(exist_ok=True)
+    os.symlink(outside, path / f"{entry_id}.json")
+    return entry_id
+
+
+def test_an_entry_that_is_a_link_is_tried_once_per_process_and_reported_corrupt(tmp_path, reads):
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+
+    assert listed(dlq, STORE) == ([], 0)
+    assert listed(dlq, STORE) == ([], 0)
+    assert dlq.stats()["corrupt_files"] == [f"{entry_id}.json"]
+    assert reads == [f"{entry_id}.json"]
+
+
+def test_a_link_replaced_by_a_rewrite_while_it_was_marked_is_not_taken_for_corrupt(tmp_path, monkeypatch):
+    """The name was a link when opened; before its inode is read to mark it corrupt, a rewrite renames
+    a real record over it and another thread follows that journal line: the mark would hide it."""
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+    target = str(path / f"{entry_id}.json")
+    real = os.lstat
+    raced: list[str] = []
+
+    def lstat(file: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if str(file) == target and not raced:
+            raced.append(target)
+            os.replace(tmp_path / "outside.json", target)
+            dlq._catalog.invalidate([f"{entry_id}.json"])
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert listed(dlq, STORE) == ([], 0)
+
+    assert raced and listed(dlq, STORE) == ([entry_id], 1)
+    assert dlq.stats()["corrupt_files"] == []
+
+
 # -- planted and damaged journal files: at worst entries are read again --------------------------
 
 
