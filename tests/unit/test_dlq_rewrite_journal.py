@@ -395,6 +395,29 @@ def test_a_link_replaced_by_a_rewrite_while_it_was_marked_is_not_taken_for_corru
     assert dlq.stats()["corrupt_files"] == []
 
 
+def test_an_entry_removed_and_written_again_with_its_old_inode_is_read_afresh(tmp_path):
+    """A message delivered again after its entry was replayed away writes the same name (its
+    envelope's), and ext4 may give it the inode the removed file had: nothing learned of the removed
+    entry (corrupt, its size) may stand for the new one."""
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+    entry, hold = path / f"{entry_id}.json", path / ".hold"
+    entry.unlink()
+    entry.write_bytes(b"{trunc")
+    assert listed(dlq, STORE) == ([], 0)
+    assert dlq.stats()["corrupt_files"] == [entry.name]
+    os.link(entry, hold)  # keeps the inode for the next file under the name
+
+    assert dlq.remove([entry_id]) == [entry_id]
+    hold.write_bytes((tmp_path / "outside.json").read_bytes())
+    os.replace(hold, entry)
+
+    stats = dlq.stats(verify_budget_s=0)
+    assert (stats["corrupt_files"], stats["pending_bytes"]) == ([], entry.stat().st_size)
+    assert listed(dlq, STORE) == ([entry_id], 1)
+
+
 # -- planted and damaged journal files: at worst entries are read again --------------------------
 
 
