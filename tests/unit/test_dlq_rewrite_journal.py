@@ -110,6 +110,29 @@ def test_a_warm_catalog_over_the_index_lists_it_as_it_is_now(tmp_path):
     agrees(reader, path)
 
 
+def test_an_entry_rewritten_twice_while_the_index_is_being_saved_is_not_taken_from_it(tmp_path,
+                                                                                     monkeypatch):
+    """The index is built from what was read before its journal position; a rewrite that another
+    thread of the process follows while the file is written is after it, so the entry is read again."""
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    reader = queue(path)
+    real_save = dlqindex.save
+
+    def save_meanwhile(dlq_path: Path, index: dlqindex.SummaryIndex) -> bool:
+        assert refail_twice(queue(path), path, ids[0])
+        reader.stats()  # another thread: lists the folder, following the journal
+        return real_save(dlq_path, index)
+
+    monkeypatch.setattr(dlqindex, "save", save_meanwhile)
+    assert ids[0] in listed(reader, NORM)[0]  # every entry read: the index is saved
+    monkeypatch.setattr(dlqindex, "save", real_save)
+
+    assert ids[0] not in listed(reader, NORM)[0]
+    assert ids[0] in listed(reader, STORE)[0]
+    agrees(reader, path)
+
+
 def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_saved(tmp_path, reads):
     path = tmp_path / "dlq"
     ids = fill(path)
