@@ -152,6 +152,21 @@ def test_get_and_delete_one_entry(dlq):
     assert err.value.status == 404
 
 
+def test_sizes_and_names_before_a_time_are_read_for_the_entries_there(dlq):
+    """What retention asks before deleting: the bytes of the entries it would remove (gone ones
+    count zero) and the entries whose name's time is strictly before a cutoff."""
+    first, second = dlq.write(record(1), now=1_700_000_100), dlq.write(record(2), now=1_700_000_200)
+    sizes = [(dlq.path / f"{i}.json").stat().st_size for i in (first, second)]
+    gone = dlq.write(record(3), now=1_700_000_300)
+    dlq.delete(gone)
+
+    assert dlq.size_of([first, gone, second]) == sum(sizes)
+    assert dlq.size_of([gone]) == 0
+    assert dlq.size_of([]) == 0
+    assert dlq.ids_named_before(1_700_000_200) == [first]
+    assert dlq.ids_named_before(1_700_000_200.5) == [first, second]
+
+
 @pytest.mark.parametrize("bad", ["../etc/passwd", "failed_1_x/../../y", "failed_1_zz", "", "a" * 300])
 def test_ids_that_are_not_entry_names_are_refused_before_touching_files(bad):
     with pytest.raises(ApiError) as err:

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from telhawk_ingest.config import DlqSettings
-from telhawk_ingest.dlq import STALE_TEMP_S, TEMP_PREFIX, DeadLetterQueue
+from telhawk_ingest.dlq import (
+    MIN_ENTRY_BYTES,
+    STALE_TEMP_S,
+    TEMP_PREFIX,
+    DeadLetterQueue,
+    _smallest_entry_bytes,
+    make_record,
+)
+from telhawk_ingest.envelope import Envelope, new_id, rfc3339
 from telhawk_ingest.errors import DLQUnavailable
 from tests.unit.test_dlq import record
 
@@ -76,6 +84,32 @@ def test_each_limit_is_named_with_its_setting_and_what_is_pending(tmp_path):
     assert by_bytes.refusal(1, 10_001 - held) == (
         f"the DLQ would hold more than dlq.max_pending_bytes=10000 bytes ({held} pending, "
         f"{10_001 - held} more)")
+
+
+def test_the_smallest_entry_is_a_one_character_raw_event_written_in_second_0(tmp_path):
+    """Health asks the limits about an entry of MIN_ENTRY_BYTES: exactly the size of the smallest
+    file the DLQ writes (a shorter name's seconds, empty metadata and error, one payload byte)."""
+    dlq = dlq_at(tmp_path / "dlq")
+    smallest = Envelope(new_id(), "", "", "raw", "x", {}, rfc3339(0)).to_dict()
+    entry_id = dlq.write(make_record(smallest, "storage_failed", "", now=0), now=0)
+    later = dlq.write(make_record(smallest, "storage_failed", "", now=1_700_000_000))
+
+    assert _smallest_entry_bytes() == (dlq.path / f"{entry_id}.json").stat().st_size == MIN_ENTRY_BYTES
+    assert (dlq.path / f"{later}.json").stat().st_size > MIN_ENTRY_BYTES
+
+
+@pytest.mark.parametrize(("setting", "at_limit", "over", "answer"), [
+    ("max_pending_files", (3, 1), (4, 1), "4 entries are more than dlq.max_pending_files=3"),
+    ("max_pending_bytes", (1, 3000), (1, 3001),
+     "3001 bytes of entries are more than dlq.max_pending_bytes=3000"),
+])
+def test_under_drop_oldest_only_entries_larger_than_a_limit_itself_are_refused(tmp_path, setting, at_limit,
+                                                                                over, answer):
+    dlq = dlq_at(tmp_path / "dlq", full_policy="drop_oldest", **{setting: at_limit[0] * at_limit[1]})
+    dlq.write_many([record(1), record(2), record(3)])  # pending: dropping makes room for any of these
+
+    assert dlq.refusal(*at_limit) is None
+    assert dlq.refusal(*over) == answer
 
 
 def test_limits_of_0_take_any_number_of_entries(tmp_path):

@@ -3,8 +3,12 @@ two processes do) keep it within its limit, delete oldest first, and report ever
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
 
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue
@@ -56,3 +60,48 @@ def test_the_oldest_go_first(tmp_path):
     assert heard == ids[:2]
     assert sorted(p.stem for p in dlq.path.glob("failed_*.json")) == ids[2:]
     assert dlq.refusal() is None and dlq.accepting()
+
+
+@pytest.mark.parametrize("limit", ["max_pending_files", "max_pending_bytes"])
+def test_room_made_by_a_deletion_elsewhere_drops_nothing_and_reports_nothing(tmp_path, limit):
+    """The listing the limits use is reused for a while, so an entry another process purged still
+    counts there; making room lists the folder afresh and finds the new entry fits as it is. Each
+    limit alone (the other 0: none) asks for nothing on the other count."""
+    probe = DeadLetterQueue(DlqSettings(base_path=tmp_path / "probe", min_free_bytes=0))
+    size = (probe.path / f"{probe.write(record(1), now=1_700_000_001)}.json").stat().st_size
+    calls: list[list[str]] = []
+    settings = DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0, full_policy="drop_oldest",
+                           **{"max_pending_files": 0, "max_pending_bytes": 0,
+                              limit: LIMIT if limit == "max_pending_files" else LIMIT * size})
+    dlq = DeadLetterQueue(settings, on_drop=calls.append)
+    with freeze_time("2026-01-02T03:04:05Z"):  # the listing stays fresh between the writes
+        ids = [dlq.write(record(n), now=1_700_000_000 + n) for n in range(1, LIMIT + 1)]
+        os.remove(dlq.path / f"{ids[0]}.json")
+        ids.append(dlq.write(record(LIMIT + 1), now=1_700_000_000 + LIMIT + 1))
+
+    assert sorted(p.stem for p in dlq.path.glob("failed_*.json")) == ids[1:]
+    assert calls == []
+
+
+def test_oldest_chooses_just_enough_entries_oldest_first_passing_over_skipped_and_vanished_ones(
+        tmp_path, monkeypatch):
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    ids = [dlq.write(record(n), now=1_700_000_000 + n) for n in range(1, 5)]
+    size = (dlq.path / f"{ids[0]}.json").stat().st_size
+
+    assert dlq.oldest(0, 0) == []
+    assert dlq.oldest(0, 1) == ids[:1]
+    assert dlq.oldest(1, size + 1) == ids[:2]
+    assert dlq.oldest(2, 0, skip=frozenset(ids[:1])) == ids[1:3]
+    assert dlq.oldest(2, 0, skip=frozenset(ids[1:2])) == [ids[0], ids[2]]
+
+    # An entry purged between the listing and its size being read is passed over.
+    real_lstat = os.lstat
+
+    def lstat(path: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith(f"{ids[1]}.json"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert dlq.oldest(2, 0) == [ids[0], ids[2]]

@@ -83,6 +83,31 @@ def test_an_entry_that_is_gone_or_corrupt_answers_404_or_409(dlq, three):
         assert (err.value.status, str(err.value)) == (404, f"no DLQ entry {a}")
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '{"envelope": "not an object"}', "{trunc"])
+def test_reading_a_corrupt_entry_afresh_gives_none(dlq, three, content):
+    corrupt = f"failed_250_{'ab' * 16}"
+    (dlq.path / f"{corrupt}.json").write_text(content)
+
+    assert dlq.read(corrupt) is None
+    assert dlq.read(three[0])["id"] == three[0]
+
+
+def test_matching_ids_leave_corrupt_entries_out_unless_told_not_to_parse(dlq, three):
+    """`parse=False` (replay, which reads every entry anyway): filters on times alone are matched on
+    ordinary names, corrupt files included; an entry named after its envelope is placed in time by
+    its record, so with a time filter only."""
+    a, b, c = three
+    corrupt = f"failed_250_{'ab' * 16}"
+    named = f"failed_260_{'0' * 8}-0000-7000-8000-{'0' * 12}"
+    for entry in (corrupt, named):
+        (dlq.path / f"{entry}.json").write_text("{trunc")
+
+    assert list(dlq.iter_matching(DlqFilter())) == [a, b, c]
+    assert list(dlq.iter_matching(DlqFilter(since=150))) == [b, c]
+    assert list(dlq.iter_matching(DlqFilter(), parse=False)) == [a, b, corrupt, named, c]
+    assert list(dlq.iter_matching(DlqFilter(since=150), parse=False)) == [b, corrupt, c]
+
+
 def test_a_truncated_entry_keeps_every_member_but_the_envelope_and_says_how_large_it_was(dlq, three):
     a, _, _ = three
     stored = json.loads((dlq.path / f"{a}.json").read_text())

@@ -4,6 +4,7 @@ apart by the name alone; ids of neither shape, and anything reaching outside the
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,6 +14,9 @@ from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import FILE_RE, DeadLetterQueue, DlqFilter, check_id, is_named, make_record
 from telhawk_ingest.errors import ApiError
 from telhawk_ingest.triggers import envelope_id
+from tests.unit import test_dlq_index
+
+reads = test_dlq_index.reads  # the entry files a DLQ opens to read
 
 UUID = "019b76da-a800-7a40-9023-bc23c65a88fe"
 
@@ -75,3 +79,27 @@ def test_a_rewrite_of_a_triggered_entry_is_in_the_journal_every_reader_follows(t
     _, names = dlqjournal.read(directory, before)
     assert names == {f"{named}.json"}  # so a name given its old inode back is read again
     assert dlq.list(DlqFilter(reason="storage_failed", since=1_796_032_700))[1] == 1
+
+
+def test_a_triggered_entry_is_read_once_for_its_first_failure_and_an_unchanged_folder_not_at_all(
+        tmp_path, reads):
+    writer = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    with writer.reserve([triggered(1_514_764_800_000, 1_796_032_781.5)], named=True) as held:
+        [named] = held.write()
+    ordinary = writer.write(triggered(0, 1_796_032_900.0), now=1_796_032_900)
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))  # another process
+    reads.clear()
+
+    assert dlq.oldest(1, 0) == [named]
+    assert dlq.oldest(2, 0) == [named, ordinary]
+    assert dlq.oldest_entry_time() == 1_796_032_781
+    assert reads == [f"{named}.json"]  # once per process and inode, however many listings
+
+    # A folder unchanged since well before the listing: the answer is kept with the listing, and
+    # nothing is looked at again, even where the summaries were forgotten meanwhile.
+    os.utime(dlq.path, (time.time() - 10, time.time() - 10))
+    assert dlq.oldest_entry_time() == 1_796_032_781
+    dlq._catalog.clear()
+    reads.clear()
+    assert dlq.oldest_entry_time() == 1_796_032_781
+    assert reads == []

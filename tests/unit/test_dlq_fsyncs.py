@@ -109,6 +109,24 @@ def test_without_limits_no_admission_is_fsynced_anywhere(tmp_path, monkeypatch):
         assert fsyncs.of_ledger(ledger) == []
 
 
+def test_removing_and_purging_entries_fsyncs_the_directory_unless_told_not_to(tmp_path, monkeypatch):
+    dlq = limited(tmp_path / "dlq")
+    ids = dlq.write_many([record(1), record(2)])
+    fsyncs = Fsyncs(monkeypatch)
+
+    assert dlq.remove(ids[:1], sync=False) == ids[:1]
+    assert fsyncs.events == []
+    assert dlq.remove(ids) == ids[1:]
+    assert fsyncs.events == [("fsync", str(dlq.path))]
+    assert dlq.remove(ids) == []  # nothing removed: nothing to make durable
+    assert fsyncs.events == [("fsync", str(dlq.path))]
+
+    dlq.write(record(3))
+    fsyncs.events.clear()
+    assert dlq.purge() == 1
+    assert fsyncs.events == [("fsync", str(dlq.path))]
+
+
 def test_a_limit_raised_at_run_time_fsyncs_admissions_from_then_on(tmp_path, monkeypatch):
     mountinfo(tmp_path, monkeypatch, "nfs4")
     ledger = tmp_path / "dlq" / ".state" / "counters"

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 
 from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest import dlqindex
@@ -254,7 +255,61 @@ def test_a_stale_index_is_replaced_by_a_process_that_read_the_difference(tmp_pat
     queue(path).list(DlqFilter(reason="storage_failed"))
 
     saved = dlqindex.load(path, 100)
-    assert saved is not None and set(f"{i}.json" for i in added) <= set(saved.names)
+    assert saved is not None
+    assert sorted(saved.names) == sorted(n for n in os.listdir(path) if FILE_RE.match(n))
+    assert set(f"{i}.json" for i in added) <= set(saved.names)
+
+
+def test_an_index_that_lists_what_is_there_is_not_saved_again(tmp_path):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    os.utime(index_file(path), ns=(1, 1))  # a file saved again would have a time of now
+
+    assert_agrees(path)
+
+    assert index_file(path).stat().st_mtime_ns == 1
+
+
+def test_entries_removed_since_the_index_make_a_listing_save_it_again_without_them(tmp_path):
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    save_index(path)
+    queue(path).remove(ids[:5])
+
+    assert listed(queue(path), DlqFilter(reason="storage_failed")) == (
+        expected(path, DlqFilter(reason="storage_failed")), ENTRIES // 3 - 1)
+
+    saved = dlqindex.load(path, 100)
+    assert saved is not None and sorted(saved.names) == [f"{i}.json" for i in sorted(ids[5:])]
+
+
+def test_a_process_saves_the_index_at_most_once_a_minute(tmp_path):
+    path = tmp_path / "dlq"
+    fill(path)
+    with freeze_time("2026-11-01 00:00:00") as frozen:
+        reader = save_index(path)
+        added = fill(path, 5, first=100)
+        listed(reader, DlqFilter(reason="storage_failed"))
+        assert not set(f"{i}.json" for i in added) & set(dlqindex.load(path, 100).names)
+
+        frozen.tick(dlq_module.INDEX_SAVE_INTERVAL_S)
+        fill(path, 1, first=200)
+        listed(reader, DlqFilter(reason="storage_failed"))
+        assert set(f"{i}.json" for i in added) <= set(dlqindex.load(path, 100).names)
+
+
+def test_a_time_window_reads_only_its_own_entries_whose_error_the_index_cut_short(tmp_path, reads):
+    path = tmp_path / "dlq"
+    fill(path)
+    long_error = "x" * (dlqindex.ERROR_CAP + 10) + " needle"
+    early, late = (queue(path).write(record(n, error=long_error), now=1_700_000_000 + n) for n in (100, 200))
+    save_index(path)
+    reads.clear()
+
+    assert listed(queue(path), DlqFilter(error="needle", since=1_700_000_150)) == ([late], 1)
+    assert set(reads) == {f"{late}.json"}
+    assert listed(queue(path), DlqFilter(error="needle")) == ([early, late], 2)
 
 
 # -- planted, corrupt or foreign index files: ignored ----------------------------------------

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from telhawk_ingest import dlq as dlq_module
+from telhawk_ingest import files
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue
 from telhawk_ingest.errors import DLQUnavailable
@@ -94,6 +95,25 @@ def test_a_write_that_fails_part_way_leaves_no_file_answers_503_and_returns_the_
     assert files_admitted == 3
     assert rest == [0, 0, 3, bytes_admitted]
     assert queue.list()[1] == 0
+
+
+def test_a_batch_whose_directory_fsync_fails_is_removed_again_and_answers_503(shared, monkeypatch):
+    """Every entry was renamed into place, but their names may not survive a power cut: none stays,
+    and the client's resend writes them again."""
+    queue, counters = shared
+
+    def failing(path: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(files, "fsync_dir", failing)
+    with pytest.raises(DLQUnavailable) as failed:
+        queue.write_many([record(1), record(2)])
+
+    assert str(failed.value) == f"dlq.base_path: {queue.path} is not writable (errno {errno.EIO})"
+    assert os.listdir(queue.path) == []
+    assert queue.list()[1] == 0
+    files_admitted, bytes_admitted, *rest = ledger(counters)
+    assert (files_admitted, rest) == (2, [0, 0, 2, bytes_admitted])  # given back, never written
 
 
 def values(admitted=(0, 0), written=(0, 0), returned=(0, 0)) -> list[int]:

@@ -3,6 +3,7 @@ noticing it (SPEC §7, §11)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -89,23 +90,29 @@ def test_a_rewrite_never_brings_back_an_entry_purged_meanwhile(two):
     rec = a.get(entry)
     b.purge()
 
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as err:
         a.rewrite(entry, rec)
     assert not list(a.path.glob("*.json"))
+    final = a.path / f"{entry}.json"
+    assert (err.value.errno, err.value.filename) == (errno.ENOENT, str(final))
+    assert str(err.value) == f"[Errno 2] DLQ entry removed before its rewrite: '{final}'"
 
 
-def test_a_rewrite_that_cannot_be_written_leaves_the_old_entry_as_it_was(two, monkeypatch):
+@pytest.mark.parametrize(("code", "hint"), [(errno.ENOSPC, " (disk full)"), (errno.EIO, "")])
+def test_a_rewrite_that_cannot_be_written_leaves_the_old_entry_as_it_was(two, monkeypatch, code, hint):
     a, _ = two
     entry = a.write(record(1))
     before = (a.path / f"{entry}.json").read_bytes()
 
-    def full(*_args, **_kw):
-        raise OSError(28, "No space left on device")
+    def failing(*_args, **_kw):
+        raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr("telhawk_ingest.dlq.write_synced", full)
+    monkeypatch.setattr("telhawk_ingest.dlq.write_synced", failing)
     rec = a.get(entry)
     rec["attempts"] = 9
-    with pytest.raises(DLQUnavailable, match="disk full"):
+    with pytest.raises(DLQUnavailable) as err:
         a.rewrite(entry, rec)
+    assert str(err.value) == f"dlq.base_path: {a.path} is not writable (errno {code}{hint})"
     assert (a.path / f"{entry}.json").read_bytes() == before
     assert os.listdir(a.path) == [f"{entry}.json"]  # no temp file left behind
+

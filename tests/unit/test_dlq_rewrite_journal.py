@@ -5,6 +5,7 @@ the rewrite journal under `.state/rewrites/`, its bounds, and planted journal fi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -106,6 +107,29 @@ def test_a_warm_catalog_over_the_index_lists_it_as_it_is_now(tmp_path):
     assert refail_twice(queue(path), path, ids[0])
 
     assert ids[0] in listed(reader, STORE)[0] and ids[0] not in listed(reader, NORM)[0]
+    agrees(reader, path)
+
+
+def test_an_entry_rewritten_twice_while_the_index_is_being_saved_is_not_taken_from_it(tmp_path,
+                                                                                     monkeypatch):
+    """The index is built from what was read before its journal position; a rewrite that another
+    thread of the process follows while the file is written is after it, so the entry is read again."""
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    reader = queue(path)
+    real_save = dlqindex.save
+
+    def save_meanwhile(dlq_path: Path, index: dlqindex.SummaryIndex) -> bool:
+        assert refail_twice(queue(path), path, ids[0])
+        reader.stats()  # another thread: lists the folder, following the journal
+        return real_save(dlq_path, index)
+
+    monkeypatch.setattr(dlqindex, "save", save_meanwhile)
+    assert ids[0] in listed(reader, NORM)[0]  # every entry read: the index is saved
+    monkeypatch.setattr(dlqindex, "save", real_save)
+
+    assert ids[0] not in listed(reader, NORM)[0]
+    assert ids[0] in listed(reader, STORE)[0]
     agrees(reader, path)
 
 
@@ -271,7 +295,7 @@ def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everythin
         assert ids[0] in listed(reader, STORE)[0]
 
 
-def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads):
+def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads, caplog):
     path = tmp_path / "dlq"
     ids = fill(path)
     with freeze_time("2026-11-01 00:00:00", tick=True):
@@ -281,11 +305,13 @@ def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_p
     for name in os.listdir(journal_dir(path)):
         os.unlink(journal_dir(path) / name)
 
-    with freeze_time("2026-11-03 00:00:00", tick=True):
+    with freeze_time("2026-11-03 00:00:00", tick=True), caplog.at_level(logging.INFO, "telhawk_ingest.dlq"):
         reads.clear()
         got = listed(queue(path), STORE)[0]
     assert got == expected(path, STORE) and ids[0] in got
     assert len(set(reads)) == len(ids)  # every entry read again: nothing taken from the index
+    assert f"DLQ summary index in {path} ignored: the rewrite journal since it was saved is gone" in [
+        r.getMessage() for r in caplog.records]
 
 
 def test_an_old_index_whose_journal_files_are_all_there_is_still_used(tmp_path, reads):
@@ -310,6 +336,109 @@ def test_a_summary_read_before_a_journal_line_is_not_cached_after_it():
     assert catalog.get("failed_1_" + "0" * 32 + ".json", 7) is False
     catalog.put("failed_1_" + "0" * 32 + ".json", 7, summary, since=catalog.epoch)
     assert catalog.get("failed_1_" + "0" * 32 + ".json", 7) == summary
+
+
+def test_a_summary_read_before_a_later_journal_line_or_a_clear_is_not_cached():
+    catalog = dlq_module._Catalog()
+    name, other = (f"failed_{n}_{'0' * 32}.json" for n in (1, 2))
+    summary = dlq_module.Summary("normalization_failed", "x", "e", 1)
+    catalog.invalidate([other])
+    catalog.invalidate([other])  # each journal read counts: reads are ordered against all of them
+
+    before = catalog.epoch
+    catalog.invalidate([name])
+    catalog.put(name, 7, summary, since=before)
+    assert catalog.get(name, 7) is False
+
+    before = catalog.epoch
+    catalog.clear()
+    catalog.put(name, 7, summary, since=before)
+    assert catalog.get(name, 7) is False
+
+
+def test_a_name_found_in_the_journal_is_neither_corrupt_nor_sized_until_read_again(tmp_path):
+    """Its inode may be the one it had before (a name rewritten twice): the size and corruption
+    known for it are dropped with its summary, and its file is looked at again."""
+    catalog = dlq_module._Catalog()
+    name = f"failed_1_{'0' * 32}.json"
+    (tmp_path / name).write_bytes(b"{}" * 25)
+    ino = (tmp_path / name).stat().st_ino
+    catalog.put(name, ino, dlq_module.CORRUPT, size=100)
+    assert catalog.corrupt == {name}
+
+    catalog.invalidate([name])
+
+    assert catalog.corrupt == set()
+    assert catalog.total_size(frozenset({name}), {name: ino}, tmp_path) == 50
+
+
+def plant_link(path: Path, tmp_path: Path) -> str:
+    """An entry name in `path` that is a symbolic link to a record outside it; returns its id."""
+    outside = tmp_path / "outside.json"
+    entry_id = f"failed_1700000000_{'a' * 32}"
+    record = {**dlq_module.make_record({"source_type": "x"}, "storage_failed", "e"), "id": entry_id}
+    outside.write_bytes(json.dumps(record).encode())
+    path.mkdir(exist_ok=True)
+    os.symlink(outside, path / f"{entry_id}.json")
+    return entry_id
+
+
+def test_an_entry_that_is_a_link_is_tried_once_per_process_and_reported_corrupt(tmp_path, reads):
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+
+    assert listed(dlq, STORE) == ([], 0)
+    assert listed(dlq, STORE) == ([], 0)
+    assert dlq.stats()["corrupt_files"] == [f"{entry_id}.json"]
+    assert reads == [f"{entry_id}.json"]
+
+
+def test_a_link_replaced_by_a_rewrite_while_it_was_marked_is_not_taken_for_corrupt(tmp_path, monkeypatch):
+    """The name was a link when opened; before its inode is read to mark it corrupt, a rewrite renames
+    a real record over it and another thread follows that journal line: the mark would hide it."""
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+    target = str(path / f"{entry_id}.json")
+    real = os.lstat
+    raced: list[str] = []
+
+    def lstat(file: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if str(file) == target and not raced:
+            raced.append(target)
+            os.replace(tmp_path / "outside.json", target)
+            dlq._catalog.invalidate([f"{entry_id}.json"])
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert listed(dlq, STORE) == ([], 0)
+
+    assert raced and listed(dlq, STORE) == ([entry_id], 1)
+    assert dlq.stats()["corrupt_files"] == []
+
+
+def test_an_entry_removed_and_written_again_with_its_old_inode_is_read_afresh(tmp_path):
+    """A message delivered again after its entry was replayed away writes the same name (its
+    envelope's), and ext4 may give it the inode the removed file had: nothing learned of the removed
+    entry (corrupt, its size) may stand for the new one."""
+    path = tmp_path / "dlq"
+    dlq = queue(path)
+    entry_id = plant_link(path, tmp_path)
+    entry, hold = path / f"{entry_id}.json", path / ".hold"
+    entry.unlink()
+    entry.write_bytes(b"{trunc")
+    assert listed(dlq, STORE) == ([], 0)
+    assert dlq.stats()["corrupt_files"] == [entry.name]
+    os.link(entry, hold)  # keeps the inode for the next file under the name
+
+    assert dlq.remove([entry_id]) == [entry_id]
+    hold.write_bytes((tmp_path / "outside.json").read_bytes())
+    os.replace(hold, entry)
+
+    stats = dlq.stats(verify_budget_s=0)
+    assert (stats["corrupt_files"], stats["pending_bytes"]) == ([], entry.stat().st_size)
+    assert listed(dlq, STORE) == ([entry_id], 1)
 
 
 # -- planted and damaged journal files: at worst entries are read again --------------------------
@@ -371,21 +500,42 @@ def test_a_journal_file_that_shrank_makes_readers_read_entries_again(tmp_path):
     agrees(queue(path), path)
 
 
-def test_an_index_with_a_damaged_journal_position_is_ignored(tmp_path, reads):
-    path = tmp_path / "dlq"
-    fill(path)
-    save_index(path)
+def set_journal_position(path: Path, position: object) -> None:
+    """Replace the journal position in the header of the index saved under `path`."""
     data = index_file(path).read_bytes()
     magic, rest = data[:len(dlqindex.MAGIC)], data[len(dlqindex.MAGIC):]
     header, body = rest.split(b"\n", 1)
     fields = json.loads(header)
-    fields["journal"] = {"offsets": {"../x": -1}, "at": "now"}
+    fields["journal"] = position
     index_file(path).write_bytes(magic + json.dumps(fields).encode() + b"\n" + body)
+
+
+def test_an_index_with_a_damaged_journal_position_is_ignored(tmp_path, reads, caplog):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    set_journal_position(path, {"offsets": {"../x": -1}, "at": "now"})
+
+    reads.clear()
+    with caplog.at_level(logging.WARNING, "telhawk_ingest.dlq"):
+        got = listed(queue(path), STORE)[0]
+    assert got == expected(path, STORE)
+    assert len(set(reads)) == len(expected(path, DlqFilter()))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"DLQ summary index in {path} ignored: journal position fields of the wrong type"]
+
+
+def test_an_index_saved_without_a_journal_position_is_used_from_the_journal_start(tmp_path, reads):
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    save_index(path)
+    set_journal_position(path, None)
 
     reads.clear()
     got = listed(queue(path), STORE)[0]
     assert got == expected(path, STORE)
-    assert len(set(reads)) == len(expected(path, DlqFilter()))
+    assert set(reads) == {f"{i}.json" for i in got}  # the page only: the rest from the index
+    assert len(got) < len(ids)
 
 
 def test_an_entry_this_process_wrote_and_another_rewrote_twice_before_any_listing(tmp_path):
