@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from telhawk_ingest import envelope
 from telhawk_ingest.envelope import POOL_IDS, id_time, new_id, rfc3339
 
 NOW_NS = 1_767_323_045_123_456_789  # 2026-01-02T03:04:05.123456789Z
@@ -63,6 +64,22 @@ def test_a_forked_child_never_hands_out_its_parents_ids():
     os.waitpid(pid, 0)
 
     assert len(childs) == POOL_IDS and not parents & childs
+
+
+def test_the_pool_a_forked_child_forgets_is_never_drawn_from_again():
+    # What a forked child runs first (os.register_at_fork): the ids its parent may still hand out
+    # are dropped, so the child's next id is the first of a pool of its own.
+    state = random.getstate()
+    try:
+        random.seed(5)
+        envelope._forget_digits()
+        first = new_id(now_ns=NOW_NS)  # the first id of the pool that seed 5 draws
+        random.seed(5)
+        envelope._forget_digits()
+        assert new_id(now_ns=NOW_NS) == first  # that pool drawn again, not the second id of the old one
+    finally:
+        random.setstate(state)
+        envelope._forget_digits()
 
 
 @pytest.mark.parametrize("ts", [
