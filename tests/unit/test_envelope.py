@@ -32,6 +32,28 @@ def test_ids_are_uuid7_text_with_the_millisecond_given_and_never_repeat():
                for k in range(76) if random_mask >> k & 1)
 
 
+def test_ids_show_the_random_bytes_of_their_pool_in_order_and_a_pool_draws_only_what_they_use(monkeypatch):
+    pools: list[bytes] = []
+
+    def randbytes(n: int) -> bytes:
+        pools.append(os.urandom(n))
+        return pools[-1]
+
+    monkeypatch.setattr(random, "randbytes", randbytes)
+    envelope._forget_digits()
+    ids = [new_id(now_ns=NOW_NS) for _ in range(2 * POOL_IDS)]
+
+    assert len(pools) == 2
+    for pool, drawn in zip(pools, (ids[:POOL_IDS], ids[POOL_IDS:]), strict=True):
+        assert POOL_IDS * 19 <= 2 * len(pool) <= POOL_IDS * 19 + 2  # 19 hex digits an id, no more
+        digits = pool.hex()
+        for k, text in enumerate(drawn):
+            mine = digits[19 * k:19 * k + 19]
+            shown = text.replace("-", "")[13:]  # after the 12 digits of the time and the version
+            # The variant digit (10xx) keeps the low 2 bits of its random digit.
+            assert (shown[:3], int(shown[3], 16), shown[4:]) == (mine[:3], 8 | int(mine[3], 16) & 3, mine[4:])
+
+
 def test_threads_drawing_ids_at_once_never_get_the_same_one():
     drawn: list[list[str]] = [[] for _ in range(8)]
 
