@@ -113,6 +113,24 @@ def test_rfc3339_writes_what_datetime_writes_at_every_edge_of_a_second(ts: float
     assert rfc3339(ts) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+def test_rfc3339_works_out_the_text_of_a_second_once_for_the_times_in_it(monkeypatch):
+    computed: list[float] = []
+
+    class Counting(datetime):
+        @classmethod
+        def fromtimestamp(cls, ts: float, tz=None) -> datetime:  # type: ignore[override]
+            computed.append(ts)
+            return datetime.fromtimestamp(ts, tz)
+
+    monkeypatch.setattr(envelope, "datetime", Counting)
+    monkeypatch.setattr(envelope, "_last_second", (-1, ""))
+    texts = [rfc3339(second + fraction) for second in (0, 1_730_682_123) for fraction in (0.0, 0.25, 0.998)]
+
+    assert texts == ["1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00.250Z", "1970-01-01T00:00:00.998Z",
+                     "2024-11-04T01:02:03.000Z", "2024-11-04T01:02:03.250Z", "2024-11-04T01:02:03.998Z"]
+    assert computed == [0, 1_730_682_123]  # from the epoch on, once a second
+
+
 def test_rfc3339_writes_what_datetime_writes_for_any_time():
     rng = random.Random(7)
     for _ in range(20_000):
