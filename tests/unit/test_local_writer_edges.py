@@ -11,14 +11,17 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from telhawk_ingest.envelope import new_id
 from telhawk_ingest.errors import ConfigError
 from telhawk_ingest.storage import local
+from telhawk_ingest.storage.base import Item, Status, encode_document
 from telhawk_ingest.storage.local import (
     LocalBackend,
     check_files,
@@ -28,7 +31,17 @@ from telhawk_ingest.storage.local import (
     restart_wal,
 )
 from tests.unit.test_local_checkpoints import PollClock, fill, reader
-from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
+from tests.unit.test_local_storage import (
+    DAY,
+    DAY_TEXT,
+    Clock,
+    days_stored,
+    ids,
+    item,
+    lock_database,
+    refuse_id,
+    wait_for,
+)
 
 T = TypeVar("T")
 
@@ -256,3 +269,104 @@ def test_a_completion_callback_that_fails_is_logged_and_the_writer_goes_on(tmp_p
     assert [r.getMessage() for r in caplog.records] == [
         "local storage: a caller's completion callback failed"]
     assert len(ids(tmp_path / "data")) == 2
+
+
+def test_the_writer_and_its_checkpointer_are_named_daemon_threads(tmp_path):
+    # Named so that a thread dump or a log line shows them; daemon so that a process that ends
+    # without closing the backend is not held up by threads waiting for work.
+    before = set(threading.enumerate())
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item()])[0].stored
+    started = {(thread.name, thread.daemon) for thread in set(threading.enumerate()) - before}
+    backend.close()
+
+    assert started == {("telhawk-local-writer", True), ("telhawk-local-checkpointer", True)}
+
+
+def sized(nbytes: int) -> Item:
+    """An item whose document is `nbytes` of JSON text."""
+    document = {"p": "x" * (nbytes - len('{"p":""}'))}
+    assert len(encode_document(document)) == nbytes
+    return Item(id=new_id(), index="main", time=DAY, document=document)
+
+
+class Asked(threading.Event):
+    """The checkpointer's wake-up event, noting how many rows were committed at each request."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.at_rows: list[int] = []
+
+    def set(self) -> None:
+        self.at_rows.append(len(ids(self.data_dir)))
+        super().set()
+
+
+def test_a_checkpoint_is_asked_for_each_time_the_documents_committed_since_the_last_reach_the_bound(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "CHECKPOINT_BYTES", 300)
+    backend = LocalBackend(tmp_path / "data")
+    asked = Asked(backend.data_dir)
+    backend._wake_checkpointer = asked
+
+    backend.store([sized(100), sized(100), sized(100)])  # 300 bytes: exactly the bound, in one job
+    backend.store([sized(100), sized(100)])  # 200 ...
+    backend.store([sized(99)])  # ... 299: one byte short
+    backend.store([sized(100)])  # 399
+    backend.store([sized(100)])  # 100 since: the commit before was answered, and its request made
+    requests = list(asked.at_rows)
+    backend.close()
+
+    assert requests == [3, 7]
+
+
+def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "statement_limit", lambda conn: 4)
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    refuse_id(backend.data_dir, "boom")
+    other = lock_database(backend.data_dir)
+    doomed = backend.submit([item(item_id="boom")])
+    filling = backend.submit([item(1), item(2), item(3)])  # 4 rows with the one before: one commit
+    over = backend.submit([item(4)])  # a 5th row: the next commit
+    wait_for(backend._queue.empty)
+    other.execute("COMMIT")
+    other.close()
+
+    assert [o.status for o in doomed.result(10) + filling.result(10)] == [Status.RETRY] * 4
+    assert [o.status for o in over.result(10)] == [Status.STORED]
+    backend.close()
+    assert len(ids(tmp_path / "data")) == 2
+
+
+class Polling:
+    """Stands in for the `time` module of storage.local: real time, and `polled` is set once the
+    writer pauses to poll for the write lock."""
+
+    def __init__(self) -> None:
+        self.polled = threading.Event()
+        self.monotonic = time.monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.polled.set()
+        time.sleep(seconds)
+
+
+def test_rows_that_join_a_commit_while_it_waits_for_the_lock_are_stored_with_it(tmp_path, monkeypatch):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    polling = Polling()
+    monkeypatch.setattr(local, "time", polling)
+    other = lock_database(backend.data_dir)
+    first = backend.submit([item(1)])
+    assert polling.polled.wait(10)  # the writer holds the first request and polls for the lock
+    joining = [item(2), item(3)]
+    second = backend.submit(joining)
+    wait_for(backend._queue.empty)
+    other.execute("COMMIT")
+    other.close()
+
+    assert [o.status for o in first.result(10) + second.result(10)] == [Status.STORED] * 3
+    backend.close()
+    assert set(ids(tmp_path / "data")) >= {it.id for it in joining}
