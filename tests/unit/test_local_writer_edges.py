@@ -370,3 +370,50 @@ def test_rows_that_join_a_commit_while_it_waits_for_the_lock_are_stored_with_it(
     assert [o.status for o in first.result(10) + second.result(10)] == [Status.STORED] * 3
     backend.close()
     assert set(ids(tmp_path / "data")) >= {it.id for it in joining}
+
+
+def test_a_commit_polls_for_the_lock_until_its_deadline_exactly_then_is_retry(tmp_path, monkeypatch, caplog):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    other = lock_database(backend.data_dir)
+    # Should the lock be polled for past the deadline, it is let go after a while: no hang.
+    clock = PollClock(after_pause=lambda n: other.execute("ROLLBACK") if n == 10 else None)
+    monkeypatch.setattr(local, "time", clock)
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.375)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.125)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.5)
+
+    with caplog.at_level(logging.WARNING, logger=local.__name__):
+        [outcome] = backend.store([item(1)])
+    if other.in_transaction:
+        other.execute("ROLLBACK")
+    other.close()
+
+    assert clock.pauses == [0.125, 0.25]  # tried at 0, 0.125 and 0.375 s, the deadline, and not after
+    assert (outcome.status, outcome.error) == (
+        Status.RETRY, f"local storage: commit to {backend.db_path} failed: database is locked")
+    assert caplog.records == []  # a lock held by another process is expected: no error logged
+    monkeypatch.undo()
+    assert backend.store([item(2)])[0].stored
+    backend.close()
+
+
+def test_a_commit_failing_in_an_unexpected_way_is_logged_with_its_traceback_and_retry(tmp_path, monkeypatch,
+                                                                                     caplog):
+    backend = LocalBackend(tmp_path / "data")
+
+    def broken(rows: list, limit: int) -> tuple:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(local, "_insert", broken)
+    with caplog.at_level(logging.ERROR, logger=local.__name__):
+        [outcome] = backend.store([item(1)])
+
+    assert [(r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        (f"local storage: unexpected error committing to {backend.db_path}", True)]
+    assert (outcome.status, outcome.error, outcome.details) == (
+        Status.RETRY, f"local storage: commit to {backend.db_path} failed: a bug",
+        {"error_type": "RuntimeError"})
+    monkeypatch.undo()
+    assert backend.store([item(2)])[0].stored  # waiters always get an answer, and the writer goes on
+    backend.close()
