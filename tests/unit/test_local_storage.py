@@ -209,6 +209,19 @@ def test_a_batch_larger_than_one_statement_is_still_one_transaction(backend, mon
     assert ids(backend.data_dir) == [it.id for it in batch]  # nothing of the refused transaction
 
 
+def test_a_batch_of_exactly_one_statement_commits_as_that_statement_alone(backend, monkeypatch, statements):
+    monkeypatch.setattr(local, "MAX_STATEMENT_ROWS", 8)
+    writes = ("INSERT", "BEGIN", "COMMIT")
+
+    assert all(o.stored for o in backend.store([item(n) for n in range(8)]))
+    assert [s.split(" ")[0].upper() for s in statements if s.upper().startswith(writes)] == ["INSERT"]
+    statements.clear()
+    assert all(o.stored for o in backend.store([item(n) for n in range(9)]))
+    assert [s.split(" ")[0].upper() for s in statements if s.upper().startswith(writes)] == [
+        "BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert len(ids(backend.data_dir)) == 17
+
+
 def test_submit_gives_a_future_an_asyncio_loop_can_await(backend):
     batch = [item(n) for n in range(3)]
 
