@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -440,6 +441,25 @@ def test_a_forked_child_stores_through_its_own_writer_and_the_parent_keeps_worki
     assert os.waitstatus_to_exitcode(status) == 0
     assert backend.store([parent_after])[0].stored
     assert ids(backend.data_dir) == [parent_first.id, child_item.id, parent_after.id]
+
+
+def test_a_backend_the_fork_hooks_did_not_see_still_starts_its_own_writer_in_the_child(backend, monkeypatch):
+    # One made by another thread while this one forked: the hooks never reset it, so the child
+    # finds the parent's pid in it, and the parent's writer, which the child does not have.
+    parent_first, child_item = item(1), item(2)
+    assert backend.store([parent_first])[0].stored
+    monkeypatch.setattr(local, "_BACKENDS", weakref.WeakSet())
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if backend.submit([child_item]).result(5)[0].stored else 1)
+        except BaseException:
+            os._exit(2)  # no answer: the job went to a writer the child does not have
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ids(backend.data_dir) == [parent_first.id, child_item.id]
 
 
 # --- where the database may live ----------------------------------------------------------------------
