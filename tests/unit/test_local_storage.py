@@ -912,13 +912,15 @@ def test_the_module_constants():
     assert local.SIDE_SUFFIXES == ("", "-wal", "-shm")
 
 
-def test_an_sqlite_older_than_3_24_is_refused_at_start(tmp_path, monkeypatch):
+def test_an_sqlite_older_than_3_24_is_refused_at_start_and_3_24_is_taken(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 9))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.23.9")
 
     with pytest.raises(ConfigError, match=r"^storage\.backend: local storage needs SQLite 3\.24\.0 or newer; "
                                           r"Python uses 3\.23\.9$"):
         LocalBackend(tmp_path / "data")
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 24, 0))
+    LocalBackend(tmp_path / "data")  # the first release with upserts is enough
 
 
 @pytest.mark.parametrize(("count", "size"),

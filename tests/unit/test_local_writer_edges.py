@@ -310,15 +310,19 @@ def test_a_checkpoint_is_asked_for_each_time_the_documents_committed_since_the_l
     asked = Asked(backend.data_dir)
     backend._wake_checkpointer = asked
 
-    backend.store([sized(100), sized(100), sized(100)])  # 300 bytes: exactly the bound, in one job
-    backend.store([sized(100), sized(100)])  # 200 ...
-    backend.store([sized(99)])  # ... 299: one byte short
-    backend.store([sized(100)])  # 399
-    backend.store([sized(100)])  # 100 since: the commit before was answered, and its request made
+    for batch in (
+        [100, 99], [100],  # 299 bytes, in two requests: one short of the bound
+        [100],  # 399: asked, and counting starts again
+        [100, 100], [99],  # 299 again
+        [101],  # 400: asked
+        [150, 150],  # exactly 300, in one request: asked
+        [100],  # 100: the request before was answered, and its checkpoint asked for
+    ):
+        assert all(o.stored for o in backend.store([sized(n) for n in batch]))
     requests = list(asked.at_rows)
     backend.close()
 
-    assert requests == [3, 7]
+    assert requests == [4, 8, 10]  # rows committed at each request
 
 
 def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limit(tmp_path, monkeypatch):
@@ -417,3 +421,27 @@ def test_a_commit_failing_in_an_unexpected_way_is_logged_with_its_traceback_and_
     monkeypatch.undo()
     assert backend.store([item(2)])[0].stored  # waiters always get an answer, and the writer goes on
     backend.close()
+
+
+def test_close_waits_for_the_writer_and_the_checkpointer_up_to_twice_the_busy_timeout_each(tmp_path):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item()])[0].stored
+    threads = [backend._thread, backend._checkpointer]
+    waits: list[tuple[str, float | None]] = []
+
+    def timed(thread: threading.Thread) -> Callable[[float | None], None]:
+        join = thread.join
+
+        def recording(timeout: float | None = None) -> None:
+            waits.append((thread.name, timeout))
+            join(timeout)
+
+        return recording
+
+    for thread in threads:
+        assert thread is not None
+        thread.join = timed(thread)  # type: ignore[method-assign]
+    backend.close()
+
+    assert waits == [("telhawk-local-writer", 10.0), ("telhawk-local-checkpointer", 10.0)]
+    assert not any(thread.is_alive() for thread in threads if thread is not None)
