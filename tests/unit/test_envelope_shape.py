@@ -25,6 +25,7 @@ def test_every_rfc_variant_digit_in_either_case_gives_the_ids_time(variant):
         "00000000x0000-7000-8000-000000000000",  # no dash after the first group
         "00000000-0000-6000-8000-000000000000",  # version 6
         "00000000-0000-7000-7000-000000000000",  # variant 0xxx
+        "00000000-0000-7000-X000-000000000000",  # no hex digit where the variant is
         "00000000-0000-7000-8000-0000000000000",  # 37 characters
         "00000000-0000-7000-8000-00000000000",  # 35
     ],
@@ -49,7 +50,7 @@ def test_an_envelope_as_a_dict_has_the_spec_members_in_order():
 
 def test_index_and_time_come_from_the_attributes_and_are_none_without_them():
     assert (make().index, make().time) == ("net", 1.5)
-    bare = make(attributes=None, received_at="")
+    bare = Envelope("e1", "fw", "cisco_asa", "raw", "line")  # neither attributes nor received_at given
     assert (bare.index, bare.time, bare.attributes, bare.received_at) == (None, None, {}, "")
 
 

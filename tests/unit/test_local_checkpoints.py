@@ -19,6 +19,7 @@ from telhawk_ingest.envelope import new_id
 from telhawk_ingest.storage import local
 from telhawk_ingest.storage.base import Item
 from telhawk_ingest.storage.local import DB_NAME, LocalBackend, restart_wal
+from tests.unit.test_local_storage import wait_for
 
 
 class PollClock:
@@ -167,3 +168,30 @@ def test_a_checkpoint_that_fails_is_logged_and_never_raised(backend, db, monkeyp
     [record] = caplog.records
     assert record.getMessage().startswith(f"local storage: checkpoint of {backend.db_path} failed: ")
     assert "No such file" in record.getMessage()
+
+
+def test_a_checkpoint_that_cannot_open_its_connection_is_logged_and_the_next_request_tries_again(
+        backend, monkeypatch, caplog):
+    assert all(o.stored for o in backend.store(items(1)))  # the writer's connection is open
+    monkeypatch.setattr(local, "CHECKPOINT_BYTES", 1)  # every commit asks for a checkpoint
+    real_connect = local.connect
+    checkpoints: list[str] = []
+
+    def unable(db: Path) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    def tracing(db: Path) -> sqlite3.Connection:
+        conn = real_connect(db)
+        conn.set_trace_callback(checkpoints.append)
+        return conn
+
+    monkeypatch.setattr(local, "connect", unable)
+    with caplog.at_level(logging.WARNING, logger=local.__name__):
+        assert all(o.stored for o in backend.store(items(1)))
+        wait_for(lambda: len(caplog.records) > 0)
+    monkeypatch.setattr(local, "connect", tracing)
+    assert all(o.stored for o in backend.store(items(1)))
+    wait_for(lambda: "PRAGMA wal_checkpoint(PASSIVE)" in checkpoints)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"local storage: checkpoint of {backend.db_path} failed: unable to open database file"]

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -207,6 +208,19 @@ def test_a_batch_larger_than_one_statement_is_still_one_transaction(backend, mon
 
     assert {o.status for o in outcomes} == {Status.RETRY}
     assert ids(backend.data_dir) == [it.id for it in batch]  # nothing of the refused transaction
+
+
+def test_a_batch_of_exactly_one_statement_commits_as_that_statement_alone(backend, monkeypatch, statements):
+    monkeypatch.setattr(local, "MAX_STATEMENT_ROWS", 8)
+    writes = ("INSERT", "BEGIN", "COMMIT")
+
+    assert all(o.stored for o in backend.store([item(n) for n in range(8)]))
+    assert [s.split(" ")[0].upper() for s in statements if s.upper().startswith(writes)] == ["INSERT"]
+    statements.clear()
+    assert all(o.stored for o in backend.store([item(n) for n in range(9)]))
+    assert [s.split(" ")[0].upper() for s in statements if s.upper().startswith(writes)] == [
+        "BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert len(ids(backend.data_dir)) == 17
 
 
 def test_submit_gives_a_future_an_asyncio_loop_can_await(backend):
@@ -427,6 +441,25 @@ def test_a_forked_child_stores_through_its_own_writer_and_the_parent_keeps_worki
     assert os.waitstatus_to_exitcode(status) == 0
     assert backend.store([parent_after])[0].stored
     assert ids(backend.data_dir) == [parent_first.id, child_item.id, parent_after.id]
+
+
+def test_a_backend_the_fork_hooks_did_not_see_still_starts_its_own_writer_in_the_child(backend, monkeypatch):
+    # One made by another thread while this one forked: the hooks never reset it, so the child
+    # finds the parent's pid in it, and the parent's writer, which the child does not have.
+    parent_first, child_item = item(1), item(2)
+    assert backend.store([parent_first])[0].stored
+    monkeypatch.setattr(local, "_BACKENDS", weakref.WeakSet())
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if backend.submit([child_item]).result(5)[0].stored else 1)
+        except BaseException:
+            os._exit(2)  # no answer: the job went to a writer the child does not have
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ids(backend.data_dir) == [parent_first.id, child_item.id]
 
 
 # --- where the database may live ----------------------------------------------------------------------
@@ -879,13 +912,15 @@ def test_the_module_constants():
     assert local.SIDE_SUFFIXES == ("", "-wal", "-shm")
 
 
-def test_an_sqlite_older_than_3_24_is_refused_at_start(tmp_path, monkeypatch):
+def test_an_sqlite_older_than_3_24_is_refused_at_start_and_3_24_is_taken(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 9))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.23.9")
 
     with pytest.raises(ConfigError, match=r"^storage\.backend: local storage needs SQLite 3\.24\.0 or newer; "
                                           r"Python uses 3\.23\.9$"):
         LocalBackend(tmp_path / "data")
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 24, 0))
+    LocalBackend(tmp_path / "data")  # the first release with upserts is enough
 
 
 @pytest.mark.parametrize(("count", "size"),

@@ -11,14 +11,17 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from telhawk_ingest.envelope import new_id
 from telhawk_ingest.errors import ConfigError
 from telhawk_ingest.storage import local
+from telhawk_ingest.storage.base import Item, Status, encode_document
 from telhawk_ingest.storage.local import (
     LocalBackend,
     check_files,
@@ -28,7 +31,17 @@ from telhawk_ingest.storage.local import (
     restart_wal,
 )
 from tests.unit.test_local_checkpoints import PollClock, fill, reader
-from tests.unit.test_local_storage import DAY, DAY_TEXT, Clock, days_stored, ids, item, wait_for
+from tests.unit.test_local_storage import (
+    DAY,
+    DAY_TEXT,
+    Clock,
+    days_stored,
+    ids,
+    item,
+    lock_database,
+    refuse_id,
+    wait_for,
+)
 
 T = TypeVar("T")
 
@@ -256,3 +269,179 @@ def test_a_completion_callback_that_fails_is_logged_and_the_writer_goes_on(tmp_p
     assert [r.getMessage() for r in caplog.records] == [
         "local storage: a caller's completion callback failed"]
     assert len(ids(tmp_path / "data")) == 2
+
+
+def test_the_writer_and_its_checkpointer_are_named_daemon_threads(tmp_path):
+    # Named so that a thread dump or a log line shows them; daemon so that a process that ends
+    # without closing the backend is not held up by threads waiting for work.
+    before = set(threading.enumerate())
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item()])[0].stored
+    started = {(thread.name, thread.daemon) for thread in set(threading.enumerate()) - before}
+    backend.close()
+
+    assert started == {("telhawk-local-writer", True), ("telhawk-local-checkpointer", True)}
+
+
+def sized(nbytes: int) -> Item:
+    """An item whose document is `nbytes` of JSON text."""
+    document = {"p": "x" * (nbytes - len('{"p":""}'))}
+    assert len(encode_document(document)) == nbytes
+    return Item(id=new_id(), index="main", time=DAY, document=document)
+
+
+class Asked(threading.Event):
+    """The checkpointer's wake-up event, noting how many rows were committed at each request."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.at_rows: list[int] = []
+
+    def set(self) -> None:
+        self.at_rows.append(len(ids(self.data_dir)))
+        super().set()
+
+
+def test_a_checkpoint_is_asked_for_each_time_the_documents_committed_since_the_last_reach_the_bound(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "CHECKPOINT_BYTES", 300)
+    backend = LocalBackend(tmp_path / "data")
+    asked = Asked(backend.data_dir)
+    backend._wake_checkpointer = asked
+
+    for batch in (
+        [100, 99], [100],  # 299 bytes, in two requests: one short of the bound
+        [100],  # 399: asked, and counting starts again
+        [100, 100], [99],  # 299 again
+        [101],  # 400: asked
+        [150, 150],  # exactly 300, in one request: asked
+        [100],  # 100: the request before was answered, and its checkpoint asked for
+    ):
+        assert all(o.stored for o in backend.store([sized(n) for n in batch]))
+    requests = list(asked.at_rows)
+    backend.close()
+
+    assert requests == [4, 8, 10]  # rows committed at each request
+
+
+def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "statement_limit", lambda conn: 4)
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    refuse_id(backend.data_dir, "boom")
+    other = lock_database(backend.data_dir)
+    doomed = backend.submit([item(item_id="boom")])
+    filling = backend.submit([item(1), item(2), item(3)])  # 4 rows with the one before: one commit
+    over = backend.submit([item(4)])  # a 5th row: the next commit
+    wait_for(backend._queue.empty)
+    other.execute("COMMIT")
+    other.close()
+
+    assert [o.status for o in doomed.result(10) + filling.result(10)] == [Status.RETRY] * 4
+    assert [o.status for o in over.result(10)] == [Status.STORED]
+    backend.close()
+    assert len(ids(tmp_path / "data")) == 2
+
+
+class Polling:
+    """Stands in for the `time` module of storage.local: real time, and `polled` is set once the
+    writer pauses to poll for the write lock."""
+
+    def __init__(self) -> None:
+        self.polled = threading.Event()
+        self.monotonic = time.monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.polled.set()
+        time.sleep(seconds)
+
+
+def test_rows_that_join_a_commit_while_it_waits_for_the_lock_are_stored_with_it(tmp_path, monkeypatch):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    polling = Polling()
+    monkeypatch.setattr(local, "time", polling)
+    other = lock_database(backend.data_dir)
+    first = backend.submit([item(1)])
+    assert polling.polled.wait(10)  # the writer holds the first request and polls for the lock
+    joining = [item(2), item(3)]
+    second = backend.submit(joining)
+    wait_for(backend._queue.empty)
+    other.execute("COMMIT")
+    other.close()
+
+    assert [o.status for o in first.result(10) + second.result(10)] == [Status.STORED] * 3
+    backend.close()
+    assert set(ids(tmp_path / "data")) >= {it.id for it in joining}
+
+
+def test_a_commit_polls_for_the_lock_until_its_deadline_exactly_then_is_retry(tmp_path, monkeypatch, caplog):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    other = lock_database(backend.data_dir)
+    # Should the lock be polled for past the deadline, it is let go after a while: no hang.
+    clock = PollClock(after_pause=lambda n: other.execute("ROLLBACK") if n == 10 else None)
+    monkeypatch.setattr(local, "time", clock)
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.375)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.125)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.5)
+
+    with caplog.at_level(logging.WARNING, logger=local.__name__):
+        [outcome] = backend.store([item(1)])
+    if other.in_transaction:
+        other.execute("ROLLBACK")
+    other.close()
+
+    assert clock.pauses == [0.125, 0.25]  # tried at 0, 0.125 and 0.375 s, the deadline, and not after
+    assert (outcome.status, outcome.error) == (
+        Status.RETRY, f"local storage: commit to {backend.db_path} failed: database is locked")
+    assert caplog.records == []  # a lock held by another process is expected: no error logged
+    monkeypatch.undo()
+    assert backend.store([item(2)])[0].stored
+    backend.close()
+
+
+def test_a_commit_failing_in_an_unexpected_way_is_logged_with_its_traceback_and_retry(tmp_path, monkeypatch,
+                                                                                     caplog):
+    backend = LocalBackend(tmp_path / "data")
+
+    def broken(rows: list, limit: int) -> tuple:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(local, "_insert", broken)
+    with caplog.at_level(logging.ERROR, logger=local.__name__):
+        [outcome] = backend.store([item(1)])
+
+    assert [(r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        (f"local storage: unexpected error committing to {backend.db_path}", True)]
+    assert (outcome.status, outcome.error, outcome.details) == (
+        Status.RETRY, f"local storage: commit to {backend.db_path} failed: a bug",
+        {"error_type": "RuntimeError"})
+    monkeypatch.undo()
+    assert backend.store([item(2)])[0].stored  # waiters always get an answer, and the writer goes on
+    backend.close()
+
+
+def test_close_waits_for_the_writer_and_the_checkpointer_up_to_twice_the_busy_timeout_each(tmp_path):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item()])[0].stored
+    threads = [backend._thread, backend._checkpointer]
+    waits: list[tuple[str, float | None]] = []
+
+    def timed(thread: threading.Thread) -> Callable[[float | None], None]:
+        join = thread.join
+
+        def recording(timeout: float | None = None) -> None:
+            waits.append((thread.name, timeout))
+            join(timeout)
+
+        return recording
+
+    for thread in threads:
+        assert thread is not None
+        thread.join = timed(thread)  # type: ignore[method-assign]
+    backend.close()
+
+    assert waits == [("telhawk-local-writer", 10.0), ("telhawk-local-checkpointer", 10.0)]
+    assert not any(thread.is_alive() for thread in threads if thread is not None)
