@@ -7,6 +7,7 @@ import pytest
 from telhawk_ingest.config import load_settings
 from telhawk_ingest.envelope import id_time, new_id
 from telhawk_ingest.errors import ConfigError
+from telhawk_ingest.storage import base
 from telhawk_ingest.storage.base import day_anchor, seconds
 
 DAY = 86_400
@@ -67,6 +68,19 @@ def test_a_uuid7_id_gives_its_millisecond_time_and_other_ids_none():
                   "000000000000-7000-8000-0000000000000000",
                   "not-an-id", ""):
         assert id_time(other) is None
+
+
+@pytest.mark.parametrize(("item_id", "day_time"), [
+    ("0189c3a1-1c2b-7def-8000-000000000000", 1_691_204_262.955),
+    ("e677d21f-dbff-7000-8000-000000000000", LAST + 0.999),  # the last millisecond of 9999-12-31
+    ("e677d21f-dc00-7000-8000-000000000000", 0.0),           # 10000-01-01: no UTC date names it
+    ("FFFFFFFF-FFFF-7FFF-BFFF-FFFFFFFFFFFF", 0.0),
+    ("00000000-0000-4000-8000-000000000000", 0.0),           # not a UUIDv7
+    (None, 0.0),                                             # not even a string (items built in code)
+    (1_691_204_262, 0.0),
+])
+def test_the_storage_time_of_an_id_is_its_uuid7_time_while_a_date_names_it_else_0(item_id, day_time):
+    assert base.id_time(item_id) == day_time
 
 
 def test_the_day_window_defaults_to_7_days_back_and_1_ahead_and_can_be_set(tmp_path):

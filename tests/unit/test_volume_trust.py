@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from telhawk_ingest import files
 from telhawk_ingest.audit import AuditLog
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import MAX_RECORD_BYTES, DeadLetterQueue, DlqFilter, make_record, record_cap
@@ -207,6 +209,30 @@ def test_read_regular_refuses_links_fifos_directories_and_oversized_files(tmp_pa
         read_regular(tmp_path / "dir", 100)
     with pytest.raises(UnsafeFile, match="over the 4"):
         read_regular(regular, 4)
+
+
+
+def test_the_refusal_names_what_was_found_instead_of_a_regular_file(tmp_path):
+    with pytest.raises(UnsafeFile) as device:
+        read_regular(Path("/dev/null"), 100)
+    assert device.value.strerror == "not a regular file (a character device)"
+    assert device.value.filename == "/dev/null"
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UnsafeFile) as fifo:
+        finishes(lambda: read_regular(tmp_path / "fifo", 100), unblock=tmp_path / "fifo")
+    assert fifo.value.strerror == "not a regular file (a FIFO)"
+
+
+@pytest.mark.parametrize(("mode", "kind"), [
+    (stat.S_IFIFO | 0o600, "a FIFO"),
+    (stat.S_IFSOCK | 0o755, "a socket"),       # open(2) of a socket fails (ENXIO) before fstat
+    (stat.S_IFDIR | 0o700, "a directory"),
+    (stat.S_IFCHR | 0o666, "a character device"),
+    (stat.S_IFBLK | 0o660, "a block device"),  # not creatable in an unprivileged test
+    (stat.S_IFLNK | 0o777, "mode 120000"),     # any other type: its octal type bits
+])
+def test_every_kind_of_file_is_named_in_the_refusal(mode: int, kind: str):
+    assert files._kind(mode) == kind
 
 
 # --- counters and the audit log -----------------------------------------------------------------
