@@ -7,6 +7,7 @@ Real SQLite on real files; clocks are injected (no real sleeps for polling).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -227,6 +228,22 @@ def test_an_existing_database_open_to_others_is_made_0600_and_one_that_is_not_is
     backend.close()
 
     assert os.stat(db).st_mode & 0o777 == after
+
+
+def test_a_link_put_in_place_of_the_database_after_its_check_never_has_its_target_made_private(tmp_path):
+    # Between check_files and the open, a link may appear where the database is: the mode is
+    # changed on the link itself, never on whatever it points to.
+    target = tmp_path / "someone-elses"
+    target.write_text("")
+    target.chmod(0o644)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / local.DB_NAME).symlink_to(target)
+
+    with contextlib.suppress(OSError, NotImplementedError):  # Linux cannot change a link's own mode
+        local._create_private(data / local.DB_NAME)
+
+    assert target.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_other_errors_at_once(
