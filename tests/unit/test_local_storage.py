@@ -251,6 +251,7 @@ def test_the_write_connection_uses_wal_and_synchronous_full(backend, monkeypatch
     writer = opened[0]
     assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the WAL is fsync'd per commit
+    assert writer.execute("PRAGMA busy_timeout").fetchone() == (0,)  # `execute` polls for the lock itself
     # Persistent in the file: every other connection, in any process, writes to the WAL too.
     assert rows(backend.data_dir, "PRAGMA journal_mode") == [("wal",)]
     assert rows(backend.data_dir, "PRAGMA page_size") == [(16384,)]  # ten ~1 KB documents a page

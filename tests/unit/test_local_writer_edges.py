@@ -255,14 +255,15 @@ def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_oth
     # Should the lock be polled for past the deadline, it is let go after a while: no hang.
     clock = PollClock(after_pause=lambda n: writer.execute("COMMIT") if n == 10 else None)
     monkeypatch.setattr(local, "time", clock)
-    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
-    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
-    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 1.375)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.125)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.5)
     insert = "INSERT INTO events VALUES ('a', 'main', '2024-10-04', 1.7e9, '{}')"
 
     with pytest.raises(sqlite3.OperationalError, match="database is locked"):
         local.execute(conn, insert)
-    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
+    # Pauses double up to their cap; tried at 0, 0.125, 0.375, 0.875 and 1.375 s: not past the deadline.
+    assert clock.pauses == [0.125, 0.25, 0.5, 0.5]
 
     clock.pauses.clear()
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
