@@ -352,14 +352,15 @@ def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limi
     doomed = backend.submit([item(item_id="boom")])
     filling = backend.submit([item(1), item(2), item(3)])  # 4 rows with the one before: one commit
     over = backend.submit([item(4)])  # a 5th row: the next commit
+    after = backend.submit([item(5)])  # behind it: the next commit too
     wait_for(backend._queue.empty)
     other.execute("COMMIT")
     other.close()
 
     assert [o.status for o in doomed.result(10) + filling.result(10)] == [Status.RETRY] * 4
-    assert [o.status for o in over.result(10)] == [Status.STORED]
+    assert [o.status for o in over.result(10) + after.result(10)] == [Status.STORED] * 2
     backend.close()
-    assert len(ids(tmp_path / "data")) == 2
+    assert len(ids(tmp_path / "data")) == 3
 
 
 class Polling:
@@ -463,3 +464,21 @@ def test_close_waits_for_the_writer_and_the_checkpointer_up_to_twice_the_busy_ti
 
     assert waits == [("telhawk-local-writer", 10.0), ("telhawk-local-checkpointer", 10.0)]
     assert not any(thread.is_alive() for thread in threads if thread is not None)
+
+
+def test_close_while_the_writer_waits_for_the_lock_commits_what_was_queued_and_stops_it_then(tmp_path):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    other = lock_database(backend.data_dir)
+    queued = [backend.submit([item(n)]) for n in range(1, 4)]
+    writer, queue = backend._thread, backend._queue
+    closing = threading.Thread(target=backend.close)
+    closing.start()
+    wait_for(queue.empty)  # the writer holds the requests and the request to stop
+    other.execute("COMMIT")
+    other.close()
+
+    closing.join(5)
+    assert writer is not None and not writer.is_alive() and not closing.is_alive()
+    assert all(future.result(0)[0].stored for future in queued)
+    assert len(ids(tmp_path / "data")) == 4
