@@ -353,11 +353,12 @@ def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limi
     filling = backend.submit([item(1), item(2), item(3)])  # 4 rows with the one before: one commit
     over = backend.submit([item(4)])  # a 5th row: the next commit
     after = backend.submit([item(5)])  # behind it: the next commit too
-    wait_for(backend._queue.empty)
+    wait_for(lambda: backend._queue.qsize() == 1)  # all but the last taken by the writer
     other.execute("COMMIT")
     other.close()
 
     assert [o.status for o in doomed.result(10) + filling.result(10)] == [Status.RETRY] * 4
+    assert "refused by test" in filling.result()[0].error
     assert [o.status for o in over.result(10) + after.result(10)] == [Status.STORED] * 2
     backend.close()
     assert len(ids(tmp_path / "data")) == 3
