@@ -7,6 +7,8 @@ write lock, a trigger refusing a row, a file size limit, a full or read-only fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import os
@@ -251,6 +253,7 @@ def test_the_write_connection_uses_wal_and_synchronous_full(backend, monkeypatch
     writer = opened[0]
     assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert writer.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the WAL is fsync'd per commit
+    assert writer.execute("PRAGMA busy_timeout").fetchone() == (0,)  # `execute` polls for the lock itself
     # Persistent in the file: every other connection, in any process, writes to the WAL too.
     assert rows(backend.data_dir, "PRAGMA journal_mode") == [("wal",)]
     assert rows(backend.data_dir, "PRAGMA page_size") == [(16384,)]  # ten ~1 KB documents a page
@@ -425,14 +428,29 @@ def test_a_read_only_filesystem_refuses_the_write_and_health_says_so(tmp_path):
 # --- processes: fork ---------------------------------------------------------------------------------
 
 
+def descriptors_of(path: Path) -> list[int]:
+    """The file descriptors this process has open on `path` or its `-wal`/`-shm` (Linux /proc)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)):
+                found.append(int(fd))
+    return sorted(found)
+
+
 def test_a_forked_child_stores_through_its_own_writer_and_the_parent_keeps_working(backend):
     parent_first, child_item, parent_after = item(1), item(2), item(3)
     assert backend.store([parent_first])[0].stored  # the parent's writer and connection exist now
+    parents = descriptors_of(backend.db_path)
 
     pid = os.fork()
     if pid == 0:  # the child: answer through the exit status only
         try:
-            ok = backend.store([child_item])[0].stored and backend._thread is not None
+            # The parent's connections are kept, never closed here: closing one may checkpoint or
+            # delete the WAL the parent is using.
+            gc.collect()
+            kept = descriptors_of(backend.db_path) == parents != []
+            ok = kept and backend.store([child_item])[0].stored and backend._thread is not None
             os._exit(0 if ok else 1)
         except BaseException:
             os._exit(2)

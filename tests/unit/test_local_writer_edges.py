@@ -7,6 +7,7 @@ Real SQLite on real files; clocks are injected (no real sleeps for polling).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -229,6 +230,22 @@ def test_an_existing_database_open_to_others_is_made_0600_and_one_that_is_not_is
     assert os.stat(db).st_mode & 0o777 == after
 
 
+def test_a_link_put_in_place_of_the_database_after_its_check_never_has_its_target_made_private(tmp_path):
+    # Between check_files and the open, a link may appear where the database is: the mode is
+    # changed on the link itself, never on whatever it points to.
+    target = tmp_path / "someone-elses"
+    target.write_text("")
+    target.chmod(0o644)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / local.DB_NAME).symlink_to(target)
+
+    with contextlib.suppress(OSError, NotImplementedError):  # Linux cannot change a link's own mode
+        local._create_private(data / local.DB_NAME)
+
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
 def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_other_errors_at_once(
         tmp_path, monkeypatch):
     db = tmp_path / local.DB_NAME
@@ -238,14 +255,15 @@ def test_a_statement_polls_for_the_write_lock_until_its_deadline_exactly_and_oth
     # Should the lock be polled for past the deadline, it is let go after a while: no hang.
     clock = PollClock(after_pause=lambda n: writer.execute("COMMIT") if n == 10 else None)
     monkeypatch.setattr(local, "time", clock)
-    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
-    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
-    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 1.375)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.125)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.5)
     insert = "INSERT INTO events VALUES ('a', 'main', '2024-10-04', 1.7e9, '{}')"
 
     with pytest.raises(sqlite3.OperationalError, match="database is locked"):
         local.execute(conn, insert)
-    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
+    # Pauses double up to their cap; tried at 0, 0.125, 0.375, 0.875 and 1.375 s: not past the deadline.
+    assert clock.pauses == [0.125, 0.25, 0.5, 0.5]
 
     clock.pauses.clear()
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
@@ -334,14 +352,16 @@ def test_requests_queued_behind_a_lock_share_a_commit_up_to_exactly_its_row_limi
     doomed = backend.submit([item(item_id="boom")])
     filling = backend.submit([item(1), item(2), item(3)])  # 4 rows with the one before: one commit
     over = backend.submit([item(4)])  # a 5th row: the next commit
-    wait_for(backend._queue.empty)
+    after = backend.submit([item(5)])  # behind it: the next commit too
+    wait_for(lambda: backend._queue.qsize() == 1)  # all but the last taken by the writer
     other.execute("COMMIT")
     other.close()
 
     assert [o.status for o in doomed.result(10) + filling.result(10)] == [Status.RETRY] * 4
-    assert [o.status for o in over.result(10)] == [Status.STORED]
+    assert "refused by test" in filling.result()[0].error
+    assert [o.status for o in over.result(10) + after.result(10)] == [Status.STORED] * 2
     backend.close()
-    assert len(ids(tmp_path / "data")) == 2
+    assert len(ids(tmp_path / "data")) == 3
 
 
 class Polling:
@@ -445,3 +465,21 @@ def test_close_waits_for_the_writer_and_the_checkpointer_up_to_twice_the_busy_ti
 
     assert waits == [("telhawk-local-writer", 10.0), ("telhawk-local-checkpointer", 10.0)]
     assert not any(thread.is_alive() for thread in threads if thread is not None)
+
+
+def test_close_while_the_writer_waits_for_the_lock_commits_what_was_queued_and_stops_it_then(tmp_path):
+    backend = LocalBackend(tmp_path / "data")
+    assert backend.store([item(0)])[0].stored
+    other = lock_database(backend.data_dir)
+    queued = [backend.submit([item(n)]) for n in range(1, 4)]
+    writer, queue = backend._thread, backend._queue
+    closing = threading.Thread(target=backend.close)
+    closing.start()
+    wait_for(queue.empty)  # the writer holds the requests and the request to stop
+    other.execute("COMMIT")
+    other.close()
+
+    closing.join(5)
+    assert writer is not None and not writer.is_alive() and not closing.is_alive()
+    assert all(future.result(0)[0].stored for future in queued)
+    assert len(ids(tmp_path / "data")) == 4
