@@ -15,6 +15,7 @@ from freezegun import freeze_time
 from telhawk_ingest.config import DlqSettings, load_settings
 from telhawk_ingest.dlq import (
     FILE_RE,
+    LISTING_TRUST_S,
     REBASE_ON_REFUSAL_S,
     STALE_TEMP_S,
     DeadLetterQueue,
@@ -371,6 +372,29 @@ def test_an_unchanged_directory_is_not_listed_again(dlq, monkeypatch):
 
     assert listed == []
     assert again["pending_files"] == first["pending_files"] == 2 and total == 2 and len(page) == 2
+
+
+def test_a_listing_is_reused_only_when_taken_over_listing_trust_s_after_the_last_change(dlq, monkeypatch):
+    """A directory's mtime has a coarse clock: a change in the same tick as a listing leaves it as it
+    was. A listing taken LISTING_TRUST_S or less after the mtime may have missed such a change."""
+    other = DeadLetterQueue(DlqSettings(base_path=dlq.path, min_free_bytes=0))
+    dlq.write(record(1))
+    mtime = dlq.path.stat().st_mtime_ns
+    bound = int(LISTING_TRUST_S * 1e9)
+
+    def add_in_the_same_tick(n: int) -> None:
+        other.write(record(n))
+        os.utime(dlq.path, ns=(mtime, mtime))
+
+    monkeypatch.setattr(time, "time_ns", lambda: mtime + bound)
+    assert dlq.stats()["pending_files"] == 1
+    add_in_the_same_tick(2)
+    assert dlq.stats()["pending_files"] == 2  # listed again: the first listing was not trusted
+
+    monkeypatch.setattr(time, "time_ns", lambda: mtime + bound + 1)
+    assert dlq.stats()["pending_files"] == 2
+    add_in_the_same_tick(3)
+    assert dlq.stats()["pending_files"] == 2  # trusted: the mtime alone says nothing changed
 
 
 def test_a_file_written_by_another_instance_is_seen_at_once(dlq, tmp_path):
