@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import multiprocessing.synchronize
 import os
@@ -57,6 +58,16 @@ def test_a_record_is_one_file_with_the_seed_fields_first(dlq):
     assert content["attempts"] == 1
     assert content["id"] == entry_id
     assert content["stage"] == "normalize"
+
+
+def test_each_batch_written_is_logged_with_its_ids_and_reasons_never_its_text(dlq, caplog):
+    with caplog.at_level(logging.INFO, "telhawk_ingest.dlq"):
+        ids = dlq.write_many([record(1, error="secret text"), record(2, reason="storage_failed")])
+
+    [logged] = [r for r in caplog.records if getattr(r, "event", None) == "dlq_write"]
+    assert (logged.levelno, logged.getMessage()) == (logging.INFO, "dead-lettered 2 event(s)")
+    assert (logged.ids, logged.reasons, logged.count) == (ids, ["normalization_failed", "storage_failed"], 2)
+    assert "secret text" not in str(vars(logged))
 
 
 def test_files_are_private_and_no_temp_file_is_left(dlq):
