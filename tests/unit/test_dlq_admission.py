@@ -173,3 +173,25 @@ def test_temp_files_are_removed_from_exactly_stale_temp_s_old_and_logged(tmp_pat
     assert [r.getMessage() for r in caplog.records] == [
         f"removed 1 temp files left in {dlq.path} by writers that were killed"]
     assert STALE_TEMP_S == 600
+
+
+def test_a_temp_file_removed_by_another_instance_meanwhile_is_passed_over(tmp_path, monkeypatch):
+    dlq = dlq_at(tmp_path / "dlq")
+    for c in "ab":
+        path = dlq.path / f"{TEMP_PREFIX}failed_1_{c * 32}"
+        path.write_bytes(b"{}")
+        os.utime(path, (1000.0, 1000.0))
+    real_lstat = os.lstat
+    taken: list[str] = []
+
+    def lstat(path: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if os.path.basename(path).startswith(TEMP_PREFIX) and not taken:
+            taken.append(os.path.basename(path))
+            os.unlink(path)  # another instance starting removed it first
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    removed = dlq.remove_stale_temp_files(now=1000.0 + STALE_TEMP_S)
+
+    assert len(removed) == 1 and removed[0] not in taken
+    assert os.listdir(dlq.path) == []
