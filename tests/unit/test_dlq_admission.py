@@ -195,3 +195,19 @@ def test_a_temp_file_removed_by_another_instance_meanwhile_is_passed_over(tmp_pa
 
     assert len(removed) == 1 and removed[0] not in taken
     assert os.listdir(dlq.path) == []
+
+
+def test_temp_files_that_cannot_be_looked_at_are_logged_as_an_error_and_start_up_goes_on(
+        tmp_path, monkeypatch, caplog):
+    dlq = dlq_at(tmp_path / "dlq")
+
+    def denied(path: object) -> list[str]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "listdir", denied)
+    with caplog.at_level(logging.WARNING):
+        assert dlq.remove_stale_temp_files() == []
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR,
+         f"dlq.base_path: {dlq.path}: stale temp files cannot be removed: [Errno 13] Permission denied")]
