@@ -153,8 +153,8 @@ def test_a_directory_that_cannot_be_made_is_logged_and_refused_not_raised(tmp_pa
     (tmp_path / "file").write_bytes(b"")
     with caplog.at_level(logging.ERROR):
         dlq = dlq_at(tmp_path / "file" / "dlq")
-    assert any(r.getMessage().startswith(f"dlq.base_path: {dlq.path} cannot be prepared: ")
-               for r in caplog.records)
+    assert f"dlq.base_path: {dlq.path} cannot be prepared: [Errno 20] Not a directory: '{dlq.path}'" in [
+        r.getMessage() for r in caplog.records]
     assert dlq.refusal() is not None
 
 
