@@ -287,6 +287,25 @@ def test_a_process_starting_on_a_full_dlq_counts_files_and_bytes_it_did_not_writ
         cold.write_many([record(4), record(5)])
 
 
+def test_an_entry_purged_while_pending_bytes_are_counted_leaves_the_others_counted(tmp_path, monkeypatch):
+    base = tmp_path / "dlq"
+    limited(base).write_many([record(1), record(2), record(3)])
+    fresh = limited(base)  # knows no size yet: each file is stat'ed once
+    real_lstat = os.lstat
+    purged: list[str] = []
+
+    def lstat(path: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith(".json") and not purged:
+            purged.append(str(path))
+            os.unlink(path)  # another process purged it after the listing
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    pending = fresh.stats(verify_budget_s=0)["pending_bytes"]
+
+    assert purged and pending == sum(p.stat().st_size for p in base.glob("failed_*.json"))
+
+
 def test_writes_by_another_process_count_at_once_through_the_ledger_without_listing_again(
         tmp_path, monkeypatch):
     shared = tmp_path / "dlq" / ".state" / "counters"
