@@ -133,6 +133,32 @@ def test_an_entry_rewritten_twice_while_the_index_is_being_saved_is_not_taken_fr
     agrees(reader, path)
 
 
+def test_an_entry_read_while_it_was_rewritten_twice_is_not_cached_with_its_old_content(tmp_path,
+                                                                                      monkeypatch):
+    """A listing read the entry's old content; before it was cached, the entry was rewritten twice (its
+    inode back) and another thread followed the journal: the old summary must not stand for it."""
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)
+    reader = queue(path)
+    real_read = dlq_module.read_regular_ino
+    raced: list[str] = []
+
+    def read_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        got = real_read(file, max_bytes)
+        if file.endswith(f"{ids[0]}.json") and not raced:
+            raced.append(file)
+            assert refail_twice(queue(path), path, ids[0])
+            reader.stats(verify_budget_s=0)  # another thread: lists the folder, following the journal
+        return got
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", read_meanwhile)
+    assert ids[0] in reader.iter_matching(NORM)  # matched on what was read: true when it was read
+    monkeypatch.setattr(dlq_module, "read_regular_ino", real_read)
+
+    assert raced and ids[0] not in list(reader.iter_matching(NORM))
+    assert ids[0] in listed(reader, STORE)[0]
+
+
 def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_saved(tmp_path, reads):
     path = tmp_path / "dlq"
     ids = fill(path)
