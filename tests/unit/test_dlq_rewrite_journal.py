@@ -305,7 +305,7 @@ def test_removal_stops_at_the_first_young_file(tmp_path):
     assert sorted(os.listdir(folder)) == names[1:]
 
 
-def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everything(tmp_path):
+def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everything(tmp_path, caplog):
     path = tmp_path / "dlq"
     ids = fill(path, 3)
     with freeze_time("2026-11-01 00:00:00", tick=True):
@@ -316,9 +316,12 @@ def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everythin
     for name in os.listdir(journal_dir(path)):
         os.unlink(journal_dir(path) / name)  # as if removed after RETAIN_S (or planted away)
 
-    with freeze_time("2026-11-03 00:00:00", tick=True):  # the reader's position is two days old
-        assert ids[0] not in listed(reader, NORM)[0]
+    caplog.set_level(logging.WARNING, "telhawk_ingest.dlq")
+    with freeze_time("2026-11-03 00:00:00", tick=True):
+        assert ids[0] not in listed(reader, NORM)[0]  # the reader's position is two days old
         assert ids[0] in listed(reader, STORE)[0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"DLQ rewrite journal in {path} cannot be continued: cached summaries dropped"]
 
 
 def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads, caplog):
