@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue, _temp_names, make_record
 from telhawk_ingest.errors import DLQUnavailable
@@ -128,3 +129,29 @@ def test_a_named_entrys_temp_file_is_counted_and_removed_when_stale(tmp_path):
     os.utime(left, (1_000_000, 1_000_000))
     assert dlq.remove_stale_temp_files() == [left.name]
     assert not left.exists()
+
+
+def test_the_temp_files_writers_use_are_counted_and_removed_when_a_killed_writer_leaves_them(
+        tmp_path, monkeypatch):
+    """Each delivery of a named entry writes its own temp file (deliveries racing never share one);
+    whatever temp name a writer uses, one left by a writer killed before its rename is counted in
+    health and removed at start-up once stale."""
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    used: list[str] = []
+    real = dlq_module.write_synced
+
+    def spy(path: Path, data: bytes) -> int:
+        used.append(path.name)
+        return real(path, data)
+
+    monkeypatch.setattr(dlq_module, "write_synced", spy)
+    dead_letter(dlq)
+    dead_letter(dlq)
+    dlq.write(make_record({"source_type": "x"}, "storage_failed", "503"))
+
+    assert len(set(used)) == 3 and all(name.startswith(".tmp-failed_") for name in used)
+    for name in used:
+        (dlq.path / name).write_bytes(b"{")
+        os.utime(dlq.path / name, (1_000_000, 1_000_000))
+    assert dlq.stats()["temp_files"] == 3
+    assert sorted(dlq.remove_stale_temp_files()) == sorted(used)
