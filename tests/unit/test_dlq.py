@@ -18,6 +18,7 @@ from telhawk_ingest.dlq import (
     FILE_RE,
     LISTING_TRUST_S,
     REBASE_ON_REFUSAL_S,
+    REBASE_S,
     STALE_TEMP_S,
     DeadLetterQueue,
     DlqFilter,
@@ -336,8 +337,26 @@ def test_a_purge_makes_room_at_once_here_and_within_a_second_elsewhere(tmp_path)
         assert here.purge() == 2
         assert here.accepting()
         assert not elsewhere.accepting()  # it looked at the directory less than a second ago
-        frozen.tick(REBASE_ON_REFUSAL_S + 0.1)
+        frozen.tick(REBASE_ON_REFUSAL_S)
+        assert not elsewhere.accepting()  # exactly a second ago: not over it
+        frozen.tick(0.1)
         assert elsewhere.accepting()
+
+
+def test_entries_placed_without_the_ledger_count_from_the_next_listing_rebase_s_on(tmp_path):
+    """An operator copying entry files in (no process recorded them) is seen once the listing the
+    limits use is over REBASE_S old."""
+    with freeze_time("2026-01-02T03:04:05Z") as frozen:
+        dlq = limited(tmp_path / "dlq", max_pending_files=2)
+        assert dlq.accepting()
+        for n in (1, 2):
+            (dlq.path / f"failed_{n}_{'0' * 32}.json").write_bytes(json.dumps(record(n)).encode())
+
+        frozen.tick(REBASE_S)
+        assert dlq.accepting()
+        frozen.tick(0.1)
+        assert dlq.refusal() == (
+            "the DLQ would hold more than dlq.max_pending_files=2 files (2 pending, 1 more)")
 
 
 def test_a_ledger_file_adopted_by_a_new_process_can_make_the_estimate_high_never_low(tmp_path):
