@@ -119,6 +119,24 @@ def test_processes_writing_one_named_entry_at_once_all_succeed_with_one_file(tmp
     assert ledger == [12, 1, 11]
 
 
+def test_a_redelivery_with_one_entry_new_returns_the_bytes_of_the_one_already_written(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0), ledger=counters)
+    first = triggered_record()
+    dead_letter(dlq)
+    second = make_record({**first["envelope"], "id": envelope_id("pubsub", "local-logs", "race-1",
+                                                                 1_796_032_800_000, 1), "payload": "x" * 500},
+                         "decode_failed", "data is not base64")
+    with dlq.reserve([triggered_record(), second], named=True) as held:
+        ids = held.write()
+        assert held.existing == {ids[0]}
+
+    sizes = [(dlq.path / f"{i}.json").stat().st_size for i in ids]
+    totals = counters.totals()
+    assert [totals[f"dlq_{kind}_returned"] for kind in ("files", "bytes")] == [1, sizes[0]]
+    assert [totals[f"dlq_{kind}_written"] for kind in ("files", "bytes")] == [2, sum(sizes)]
+
+
 def test_a_named_entrys_temp_file_is_counted_and_removed_when_stale(tmp_path):
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     stem = f"failed_1796032800_{EID}"
