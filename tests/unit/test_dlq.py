@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import multiprocessing.synchronize
 import os
@@ -15,7 +16,9 @@ from freezegun import freeze_time
 from telhawk_ingest.config import DlqSettings, load_settings
 from telhawk_ingest.dlq import (
     FILE_RE,
+    LISTING_TRUST_S,
     REBASE_ON_REFUSAL_S,
+    REBASE_S,
     STALE_TEMP_S,
     DeadLetterQueue,
     DlqFilter,
@@ -56,6 +59,16 @@ def test_a_record_is_one_file_with_the_seed_fields_first(dlq):
     assert content["attempts"] == 1
     assert content["id"] == entry_id
     assert content["stage"] == "normalize"
+
+
+def test_each_batch_written_is_logged_with_its_ids_and_reasons_never_its_text(dlq, caplog):
+    with caplog.at_level(logging.INFO, "telhawk_ingest.dlq"):
+        ids = dlq.write_many([record(1, error="secret text"), record(2, reason="storage_failed")])
+
+    [logged] = [r for r in caplog.records if getattr(r, "event", None) == "dlq_write"]
+    assert (logged.levelno, logged.getMessage()) == (logging.INFO, "dead-lettered 2 event(s)")
+    assert (logged.ids, logged.reasons, logged.count) == (ids, ["normalization_failed", "storage_failed"], 2)
+    assert "secret text" not in str(vars(logged))
 
 
 def test_files_are_private_and_no_temp_file_is_left(dlq):
@@ -275,6 +288,25 @@ def test_a_process_starting_on_a_full_dlq_counts_files_and_bytes_it_did_not_writ
         cold.write_many([record(4), record(5)])
 
 
+def test_an_entry_purged_while_pending_bytes_are_counted_leaves_the_others_counted(tmp_path, monkeypatch):
+    base = tmp_path / "dlq"
+    limited(base).write_many([record(1), record(2), record(3)])
+    fresh = limited(base)  # knows no size yet: each file is stat'ed once
+    real_lstat = os.lstat
+    purged: list[str] = []
+
+    def lstat(path: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).endswith(".json") and not purged:
+            purged.append(str(path))
+            os.unlink(path)  # another process purged it after the listing
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    pending = fresh.stats(verify_budget_s=0)["pending_bytes"]
+
+    assert purged and pending == sum(p.stat().st_size for p in base.glob("failed_*.json"))
+
+
 def test_writes_by_another_process_count_at_once_through_the_ledger_without_listing_again(
         tmp_path, monkeypatch):
     shared = tmp_path / "dlq" / ".state" / "counters"
@@ -305,8 +337,26 @@ def test_a_purge_makes_room_at_once_here_and_within_a_second_elsewhere(tmp_path)
         assert here.purge() == 2
         assert here.accepting()
         assert not elsewhere.accepting()  # it looked at the directory less than a second ago
-        frozen.tick(REBASE_ON_REFUSAL_S + 0.1)
+        frozen.tick(REBASE_ON_REFUSAL_S)
+        assert not elsewhere.accepting()  # exactly a second ago: not over it
+        frozen.tick(0.1)
         assert elsewhere.accepting()
+
+
+def test_entries_placed_without_the_ledger_count_from_the_next_listing_rebase_s_on(tmp_path):
+    """An operator copying entry files in (no process recorded them) is seen once the listing the
+    limits use is over REBASE_S old."""
+    with freeze_time("2026-01-02T03:04:05Z") as frozen:
+        dlq = limited(tmp_path / "dlq", max_pending_files=2)
+        assert dlq.accepting()
+        for n in (1, 2):
+            (dlq.path / f"failed_{n}_{'0' * 32}.json").write_bytes(json.dumps(record(n)).encode())
+
+        frozen.tick(REBASE_S)
+        assert dlq.accepting()
+        frozen.tick(0.1)
+        assert dlq.refusal() == (
+            "the DLQ would hold more than dlq.max_pending_files=2 files (2 pending, 1 more)")
 
 
 def test_a_ledger_file_adopted_by_a_new_process_can_make_the_estimate_high_never_low(tmp_path):
@@ -371,6 +421,29 @@ def test_an_unchanged_directory_is_not_listed_again(dlq, monkeypatch):
 
     assert listed == []
     assert again["pending_files"] == first["pending_files"] == 2 and total == 2 and len(page) == 2
+
+
+def test_a_listing_is_reused_only_when_taken_over_listing_trust_s_after_the_last_change(dlq, monkeypatch):
+    """A directory's mtime has a coarse clock: a change in the same tick as a listing leaves it as it
+    was. A listing taken LISTING_TRUST_S or less after the mtime may have missed such a change."""
+    other = DeadLetterQueue(DlqSettings(base_path=dlq.path, min_free_bytes=0))
+    dlq.write(record(1))
+    mtime = dlq.path.stat().st_mtime_ns
+    bound = int(LISTING_TRUST_S * 1e9)
+
+    def add_in_the_same_tick(n: int) -> None:
+        other.write(record(n))
+        os.utime(dlq.path, ns=(mtime, mtime))
+
+    monkeypatch.setattr(time, "time_ns", lambda: mtime + bound)
+    assert dlq.stats()["pending_files"] == 1
+    add_in_the_same_tick(2)
+    assert dlq.stats()["pending_files"] == 2  # listed again: the first listing was not trusted
+
+    monkeypatch.setattr(time, "time_ns", lambda: mtime + bound + 1)
+    assert dlq.stats()["pending_files"] == 2
+    add_in_the_same_tick(3)
+    assert dlq.stats()["pending_files"] == 2  # trusted: the mtime alone says nothing changed
 
 
 def test_a_file_written_by_another_instance_is_seen_at_once(dlq, tmp_path):

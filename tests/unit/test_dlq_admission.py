@@ -153,8 +153,8 @@ def test_a_directory_that_cannot_be_made_is_logged_and_refused_not_raised(tmp_pa
     (tmp_path / "file").write_bytes(b"")
     with caplog.at_level(logging.ERROR):
         dlq = dlq_at(tmp_path / "file" / "dlq")
-    assert any(r.getMessage().startswith(f"dlq.base_path: {dlq.path} cannot be prepared: ")
-               for r in caplog.records)
+    assert f"dlq.base_path: {dlq.path} cannot be prepared: [Errno 20] Not a directory: '{dlq.path}'" in [
+        r.getMessage() for r in caplog.records]
     assert dlq.refusal() is not None
 
 
@@ -173,3 +173,41 @@ def test_temp_files_are_removed_from_exactly_stale_temp_s_old_and_logged(tmp_pat
     assert [r.getMessage() for r in caplog.records] == [
         f"removed 1 temp files left in {dlq.path} by writers that were killed"]
     assert STALE_TEMP_S == 600
+
+
+def test_a_temp_file_removed_by_another_instance_meanwhile_is_passed_over(tmp_path, monkeypatch):
+    dlq = dlq_at(tmp_path / "dlq")
+    for c in "ab":
+        path = dlq.path / f"{TEMP_PREFIX}failed_1_{c * 32}"
+        path.write_bytes(b"{}")
+        os.utime(path, (1000.0, 1000.0))
+    real_lstat = os.lstat
+    taken: list[str] = []
+
+    def lstat(path: os.PathLike | str, *args: object, **kwargs: object) -> os.stat_result:
+        if os.path.basename(path).startswith(TEMP_PREFIX) and not taken:
+            taken.append(os.path.basename(path))
+            os.unlink(path)  # another instance starting removed it first
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    removed = dlq.remove_stale_temp_files(now=1000.0 + STALE_TEMP_S)
+
+    assert len(removed) == 1 and removed[0] not in taken
+    assert os.listdir(dlq.path) == []
+
+
+def test_temp_files_that_cannot_be_looked_at_are_logged_as_an_error_and_start_up_goes_on(
+        tmp_path, monkeypatch, caplog):
+    dlq = dlq_at(tmp_path / "dlq")
+
+    def denied(path: object) -> list[str]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "listdir", denied)
+    with caplog.at_level(logging.WARNING):
+        assert dlq.remove_stale_temp_files() == []
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR,
+         f"dlq.base_path: {dlq.path}: stale temp files cannot be removed: [Errno 13] Permission denied")]

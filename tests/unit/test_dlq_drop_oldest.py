@@ -12,6 +12,7 @@ from freezegun import freeze_time
 
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue
+from telhawk_ingest.errors import DLQUnavailable
 from telhawk_ingest.stats import Counters
 from tests.unit.test_dlq import record
 
@@ -105,3 +106,16 @@ def test_oldest_chooses_just_enough_entries_oldest_first_passing_over_skipped_an
 
     monkeypatch.setattr(os, "lstat", lstat)
     assert dlq.oldest(2, 0) == [ids[0], ids[2]]
+
+
+def test_a_batch_larger_than_the_limit_itself_is_refused_without_dropping_anything(tmp_path):
+    heard: list[str] = []
+    dlq = dropping(tmp_path / "dlq", Counters(tmp_path / "counters"), heard)
+    ids = [dlq.write(record(n), now=1_700_000_000 + n) for n in range(3)]
+
+    with pytest.raises(DLQUnavailable) as refused:
+        dlq.write_many([record(n) for n in range(10, 10 + LIMIT + 1)])
+
+    assert str(refused.value) == f"{LIMIT + 1} entries are more than dlq.max_pending_files={LIMIT}"
+    assert sorted(p.stem for p in dlq.path.glob("failed_*.json")) == ids
+    assert heard == []

@@ -108,6 +108,32 @@ def test_matching_ids_leave_corrupt_entries_out_unless_told_not_to_parse(dlq, th
     assert list(dlq.iter_matching(DlqFilter(since=150), parse=False)) == [b, corrupt, c]
 
 
+def test_a_record_without_reason_error_or_source_type_is_filtered_as_having_empty_ones(dlq, three):
+    sparse = f"failed_250_{'ab' * 16}"
+    (dlq.path / f"{sparse}.json").write_text(json.dumps({"id": sparse, "envelope": {}}))
+
+    assert listed(dlq, reason="") == [sparse]
+    assert listed(dlq, source_type="") == [sparse]
+    assert listed(dlq, error="") == [three[0], three[1], sparse, three[2]]
+    for flt in ({"reason": "None"}, {"source_type": "None"}, {"error": "None"}, {"error": "XX"}):
+        assert listed(dlq, **flt) == []
+
+
+def test_a_corrupt_entry_repaired_in_place_is_no_longer_reported_once_read(dlq, three):
+    """An operator fixing the file where it is (same inode): the next page that reads it finds a
+    record, and health stops calling it corrupt."""
+    entry = f"failed_250_{'ab' * 16}"
+    path = dlq.path / f"{entry}.json"
+    path.write_text("{trunc")
+    assert dlq.stats()["corrupt_files"] == [path.name]
+
+    with open(path, "r+") as fixed:
+        fixed.write(json.dumps({"id": entry, "envelope": {}, "reason": "storage_failed"}))
+
+    assert [r["id"] for r in dlq.list()[0]] == [three[0], three[1], entry, three[2]]
+    assert dlq.stats()["corrupt_files"] == []
+
+
 def test_a_truncated_entry_keeps_every_member_but_the_envelope_and_says_how_large_it_was(dlq, three):
     a, _, _ = three
     stored = json.loads((dlq.path / f"{a}.json").read_text())

@@ -99,6 +99,23 @@ def test_where_other_hosts_may_read_the_ledger_an_admission_is_fsynced_before_th
         assert synced[0] < snapshots[0]
 
 
+@pytest.mark.parametrize(("dlq_type", "ledger_type"), [("ext4", "nfs4"), ("nfs4", "ext4")])
+def test_a_ledger_or_a_dlq_on_a_shared_filesystem_has_admissions_fsynced(tmp_path, monkeypatch, dlq_type,
+                                                                          ledger_type):
+    """Either folder being readable from other hosts is enough (each is looked up on its own)."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    info = tmp_path / "mountinfo"
+    info.write_text(f"27 1 254:0 / / rw,relatime shared:1 - {dlq_type} /dev/vda rw\n"
+                    f"28 27 0:50 / {ledger} rw,relatime shared:2 - {ledger_type} server:/x rw\n")
+    monkeypatch.setattr(files, "MOUNTINFO", info)
+    here = limited(tmp_path / "dlq", Counters(ledger), max_pending_files=4)
+    fsyncs = Fsyncs(monkeypatch)
+
+    with here.reserve([record(1)]):
+        assert fsyncs.of_ledger(ledger)
+
+
 def test_without_limits_no_admission_is_fsynced_anywhere(tmp_path, monkeypatch):
     mountinfo(tmp_path, monkeypatch, "nfs4")
     ledger = tmp_path / "dlq" / ".state" / "counters"

@@ -106,6 +106,25 @@ def assert_agrees(path: Path) -> None:
 # -- used when it is right ---------------------------------------------------------------
 
 
+def test_the_writer_of_entries_filters_and_counts_them_without_reading_them_back(tmp_path, reads,
+                                                                                 monkeypatch):
+    path = tmp_path / "dlq"
+    writer = queue(path)
+    ids = fill(path, 3)  # another object's writes: read once here
+    mine = writer.write_many([record(10, reason="storage_failed"), record(11, reason="validation_failed")])
+    reads.clear()
+
+    assert list(writer.iter_matching(DlqFilter(reason="storage_failed"))) == [
+        i for i in [*ids, *mine] if i in expected(path, DlqFilter(reason="storage_failed"))]
+    assert sorted(reads) == sorted(f"{i}.json" for i in ids)
+
+    stat_calls: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stat_calls.append(str(p)) or real_lstat(p, *a, **k))
+    assert writer.stats()["pending_bytes"] == sum(p.stat().st_size for p in path.glob("failed_*.json"))
+    assert not [p for p in stat_calls if p.endswith(".json")]  # sizes known from the writes and reads
+
+
 def test_a_new_process_with_an_index_reads_only_the_page(tmp_path, reads):
     path = tmp_path / "dlq"
     fill(path)

@@ -70,6 +70,19 @@ def test_a_reservation_written_returns_nothing_and_adding_nothing_admits_nothing
     assert os.listdir(queue.path) == [f"{entry_id}.json"]
 
 
+def test_what_is_added_after_a_write_and_released_is_returned_once_and_exactly(shared):
+    queue, counters = shared
+    with queue.reserve([record(1)]) as held:
+        held.write()
+        written = on_disk(queue)
+        held.add([record(2)])
+        added = held.nbytes
+        held.release()
+        assert (held.files, held.nbytes) == (0, 0)
+
+    assert ledger(counters) == (2, written + added, 1, written, 1, added)
+
+
 @pytest.mark.parametrize(("code", "hint"), [(errno.ENOSPC, " (disk full)"), (errno.EIO, "")])
 def test_a_write_that_fails_part_way_leaves_no_file_answers_503_and_returns_the_batch(
         shared, monkeypatch, code, hint):

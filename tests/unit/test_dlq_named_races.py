@@ -8,6 +8,7 @@ import os
 import threading
 from pathlib import Path
 
+from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue, _temp_names, make_record
 from telhawk_ingest.errors import DLQUnavailable
@@ -118,6 +119,24 @@ def test_processes_writing_one_named_entry_at_once_all_succeed_with_one_file(tmp
     assert ledger == [12, 1, 11]
 
 
+def test_a_redelivery_with_one_entry_new_returns_the_bytes_of_the_one_already_written(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0), ledger=counters)
+    first = triggered_record()
+    dead_letter(dlq)
+    second = make_record({**first["envelope"], "id": envelope_id("pubsub", "local-logs", "race-1",
+                                                                 1_796_032_800_000, 1), "payload": "x" * 500},
+                         "decode_failed", "data is not base64")
+    with dlq.reserve([triggered_record(), second], named=True) as held:
+        ids = held.write()
+        assert held.existing == {ids[0]}
+
+    sizes = [(dlq.path / f"{i}.json").stat().st_size for i in ids]
+    totals = counters.totals()
+    assert [totals[f"dlq_{kind}_returned"] for kind in ("files", "bytes")] == [1, sizes[0]]
+    assert [totals[f"dlq_{kind}_written"] for kind in ("files", "bytes")] == [2, sum(sizes)]
+
+
 def test_a_named_entrys_temp_file_is_counted_and_removed_when_stale(tmp_path):
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     stem = f"failed_1796032800_{EID}"
@@ -128,3 +147,29 @@ def test_a_named_entrys_temp_file_is_counted_and_removed_when_stale(tmp_path):
     os.utime(left, (1_000_000, 1_000_000))
     assert dlq.remove_stale_temp_files() == [left.name]
     assert not left.exists()
+
+
+def test_the_temp_files_writers_use_are_counted_and_removed_when_a_killed_writer_leaves_them(
+        tmp_path, monkeypatch):
+    """Each delivery of a named entry writes its own temp file (deliveries racing never share one);
+    whatever temp name a writer uses, one left by a writer killed before its rename is counted in
+    health and removed at start-up once stale."""
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    used: list[str] = []
+    real = dlq_module.write_synced
+
+    def spy(path: Path, data: bytes) -> int:
+        used.append(path.name)
+        return real(path, data)
+
+    monkeypatch.setattr(dlq_module, "write_synced", spy)
+    dead_letter(dlq)
+    dead_letter(dlq)
+    dlq.write(make_record({"source_type": "x"}, "storage_failed", "503"))
+
+    assert len(set(used)) == 3 and all(name.startswith(".tmp-failed_") for name in used)
+    for name in used:
+        (dlq.path / name).write_bytes(b"{")
+        os.utime(dlq.path / name, (1_000_000, 1_000_000))
+    assert dlq.stats()["temp_files"] == 3
+    assert sorted(dlq.remove_stale_temp_files()) == sorted(used)

@@ -133,6 +133,32 @@ def test_an_entry_rewritten_twice_while_the_index_is_being_saved_is_not_taken_fr
     agrees(reader, path)
 
 
+def test_an_entry_read_while_it_was_rewritten_twice_is_not_cached_with_its_old_content(tmp_path,
+                                                                                      monkeypatch):
+    """A listing read the entry's old content; before it was cached, the entry was rewritten twice (its
+    inode back) and another thread followed the journal: the old summary must not stand for it."""
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)
+    reader = queue(path)
+    real_read = dlq_module.read_regular_ino
+    raced: list[str] = []
+
+    def read_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        got = real_read(file, max_bytes)
+        if file.endswith(f"{ids[0]}.json") and not raced:
+            raced.append(file)
+            assert refail_twice(queue(path), path, ids[0])
+            reader.stats(verify_budget_s=0)  # another thread: lists the folder, following the journal
+        return got
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", read_meanwhile)
+    assert ids[0] in reader.iter_matching(NORM)  # matched on what was read: true when it was read
+    monkeypatch.setattr(dlq_module, "read_regular_ino", real_read)
+
+    assert raced and ids[0] not in list(reader.iter_matching(NORM))
+    assert ids[0] in listed(reader, STORE)[0]
+
+
 def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_saved(tmp_path, reads):
     path = tmp_path / "dlq"
     ids = fill(path)
@@ -279,7 +305,7 @@ def test_removal_stops_at_the_first_young_file(tmp_path):
     assert sorted(os.listdir(folder)) == names[1:]
 
 
-def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everything(tmp_path):
+def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everything(tmp_path, caplog):
     path = tmp_path / "dlq"
     ids = fill(path, 3)
     with freeze_time("2026-11-01 00:00:00", tick=True):
@@ -290,9 +316,12 @@ def test_a_catalog_whose_journal_was_removed_since_its_last_read_drops_everythin
     for name in os.listdir(journal_dir(path)):
         os.unlink(journal_dir(path) / name)  # as if removed after RETAIN_S (or planted away)
 
-    with freeze_time("2026-11-03 00:00:00", tick=True):  # the reader's position is two days old
-        assert ids[0] not in listed(reader, NORM)[0]
+    caplog.set_level(logging.WARNING, "telhawk_ingest.dlq")
+    with freeze_time("2026-11-03 00:00:00", tick=True):
+        assert ids[0] not in listed(reader, NORM)[0]  # the reader's position is two days old
         assert ids[0] in listed(reader, STORE)[0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"DLQ rewrite journal in {path} cannot be continued: cached summaries dropped"]
 
 
 def test_an_index_whose_journal_was_removed_since_it_was_saved_is_not_used(tmp_path, reads, caplog):
