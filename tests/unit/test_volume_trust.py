@@ -9,6 +9,7 @@ timeout, so a regression fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -216,7 +217,7 @@ def test_the_refusal_names_what_was_found_instead_of_a_regular_file(tmp_path):
     with pytest.raises(UnsafeFile) as device:
         read_regular(Path("/dev/null"), 100)
     assert device.value.strerror == "not a regular file (a character device)"
-    assert device.value.filename == "/dev/null"
+    assert (device.value.errno, device.value.filename) == (errno.EINVAL, "/dev/null")
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(UnsafeFile) as fifo:
         finishes(lambda: read_regular(tmp_path / "fifo", 100), unblock=tmp_path / "fifo")
