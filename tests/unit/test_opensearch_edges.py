@@ -27,6 +27,7 @@ from telhawk_ingest.storage.opensearch import (
 from tests.unit.test_opensearch_backend import (
     URL,
     FakeOpenSearch,
+    actions,
     answering,
     batch,
     bulk_answer,
@@ -76,10 +77,14 @@ def test_an_unusable_time_and_an_id_without_a_time_go_to_the_first_day_of_1970(e
     (253_402_300_799.999, "9999.12.31"),       # the last millisecond one names
 ])
 def test_a_time_before_1970_or_at_the_ends_of_the_calendar_takes_its_own_utc_day(event_time, day):
-    backend = OpenSearchBackend(CoreSettings(url=URL), StorageSettings())
+    server = FakeOpenSearch()
+    backend = make_backend(server)
     early = Item(id="id-1", index="main", time=event_time, document={})
 
     assert backend.index_name(early) == f"telhawk-main-{day}"
+    assert backend.store([early]) == [STORED]
+    [action] = actions(server.bulk_requests()[0])
+    assert action == {"create": {"_index": f"telhawk-main-{day}", "_id": "id-1"}}
 
 
 def test_a_retry_after_date_without_a_zone_is_read_as_utc(west_of_utc):
@@ -322,6 +327,10 @@ def test_an_index_prefix_of_164_characters_is_the_longest_accepted():
     assert longest.prefix == "p" * 164
     with pytest.raises(ConfigError, match=r"storage\.index_prefix: expected at most 164 "):
         OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix="p" * 165))
+    # A longer one is shown cut 10 characters past the limit.
+    with pytest.raises(ConfigError) as long:
+        OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix="p" * 1000))
+    assert str(long.value).endswith(f", got {'p' * 174!r}")
 
 
 def test_the_missing_url_error_shows_an_example():
