@@ -275,3 +275,66 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1)
     assert Counters(tmp_path).compact() == stats.MIN_BATCH
     assert reader_total(tmp_path) == stats.MIN_BATCH
+
+
+
+def written_into_a_claimed_file(directory: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Counters, tuple]:
+    """A process whose file held 5 writes 7 into it just after a compaction claimed and read it
+    (5); the compaction stops before its commit: returns the process and the commit's arguments."""
+    owner = Counters(directory)
+    owner.add(stored=5, now=True)
+    assert owner._path is not None
+    age(owner._path, OLD)
+    compactor = Counters(directory)
+    real_pwrite = os.pwrite
+    held: list[tuple] = []
+
+    def commit_later(*args):
+        held.append(args)
+        return True
+
+    def pwrite_after_a_claim(fd, data, offset):
+        if not held:
+            compactor.compact()
+        return real_pwrite(fd, data, offset)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fold, "commit", commit_later)
+        patched.setattr(os, "pwrite", pwrite_after_a_claim)
+        owner.add(stored=2, now=True)
+    return owner, held[0]
+
+
+def test_a_write_into_a_file_claimed_by_a_compaction_not_yet_committed_is_corrected_once_it_commits(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)  # taken: assumed to hold 7; no record yet, the claim is there: wait
+        assert reader_total(tmp_path) == 7  # a claimed file still counts
+        assert fold.commit(*commit)  # the compaction goes on: its record says it took 5
+
+        owner.flush(sync=True)  # reads the record: the 2 it did not take are counted again
+
+    assert reader_total(tmp_path) == 7
+    assert owner.totals()["stored"] == 7
+    assert caplog.records == []
+
+
+def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_assumption_and_says_so(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    assert owner._path is not None
+    taken = owner._path.name
+    owner.flush(sync=True)
+    assert fold.commit(*commit)
+    cold_start(tmp_path, stored=10)
+    # A day later a compaction folds the compacted file, leaving out records older than a day.
+    assert owner.compact(now=time.time() + stats.RECORD_KEEP_S + 1) == 1
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"counters: no compacted file records {taken} any more; its last write may not be counted"
+    ]
+    assert reader_total(tmp_path) == 5 + 10  # the 2 written after the compaction read the file are lost
