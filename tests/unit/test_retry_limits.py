@@ -202,3 +202,12 @@ def test_a_spent_deadline_leaves_later_events_untried(clock):
     assert backend.calls == []
     assert [f.attempts for f in finals] == [1, 1]
     assert "spent before these events were tried" in finals[0].outcome.error
+
+
+def test_a_spent_deadline_after_a_failure_without_a_message_says_none():
+    backend = ScriptedBackend(every(retry("", retry_after=4.0)))
+
+    [final] = store_with_retries(backend, [item(1)], POLICY, deadline=Deadline.start(3.0))
+
+    assert final.outcome.error == ("storage deadline of 3 s for the request (core.request_deadline_seconds) "
+                                   "spent after 1 try; last error: none")
