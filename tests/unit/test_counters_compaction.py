@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -343,3 +344,49 @@ def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_a
         f"counters: no compacted file records {taken} any more; its last write may not be counted"
     ]
     assert reader_total(tmp_path) == 5 + 10  # the 2 written after the compaction read the file are lost
+
+
+# Reading compacted files (stats._Compacted: the sums on the first line, the records on the second).
+
+
+def compacted(directory: Path, data: bytes, name: str = "compacted-a.totals") -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_bytes(data)
+    return directory / name
+
+
+SUMS = b'{"values":{"stored":5,"dlq_purged":2},"recent":[]}'
+
+
+def test_a_reader_reads_only_the_sums_of_a_compacted_file_whatever_its_record_line_holds(tmp_path):
+    compacted(tmp_path, SUMS + b"\n{not the records")
+
+    assert reader_totals(tmp_path) == {**dict.fromkeys(COUNTERS, 0), "stored": 5, "dlq_purged": 2}
+
+
+def test_a_compacted_file_ending_in_a_line_break_reads_the_same(tmp_path):
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}\n')
+
+    assert reader_total(tmp_path) == 5
+
+
+def test_a_compacted_file_of_several_mebibytes_is_read_whole(tmp_path):
+    # A day of records of cold starts: far more than one read of 1 MiB.
+    records = {f"host-{i}-{i:08x}.counters": [1.0, {"stored": i}] for i in range(60_000)}
+    path = compacted(tmp_path, SUMS + b"\n" + orjson.dumps({"absorbed": records}))
+    assert path.stat().st_size > 3 << 20
+
+    assert reader_total(tmp_path) == 5
+    assert stats._recorded(tmp_path, "host-59999-0000ea5f.counters") == (
+        stats._as_values({"stored": 59_999}), True)
+
+
+def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, caplog):
+    path = compacted(tmp_path, b"not json\n")
+    with caplog.at_level("ERROR", logger="telhawk_ingest.stats"):
+        assert reader_total(tmp_path) == 0
+        assert reader_total(tmp_path) == 0
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"counters: {path} is not a compacted counters file; its counts are not read"
+    ]

@@ -248,6 +248,18 @@ def test_a_fifo_under_a_counters_name_does_not_block_the_totals(tmp_path):
     assert finishes(counters.totals, unblock=fifo)["stored"] == 3
 
 
+def test_a_fifo_or_a_link_under_a_compacted_name_counts_nothing_and_blocks_nothing(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    counters.add(now=True, stored=3)
+    elsewhere = tmp_path / "elsewhere.totals"
+    elsewhere.write_bytes(b'{"values":{"stored":1000},"recent":[]}\n{"absorbed":{}}')
+    (tmp_path / "counters" / "compacted-link.totals").symlink_to(elsewhere)
+    fifo = tmp_path / "counters" / "compacted-fifo.totals"
+    os.mkfifo(fifo, 0o600)
+
+    assert finishes(counters.totals, unblock=fifo)["stored"] == 3
+
+
 def test_a_counters_link_counts_nothing(tmp_path):
     counters = Counters(tmp_path / "counters")
     counters.add(now=True, stored=3)
