@@ -284,14 +284,12 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
 
 
 
-def written_into_a_claimed_file(directory: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Counters, tuple]:
-    """A process whose file held 5 writes 7 into it just after a compaction claimed and read it
-    (5); the compaction stops before its commit: returns the process and the commit's arguments."""
-    owner = Counters(directory)
-    owner.add(stored=5, now=True)
+def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
+    """`owner` counts `stored` more, and its write lands just after a compaction claimed and read
+    its (old) file; the compaction stops before its commit: returns the commit's arguments."""
     assert owner._path is not None
     age(owner._path, OLD)
-    compactor = Counters(directory)
+    compactor = Counters(owner.directory)
     real_pwrite = os.pwrite
     held: list[tuple] = []
 
@@ -307,8 +305,17 @@ def written_into_a_claimed_file(directory: Path, monkeypatch: pytest.MonkeyPatch
     with monkeypatch.context() as patched:
         patched.setattr(fold, "commit", commit_later)
         patched.setattr(os, "pwrite", pwrite_after_a_claim)
-        owner.add(stored=2, now=True)
-    return owner, held[0]
+        owner.add(stored=stored, now=True)
+    [commit] = held
+    return commit
+
+
+def written_into_a_claimed_file(directory: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Counters, tuple]:
+    """A process whose file held 5 writes 7 into it just after a compaction claimed and read it
+    (5); the compaction stops before its commit: returns the process and the commit's arguments."""
+    owner = Counters(directory)
+    owner.add(stored=5, now=True)
+    return owner, claimed_during_the_next_write(owner, monkeypatch, stored=2)
 
 
 def test_a_write_into_a_file_claimed_by_a_compaction_not_yet_committed_is_corrected_once_it_commits(
@@ -344,6 +351,48 @@ def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_a
         f"counters: no compacted file records {taken} any more; its last write may not be counted"
     ]
     assert reader_total(tmp_path) == 5 + 10  # the 2 written after the compaction read the file are lost
+
+
+
+def test_a_compacted_file_folded_away_while_its_record_is_looked_for_is_looked_for_again(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)
+    assert fold.commit(*commit)  # the record (5 taken) is in this compacted file
+    cold_start(tmp_path, stored=10)
+    real_load = stats._load_compacted
+    armed = [True]
+
+    def folded_meanwhile(path: Path, full: bool = False):
+        if full and armed and armed.pop():
+            Counters(tmp_path).compact()  # another compaction folds the record's file into a new one
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", folded_meanwhile)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)  # the file it listed is gone: not "no record", but "look again"
+        monkeypatch.undo()
+        owner.flush(sync=True)
+
+    assert not armed
+    assert reader_total(tmp_path) == 7 + 10
+    assert caplog.records == []
+
+
+
+def test_a_file_taken_later_is_corrected_while_an_earlier_one_still_waits_for_its_commit(tmp_path,
+                                                                                         monkeypatch):
+    owner, first = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)  # its first file: assumed to hold 7, waiting for the first commit
+    second = claimed_during_the_next_write(owner, monkeypatch, stored=3)  # its new file, read as 0, gets 3
+    assert fold.commit(*second)  # recorded: 0 taken
+
+    owner.flush(sync=True)
+
+    assert reader_total(tmp_path) == 10  # 7 in the claimed first file, 3 counted again in a third
+    assert fold.commit(*first)
+    owner.flush(sync=True)
+    assert reader_total(tmp_path) == 10
 
 
 # Reading compacted files (stats._Compacted: the sums on the first line, the records on the second).
