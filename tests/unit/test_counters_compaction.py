@@ -439,3 +439,20 @@ def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, 
     assert [r.getMessage() for r in caplog.records] == [
         f"counters: {path} is not a compacted counters file; its counts are not read"
     ]
+
+
+def test_a_new_compacted_file_on_the_inode_of_a_deleted_one_is_read_afresh(tmp_path):
+    # ext4 and others hand a freed inode to the next new file; timestamps are as coarse as a clock
+    # tick, so a compaction can replace one compacted file by another with the same inode, size
+    # and mtime: only the name tells them apart.
+    sums = b'{"values":{"stored":%d},"recent":[]}\n{"absorbed":{}}'
+    first = compacted(tmp_path, sums % 5, "compacted-1.totals")
+    assert reader_total(tmp_path) == 5
+    st = first.stat()
+    first.unlink()
+    second = compacted(tmp_path, sums % 7, "compacted-2.totals")
+    if second.stat().st_ino != st.st_ino:
+        pytest.skip("this filesystem gave the new file another inode")
+    os.utime(second, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    assert reader_total(tmp_path) == 7
