@@ -283,7 +283,6 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     assert reader_total(tmp_path) == stats.MIN_BATCH
 
 
-
 def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
     """`owner` counts `stored` more, and its write lands just after a compaction claimed and read
     its (old) file; the compaction stops before its commit: returns the commit's arguments."""
@@ -353,7 +352,6 @@ def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_a
     assert reader_total(tmp_path) == 5 + 10  # the 2 written after the compaction read the file are lost
 
 
-
 def test_a_compacted_file_folded_away_while_its_record_is_looked_for_is_looked_for_again(
         tmp_path, monkeypatch, caplog):
     owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
@@ -377,7 +375,6 @@ def test_a_compacted_file_folded_away_while_its_record_is_looked_for_is_looked_f
     assert not armed
     assert reader_total(tmp_path) == 7 + 10
     assert caplog.records == []
-
 
 
 def test_a_file_taken_later_is_corrected_while_an_earlier_one_still_waits_for_its_commit(tmp_path,
