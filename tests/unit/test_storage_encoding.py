@@ -26,6 +26,9 @@ def test_an_encodable_document_is_its_json():
     ({"ok": 1, "deep": nested(253)}, {"_id": "x"}, "deep", "Recursion limit reached"),
     ({"ok": 1, "count": 2**70}, None, "count", "Integer exceeds 64-bit range"),
     ({"ok": 1, "keys": {1: "a"}}, None, "keys", "Dict key must be str"),
+    ({"ok": 1, 7: "a"}, None, "7", "Dict key must be str"),            # a member whose name is no string
+    # Only the wrapper costs a level: unwrapped, a member at the limit is fine and the later one is named.
+    ({"deep": nested(253), "count": 2**70}, None, "count", "Integer exceeds 64-bit range"),
 ])
 def test_a_document_that_cannot_be_encoded_is_permanent_and_names_the_member(document, wrap, member, error):
     outcome = encode_document(document, wrap)
