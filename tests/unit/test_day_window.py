@@ -58,6 +58,11 @@ def test_only_finite_json_numbers_count_as_times(value, per_second, expected):
     assert seconds(value, per_second) == expected
 
 
+def test_a_number_is_read_as_seconds_unless_told_otherwise():
+    assert seconds(1_700_000_000) == 1_700_000_000.0
+    assert seconds(1_700_000_000.5) == 1_700_000_000.5
+
+
 def test_a_uuid7_id_gives_its_millisecond_time_and_other_ids_none():
     assert id_time(new_id(now_ns=1_767_323_045_123_456_789)) == 1_767_323_045.123
     assert id_time("00000000-0000-7000-8000-000000000000") == 0.0
