@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from telhawk_ingest.config import INDEX_RULE
 from telhawk_ingest.envelope import new_id
-from telhawk_ingest.storage.base import Item, Status, encode_document
+from telhawk_ingest.storage.base import Item, Status, encode_document, index_of
 from telhawk_ingest.storage.local import LocalBackend
 
 
@@ -56,3 +57,18 @@ def test_the_local_store_dead_letters_only_the_document_it_cannot_encode(tmp_pat
     assert sorted(d["_source"]["n"] for d in backend.documents()) == [0, 2]
     backend.close()
 
+
+
+@pytest.mark.parametrize(("index", "shown"), [
+    ("a b", "'a b'"),
+    ("x" * 150, repr("x" * 100)),   # a long name is shown cut to 100 characters
+    (7, "'int'"),                   # not text at all (items built in code): its type
+    (["main"], "'list'"),
+])
+def test_an_index_that_is_no_index_name_is_refused_for_good_saying_what_it_was(index, shown):
+    outcome = index_of(Item(id=new_id(), index=index, time=None, document={}))
+
+    assert not isinstance(outcome, str)
+    assert outcome.status is Status.PERMANENT
+    assert outcome.error == f"index {shown} is not an index name ({INDEX_RULE})"
+    assert outcome.details == {"field": "index"}
