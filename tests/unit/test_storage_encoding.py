@@ -40,6 +40,24 @@ def test_a_document_that_cannot_be_encoded_is_permanent_and_names_the_member(doc
     assert outcome.details == {"error_type": "json_encode_error", "field": member}
 
 
+def test_a_long_member_name_is_cut_to_80_characters_in_the_error_but_not_in_the_details():
+    name = "k" * 100
+    outcome = encode_document({name: 2**70})
+
+    assert not isinstance(outcome, bytes)
+    assert outcome.error == f"event cannot be encoded as JSON: {'k' * 80}: Integer exceeds 64-bit range"
+    assert outcome.details == {"error_type": "json_encode_error", "field": name}
+
+
+def test_a_wrapper_that_cannot_be_encoded_names_no_member():
+    outcome = encode_document({"a": 1}, {"_id": "\ud800"})  # a lone surrogate: not UTF-8
+
+    assert not isinstance(outcome, bytes)
+    assert outcome.status is Status.PERMANENT
+    assert outcome.error == "event cannot be encoded as JSON: str is not valid UTF-8: surrogates not allowed"
+    assert outcome.details == {"error_type": "json_encode_error"}
+
+
 def test_the_wrapper_costs_one_level():
     assert isinstance(encode_document({"deep": nested(253)}), bytes)
     assert not isinstance(encode_document({"deep": nested(253)}, {"_id": "x"}), bytes)
