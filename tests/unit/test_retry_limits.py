@@ -47,11 +47,14 @@ def down(n: int):
     return [every(DOWN)] * n
 
 
-def test_the_breaker_opening_mid_request_ends_it_without_waiting_out_the_backoff(clock):
+def test_the_breaker_opening_mid_request_ends_it_without_waiting_out_the_backoff(clock, caplog):
     breaker = Breaker(failures=2, cooldown_seconds=30.0)
     backend = ScriptedBackend(*down(4))
 
-    [final] = store_with_retries(backend, [item(1)], POLICY, breaker=breaker)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        [final] = store_with_retries(backend, [item(1)], POLICY, breaker=breaker)
+
+    assert [r.name for r in caplog.records] == ["telhawk_ingest.breaker"]  # the breaker logs its opening
 
     assert clock.waits == [0.1]  # not 0.1, 0.2, 0.4
     assert len(backend.calls) == 2 and final.attempts == 2
