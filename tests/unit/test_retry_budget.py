@@ -69,3 +69,4 @@ def test_a_spent_budget_is_logged_as_such_with_the_items_and_tries(waits, caplog
     [line] = caplog.records
     assert (line.event, line.items, line.tries) == ("retry_budget", 2, 1)
     assert line.reason.startswith("retry budget spent (core.retry_budget: ")
+    assert line.getMessage() == f"storage tries ended early for 2 item(s): {line.reason}"
