@@ -216,14 +216,16 @@ def test_a_spent_deadline_after_a_failure_without_a_message_says_none():
                                    "spent after 1 try; last error: none")
 
 
-def test_a_deadline_that_ran_out_during_a_wait_ends_the_tries_with_the_last_error(clock):
+def test_a_deadline_that_ran_out_during_a_wait_ends_the_tries_with_the_last_error(clock, caplog):
     # The wait itself fitted; what else ran meanwhile (here the on_retry callback) took the rest.
     backend = ScriptedBackend(*[every(retry("503 from storage"))] * 4)
 
-    [final] = store_with_retries(backend, [item(1)], POLICY, on_retry=lambda count, wait: clock.tick(1.0),
-                                 deadline=Deadline.start(1.0))
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        [final] = store_with_retries(backend, [item(1)], POLICY, deadline=Deadline.start(1.0),
+                                     on_retry=lambda count, wait: clock.tick(1.0))
 
     assert len(backend.calls) == 1 and final.attempts == 1
+    assert [(r.event, r.tries) for r in caplog.records] == [("deadline", 1)]
     assert final.outcome.error == ("storage deadline of 1 s for the request (core.request_deadline_seconds) "
                                    "spent after 1 try; last error: 503 from storage")
 
