@@ -8,12 +8,13 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from telhawk_ingest import fold, stats
-from telhawk_ingest.stats import ABSORB_AFTER_S, Counters
+from telhawk_ingest.stats import ABSORB_AFTER_S, COUNTERS, Counters
 
 # Old enough to be folded at once, however few such files there are (stats.MIN_BATCH).
 OLD = 2 * ABSORB_AFTER_S + 1
@@ -54,12 +55,16 @@ def files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-def reader_total(directory: Path, name: str = "stored") -> int:
+def reader_totals(directory: Path) -> dict[str, int]:
     reader = Counters(directory)
     try:
-        return reader.totals()[name]
+        return reader.totals()
     finally:
         kill(reader)
+
+
+def reader_total(directory: Path, name: str = "stored") -> int:
+    return reader_totals(directory)[name]
 
 
 def test_cold_starts_leave_one_compacted_file_and_the_same_totals(tmp_path):
@@ -73,7 +78,8 @@ def test_cold_starts_leave_one_compacted_file_and_the_same_totals(tmp_path):
 
     names = files(tmp_path)
     assert len(names) == 2 and sum(stats._is_compacted(n) for n in names) == 1
-    assert reader_total(tmp_path) == sum(range(1, 201)) + 1
+    # The compacted file holds the counters that are not zero; the others still read as zero.
+    assert reader_totals(tmp_path) == {**dict.fromkeys(COUNTERS, 0), "stored": sum(range(1, 201)) + 1}
 
 
 def test_recent_files_and_the_compacting_process_own_file_are_left_alone(tmp_path):
@@ -275,3 +281,175 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1)
     assert Counters(tmp_path).compact() == stats.MIN_BATCH
     assert reader_total(tmp_path) == stats.MIN_BATCH
+
+
+def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
+    """`owner` counts `stored` more, and its write lands just after a compaction claimed and read
+    its (old) file; the compaction stops before its commit: returns the commit's arguments."""
+    assert owner._path is not None
+    age(owner._path, OLD)
+    compactor = Counters(owner.directory)
+    real_pwrite = os.pwrite
+    held: list[tuple] = []
+
+    def commit_later(*args):
+        held.append(args)
+        return True
+
+    def pwrite_after_a_claim(fd, data, offset):
+        if not held:
+            compactor.compact()
+        return real_pwrite(fd, data, offset)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fold, "commit", commit_later)
+        patched.setattr(os, "pwrite", pwrite_after_a_claim)
+        owner.add(stored=stored, now=True)
+    [commit] = held
+    return commit
+
+
+def written_into_a_claimed_file(directory: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Counters, tuple]:
+    """A process whose file held 5 writes 7 into it just after a compaction claimed and read it
+    (5); the compaction stops before its commit: returns the process and the commit's arguments."""
+    owner = Counters(directory)
+    owner.add(stored=5, now=True)
+    return owner, claimed_during_the_next_write(owner, monkeypatch, stored=2)
+
+
+def test_a_write_into_a_file_claimed_by_a_compaction_not_yet_committed_is_corrected_once_it_commits(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)  # taken: assumed to hold 7; no record yet, the claim is there: wait
+        assert reader_total(tmp_path) == 7  # a claimed file still counts
+        assert fold.commit(*commit)  # the compaction goes on: its record says it took 5
+
+        owner.flush(sync=True)  # reads the record: the 2 it did not take are counted again
+
+    assert reader_total(tmp_path) == 7
+    assert owner.totals()["stored"] == 7
+    assert caplog.records == []
+
+
+def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_assumption_and_says_so(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    assert owner._path is not None
+    taken = owner._path.name
+    owner.flush(sync=True)
+    assert fold.commit(*commit)
+    cold_start(tmp_path, stored=10)
+    # A day later a compaction folds the compacted file, leaving out records older than a day.
+    assert owner.compact(now=time.time() + stats.RECORD_KEEP_S + 1) == 1
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"counters: no compacted file records {taken} any more; its last write may not be counted"
+    ]
+    assert reader_total(tmp_path) == 5 + 10  # the 2 written after the compaction read the file are lost
+
+
+def test_a_compacted_file_folded_away_while_its_record_is_looked_for_is_looked_for_again(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)
+    assert fold.commit(*commit)  # the record (5 taken) is in this compacted file
+    cold_start(tmp_path, stored=10)
+    real_load = stats._load_compacted
+    armed = [True]
+
+    def folded_meanwhile(path: Path, full: bool = False):
+        if full and armed and armed.pop():
+            Counters(tmp_path).compact()  # another compaction folds the record's file into a new one
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", folded_meanwhile)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)  # the file it listed is gone: not "no record", but "look again"
+        monkeypatch.undo()
+        owner.flush(sync=True)
+
+    assert not armed
+    assert reader_total(tmp_path) == 7 + 10
+    assert caplog.records == []
+
+
+def test_a_file_taken_later_is_corrected_while_an_earlier_one_still_waits_for_its_commit(tmp_path,
+                                                                                         monkeypatch):
+    owner, first = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)  # its first file: assumed to hold 7, waiting for the first commit
+    second = claimed_during_the_next_write(owner, monkeypatch, stored=3)  # its new file, read as 0, gets 3
+    assert fold.commit(*second)  # recorded: 0 taken
+
+    owner.flush(sync=True)
+
+    assert reader_total(tmp_path) == 10  # 7 in the claimed first file, 3 counted again in a third
+    assert fold.commit(*first)
+    owner.flush(sync=True)
+    assert reader_total(tmp_path) == 10
+
+
+# Reading compacted files (stats._Compacted: the sums on the first line, the records on the second).
+
+
+def compacted(directory: Path, data: bytes, name: str = "compacted-a.totals") -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_bytes(data)
+    return directory / name
+
+
+SUMS = b'{"values":{"stored":5,"dlq_purged":2},"recent":[]}'
+
+
+def test_a_reader_reads_only_the_sums_of_a_compacted_file_whatever_its_record_line_holds(tmp_path):
+    compacted(tmp_path, SUMS + b"\n{not the records")
+
+    assert reader_totals(tmp_path) == {**dict.fromkeys(COUNTERS, 0), "stored": 5, "dlq_purged": 2}
+
+
+def test_a_compacted_file_ending_in_a_line_break_reads_the_same(tmp_path):
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}\n')
+
+    assert reader_total(tmp_path) == 5
+
+
+def test_a_compacted_file_of_several_mebibytes_is_read_whole(tmp_path):
+    # A day of records of cold starts: far more than one read of 1 MiB.
+    records = {f"host-{i}-{i:08x}.counters": [1.0, {"stored": i}] for i in range(60_000)}
+    path = compacted(tmp_path, SUMS + b"\n" + orjson.dumps({"absorbed": records}))
+    assert path.stat().st_size > 3 << 20
+
+    assert reader_total(tmp_path) == 5
+    assert stats._recorded(tmp_path, "host-59999-0000ea5f.counters") == (
+        stats._as_values({"stored": 59_999}), True)
+
+
+def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, caplog):
+    path = compacted(tmp_path, b"not json\n")
+    with caplog.at_level("ERROR", logger="telhawk_ingest.stats"):
+        assert reader_total(tmp_path) == 0
+        assert reader_total(tmp_path) == 0
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"counters: {path} is not a compacted counters file; its counts are not read"
+    ]
+
+
+def test_a_new_compacted_file_on_the_inode_of_a_deleted_one_is_read_afresh(tmp_path):
+    # ext4 and others hand a freed inode to the next new file; timestamps are as coarse as a clock
+    # tick, so a compaction can replace one compacted file by another with the same inode, size
+    # and mtime: only the name tells them apart.
+    sums = b'{"values":{"stored":%d},"recent":[]}\n{"absorbed":{}}'
+    first = compacted(tmp_path, sums % 5, "compacted-1.totals")
+    assert reader_total(tmp_path) == 5
+    st = first.stat()
+    first.unlink()
+    second = compacted(tmp_path, sums % 7, "compacted-2.totals")
+    if second.stat().st_ino != st.st_ino:
+        pytest.skip("this filesystem gave the new file another inode")
+    os.utime(second, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    assert reader_total(tmp_path) == 7

@@ -36,6 +36,9 @@ def test_a_zero_window_anchors_every_event_on_arrival_but_its_exact_arrival_time
     (None, 2.0**48 / 1000, LAST),                    # the last UUIDv7 millisecond is in year 10889
     (LAST + DAY / 2, LAST, LAST),
     (-DAY / 2, 0.0, 0.0),
+    (0.0, 0.0, 0.0),                                 # the first and the last second are in
+    (0.5, 0.5, 0.5),
+    (LAST, LAST, LAST),
 ])
 def test_the_anchor_stays_within_the_days_a_date_can_name(event_time, arrival, anchor):
     assert day_anchor(event_time, arrival, 7, 1) == anchor
@@ -56,6 +59,11 @@ def test_the_anchor_stays_within_the_days_a_date_can_name(event_time, arrival, a
 ])
 def test_only_finite_json_numbers_count_as_times(value, per_second, expected):
     assert seconds(value, per_second) == expected
+
+
+def test_a_number_is_read_as_seconds_unless_told_otherwise():
+    assert seconds(1_700_000_000) == 1_700_000_000.0
+    assert seconds(1_700_000_000.5) == 1_700_000_000.5
 
 
 def test_a_uuid7_id_gives_its_millisecond_time_and_other_ids_none():
@@ -81,6 +89,18 @@ def test_a_uuid7_id_gives_its_millisecond_time_and_other_ids_none():
 ])
 def test_the_storage_time_of_an_id_is_its_uuid7_time_while_a_date_names_it_else_0(item_id, day_time):
     assert base.id_time(item_id) == day_time
+
+
+
+@pytest.mark.parametrize(("event_time", "day_time"), [
+    (base.MAX_DAY_TIME - 0.001, base.MAX_DAY_TIME - 0.001),  # 9999-12-31T23:59:59.999Z: its own time
+    (base.MAX_DAY_TIME, 1_691_204_262.955),                  # 10000-01-01: the time in the id
+    (base.MIN_DAY_TIME, base.MIN_DAY_TIME),                  # 0001-01-01T00:00:00Z
+    (base.MIN_DAY_TIME - 0.001, 1_691_204_262.955),
+])
+def test_an_item_time_picks_its_storage_day_only_while_a_date_names_it(event_time, day_time):
+    item = base.Item(id="0189c3a1-1c2b-7def-8000-000000000000", index="main", time=event_time, document={})
+    assert base.storage_time(item) == day_time
 
 
 def test_the_day_window_defaults_to_7_days_back_and_1_ahead_and_can_be_set(tmp_path):

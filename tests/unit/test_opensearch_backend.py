@@ -14,7 +14,7 @@ import pytest
 from telhawk_ingest.config import CoreSettings, StorageSettings
 from telhawk_ingest.envelope import new_id
 from telhawk_ingest.errors import ConfigError
-from telhawk_ingest.storage.base import STORED, Item, Outcome, Status
+from telhawk_ingest.storage.base import STORED, TRY_DEADLINE, Item, Outcome, Status
 from telhawk_ingest.storage.opensearch import OpenSearchBackend, index_template, parse_retry_after
 
 URL = "http://opensearch.test:9200"
@@ -623,6 +623,20 @@ def test_bulk_requests_use_the_configured_timeout():
     server = FakeOpenSearch()
     make_backend(server, timeout_seconds=4).store(batch(1))
     assert server.bulk_requests()[0].extensions["timeout"]["read"] == 4
+
+
+
+def test_a_try_deadline_cuts_the_template_put_and_the_bulk_to_what_is_left_of_it():
+    server = FakeOpenSearch()
+    token = TRY_DEADLINE.set(time.monotonic() + 3.0)
+    try:
+        make_backend(server, timeout_seconds=10).store(batch(1))
+    finally:
+        TRY_DEADLINE.reset(token)
+
+    assert [r.url.path for r in server.requests] == ["/_index_template/telhawk-ocsf", "/_bulk"]
+    for request in server.requests:
+        assert request.extensions["timeout"]["read"] == pytest.approx(3.0, abs=0.5)
 
 
 def test_close_is_safe_before_and_after_use():

@@ -16,6 +16,7 @@ import trustme
 
 from telhawk_ingest.config import CoreSettings, StorageSettings
 from telhawk_ingest.errors import ConfigError
+from telhawk_ingest.storage import opensearch
 from telhawk_ingest.storage.base import STORED, Item, Status
 from telhawk_ingest.storage.opensearch import (
     TEMPLATE_VERSION,
@@ -26,6 +27,7 @@ from telhawk_ingest.storage.opensearch import (
 from tests.unit.test_opensearch_backend import (
     URL,
     FakeOpenSearch,
+    actions,
     answering,
     batch,
     bulk_answer,
@@ -67,6 +69,24 @@ def test_an_unusable_time_and_an_id_without_a_time_go_to_the_first_day_of_1970(e
     )
 
 
+
+@pytest.mark.parametrize(("event_time", "day"), [
+    (-1.0, "1969.12.31"),                      # a second before the epoch is the day before it
+    (-86_400.5, "1969.12.30"),
+    (-62_135_596_800.0, "0001.01.01"),         # the first second a UTC date names
+    (253_402_300_799.999, "9999.12.31"),       # the last millisecond one names
+])
+def test_a_time_before_1970_or_at_the_ends_of_the_calendar_takes_its_own_utc_day(event_time, day):
+    server = FakeOpenSearch()
+    backend = make_backend(server)
+    early = Item(id="id-1", index="main", time=event_time, document={})
+
+    assert backend.index_name(early) == f"telhawk-main-{day}"
+    assert backend.store([early]) == [STORED]
+    [action] = actions(server.bulk_requests()[0])
+    assert action == {"create": {"_index": f"telhawk-main-{day}", "_id": "id-1"}}
+
+
 def test_a_retry_after_date_without_a_zone_is_read_as_utc(west_of_utc):
     now = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 -0000", now=now) == 30.0
@@ -84,6 +104,40 @@ def test_an_event_answered_with_a_boolean_status_is_retried_as_having_no_status(
     assert [(o.status, o.error) for o in outcomes] == [(
         Status.RETRY, "opensearch's bulk answer gives no status for this event; it may or may not be stored",
     )] * 2
+
+
+@pytest.mark.parametrize("entry", [
+    {"create": "created"},                                      # a result that is not an object
+    {"create": ["created"]},
+    "created",                                                  # an entry that is not an object
+    {},
+    {"create": {"status": 201}, "index": {"status": 201}},      # two results for one event
+])
+def test_an_event_whose_answer_entry_is_misshapen_is_retried_as_having_no_status(entry):
+    items = [{"create": {"status": 201}}, entry]
+    server = FakeOpenSearch(bulk=answering(200, {"errors": False, "items": items}))
+
+    outcomes = make_backend(server).store(batch(2))
+
+    assert outcomes[0] is STORED
+    assert (outcomes[1].status, outcomes[1].error) == (
+        Status.RETRY, "opensearch's bulk answer gives no status for this event; it may or may not be stored",
+    )
+
+
+@pytest.mark.parametrize("status", [200, 201, 299])
+def test_an_answer_storing_every_event_is_read_without_an_outcome_per_event(status, monkeypatch):
+    # The common answer of a large batch is read in one pass; any other goes event by event.
+    read_one_by_one: list[Any] = []
+    monkeypatch.setattr(opensearch, "_item_outcome", lambda entry: read_one_by_one.append(entry) or STORED)
+    server = FakeOpenSearch(bulk=lambda r: bulk_answer(r, *[{"status": status}] * 3))
+
+    assert make_backend(server).store(batch(3)) == [STORED] * 3
+    assert read_one_by_one == []
+
+    server.bulk = lambda r: bulk_answer(r, {"status": status}, {"status": 409})
+    assert make_backend(server).store(batch(2)) == [STORED] * 2
+    assert len(read_one_by_one) == 2
 
 
 @pytest.mark.parametrize("status", [100, 300, 304])
@@ -273,6 +327,10 @@ def test_an_index_prefix_of_164_characters_is_the_longest_accepted():
     assert longest.prefix == "p" * 164
     with pytest.raises(ConfigError, match=r"storage\.index_prefix: expected at most 164 "):
         OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix="p" * 165))
+    # A longer one is shown cut 10 characters past the limit.
+    with pytest.raises(ConfigError) as long:
+        OpenSearchBackend(CoreSettings(url=URL), StorageSettings(index_prefix="p" * 1000))
+    assert str(long.value).endswith(f", got {'p' * 174!r}")
 
 
 def test_the_missing_url_error_shows_an_example():

@@ -186,3 +186,22 @@ def test_by_default_waits_stop_growing_at_30_s_and_a_retry_after_counts_up_to_5_
     assert POLICY.delay(20) == 30.0
     assert POLICY.delay(1, retry_after=60.0) == 5.0
     assert {POLICY.delay(3) for _ in range(20)} == {0.4}  # no jitter unless asked for
+
+
+def test_with_the_first_try_already_made_the_backend_is_asked_only_for_the_retries(waits):
+    backend = ScriptedBackend()
+
+    first = [STORED, retry("503 from storage")]
+    finals = store_with_retries(backend, [item(1), item(2)], POLICY, first=first)
+
+    assert backend.calls == [["id-2"]] and waits == [0.1]
+    assert [(f.outcome.stored, f.attempts) for f in finals] == [(True, 1), (True, 2)]
+
+
+def test_a_first_try_with_the_wrong_number_of_outcomes_is_retried_whole(waits):
+    backend = ScriptedBackend()
+
+    finals = store_with_retries(backend, [item(1), item(2)], POLICY, first=[STORED])
+
+    assert backend.calls == [["id-1", "id-2"]]
+    assert [(f.outcome.stored, f.attempts) for f in finals] == [(True, 2), (True, 2)]

@@ -57,3 +57,16 @@ def test_a_spent_budget_ends_the_tries_with_an_error_naming_it(waits):
     assert second.outcome.error == ("retry budget spent (core.retry_budget: at most 0% of first tries plus "
                                     "0.1/s over 10 s) after 1 try; last error: 503 from storage")
     assert second.outcome.details == {"retry_budget": "spent"}
+
+
+def test_a_spent_budget_is_logged_as_such_with_the_items_and_tries(waits, caplog):
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, window_seconds=10)  # no retry at all
+    backend = ScriptedBackend(every(retry("503 from storage")))
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        store_with_retries(backend, [item(1), item(2)], RetryPolicy(), budget=budget)
+
+    [line] = caplog.records
+    assert (line.event, line.items, line.tries) == ("retry_budget", 2, 1)
+    assert line.reason.startswith("retry budget spent (core.retry_budget: ")
+    assert line.getMessage() == f"storage tries ended early for 2 item(s): {line.reason}"

@@ -47,11 +47,14 @@ def down(n: int):
     return [every(DOWN)] * n
 
 
-def test_the_breaker_opening_mid_request_ends_it_without_waiting_out_the_backoff(clock):
+def test_the_breaker_opening_mid_request_ends_it_without_waiting_out_the_backoff(clock, caplog):
     breaker = Breaker(failures=2, cooldown_seconds=30.0)
     backend = ScriptedBackend(*down(4))
 
-    [final] = store_with_retries(backend, [item(1)], POLICY, breaker=breaker)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        [final] = store_with_retries(backend, [item(1)], POLICY, breaker=breaker)
+
+    assert [r.name for r in caplog.records] == ["telhawk_ingest.breaker"]  # the breaker logs its opening
 
     assert clock.waits == [0.1]  # not 0.1, 0.2, 0.4
     assert len(backend.calls) == 2 and final.attempts == 2
@@ -202,3 +205,52 @@ def test_a_spent_deadline_leaves_later_events_untried(clock):
     assert backend.calls == []
     assert [f.attempts for f in finals] == [1, 1]
     assert "spent before these events were tried" in finals[0].outcome.error
+
+
+def test_a_spent_deadline_after_a_failure_without_a_message_says_none():
+    backend = ScriptedBackend(every(retry("", retry_after=4.0)))
+
+    [final] = store_with_retries(backend, [item(1)], POLICY, deadline=Deadline.start(3.0))
+
+    assert final.outcome.error == ("storage deadline of 3 s for the request (core.request_deadline_seconds) "
+                                   "spent after 1 try; last error: none")
+
+
+def test_a_deadline_that_ran_out_during_a_wait_ends_the_tries_with_the_last_error(clock, caplog):
+    # The wait itself fitted; what else ran meanwhile (here the on_retry callback) took the rest.
+    backend = ScriptedBackend(*[every(retry("503 from storage"))] * 4)
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        [final] = store_with_retries(backend, [item(1)], POLICY, deadline=Deadline.start(1.0),
+                                     on_retry=lambda count, wait: clock.tick(1.0))
+
+    assert len(backend.calls) == 1 and final.attempts == 1
+    assert [(r.event, r.tries) for r in caplog.records] == [("deadline", 1)]
+    assert final.outcome.error == ("storage deadline of 1 s for the request (core.request_deadline_seconds) "
+                                   "spent after 1 try; last error: 503 from storage")
+
+
+def test_a_try_starts_while_any_of_the_deadline_is_left(clock):
+    backend = ScriptedBackend(every(retry("503 from storage")))
+
+    [final] = store_with_retries(backend, [item(1)], POLICY, on_retry=lambda count, wait: clock.tick(1.0),
+                                 deadline=Deadline.start(2.0))  # 0.9 s left after the wait
+
+    assert len(backend.calls) == 2 and final.outcome.stored and final.attempts == 2
+
+
+def test_a_breaker_opened_elsewhere_during_a_wait_ends_the_tries_with_those_made(clock):
+    breaker = Breaker(failures=1, cooldown_seconds=30.0)
+    # Each event refused on its own: storage answered, so the breaker stays closed for these tries.
+    one_by_one = [lambda batch: [retry("429 from storage") for _ in batch]] * 2
+    backend = ScriptedBackend(*one_by_one)
+
+    def another_request_fails(count: int, wait: float) -> None:
+        if len(backend.calls) == 2:
+            breaker.record(False, "transport error: refused")
+
+    finals = store_with_retries(backend, [item(1), item(2)], POLICY, on_retry=another_request_fails,
+                                breaker=breaker)
+
+    assert len(backend.calls) == 2 and [f.attempts for f in finals] == [2, 2]
+    assert finals[0].outcome.details == {"breaker": OPEN}

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 from telhawk_ingest import stats
@@ -301,3 +302,29 @@ def test_the_counters_keep_their_order_since_files_on_the_volume_are_read_by_pos
         "trigger_pubsub_failures", "trigger_sqs_failures", "trigger_kinesis_failures",
         "trigger_schedule_runs", "trigger_schedule_failures",
     )
+
+
+def test_each_event_driven_trigger_has_a_copy_of_a_counter_named_after_it_in_trigger_order():
+    assert stats.by_trigger("stored") == (
+        "stored_via_pubsub", "stored_via_sqs", "stored_via_kinesis", "stored_via_schedule",
+    )
+    assert stats.by_trigger("new_counter") == tuple(f"new_counter_via_{t}" for t in stats.TRIGGERS[1:])
+
+
+def test_a_forked_child_starts_from_zero_in_a_file_of_its_own(tmp_path, monkeypatch):
+    parent = Counters(tmp_path)
+    parent.add(stored=3, now=True)
+    assert parent._path is not None
+    parents_file = parent._path
+    # What os.register_at_fork runs in a child, here on this test's Counters only.
+    monkeypatch.setattr(stats, "_live", weakref.WeakSet([parent]))
+    monkeypatch.setattr(stats, "_flusher", stats._Flusher())
+
+    stats._after_fork_in_child()
+    parent.add(stored=2, now=True)  # the child's counts
+
+    assert parent.directory == tmp_path
+    assert parent._path is not None and parent._path != parents_file
+    assert struct.unpack_from("<q", parents_file.read_bytes(), 8)[0] == 3
+    assert struct.unpack_from("<q", parent._path.read_bytes(), 8)[0] == 2
+    assert Counters(tmp_path).totals()["stored"] == 5

@@ -106,6 +106,14 @@ def test_a_snapshot_gives_this_process_under_no_name_and_every_other_file_by_nam
     assert mine.totals()["stored"] == 5 + 2 + 4
 
 
+def test_a_snapshot_reads_a_counters_file_over_the_size_cap_as_zeros(tmp_path):
+    (tmp_path / "big.counters").write_bytes(counters_file([7]) + b"\0" * stats.MAX_FILE_BYTES)
+
+    snap = Counters(tmp_path).snapshot()
+
+    assert snap["big.counters"][1] == [0] * len(COUNTERS)
+
+
 def test_a_snapshot_before_this_process_has_a_file_lists_its_counts_under_no_name(tmp_path):
     counters = Counters(tmp_path / "not-yet")
 

@@ -9,6 +9,7 @@ timeout, so a regression fails the test instead of hanging the suite.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -216,7 +217,7 @@ def test_the_refusal_names_what_was_found_instead_of_a_regular_file(tmp_path):
     with pytest.raises(UnsafeFile) as device:
         read_regular(Path("/dev/null"), 100)
     assert device.value.strerror == "not a regular file (a character device)"
-    assert device.value.filename == "/dev/null"
+    assert (device.value.errno, device.value.filename) == (errno.EINVAL, "/dev/null")
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(UnsafeFile) as fifo:
         finishes(lambda: read_regular(tmp_path / "fifo", 100), unblock=tmp_path / "fifo")
@@ -242,6 +243,18 @@ def test_a_fifo_under_a_counters_name_does_not_block_the_totals(tmp_path):
     counters = Counters(tmp_path / "counters")
     counters.add(now=True, stored=3)  # the folder exists, as on a running service
     fifo = tmp_path / "counters" / "planted.counters"
+    os.mkfifo(fifo, 0o600)
+
+    assert finishes(counters.totals, unblock=fifo)["stored"] == 3
+
+
+def test_a_fifo_or_a_link_under_a_compacted_name_counts_nothing_and_blocks_nothing(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    counters.add(now=True, stored=3)
+    elsewhere = tmp_path / "elsewhere.totals"
+    elsewhere.write_bytes(b'{"values":{"stored":1000},"recent":[]}\n{"absorbed":{}}')
+    (tmp_path / "counters" / "compacted-link.totals").symlink_to(elsewhere)
+    fifo = tmp_path / "counters" / "compacted-fifo.totals"
     os.mkfifo(fifo, 0o600)
 
     assert finishes(counters.totals, unblock=fifo)["stored"] == 3
