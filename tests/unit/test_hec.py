@@ -331,6 +331,15 @@ def test_raw_lines_become_one_envelope_each_without_blank_lines_or_carriage_retu
     assert envelopes[0].attributes == {"host": None, "index": None, "fields": {}, "token_name": "web"}
 
 
+@pytest.mark.parametrize(("body", "payloads"), [
+    (b"a line\n \t ", ["a line"]),  # the last line, without a line feed, is only whitespace
+    (b"a line\n\r", ["a line"]),  # a last line that is only the CR of a CRLF ending
+    (b"a line\r\n\xc2\xa0\n\xe9\n", ["a line", "\ufffd"]),  # a no-break space, in a body not UTF-8
+])
+def test_every_blank_raw_line_is_skipped_however_it_ends_and_whatever_its_whitespace(body, payloads):
+    assert [e.payload for e in ingest(body, kind="raw")] == payloads
+
+
 def test_raw_metadata_comes_from_the_query_before_the_headers():
     headers = {
         "X-Splunk-Request-Sourcetype": "from-header",

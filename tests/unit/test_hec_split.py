@@ -65,6 +65,16 @@ def test_one_object_per_line_is_split_at_each_line_feed(objects, breaks, after_l
 
     assert _split(body) == expected
 
+@pytest.mark.parametrize("body", [
+    b'{"event": "} {", "host": "h"}',
+    b'{"event": "} {", "host": "h"}\r\n\n',
+    b'{\n  "event": "} {",\n  "host": "h"\n}\n',
+])
+def test_a_single_object_is_one_value_spanning_the_whole_body_whatever_its_strings_and_lines(body):
+    # Neither cut at the `} {` of its string nor at its line feeds: the whole body is the span.
+    assert _split(body) == [({"event": "} {", "host": "h"}, 0, len(body))]
+
+
 
 def test_the_lines_are_split_one_at_a_time_so_a_caller_that_stops_early_never_reads_the_rest():
     body = b'{"event": "a"}\n{"event": "} {"}\n\n{"event": "b"} {"event": '
