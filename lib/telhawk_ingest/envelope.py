@@ -111,7 +111,10 @@ _last_second: tuple[int, str] = (-1, "")
 
 
 def parse_time(value: str | float | int) -> float:
-    """Unix seconds from RFC 3339 text, or from unix seconds as a number or numeric string."""
+    """Unix seconds from RFC 3339 text, or from unix seconds as a number or numeric string.
+
+    RFC 3339 §5.6 lets `T` and `Z` be lower case; text without a zone is taken as UTC.
+    Raises ValueError for text that is neither."""
     if isinstance(value, int | float):
         return float(value)
     text = value.strip()
@@ -119,7 +122,9 @@ def parse_time(value: str | float | int) -> float:
         return float(text)
     except ValueError:
         pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
