@@ -1003,7 +1003,7 @@ class DeadLetterQueue:
             self._catalog.forget([name])
             return None, 0
         except OSError:
-            self._put_corrupt(name)
+            self._put_corrupt(name, since)
             return None, 0
         try:
             record = orjson.loads(data)
@@ -1015,9 +1015,10 @@ class DeadLetterQueue:
         self._catalog.put(name, inode, _summarize(record, _seconds(name)), len(data), since)
         return record, len(data)
 
-    def _put_corrupt(self, name: str) -> None:
-        """Mark an entry that cannot even be opened as a regular file (a link, a FIFO) corrupt."""
-        since = self._catalog.epoch
+    def _put_corrupt(self, name: str, since: int) -> None:
+        """Mark an entry that cannot even be opened as a regular file (a link, a FIFO) corrupt;
+        `since`: the catalog's epoch before the open, so that an entry rewritten (and its journal
+        line followed) after the failed open is not taken for corrupt under its new inode."""
         try:
             inode = os.lstat(self.path / name).st_ino
         except OSError:

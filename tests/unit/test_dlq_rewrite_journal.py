@@ -159,6 +159,32 @@ def test_an_entry_read_while_it_was_rewritten_twice_is_not_cached_with_its_old_c
     assert ids[0] in listed(reader, STORE)[0]
 
 
+def test_an_entry_that_could_not_be_opened_while_it_was_rewritten_is_not_marked_corrupt(tmp_path,
+                                                                                       monkeypatch):
+    """Opening the entry failed (it was not a regular file then); before that was cached, the entry
+    was rewritten into a valid one and another thread followed the journal: the rewritten entry must
+    not be taken for corrupt (and hidden from this process's listings)."""
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)
+    reader = queue(path)
+    real_read = dlq_module.read_regular_ino
+
+    def fail_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        if file.endswith(f"{ids[0]}.json"):
+            monkeypatch.setattr(dlq_module, "read_regular_ino", real_read)
+            assert refail_twice(queue(path), path, ids[0])
+            reader.stats(verify_budget_s=0)  # another thread: lists the folder, following the journal
+            raise OSError(40, "Too many levels of symbolic links")
+        return real_read(file, max_bytes)
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", fail_meanwhile)
+    assert ids[0] not in list(reader.iter_matching(NORM))
+    assert dlq_module.read_regular_ino is real_read  # the race happened
+
+    assert ids[0] in listed(reader, STORE)[0]
+    assert reader.stats(verify_budget_s=0)["corrupt_files"] == []
+
+
 def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_saved(tmp_path, reads):
     path = tmp_path / "dlq"
     ids = fill(path)
