@@ -284,3 +284,14 @@ def test_a_wait_that_would_end_exactly_at_the_deadline_is_not_taken(clock):
 
     assert clock.waits == [] and len(backend.calls) == 1
     assert final.outcome.error.endswith("spent after 1 try; last error: 503 from storage")
+
+
+def test_a_retry_log_line_gives_the_wait_in_seconds_to_the_microsecond(clock, caplog):
+    backend = ScriptedBackend(every(retry("429 from storage", retry_after=1.23456789)))
+
+    with caplog.at_level("INFO", logger="telhawk_ingest.retry"):
+        store_with_retries(backend, [item(1)], POLICY)
+
+    [line] = [r for r in caplog.records if r.name == "telhawk_ingest.retry"]
+    assert (line.event, line.attempt, line.items, line.wait_seconds) == ("retry", 1, 1, 1.234568)
+    assert line.getMessage() == "storage retry: 1 item(s), try 1 failed, waiting 1.235s: 429 from storage"
