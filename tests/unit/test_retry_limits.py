@@ -13,6 +13,7 @@ import pytest
 from freezegun import freeze_time
 
 from telhawk_ingest.breaker import CLOSED, OPEN, Breaker
+from telhawk_ingest.budget import RetryBudget
 from telhawk_ingest.retry import Deadline, RetryPolicy, store_with_retries
 from telhawk_ingest.storage.base import Item, Outcome, Status, retry, time_left
 from tests.fakes import ScriptedBackend, every, item
@@ -254,3 +255,43 @@ def test_a_breaker_opened_elsewhere_during_a_wait_ends_the_tries_with_those_made
 
     assert len(backend.calls) == 2 and [f.attempts for f in finals] == [2, 2]
     assert finals[0].outcome.details == {"breaker": OPEN}
+
+
+def test_a_batch_stored_at_once_takes_nothing_from_the_deadline_or_the_budget(clock, caplog):
+    budget = RetryBudget(ratio=0.0, min_per_second=0.1, window_seconds=10)
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.retry"):
+        finals = store_with_retries(ScriptedBackend(), [item(1)], POLICY, deadline=Deadline.start(0.05),
+                                    budget=budget)
+
+    assert finals[0].outcome.stored and caplog.records == []
+    assert budget.snapshot()["retries"] == 0
+
+
+def test_the_last_try_keeps_its_own_error_however_little_of_the_deadline_is_left(clock):
+    backend = ScriptedBackend(*[every(retry("503 from storage"))] * 4)
+
+    [final] = store_with_retries(backend, [item(1)], POLICY, deadline=Deadline.start(1.0))
+
+    assert clock.waits == [0.1, 0.2, 0.4] and final.attempts == 4  # 0.3 s left, the next wait: 0.8 s
+    assert final.outcome.error == "503 from storage"
+
+
+def test_a_wait_that_would_end_exactly_at_the_deadline_is_not_taken(clock):
+    backend = ScriptedBackend(every(retry("503 from storage")))
+
+    [final] = store_with_retries(backend, [item(1)], RetryPolicy(delay_ms=500), deadline=Deadline.start(0.5))
+
+    assert clock.waits == [] and len(backend.calls) == 1
+    assert final.outcome.error.endswith("spent after 1 try; last error: 503 from storage")
+
+
+def test_a_retry_log_line_gives_the_wait_in_seconds_to_the_microsecond(clock, caplog):
+    backend = ScriptedBackend(every(retry("429 from storage", retry_after=1.23456789)))
+
+    with caplog.at_level("INFO", logger="telhawk_ingest.retry"):
+        store_with_retries(backend, [item(1)], POLICY)
+
+    [line] = [r for r in caplog.records if r.name == "telhawk_ingest.retry"]
+    assert (line.event, line.attempt, line.items, line.wait_seconds) == ("retry", 1, 1, 1.234568)
+    assert line.getMessage() == "storage retry: 1 item(s), try 1 failed, waiting 1.235s: 429 from storage"
