@@ -48,6 +48,16 @@ def test_a_triggered_events_entry_is_named_after_its_envelope_id_and_time():
     assert named_stem(triggered_record(str(uuid.uuid4()))) is None  # not a UUIDv7
 
 
+def test_a_record_that_cannot_name_its_entry_gets_no_stem():
+    """Such a record's entry gets an ordinary name: never an error, never a name that breaks the
+    entry-id rule (hex digits and dashes only: no `/` or `..`)."""
+    eid = envelope_id("sqs", "q", "m", 1_772_359_200_123, 3)
+    assert named_stem({"envelope": eid}) is None  # the envelope is not an object
+    assert named_stem(triggered_record(1_772_359_200)) is None  # the id is not a string
+    # A UUIDv7's time with a tail that is no hex: its time reads, the name would not be an entry id.
+    assert named_stem(triggered_record(eid[:-4] + "zz/.")) is None
+
+
 def test_writing_a_triggered_entry_twice_keeps_the_first_file_and_counts_it_once(tmp_path):
     dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     eid = envelope_id("pubsub", "logs", "m", 1_772_359_200_123, 0)
