@@ -79,37 +79,55 @@ def test_a_restart_checkpoint_lets_the_next_commit_start_the_wal_over(db):
     conn.close()
 
 
-def test_a_restart_checkpoint_polls_for_a_reader_with_doubling_pauses_and_finishes_once_it_is_gone(
-        db, monkeypatch):
+Held = tuple[sqlite3.Connection, sqlite3.Connection, PollClock]
+
+
+@pytest.fixture
+def held(db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
+    """A database with a grown WAL, another connection in a read transaction on it, and the poll
+    clock in place of storage.local's `time`: (write connection, reader, clock)."""
     conn = local.connect(db)
     fill(conn)
     other = reader(db)
-    clock = PollClock(lambda n: other.execute("COMMIT") if n == 6 else None)
+    clock = PollClock()
     monkeypatch.setattr(local, "time", clock)
+    yield conn, other, clock
+    other.close()
+    conn.close()
+
+
+def test_a_restart_checkpoint_polls_for_a_reader_with_doubling_pauses_and_finishes_once_it_is_gone(
+        db, held):
+    conn, other, clock = held
+    clock.after_pause = lambda n: other.execute("COMMIT") if n == 6 else None
 
     assert restart_wal(conn) is True
 
     assert clock.pauses == pytest.approx([0.0001, 0.0002, 0.0004, 0.0008, 0.001, 0.001])
     fill(conn, 1)
     assert wal_size(db) < 100_000
-    other.close()
-    conn.close()
 
 
-def test_a_restart_checkpoint_gives_up_after_the_busy_timeout_while_a_reader_stays(db, monkeypatch):
-    conn = local.connect(db)
-    fill(conn)
-    other = reader(db)
-    clock = PollClock()
-    monkeypatch.setattr(local, "time", clock)
+def test_a_restart_checkpoint_gives_up_after_the_busy_timeout_while_a_reader_stays(held, monkeypatch):
+    conn, _, clock = held
     monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.05)
 
     assert restart_wal(conn) is False
 
     assert sum(clock.pauses) == pytest.approx(0.05, abs=0.0011)  # polled until the deadline, not past it
     assert max(clock.pauses) == pytest.approx(0.001)
-    other.close()
-    conn.close()
+
+
+def test_a_restart_checkpoint_gives_up_at_its_deadline_exactly(held, monkeypatch):
+    conn, _, clock = held
+    # Pauses that add up to the deadline exactly (binary fractions).
+    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
+    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
+
+    assert restart_wal(conn) is False
+
+    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
 
 
 def items(count: int) -> list[Item]:

@@ -29,9 +29,8 @@ from telhawk_ingest.storage.local import (
     check_local_filesystem,
     connect,
     filesystem_type,
-    restart_wal,
 )
-from tests.unit.test_local_checkpoints import PollClock, fill, reader
+from tests.unit.test_local_checkpoints import PollClock
 from tests.unit.test_local_storage import (
     DAY,
     DAY_TEXT,
@@ -84,25 +83,6 @@ def test_retention_counts_days_down_from_the_utc_day_of_a_clock_before_1970(tmp_
     # 1969-12-31T23:59:59Z: its day is 1969-12-31, and one day of retention keeps 1969-12-30 on.
     assert backend.cutoff_day(-1.0) == "1969-12-30"
     assert backend.cutoff_day(0.0) == "1969-12-31"
-
-
-def test_a_restart_checkpoint_gives_up_at_its_deadline_exactly(tmp_path, monkeypatch):
-    db = tmp_path / local.DB_NAME
-    conn = local.connect(db)
-    fill(conn)
-    other = reader(db)
-    clock = PollClock()
-    monkeypatch.setattr(local, "time", clock)
-    # Pauses that add up to the deadline exactly (binary fractions).
-    monkeypatch.setattr(local, "BUSY_TIMEOUT_SECONDS", 0.5)
-    monkeypatch.setattr(local, "POLL_FIRST_SECONDS", 0.25)
-    monkeypatch.setattr(local, "POLL_MAX_SECONDS", 0.25)
-
-    assert restart_wal(conn) is False
-
-    assert clock.pauses == [0.25, 0.25]  # tried at 0, 0.25 and 0.5 s: not once past the deadline
-    other.close()
-    conn.close()
 
 
 def within(seconds: float, call: Callable[[], T]) -> T:
