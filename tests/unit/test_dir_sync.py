@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,16 +77,22 @@ def run_callers(sync: DirSync, timeline: Timeline, count: int) -> dict[int, Base
             outcomes[who] = exc
         timeline.note("return", who)
 
-    first = threading.Thread(target=call, args=(0,))
+    first_then_rest(call, count, lambda: bool(timeline.events) and timeline.events[-1][1] == "fsync start")
+    return outcomes
+
+
+def first_then_rest(target: Callable[[int], None], count: int, held: Callable[[], bool]) -> None:
+    """`target(0)` on a thread; once `held()` says it is where the test holds it, `target(1)` to
+    `target(count - 1)` on threads of their own; then each is joined (WAIT_S at most)."""
+    first = threading.Thread(target=target, args=(0,))
     first.start()
-    while not timeline.events or timeline.events[-1][1] != "fsync start":
+    while not held():
         threading.Event().wait(0.001)
-    others = [threading.Thread(target=call, args=(n,)) for n in range(1, count)]
+    others = [threading.Thread(target=target, args=(n,)) for n in range(1, count)]
     for thread in others:
         thread.start()
     for thread in [first, *others]:
         thread.join(WAIT_S)
-    return outcomes
 
 
 def test_a_lone_caller_gets_one_fsync_of_its_own_at_once(tmp_path, monkeypatch):

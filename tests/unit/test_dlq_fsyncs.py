@@ -17,6 +17,7 @@ import pytest
 from telhawk_ingest import files
 from telhawk_ingest.files import one_kernel
 from telhawk_ingest.stats import Counters
+from tests.unit.test_dir_sync import first_then_rest
 from tests.unit.test_dlq import PROCESSES, hammer, limited, record
 
 WAIT_S = 10.0
@@ -260,15 +261,7 @@ def test_threads_dead_lettering_at_once_share_directory_fsyncs_each_begun_after_
         entry_id = dlq.write(record(n))
         answered[n] = (entry_id, order.note("answer", n))
 
-    first = threading.Thread(target=write, args=(0,))
-    first.start()
-    while not order.seqs("dir fsync start"):
-        threading.Event().wait(0.001)
-    rest = [threading.Thread(target=write, args=(n,)) for n in range(1, writers)]
-    for thread in rest:
-        thread.start()
-    for thread in [first, *rest]:
-        thread.join(WAIT_S)
+    first_then_rest(write, writers, lambda: bool(order.seqs("dir fsync start")))
 
     assert len(answered) == writers
     starts, ends = order.seqs("dir fsync start", directory), order.seqs("dir fsync end", directory)
