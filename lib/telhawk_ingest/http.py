@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -109,15 +109,26 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise HecError(6, status=413, detail=f"Content-Length of {declared} too large (maximum is {limit})")
     try:
         async with asyncio.timeout(timeout):
-            return await _receive_body(request, limit)
+            return await receive_body(request.receive, limit)
+    except BodyTooLarge:
+        detail = f"the body is larger than the maximum of {limit} bytes"
+        raise HecError(6, status=413, detail=detail) from None
     except TimeoutError:
         raise HecError(6, status=408, detail=f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
         raise HecError(6, detail="the client disconnected before sending the whole body") from None
 
 
-async def _receive_body(request: Request, limit: int) -> bytes:
-    receive = request.receive
+class BodyTooLarge(Exception):
+    """A body passed its limit while being read (`receive_body`)."""
+
+
+async def receive_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
+    """The whole request body from an ASGI `receive`, at most `limit` bytes.
+
+    Raises BodyTooLarge as soon as more arrived (nothing more is read), ClientDisconnect when the
+    client leaves first.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -127,7 +138,7 @@ async def _receive_body(request: Request, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise HecError(6, status=413, detail=f"the body is larger than the maximum of {limit} bytes")
+            raise BodyTooLarge
         if not message.get("more_body", False):
             if not chunks:
                 return chunk

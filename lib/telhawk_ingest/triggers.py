@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 from . import stats
 from .config import HecToken, TriggerScope
@@ -52,6 +53,7 @@ from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
 from .errors import DEFAULT_RETRY_AFTER, DLQUnavailable, HecError
 from .hec import HecRequest, parse_events, parse_raw, read_body
+from .http import BodyTooLarge, receive_body
 from .logs import log_event
 from .service import Prepared, Service, service
 
@@ -581,22 +583,16 @@ def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
     async def adapted(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await app(scope, receive, send)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > max_bytes:
-                await send({"type": "http.response.start", "status": 413,
-                            "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
-                return await send({"type": "http.response.body", "body": b"body too large"})
-            if not message.get("more_body", False):
-                break
+        try:
+            pushed = await receive_body(receive, max_bytes)
+        except ClientDisconnect:
+            return None
+        except BodyTooLarge:
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+            return await send({"type": "http.response.body", "body": b"body too large"})
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        headers, body = push_to_cloud_event(headers, b"".join(chunks))
+        headers, body = push_to_cloud_event(headers, pushed)
         scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]}
         sent = False
 
