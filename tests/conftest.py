@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -16,6 +17,17 @@ from hypothesis import HealthCheck, settings
 # the stack, so how deep a clock read sits would decide which clock it gets.
 freezegun.configure(default_ignore_list=[
     *(name for name in freezegun.config.DEFAULT_IGNORE_LIST if name != "threading"), "_pytest.timing"])
+
+
+def _fresh_event_loop() -> None:
+    """A process forked from the test process (mutation testing forks a warm one per mutant) starts
+    with a new event loop. The Lambda entry points run their app on the main thread's loop
+    (Mangum); inherited, that loop's default executor keeps the worker threads the fork did not
+    copy, so a handler run in the child would wait for them forever."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+os.register_at_fork(after_in_child=_fresh_event_loop)
 
 
 @pytest.fixture
