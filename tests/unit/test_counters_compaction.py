@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -453,3 +454,65 @@ def test_a_new_compacted_file_on_the_inode_of_a_deleted_one_is_read_afresh(tmp_p
     os.utime(second, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     assert reader_total(tmp_path) == 7
+
+
+def test_taken_files_are_all_settled_in_one_flush_even_after_one_whose_record_is_gone(
+        tmp_path, monkeypatch, caplog):
+    owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)  # taken: assumed to hold 7, waiting for the commit
+    assert fold.commit(*commit)  # recorded: 5 taken
+    # Before it in the list, a file taken earlier whose record has expired since (as above).
+    owner._taken = {"gone.counters": [0] * len(COUNTERS), **owner._taken}
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.flush(sync=True)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "counters: no compacted file records gone.counters any more; its last write may not be counted"
+    ]
+    assert owner._taken == {}
+    assert reader_total(tmp_path) == 7  # the 2 the compaction did not take are counted again
+
+
+def test_a_counters_folder_removed_by_hand_is_not_a_compaction_and_is_not_made_again(tmp_path):
+    directory = tmp_path / "counters"
+    owner = Counters(directory)
+    owner.add(stored=1, now=True)
+    shutil.rmtree(directory)
+
+    owner.add(stored=2, now=True)
+    owner.flush(sync=True)
+
+    assert not directory.exists()  # the writes go on into its open file, as they always did
+    assert owner._taken == {}
+
+
+def test_a_file_waiting_for_a_commit_when_its_folder_is_removed_by_hand_is_let_go_without_a_warning(
+        tmp_path, monkeypatch, caplog):
+    directory = tmp_path / "counters"
+    owner, _never_committed = written_into_a_claimed_file(directory, monkeypatch)
+    owner.flush(sync=True)  # taken: waiting for the commit, which never comes
+    shutil.rmtree(directory)
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.add(stored=1, now=True)  # nothing left to wait for
+        cold_start(directory, stored=10)  # the folder made again by a new process
+        owner.add(stored=2, now=True)
+        owner.flush(sync=True)
+
+    assert caplog.records == []
+    assert reader_total(directory) == 10
+
+
+def test_at_most_65_parsed_compacted_files_are_kept_then_the_cache_starts_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "_compacted_cache", {})
+    sums = b'{"values":{"stored":1},"recent":[]}\n'
+    paths = [compacted(tmp_path, sums, f"compacted-{n:03d}.totals") for n in range(66)]
+    for path in paths[:65]:
+        stats._load_compacted(path)
+    assert len(stats._compacted_cache) == 65
+
+    stats._load_compacted(paths[65])
+
+    [(only, *_)] = stats._compacted_cache
+    assert only == str(paths[65])
