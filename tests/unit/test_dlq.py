@@ -90,12 +90,15 @@ def test_names_are_unique_and_sorted_by_time_across_threads_and_processes(tmp_pa
 
     threads = [threading.Thread(target=write_some, args=(i,)) for i in range(4)]
     procs = [multiprocessing.get_context("fork").Process(target=write_some, args=(i,)) for i in range(2)]
-    for t in [*threads, *procs]:
+    # The processes are forked before the threads start: a fork taken while another thread is
+    # writing a log line copies that stream's lock held, and the child would wait on it forever.
+    for t in [*procs, *threads]:
         t.start()
     for t in threads:
         t.join()
     for p in procs:
-        p.join()
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
 
     names = os.listdir(base)
     assert len(names) == 120 and all(FILE_RE.match(n) for n in names)
