@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import backoff._sync
 import freezegun
@@ -28,6 +29,33 @@ def _fresh_event_loop() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_event_loop)
+
+# Mutation testing (mutmut names the mutant under test in MUTANT_UNDER_TEST): a test still running
+# after this many seconds fails, so a mutant that makes the code hang or crawl is reported as soon as
+# one test notices, not at mutmut's limit for all of the function's tests together (which can be an
+# hour). The slowest test takes about 15 s on a loaded 2-core machine.
+MUTANT_TEST_LIMIT_S = 120
+
+
+class MutantTestTimeout(Exception):
+    pass
+
+
+def _too_slow(_signum: int, _frame: object) -> None:
+    raise MutantTestTimeout(f"still running after {MUTANT_TEST_LIMIT_S} s with a mutant applied")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return (yield)
+    previous = signal.signal(signal.SIGALRM, _too_slow)
+    signal.setitimer(signal.ITIMER_REAL, MUTANT_TEST_LIMIT_S)
+    try:
+        return (yield)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
