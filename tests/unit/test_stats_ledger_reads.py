@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,15 +27,16 @@ def counters_file(values: list[int], count: int | None = None) -> bytes:
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    """The files under the test's tmp_path fsync'd during the test, by name. Counters of earlier
-    tests in this process stay open (their clean-shutdown hook holds them) and the flusher thread
-    may fsync them meanwhile: those are not the test's."""
+    """The files under the test's tmp_path fsync'd by the test's own calls, by name. Counters of
+    earlier tests in this process stay open (their clean-shutdown hook holds them), and the flusher
+    thread fsyncs what `now` wrote once it wakes, at a moment of its own: neither is the call's."""
     done: list[str] = []
     real_fsync = os.fsync
+    caller = threading.get_ident()
 
     def recording(fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
-        if path.startswith(f"{tmp_path}{os.sep}"):
+        if path.startswith(f"{tmp_path}{os.sep}") and threading.get_ident() == caller:
             done.append(os.path.basename(path))
         real_fsync(fd)
 
