@@ -27,9 +27,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(ARGS)
 
-# Mutation testing of the core modules (scripts/mutate.py); MODULES="retry auth" for some of them.
+# Mutation testing of the core modules (scripts/mutate.py); MODULES="retry auth" for some of them,
+# FRESH=1 to drop the results of earlier runs (kept otherwise: a stopped run goes on where it was).
 mutate: $(STAMP)
-	$(VENV)/bin/python scripts/mutate.py $(MODULES)
+	$(VENV)/bin/python scripts/mutate.py $(if $(FRESH),--fresh) $(MODULES)
 # After changing pyproject.toml's dependencies: resolve for every platform and Python >= 3.11.
 lock:
 	$(PYTHON) -m venv .venv-tools

@@ -11,12 +11,21 @@ mutmut 3 names a mutant after its file's path and knows only the `src/` layout, 
 import `telhawk_ingest` from `lib/`. So the run happens in build/mutate, a fresh mirror of this
 checkout: `src` is a link to `lib`, the other files the suites read (MIRRORED) are links, and
 pyproject.toml is a copy whose `only_mutate` lists just the modules asked for. mutmut copies what it
-needs into build/mutate/mutants and puts the mutated package first on the import path. The mirror
-is rebuilt on every run, so a run depends only on the checkout. At most 2 mutants are tested at
-once (MUTATE_JOBS to change it).
+needs into build/mutate/mutants and puts the mutated package first on the import path. At most 2
+mutants are tested at once (MUTATE_JOBS to change it).
 
-Usage: scripts/mutate.py [MODULE ...]   (MODULE as in `retry`, `storage.local`; default: all)
-       scripts/mutate.py --scores       (print the scores of the last run again)
+A whole run takes hours, so a run can be stopped and started again: the links and pyproject.toml
+of the mirror are made anew each time, but mutmut's results (build/mutate/mutants) are kept. mutmut
+checks again the mutants of every function whose code changed since; before it starts, every
+verdict but "killed" (survivors, timeouts, mutants left unchecked) is cleared too, so that those
+are checked against the tests as they are now. A killed mutant stays killed: tests are added far
+more often than weakened, and `--fresh` starts from nothing.
+
+A test still running after tests/conftest.py's MUTANT_TEST_LIMIT_S with a mutant applied fails, so
+a mutant that makes the code hang or crawl is reported when one test notices.
+
+Usage: scripts/mutate.py [--fresh] [MODULE ...]   (MODULE as in `retry`, `storage.local`; default: all)
+       scripts/mutate.py --scores                 (print the scores of the last run again)
 Exit status: mutmut's, when it fails; otherwise 0 (a low score is reported, not enforced).
 """
 
@@ -50,17 +59,42 @@ def core_modules() -> list[str]:
     return [p.removeprefix(prefix).removesuffix(".py").replace("/", ".") for p in config["only_mutate"]]
 
 
-def build_mirror(modules: list[str]) -> None:
-    """A fresh build/mutate whose pyproject.toml mutates only `modules` (the others are copied)."""
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+def build_mirror(modules: list[str], fresh: bool = False) -> None:
+    """build/mutate, its pyproject.toml mutating only `modules` (the others are copied); `fresh`:
+    without the results of earlier runs."""
+    if fresh:
+        shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True, exist_ok=True)
     for name in MIRRORED:
         target = ROOT / ("lib" if name == "src" else name)
-        (WORK / name).symlink_to(os.path.relpath(target, WORK))
+        link = WORK / name
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, WORK))
     paths = ", ".join(f'"src/{PACKAGE}/{m.replace(".", "/")}.py"' for m in modules)
     pyproject = re.sub(r"^only_mutate = \[.*?\]", f"only_mutate = [{paths}]",
                        (ROOT / "pyproject.toml").read_text(), count=1, flags=re.DOTALL | re.MULTILINE)
     (WORK / "pyproject.toml").write_text(pyproject)
+
+
+def recheck_undetected(modules: list[str]) -> int:
+    """Clear every verdict of the earlier runs but "killed" for `modules`, so that mutmut checks
+    those mutants again; returns how many were cleared."""
+    from mutmut.stats import status_by_exit_code
+
+    cleared = 0
+    for module in modules:
+        meta = _meta(module)
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code is not None and status_by_exit_code[code] != "killed":
+                codes[name] = None
+                cleared += 1
+        meta.write_text(json.dumps(data))
+    return cleared
 
 
 def run_mutmut() -> int:
@@ -135,9 +169,14 @@ def print_scores(modules: list[str]) -> None:
         print("\n".join(f"  {name}" for name in stale))
 
 
+def _meta(module: str) -> Path:
+    """mutmut's results for one module's mutants."""
+    return WORK / "mutants" / "src" / PACKAGE / (module.replace(".", "/") + ".py.meta")
+
+
 def _exit_codes(module: str) -> dict[str, int | None] | None:
     """Mutant name -> mutmut's exit code (None: not checked) from the last run, None if not run."""
-    meta = WORK / "mutants" / "src" / PACKAGE / (module.replace(".", "/") + ".py.meta")
+    meta = _meta(module)
     if not meta.exists():
         return None
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
@@ -149,12 +188,17 @@ def main(argv: list[str]) -> int:
     if argv == ["--scores"]:
         print_scores(known)
         return 0
+    fresh = "--fresh" in argv
+    argv = [arg for arg in argv if arg != "--fresh"]
     unknown = [m for m in argv if m not in known]
     if unknown:
         print(f"mutate: unknown module(s) {', '.join(unknown)}; known: {' '.join(known)}", file=sys.stderr)
         return 2
     modules = argv or known
-    build_mirror(modules)
+    build_mirror(modules, fresh)
+    cleared = recheck_undetected(modules)
+    if cleared:
+        print(f"mutate: {cleared} mutants not killed by an earlier run are checked again")
     status = run_mutmut()
     if status != 0:
         return status
