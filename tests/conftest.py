@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import backoff._sync
 import freezegun
@@ -30,27 +32,45 @@ def _fresh_event_loop() -> None:
 
 os.register_at_fork(after_in_child=_fresh_event_loop)
 
-# Mutation testing (mutmut names the mutant under test in MUTANT_UNDER_TEST): a test still running
-# after this many seconds fails, so a mutant that makes the code hang or crawl is reported as soon as
-# one test notices, not at mutmut's limit for all of the function's tests together (which can be an
-# hour). The slowest test takes about 15 s on a loaded 2-core machine.
+# Mutation testing (mutmut names the mutant under test in MUTANT_UNDER_TEST): a test that runs far
+# longer than it did without the mutant fails, so a mutant that makes the code hang or crawl is
+# reported as soon as one test notices, not at mutmut's limit for all of the function's tests
+# together (which can be an hour). The limit is ten times the test's time in mutmut's measuring run
+# (mutmut-stats.json, in the folder the tests run from), at least MUTANT_TEST_FLOOR_S; a test that
+# run did not time gets MUTANT_TEST_LIMIT_S. The slowest test takes about 15 s on a loaded 2-core
+# machine.
 MUTANT_TEST_LIMIT_S = 120
+MUTANT_TEST_FLOOR_S = 20
+_mutmut_durations: dict[str, float] | None = None
 
 
 class MutantTestTimeout(Exception):
     pass
 
 
-def _too_slow(_signum: int, _frame: object) -> None:
-    raise MutantTestTimeout(f"still running after {MUTANT_TEST_LIMIT_S} s with a mutant applied")
+def mutant_test_limit(nodeid: str) -> float:
+    """Seconds the test `nodeid` may run with a mutant applied."""
+    global _mutmut_durations
+    if _mutmut_durations is None:
+        try:
+            _mutmut_durations = json.loads(Path("mutmut-stats.json").read_bytes())["duration_by_test"]
+        except (OSError, ValueError, KeyError):
+            _mutmut_durations = {}
+    measured = _mutmut_durations.get(nodeid)
+    return MUTANT_TEST_LIMIT_S if measured is None else max(MUTANT_TEST_FLOOR_S, 10 * measured)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
         return (yield)
-    previous = signal.signal(signal.SIGALRM, _too_slow)
-    signal.setitimer(signal.ITIMER_REAL, MUTANT_TEST_LIMIT_S)
+    limit = mutant_test_limit(item.nodeid)
+
+    def too_slow(_signum: int, _frame: object) -> None:
+        raise MutantTestTimeout(f"still running after {limit:.0f} s with a mutant applied")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         return (yield)
     finally:
