@@ -387,7 +387,11 @@ def load(dlq_path: Path, names: int) -> SummaryIndex | None:
 def save(dlq_path: Path, index: SummaryIndex) -> bool:
     """Replace the saved index with `index` atomically (temp file 0600, created without following a
     link, then renamed); False when it was not written (logged): a cache write never fails a call."""
-    data = index.encode(directory_id(dlq_path))
+    try:
+        data = index.encode(directory_id(dlq_path))
+    except OSError as exc:  # the folder removed, or unreachable (ESTALE), since it was listed
+        log.warning("DLQ summary index not saved: %s", exc)
+        return False
     if len(data) > max_index_bytes(len(index.names)):
         log.info("DLQ summary index not saved: %d bytes of distinct texts is over its cap", len(data))
         return False

@@ -508,3 +508,16 @@ def test_two_processes_saving_at_once_leave_one_whole_index(tmp_path):
     saved = dlqindex.load(path, ENTRIES)
     assert saved is not None and len(saved) == ENTRIES
     assert_agrees(path)
+
+
+def test_an_index_save_after_the_folder_went_away_is_not_made_and_does_not_fail(tmp_path, caplog):
+    gone = tmp_path / "dlq"
+    index = dlqindex.SummaryIndex.build([dlqindex.Row("failed_1.json", 1, False, "storage_failed")])
+
+    with caplog.at_level("WARNING", logger="telhawk_ingest.dlqindex"):
+        assert dlqindex.save(gone, index) is False
+
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"DLQ summary index not saved: [Errno 2] No such file or directory: '{gone}'"
+    ]
+    assert not gone.exists()
