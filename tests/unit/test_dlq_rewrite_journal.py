@@ -204,6 +204,25 @@ def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_s
     agrees(queue(path), path)
 
 
+def test_an_entry_rewritten_since_the_index_was_saved_is_read_whatever_inode_the_index_gives(tmp_path):
+    """A name in the journal since the index's position is unconfirmed: the index's row for it is
+    believed under no inode, not even one no file has (here 1, with a summary the file never had)."""
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    saved = dlqindex.load(Path(save_index(path).path), 1000)
+    assert saved is not None
+    refail(queue(path), ids[0], "validation_failed", "class_uid: required")
+    rows = [dlqindex.Row(row.name, 1, False, "storage_failed", "cisco:asa", "planted")
+            if row.name == f"{ids[0]}.json" else row for row in saved.rows()]
+    planted = dlqindex.SummaryIndex.build(rows)
+    planted.journal = saved.journal  # saved before the rewrite
+    test_dlq_index.plant(path, planted.encode(dlqindex.directory_id(path)))
+
+    assert listed(queue(path), DlqFilter(error="planted")) == ([], 0)
+    assert ids[0] in listed(queue(path), VALID)[0]
+    agrees(queue(path), path)
+
+
 def test_another_os_process_using_the_index_lists_it_under_its_new_reason(tmp_path):
     path = tmp_path / "dlq"
     ids = fill(path)
