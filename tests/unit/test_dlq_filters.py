@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue, DlqFilter, truncated_entry
 from telhawk_ingest.errors import ApiError
@@ -194,6 +195,25 @@ def test_a_filtered_listing_kept_for_its_directory_sees_entries_written_and_dele
     dlq.delete(b)
     assert listed(dlq, reason="storage_failed") == [c, d]
     assert listed(dlq, reason="normalization_failed") == [a]
+
+
+def test_an_entry_purged_between_the_listing_and_its_read_is_left_out(dlq, three, monkeypatch):
+    _, b, c = three
+    reader = DeadLetterQueue(dlq_settings(dlq))  # another process, which has read nothing yet
+    real = dlq_module.read_regular_ino
+
+    def purge_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        if file.endswith(f"{b}.json"):
+            dlq.remove([c])
+        return real(file, max_bytes)
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", purge_meanwhile)
+
+    page, total, cursor = reader.list(DlqFilter(reason="storage_failed"))
+
+    assert ([r["id"] for r in page], total, cursor) == ([b], 1, None)
+    assert not (dlq.path / f"{c}.json").exists()
+    assert reader.stats()["pending_files"] == 2
 
 
 @pytest.mark.parametrize("entry_id", ["../../etc/passwd", "/etc/passwd", "..", "failed_1_2/../../x",

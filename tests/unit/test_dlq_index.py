@@ -143,6 +143,29 @@ def test_the_writer_of_entries_filters_and_counts_them_without_reading_them_back
     assert not [p for p in stat_calls if p.endswith(".json")]  # sizes known from the writes and reads
 
 
+def test_a_new_process_reads_each_entry_once_and_knows_its_bytes_from_that_read(tmp_path, reads,
+                                                                                 monkeypatch):
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)  # below the index threshold: the catalog alone
+    broken = path / f"failed_1700000099_{'ab' * 16}.json"
+    broken.write_text("{not json")
+    reader = queue(path)
+
+    for _ in range(2):
+        assert listed(reader, DlqFilter(reason="validation_failed")) == ([ids[1]], 1)
+
+    # Every entry summarized once, the damaged one too; the page is read each time.
+    assert sorted(reads) == sorted([*(f"{i}.json" for i in ids), broken.name, *[f"{ids[1]}.json"] * 2])
+    stat_calls: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stat_calls.append(str(p)) or real_lstat(p, *a, **k))
+    health = reader.stats()
+    assert health["pending_bytes"] == sum(p.stat().st_size for p in path.glob("failed_*.json"))
+    assert health["corrupt_files"] == [broken.name]
+    assert not [p for p in stat_calls if p.endswith(".json")]  # sizes known from the reads
+    assert len(reads) == 6
+
+
 def test_a_new_process_with_an_index_reads_only_the_page(tmp_path, reads):
     path = tmp_path / "dlq"
     fill(path)
