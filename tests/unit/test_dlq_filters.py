@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 
 import pytest
@@ -173,6 +174,17 @@ def test_health_verifies_no_file_without_a_budget_and_says_how_many_are_left(dlq
     cold = type(dlq)(dlq_settings(dlq))
     assert cold.stats(verify_budget_s=0)["unverified_files"] == 3
     assert cold.stats(verify_budget_s=5)["unverified_files"] == 0
+
+
+def test_health_of_a_folder_removed_underneath_counts_nothing_in_it(dlq, three):
+    assert listed(dlq, reason="storage_failed") == list(three[1:])  # summaries and sizes known
+    shutil.rmtree(dlq.path)
+
+    health = dlq.stats(verify_budget_s=0)
+
+    assert {k: health[k] for k in ("pending_files", "pending_bytes", "corrupt_files", "unverified_files",
+                                   "temp_files")} == {
+        "pending_files": 0, "pending_bytes": 0, "corrupt_files": [], "unverified_files": 0, "temp_files": 0}
 
 
 def dlq_settings(dlq) -> DlqSettings:
