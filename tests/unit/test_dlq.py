@@ -224,6 +224,19 @@ def test_a_dlq_at_its_file_limit_refuses_to_write_at_once(tmp_path):
     assert not dlq.accepting() and "max_pending_files=2" in dlq.stats()["refusal"]
 
 
+def test_before_refusing_the_directory_is_listed_again_and_still_refuses_at_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr("telhawk_ingest.dlq.REBASE_ON_REFUSAL_S", 0.0)  # every listing is old enough
+    dlq = limited(tmp_path / "dlq", max_pending_files=2)
+    ids = dlq.write_many([record(1), record(2)])
+    limited(tmp_path / "dlq").remove(ids[:1])  # another process: not in this one's last listing
+
+    third = dlq.write(record(3))  # the listing again finds room for exactly this one
+    with pytest.raises(DLQUnavailable, match="max_pending_files=2"):
+        dlq.write(record(4))
+
+    assert sorted(os.listdir(tmp_path / "dlq")) == sorted(f"{i}.json" for i in (ids[1], third))
+
+
 def test_a_batch_that_would_pass_the_file_limit_is_refused_whole(tmp_path):
     dlq = limited(tmp_path / "dlq", max_pending_files=2)
 

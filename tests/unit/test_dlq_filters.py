@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 
 import pytest
 
+from telhawk_ingest import dlq as dlq_module
 from telhawk_ingest.config import DlqSettings
 from telhawk_ingest.dlq import DeadLetterQueue, DlqFilter, truncated_entry
 from telhawk_ingest.errors import ApiError
@@ -174,6 +176,17 @@ def test_health_verifies_no_file_without_a_budget_and_says_how_many_are_left(dlq
     assert cold.stats(verify_budget_s=5)["unverified_files"] == 0
 
 
+def test_health_of_a_folder_removed_underneath_counts_nothing_in_it(dlq, three):
+    assert listed(dlq, reason="storage_failed") == list(three[1:])  # summaries and sizes known
+    shutil.rmtree(dlq.path)
+
+    health = dlq.stats(verify_budget_s=0)
+
+    assert {k: health[k] for k in ("pending_files", "pending_bytes", "corrupt_files", "unverified_files",
+                                   "temp_files")} == {
+        "pending_files": 0, "pending_bytes": 0, "corrupt_files": [], "unverified_files": 0, "temp_files": 0}
+
+
 def dlq_settings(dlq) -> DlqSettings:
     return DlqSettings(base_path=dlq.path, min_free_bytes=0)
 
@@ -194,6 +207,25 @@ def test_a_filtered_listing_kept_for_its_directory_sees_entries_written_and_dele
     dlq.delete(b)
     assert listed(dlq, reason="storage_failed") == [c, d]
     assert listed(dlq, reason="normalization_failed") == [a]
+
+
+def test_an_entry_purged_between_the_listing_and_its_read_is_left_out(dlq, three, monkeypatch):
+    _, b, c = three
+    reader = DeadLetterQueue(dlq_settings(dlq))  # another process, which has read nothing yet
+    real = dlq_module.read_regular_ino
+
+    def purge_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        if file.endswith(f"{b}.json"):
+            dlq.remove([c])
+        return real(file, max_bytes)
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", purge_meanwhile)
+
+    page, total, cursor = reader.list(DlqFilter(reason="storage_failed"))
+
+    assert ([r["id"] for r in page], total, cursor) == ([b], 1, None)
+    assert not (dlq.path / f"{c}.json").exists()
+    assert reader.stats()["pending_files"] == 2
 
 
 @pytest.mark.parametrize("entry_id", ["../../etc/passwd", "/etc/passwd", "..", "failed_1_2/../../x",

@@ -103,3 +103,17 @@ def test_a_triggered_entry_is_read_once_for_its_first_failure_and_an_unchanged_f
     reads.clear()
     assert dlq.oldest_entry_time() == 1_796_032_781
     assert reads == []
+
+
+def test_a_time_filter_reads_a_triggered_entry_once_however_many_listings(tmp_path, reads):
+    writer = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
+    with writer.reserve([triggered(1_514_764_800_000, 1_796_032_781.5)], named=True) as held:
+        [named] = held.write()
+    ordinary = writer.write(triggered(0, 1_796_032_900.0), now=1_796_032_900)
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))  # another process
+    reads.clear()
+
+    for _ in range(3):  # the named entry failed before the window: placed, not listed
+        assert [r["id"] for r in dlq.list(DlqFilter(since=1_796_032_800))[0]] == [ordinary]
+
+    assert reads == [f"{named}.json"] + [f"{ordinary}.json"] * 3  # the page is read each time

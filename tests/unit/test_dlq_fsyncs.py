@@ -117,6 +117,23 @@ def test_a_ledger_or_a_dlq_on_a_shared_filesystem_has_admissions_fsynced(tmp_pat
         assert fsyncs.of_ledger(ledger)
 
 
+@pytest.mark.parametrize(("fstype", "admissions_synced"), [("ext4", 0), ("nfs4", 2)])
+def test_the_ledger_is_fsynced_for_admissions_only_never_for_a_write_or_a_give_back(tmp_path, monkeypatch,
+                                                                                  fstype, admissions_synced):
+    """Written and given-back counts not yet on other hosts only make them count high (`_unlisted`)."""
+    mountinfo(tmp_path, monkeypatch, fstype)
+    ledger = tmp_path / "dlq" / ".state" / "counters"
+    here = limited(tmp_path / "dlq", Counters(ledger), max_pending_files=4)
+    fsyncs = Fsyncs(monkeypatch)
+
+    [written] = here.write_many([record(1)])
+    with here.reserve([record(2)]):
+        pass  # given back unwritten
+
+    assert len(fsyncs.of_ledger(ledger)) == admissions_synced
+    assert ("fsync", str(tmp_path / "dlq" / f".tmp-{written}")) in fsyncs.events
+
+
 def test_without_limits_no_admission_is_fsynced_anywhere(tmp_path, monkeypatch):
     mountinfo(tmp_path, monkeypatch, "nfs4")
     ledger = tmp_path / "dlq" / ".state" / "counters"

@@ -5,9 +5,14 @@ process did to the entries since it was saved or whatever was planted in its pla
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -41,6 +46,19 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(dlq_module, "read_regular_ino", spy)
     return opened
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[tuple[Any, ...]]:
+    """The arguments of every call of `owner.name` (a function of a module, or a method of a class)."""
+    calls: list[tuple[Any, ...]] = []
+    real: Callable[..., Any] = getattr(owner, name)
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
 
 
 def queue(path: Path) -> DeadLetterQueue:
@@ -125,6 +143,29 @@ def test_the_writer_of_entries_filters_and_counts_them_without_reading_them_back
     assert not [p for p in stat_calls if p.endswith(".json")]  # sizes known from the writes and reads
 
 
+def test_a_new_process_reads_each_entry_once_and_knows_its_bytes_from_that_read(tmp_path, reads,
+                                                                                 monkeypatch):
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)  # below the index threshold: the catalog alone
+    broken = path / f"failed_1700000099_{'ab' * 16}.json"
+    broken.write_text("{not json")
+    reader = queue(path)
+
+    for _ in range(2):
+        assert listed(reader, DlqFilter(reason="validation_failed")) == ([ids[1]], 1)
+
+    # Every entry summarized once, the damaged one too; the page is read each time.
+    assert sorted(reads) == sorted([*(f"{i}.json" for i in ids), broken.name, *[f"{ids[1]}.json"] * 2])
+    stat_calls: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stat_calls.append(str(p)) or real_lstat(p, *a, **k))
+    health = reader.stats()
+    assert health["pending_bytes"] == sum(p.stat().st_size for p in path.glob("failed_*.json"))
+    assert health["corrupt_files"] == [broken.name]
+    assert not [p for p in stat_calls if p.endswith(".json")]  # sizes known from the reads
+    assert len(reads) == 6
+
+
 def test_a_new_process_with_an_index_reads_only_the_page(tmp_path, reads):
     path = tmp_path / "dlq"
     fill(path)
@@ -179,6 +220,63 @@ def test_below_the_threshold_no_index_is_written(tmp_path, monkeypatch):
     fill(path)
     queue(path).list(DlqFilter(reason="storage_failed"))
     assert not index_file(path).exists()
+
+
+def test_from_exactly_the_threshold_an_index_is_saved_and_used(tmp_path, reads, monkeypatch):
+    monkeypatch.setattr(dlq_module, "INDEX_MIN_ENTRIES", ENTRIES)
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    reads.clear()
+
+    ids, count = listed(queue(path), DlqFilter(reason="validation_failed"), limit=3)
+
+    assert (ids, count) == (expected(path, DlqFilter(reason="validation_failed"))[:3], ENTRIES // 3)
+    assert sorted(reads) == sorted(f"{i}.json" for i in ids)
+
+
+def test_a_process_loads_the_index_once_and_answers_a_filter_again_from_what_it_found(tmp_path,
+                                                                                      monkeypatch):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    long_ago = time.time() - 10
+    os.utime(path, (long_ago, long_ago))  # unchanged since well before the listings: one listing
+    loads = spy(monkeypatch, dlqindex, "load")
+    views = spy(monkeypatch, dlqindex.SummaryIndex, "view")
+    searches = spy(monkeypatch, dlqindex.IndexView, "select")
+    reader = queue(path)
+
+    for flt in FILTERS[:2] * 2:
+        assert listed(reader, flt) == (expected(path, flt), len(expected(path, flt))), flt
+
+    # Loaded on first use, checked against the folder's listing once, searched once per filter.
+    assert (len(loads), len(views), len(searches)) == (1, 1, 2)
+
+
+def test_a_process_that_saved_the_index_lists_from_it_without_loading_it_back(tmp_path, reads,
+                                                                              monkeypatch):
+    path = tmp_path / "dlq"
+    fill(path)
+    save_index(path)
+    reader = queue(path)
+    store, valid = DlqFilter(reason="storage_failed"), DlqFilter(reason="validation_failed")
+    listed(reader, store, limit=3)  # from the index: only its page is read, and known since
+    fill(path, 10, first=200)
+    assert listed(reader, store) == (expected(path, store), len(expected(path, store)))
+    saved = dlqindex.load(path, 100)  # saved again: the new entries were more than 1 in 50
+    assert saved is not None and len(saved) == ENTRIES + 10
+    loads = spy(monkeypatch, dlqindex, "load")
+    reads.clear()
+
+    ids, count = listed(reader, valid, limit=3)
+
+    assert (ids, count) == (expected(path, valid)[:3], len(expected(path, valid)))
+    assert sorted(reads) == sorted(f"{i}.json" for i in ids)  # the entries it never read: from the index
+    assert loads == []
+    reads.clear()
+    assert listed(queue(path), valid, limit=3) == (ids, count)  # and so does a new process
+    assert sorted(reads) == sorted(f"{i}.json" for i in ids)
 
 
 # -- never stale ---------------------------------------------------------------------------
@@ -263,6 +361,18 @@ def test_an_entry_corrupt_when_indexed_and_replaced_since_is_listed(tmp_path):
 
     assert broken in listed(queue(path), DlqFilter(reason="normalization_failed"))[0]
     assert_agrees(path)
+
+
+def test_an_entry_indexed_as_corrupt_matches_no_filter_not_even_one_every_text_matches(tmp_path):
+    path = tmp_path / "dlq"
+    fill(path)
+    broken = "failed_1700000099_" + "ab" * 16
+    (path / f"{broken}.json").write_text("{not json")
+    save_index(path)
+    assert [r.name for r in rows_of(path) if r.corrupt] == [f"{broken}.json"]
+
+    flt = DlqFilter(error="")
+    assert listed(queue(path), flt) == (expected(path, flt), ENTRIES)
 
 
 def test_a_stale_index_is_replaced_by_a_process_that_read_the_difference(tmp_path):
@@ -356,12 +466,22 @@ def rows_of(path: Path) -> list[dlqindex.Row]:
     return list(saved.rows())
 
 
-def test_an_index_naming_each_entry_twice_is_ignored(tmp_path):
+def test_an_index_naming_each_entry_twice_is_ignored(tmp_path, caplog):
     path = tmp_path / "dlq"
     fill(path)
     rows = rows_of(Path(save_index(path).path))
     twice = dlqindex.SummaryIndex.build(sorted(rows + rows, key=lambda r: r.name))
     plant(path, twice.encode(dlqindex.directory_id(path)))
+
+    # One process: given up once, logged once, the files read instead (time-bounded listings, which
+    # do not save an index in its place).
+    reader = queue(path)
+    with caplog.at_level(logging.WARNING, "telhawk_ingest.dlq"):
+        for flt in (DlqFilter(reason="storage_failed", since=0), DlqFilter(error="error 3", since=0)):
+            assert listed(reader, flt) == (expected(path, flt), len(expected(path, flt))), flt
+    assert [r.getMessage() for r in caplog.records
+            if r.name == "telhawk_ingest.dlq" and r.levelno >= logging.WARNING] == [
+        f"DLQ summary index in {path} ignored: the index names an entry twice"]
     assert_agrees(path)
 
 
@@ -521,3 +641,67 @@ def test_an_index_save_after_the_folder_went_away_is_not_made_and_does_not_fail(
         f"DLQ summary index not saved: [Errno 2] No such file or directory: '{gone}'"
     ]
     assert not gone.exists()
+
+
+def test_a_listing_does_not_wait_for_another_thread_saving_the_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(dlq_module, "INDEX_SAVE_INTERVAL_S", 0.0)
+    path = tmp_path / "dlq"
+    fill(path)
+    dlq = queue(path)
+    saving, go_on = threading.Event(), threading.Event()
+    real_save = dlqindex.save
+
+    def slow_save(dlq_path: Path, index: dlqindex.SummaryIndex) -> bool:
+        saving.set()
+        go_on.wait(10)
+        return real_save(dlq_path, index)
+
+    monkeypatch.setattr(dlqindex, "save", slow_save)
+    saves = spy(monkeypatch, dlqindex, "save")
+    answers: dict[str, tuple[list[str], int]] = {}
+
+    def list_in_thread(key: str, flt: DlqFilter) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.update({key: listed(dlq, flt)}))
+        thread.start()
+        return thread
+
+    first = list_in_thread("first", DlqFilter(reason="storage_failed"))
+    try:
+        assert saving.wait(10)
+        second = list_in_thread("second", DlqFilter(reason="validation_failed"))
+        second.join(5)
+        assert not second.is_alive()  # it found the save under way and left it to the first
+        assert len(saves) == 1
+    finally:
+        go_on.set()
+        first.join(10)
+    for key, flt in (("first", DlqFilter(reason="storage_failed")),
+                     ("second", DlqFilter(reason="validation_failed"))):
+        assert answers[key] == (expected(path, flt), len(expected(path, flt)))
+    assert len(saves) == 1
+
+
+def test_after_an_index_that_could_not_be_built_the_next_listing_saves_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(dlq_module, "INDEX_SAVE_INTERVAL_S", 0.0)
+    path = tmp_path / "dlq"
+    fill(path)
+    reader = queue(path)
+    real_build = dlqindex.SummaryIndex.build
+    builds: list[int] = []
+
+    def out_of_memory_once(rows: list[dlqindex.Row]) -> dlqindex.SummaryIndex:
+        builds.append(len(rows))
+        if len(builds) == 1:
+            raise MemoryError
+        return real_build(rows)
+
+    monkeypatch.setattr(dlqindex.SummaryIndex, "build", staticmethod(out_of_memory_once))
+    with pytest.raises(MemoryError):
+        reader.list(DlqFilter(reason="storage_failed"))
+    assert not index_file(path).exists()
+
+    flt = DlqFilter(reason="validation_failed")
+    assert listed(reader, flt) == (expected(path, flt), len(expected(path, flt)))
+    saved = dlqindex.load(path, ENTRIES)
+    assert saved is not None and len(saved) == ENTRIES and builds == [ENTRIES, ENTRIES]
+    assert_agrees(path)

@@ -157,6 +157,9 @@ AT = 10_000.0
         # a process silent for exactly STALE_TEMP_S still counts; longer, it died: its admissions lapse
         ({}, {"p": (AT - 600, values((1, 10)))}, (1, 10)),
         ({}, {"p": (AT - 600.5, values((1, 10)))}, (0, 0)),
+        # a dead process's file lapses alone: the live files after it still count
+        ({}, {"p": (AT - 601, values((1, 10))), "q": (AT - 1, values((2, 20))),
+              "r": (AT - 2, values((4, 40)))}, (6, 60)),
     ],
 )
 def test_entries_that_may_be_in_place_without_being_listed(before, now, expected):

@@ -79,6 +79,17 @@ def test_a_record_larger_than_a_page_is_listed_without_its_envelope_and_the_curs
     assert all("envelope" in e and "truncated" not in e for e in (listed[0], listed[2]))
 
 
+def test_a_record_of_exactly_the_page_bytes_is_whole_and_fits_after_one_listed_truncated(dlq):
+    big = write(dlq, 1, 50_000)
+    exact = write(dlq, 2, 3000)
+
+    pages = every_page(dlq, limit=100, max_bytes=size(dlq, exact))
+
+    assert [[e["id"] for e in page] for page in pages] == [[big, exact]]
+    assert pages[0][0]["truncated"] is True and "envelope" not in pages[0][0]
+    assert "envelope" in pages[0][1] and "truncated" not in pages[0][1]
+
+
 def test_a_record_that_fits_a_page_alone_is_never_truncated_but_starts_the_next_page(dlq):
     first = write(dlq, 1, 6000)
     second = write(dlq, 2, 6000)

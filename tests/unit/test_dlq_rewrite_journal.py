@@ -159,6 +159,38 @@ def test_an_entry_read_while_it_was_rewritten_twice_is_not_cached_with_its_old_c
     assert ids[0] in listed(reader, STORE)[0]
 
 
+def test_an_entry_that_did_not_parse_when_read_and_was_rewritten_meanwhile_is_not_marked_corrupt(
+        tmp_path, monkeypatch):
+    """The entry's bytes did not parse when read (a damaged file); before that was cached, a replay
+    rewrote it into a valid one under its first inode and another thread followed the journal: the
+    rewritten entry must not be taken for corrupt (and hidden from this process's listings)."""
+    path = tmp_path / "dlq"
+    ids = fill(path, 3)
+    entry, hold = path / f"{ids[0]}.json", path / ".hold"
+    good = {**json.loads(entry.read_bytes()), "reason": "storage_failed", "error": "still down"}
+    entry.write_bytes(b"{damaged")
+    reader = queue(path)
+    real_read = dlq_module.read_regular_ino
+
+    def rewrite_meanwhile(file: str, max_bytes: int) -> tuple[bytes, int]:
+        got = real_read(file, max_bytes)
+        if file.endswith(entry.name):
+            monkeypatch.setattr(dlq_module, "read_regular_ino", real_read)
+            os.link(entry, hold)  # the first inode, for the rewritten content to come back to
+            queue(path).rewrite(ids[0], dict(good))
+            hold.write_bytes(entry.read_bytes())
+            os.replace(hold, entry)
+            reader.stats(verify_budget_s=0)  # another thread: lists the folder, following the journal
+        return got
+
+    monkeypatch.setattr(dlq_module, "read_regular_ino", rewrite_meanwhile)
+    assert ids[0] not in list(reader.iter_matching(NORM))
+    assert dlq_module.read_regular_ino is real_read  # the race happened
+
+    assert ids[0] in listed(reader, STORE)[0]
+    assert reader.stats(verify_budget_s=0)["corrupt_files"] == []
+
+
 def test_an_entry_that_could_not_be_opened_while_it_was_rewritten_is_not_marked_corrupt(tmp_path,
                                                                                        monkeypatch):
     """Opening the entry failed (it was not a regular file then); before that was cached, the entry
@@ -201,6 +233,25 @@ def test_a_new_process_with_the_index_reads_the_entries_rewritten_since_it_was_s
     assert set(reads) - {f"{i}.json" for i in got} == set()
     assert sorted(set(reads) & {f"{ids[0]}.json", f"{ids[3]}.json"}) == sorted([f"{ids[0]}.json",
                                                                                 f"{ids[3]}.json"])
+    agrees(queue(path), path)
+
+
+def test_an_entry_rewritten_since_the_index_was_saved_is_read_whatever_inode_the_index_gives(tmp_path):
+    """A name in the journal since the index's position is unconfirmed: the index's row for it is
+    believed under no inode, not even one no file has (here 1, with a summary the file never had)."""
+    path = tmp_path / "dlq"
+    ids = fill(path)
+    saved = dlqindex.load(Path(save_index(path).path), 1000)
+    assert saved is not None
+    refail(queue(path), ids[0], "validation_failed", "class_uid: required")
+    rows = [dlqindex.Row(row.name, 1, False, "storage_failed", "cisco:asa", "planted")
+            if row.name == f"{ids[0]}.json" else row for row in saved.rows()]
+    planted = dlqindex.SummaryIndex.build(rows)
+    planted.journal = saved.journal  # saved before the rewrite
+    test_dlq_index.plant(path, planted.encode(dlqindex.directory_id(path)))
+
+    assert listed(queue(path), DlqFilter(error="planted")) == ([], 0)
+    assert ids[0] in listed(queue(path), VALID)[0]
     agrees(queue(path), path)
 
 

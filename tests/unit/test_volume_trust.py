@@ -159,6 +159,9 @@ def test_the_record_size_cap_takes_any_record_a_writer_can_make_from_the_body_li
     assert record_cap(10 * 1024 * 1024) == MAX_RECORD_BYTES
     # Each byte of a body of control characters is escaped to six in the record.
     assert record_cap(64 * 1024 * 1024) >= 6 * 64 * 1024 * 1024 + 1024
+    # Past 128 MiB, seven times the body limit, as the README says.
+    assert record_cap(64 * 1024 * 1024) == 7 * 64 * 1024 * 1024
+    assert record_cap(MAX_RECORD_BYTES // 7 + 1) == 7 * (MAX_RECORD_BYTES // 7 + 1)
 
 
 def test_a_dangling_symlink_is_a_corrupt_entry_not_a_missing_one(dlq, tmp_path):
