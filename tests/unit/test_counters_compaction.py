@@ -22,9 +22,11 @@ OLD = 2 * ABSORB_AFTER_S + 1
 
 
 @pytest.fixture(autouse=True)
-def no_background_compaction(monkeypatch):
-    """The flusher thread compacts when due; here each test says when compactions run."""
+def no_background_flushes_or_compactions(monkeypatch):
+    """The flusher thread flushes, and compacts when due, at moments of its own; here each test
+    says when flushes and compactions run."""
     monkeypatch.setattr(stats.Counters, "compact_if_due", lambda self: None)
+    monkeypatch.setattr(stats, "flush_all", lambda: None)
 
 
 def kill(counters: Counters) -> None:
