@@ -22,9 +22,11 @@ OLD = 2 * ABSORB_AFTER_S + 1
 
 
 @pytest.fixture(autouse=True)
-def no_background_compaction(monkeypatch):
-    """The flusher thread compacts when due; here each test says when compactions run."""
+def no_background_flushes_or_compactions(monkeypatch):
+    """The flusher thread flushes, and compacts when due, at moments of its own; here each test
+    says when flushes and compactions run."""
     monkeypatch.setattr(stats.Counters, "compact_if_due", lambda self: None)
+    monkeypatch.setattr(stats, "flush_all", lambda: None)
 
 
 def kill(counters: Counters) -> None:
@@ -516,3 +518,139 @@ def test_at_most_65_parsed_compacted_files_are_kept_then_the_cache_starts_again(
 
     [(only, *_)] = stats._compacted_cache
     assert only == str(paths[65])
+
+
+# When a compaction starts, and what it takes.
+
+
+def test_a_compaction_of_a_folder_not_made_yet_absorbs_nothing(tmp_path):
+    assert Counters(tmp_path / "counters").compact() == 0
+    assert not (tmp_path / "counters").exists()
+
+
+def test_a_compaction_removes_the_temp_files_of_folds_that_stopped_long_ago_only(tmp_path):
+    cold_start(tmp_path, stored=1, ago=0)
+    stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-old.totals"
+    fresh = tmp_path / f"{fold.TEMP_PREFIX}compacted-new.totals"
+    for path in (stale, fresh):
+        path.write_bytes(SUMS)
+    age(stale, fold.CLAIM_STALE_S + 1)
+
+    assert Counters(tmp_path).compact() == 0
+
+    assert not stale.exists() and fresh.exists()
+
+
+def test_one_file_exactly_twice_the_quiet_time_old_is_folded_alone(tmp_path):
+    now = float(int(time.time()))
+    path = cold_start(tmp_path, stored=4)
+    age(path, 2 * ABSORB_AFTER_S, now=now)
+
+    assert Counters(tmp_path).compact(now=now) == 1
+    assert not path.exists()
+    assert reader_total(tmp_path) == 4
+
+
+def test_a_lone_compacted_file_is_not_rewritten_while_few_files_wait_for_a_batch(tmp_path):
+    cold_start(tmp_path, stored=1)
+    assert Counters(tmp_path).compact() == 1
+    for _ in range(stats.MIN_BATCH - 1):
+        cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1)
+    before = files(tmp_path)
+
+    assert Counters(tmp_path).compact() == 0
+
+    assert files(tmp_path) == before
+    assert reader_total(tmp_path) == stats.MIN_BATCH
+
+
+def test_two_compacted_files_are_folded_into_one_with_no_process_file_to_absorb(tmp_path):
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}', "compacted-1.totals")
+    compacted(tmp_path, b'{"values":{"stored":7},"recent":[]}\n{"absorbed":{}}', "compacted-2.totals")
+
+    assert Counters(tmp_path).compact() == 0
+
+    assert [stats._is_compacted(n) for n in files(tmp_path)] == [True]
+    assert reader_totals(tmp_path) == {**dict.fromkeys(COUNTERS, 0), "stored": 12, "dlq_purged": 2}
+
+
+def test_a_name_leaves_the_skipped_names_once_recorded_recent_s_ago_and_its_record_stays(tmp_path):
+    now = float(int(time.time()))
+    records = {"edge.counters": [now - stats.RECENT_S, {"stored": 1}],
+               "inside.counters": [now - stats.RECENT_S + 1, {"stored": 2}]}
+    compacted(tmp_path, SUMS + b"\n" + orjson.dumps({"absorbed": records}), "compacted-1.totals")
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}', "compacted-2.totals")
+
+    assert Counters(tmp_path).compact(now=now) == 0
+
+    [name] = files(tmp_path)
+    first, second = (orjson.loads(line) for line in (tmp_path / name).read_bytes().splitlines())
+    assert first["recent"] == ["compacted-1.totals", "compacted-2.totals", "inside.counters"]
+    assert sorted(second["absorbed"]) == [
+        "compacted-1.totals", "compacted-2.totals", "edge.counters", "inside.counters"]
+
+
+def test_leftover_claims_recorded_by_any_of_several_compacted_files_are_removed_not_counted_again(
+        tmp_path):
+    leftovers = []
+    for i, stored in enumerate((5, 7)):
+        path = cold_start(tmp_path, stored=stored)
+        leftovers.append(path.rename(tmp_path / f"{path.name}{fold.CLAIM_MARK}stopped"))
+        sums = {"values": {"stored": stored}, "recent": [path.name]}
+        compacted(tmp_path, orjson.dumps(sums) + b'\n{"absorbed":{}}', f"compacted-{i}.totals")
+    assert reader_total(tmp_path) == 12
+
+    assert Counters(tmp_path).compact(now=time.time() + fold.CLAIM_STALE_S + 1) == 0
+
+    assert not any(p.exists() for p in leftovers)
+    assert [stats._is_compacted(n) for n in files(tmp_path)] == [True]
+    assert reader_total(tmp_path) == 12
+
+
+def test_a_compaction_claims_under_its_own_folder_id_and_takes_stale_claims_over_under_it(
+        tmp_path, monkeypatch):
+    for _ in range(3):
+        cold_start(tmp_path, stored=2)
+    ids = iter(["first", "second"])
+    monkeypatch.setattr(fold, "folder_id", lambda: next(ids))
+    monkeypatch.setattr(fold, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    suffixes = []
+    for now in (time.time(), time.time() + fold.CLAIM_STALE_S + 1):  # the second takes the claims over
+        with pytest.raises(OSError):
+            Counters(tmp_path).compact(now=now)
+        suffixes.append({n.partition(fold.CLAIM_MARK)[2] for n in files(tmp_path)})
+
+    assert suffixes == [{"first"}, {"second"}]
+
+
+def test_a_file_claimed_by_another_compaction_after_the_listing_does_not_stop_the_others(
+        tmp_path, monkeypatch):
+    for i in range(3):
+        cold_start(tmp_path, stored=i + 1)
+    real_scandir = os.scandir
+    armed = [True]
+
+    def one_claimed_after_listing(path):
+        entries = sorted(real_scandir(path), key=lambda e: e.name)
+        if armed and armed.pop():  # another compaction claims the first one listed
+            os.rename(entries[0].path, f"{entries[0].path}{fold.CLAIM_MARK}other")
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", one_claimed_after_listing)
+    assert Counters(tmp_path).compact() == 2
+    monkeypatch.undo()
+
+    assert reader_total(tmp_path) == 6  # the other compaction's claim still counts
+
+
+def test_a_link_under_a_compacted_name_is_folded_as_nothing_and_removed(tmp_path):
+    cold_start(tmp_path, stored=3)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere.totals"
+    elsewhere.write_bytes(b'{"values":{"stored":1000},"recent":[]}\n{"absorbed":{}}')
+    (tmp_path / "compacted-link.totals").symlink_to(elsewhere)
+
+    assert Counters(tmp_path).compact() == 1
+
+    assert [stats._is_compacted(n) for n in files(tmp_path)] == [True]
+    assert elsewhere.exists()
+    assert reader_total(tmp_path) == 3
