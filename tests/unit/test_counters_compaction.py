@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from telhawk_ingest import fold, stats
 from telhawk_ingest.stats import ABSORB_AFTER_S, COUNTERS, Counters
+from tests.unit.test_stats import counters_file, listings
 
 # Old enough to be folded at once, however few such files there are (stats.MIN_BATCH).
 OLD = 2 * ABSORB_AFTER_S + 1
@@ -426,6 +427,31 @@ def test_a_compacted_file_of_several_mebibytes_is_read_whole(tmp_path):
     assert reader_total(tmp_path) == 5
     assert stats._recorded(tmp_path, "host-59999-0000ea5f.counters") == (
         stats._as_values({"stored": 59_999}), True)
+
+
+def test_a_compacted_file_replaced_while_the_totals_are_read_is_read_again(tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS)
+
+    def replaced(n: int) -> None:
+        if n == 1:  # the next compaction's file takes its place after the reader listed it
+            os.rename(tmp_path / "compacted-a.totals", tmp_path / "compacted-b.totals")
+
+    made = listings(monkeypatch, tmp_path, replaced)
+
+    assert reader_total(tmp_path) == 5
+    assert made == [["compacted-a.totals"], ["compacted-b.totals"]]
+
+
+def test_a_link_planted_under_a_compacted_name_is_left_out_after_four_reads_and_the_rest_count(
+        tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS, name="compacted-b.totals")
+    (tmp_path / "compacted-a.totals").symlink_to(tmp_path / "compacted-b.totals")
+    (tmp_path / "d.counters").write_bytes(counters_file([3]))
+
+    made = listings(monkeypatch, tmp_path)
+
+    assert reader_total(tmp_path) == 8
+    assert made == [["compacted-a.totals", "compacted-b.totals", "d.counters"]] * 5
 
 
 def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, caplog):

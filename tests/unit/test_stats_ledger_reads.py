@@ -4,24 +4,18 @@ file (`snapshot`); and the size a counters file may have. Real files on a tempor
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
 from telhawk_ingest import stats
 from telhawk_ingest.stats import COUNTERS, Counters
-from tests.unit.test_stats import wait_for
+from tests.unit.test_stats import counters_file, wait_for
 
 
 def file_values(directory: Path) -> dict[str, list[int]]:
     """Each counters file's values as another process reads them (no pending counts)."""
     return {p.name: stats._read(p) for p in sorted(directory.iterdir())}
-
-
-def counters_file(values: list[int], count: int | None = None) -> bytes:
-    n = len(values) if count is None else count
-    return struct.pack("<4sI", b"THC1", n) + struct.pack(f"<{len(values)}q", *values)
 
 
 @pytest.fixture
