@@ -60,6 +60,15 @@ def test_the_count_limit_still_applies_under_the_bytes(dlq):
     assert [e["id"] for page in every_page(dlq, limit=2, max_bytes=10**6) for e in page] == ids
 
 
+def test_a_page_holds_at_most_100_records_by_default(dlq):
+    ids = [write(dlq, n, 10) for n in range(101)]
+
+    page, total, cursor = dlq.list()
+
+    assert [e["id"] for e in page] == ids[:100]
+    assert (total, cursor) == (101, ids[99])
+
+
 def test_a_record_larger_than_a_page_is_listed_without_its_envelope_and_the_cursor_goes_past_it(dlq):
     small = write(dlq, 1, 100)
     big = write(dlq, 2, 50_000)
