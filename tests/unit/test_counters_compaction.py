@@ -334,6 +334,18 @@ def test_a_write_into_a_file_claimed_by_a_compaction_not_yet_committed_is_correc
     assert caplog.records == []
 
 
+def test_totals_of_a_process_whose_taken_file_waits_for_its_commit_read_the_folder_once(tmp_path,
+                                                                                      monkeypatch):
+    owner, _ = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)  # taken: assumed to hold 7; no record yet, the claim is there: wait
+    made = listings(monkeypatch, tmp_path)
+
+    assert owner.totals()["stored"] == 7
+    # The flush looks for a record of the file, then for its claim; the sum lists the folder once,
+    # and looks for the record again only when a compacted file it read names the file.
+    assert len(made) == 3
+
+
 def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_assumption_and_says_so(
         tmp_path, monkeypatch, caplog):
     owner, commit = written_into_a_claimed_file(tmp_path, monkeypatch)

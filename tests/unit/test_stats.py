@@ -9,6 +9,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -168,14 +169,16 @@ def test_an_unreadable_counters_directory_reads_as_this_process_alone(tmp_path):
 def listings(monkeypatch: pytest.MonkeyPatch, directory: Path,
              change: Callable[[int], None] = lambda n: None,
              gone: Sequence[os.DirEntry[str]] = ()) -> list[list[str]]:
-    """Each listing of `directory` the counters make, by name; `change(n)` runs after listing n
-    (from 1), before anything listed is read; `gone`: entries of files deleted since, listed first
-    every time (the folder changes under every read). Other listings (earlier tests' flusher) pass."""
+    """Each listing of `directory` the counters make in this thread, by name; `change(n)` runs
+    after listing n (from 1), before anything listed is read; `gone`: entries of files deleted
+    since, listed first every time (the folder changes under every read). Other listings (the
+    flusher thread's, other folders') pass."""
     made: list[list[str]] = []
     real_scandir = os.scandir
+    me = threading.get_ident()
 
     def listing(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
-        if Path(path) != directory:
+        if Path(path) != directory or threading.get_ident() != me:
             return list(real_scandir(path))
         entries = [*gone, *sorted(real_scandir(path), key=lambda e: e.name)]
         made.append([e.name for e in entries])
