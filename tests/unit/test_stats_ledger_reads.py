@@ -36,10 +36,17 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     return done
 
 
+def unattended(directory: Path) -> Counters:
+    """Counters the flusher thread leaves alone (it flushes every Counters of the process whenever
+    it wakes): each write and fsync of its file is then the test's own."""
+    counters = Counters(directory)
+    stats._live.discard(counters)
+    return counters
+
+
 def test_now_writes_the_count_before_returning_so_other_processes_see_it(tmp_path, fsyncs):
-    counters = Counters(tmp_path)
-    counters.add(stored=1)
-    counters.flush()  # the flusher now waits out its interval: a plain add stays pending
+    counters = unattended(tmp_path)
+    counters.add(stored=1)  # pending
     counters.add(now=True, dlq_files_admitted=2, dlq_bytes_admitted=300)
 
     [values] = file_values(tmp_path).values()
@@ -59,7 +66,7 @@ def test_sync_writes_and_fsyncs_the_counters_file(tmp_path, fsyncs):
 
 
 def test_a_flush_with_sync_fsyncs_even_what_was_already_written(tmp_path, fsyncs):
-    counters = Counters(tmp_path)
+    counters = unattended(tmp_path)
     counters.add(now=True, stored=4)
     assert fsyncs == []
 
