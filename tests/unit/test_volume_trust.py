@@ -224,6 +224,43 @@ def test_the_refusal_names_what_was_found_instead_of_a_regular_file(tmp_path):
     assert fifo.value.strerror == "not a regular file (a FIFO)"
 
 
+def test_a_file_over_the_cap_is_refused_with_its_size_and_name(tmp_path):
+    regular = tmp_path / "f"
+    regular.write_bytes(b"12345")
+
+    with pytest.raises(UnsafeFile) as err:
+        read_regular(regular, 4)
+
+    assert (err.value.errno, err.value.strerror, err.value.filename) == (
+        errno.EFBIG, "5 bytes, over the 4 this reader takes", str(regular))
+
+
+def test_a_file_that_grows_past_the_cap_after_its_size_was_checked_is_refused_after_one_byte_more(
+        tmp_path, monkeypatch):
+    grown = tmp_path / "f"
+    grown.write_bytes(b"x" * (1 << 20))  # exactly the cap: taken, by its size
+    real_read = os.read
+    me = threading.get_ident()
+    reads: list[int] = []
+
+    def reading(fd: int, n: int) -> bytes:
+        if threading.get_ident() == me and os.readlink(f"/proc/self/fd/{fd}") == str(grown):
+            if not reads:
+                with open(grown, "ab") as more:  # written by someone else once its size was checked
+                    more.write(b"yy")
+            reads.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", reading)
+
+    with pytest.raises(UnsafeFile) as err:
+        read_regular(grown, 1 << 20)
+
+    assert (err.value.errno, err.value.strerror, err.value.filename) == (
+        errno.EFBIG, f"over the {1 << 20} bytes this reader takes", str(grown))
+    assert reads == [1 << 20, 1]  # 1 MiB at a time, and no byte beyond the first one too many
+
+
 @pytest.mark.parametrize(("mode", "kind"), [
     (stat.S_IFIFO | 0o600, "a FIFO"),
     (stat.S_IFSOCK | 0o755, "a socket"),       # open(2) of a socket fails (ENXIO) before fstat
