@@ -75,6 +75,19 @@ def test_a_flush_with_sync_fsyncs_even_what_was_already_written(tmp_path, fsyncs
     assert fsyncs == [f"{next(iter(file_values(tmp_path)))}"]
 
 
+def test_retiring_fsyncs_the_file_before_handing_it_over(tmp_path, fsyncs):
+    counters = unattended(tmp_path)
+    counters.add(now=True, stored=4)  # written, not fsync'd
+    assert counters._path is not None
+    name = counters._path.name
+
+    counters.retire()
+
+    assert fsyncs == [name]
+    [(retired, values)] = file_values(tmp_path).items()
+    assert (retired, values[COUNTERS.index("stored")]) == (name.removesuffix(".counters") + ".retired", 4)
+
+
 def test_a_flush_with_sync_before_any_count_creates_no_file(tmp_path, fsyncs):
     Counters(tmp_path).flush(sync=True)
 
