@@ -328,6 +328,34 @@ def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path):
     assert not os.path.islink(directory / names[0])
 
 
+def test_a_fifo_planted_in_place_of_a_process_own_counters_file_does_not_block_its_next_write(tmp_path):
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=1)
+    assert counters._path is not None
+    own = counters._path
+    own.unlink()
+    os.mkfifo(own, 0o600)
+
+    finishes(lambda: counters.add(now=True, stored=2), unblock=own)
+
+    assert finishes(counters.totals)["stored"] == 2  # what the removed file held went with it
+
+
+def test_a_link_planted_in_place_of_a_process_own_counters_file_is_never_written_through(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    counters.add(now=True, stored=1)
+    assert counters._path is not None
+    own = counters._path
+    moved = tmp_path / "moved"
+    os.rename(own, moved)
+    own.symlink_to(moved)  # the same file, behind a link
+    before = moved.read_bytes()
+
+    finishes(lambda: counters.add(now=True, stored=2))
+
+    assert moved.read_bytes() == before
+
+
 def test_the_audit_log_neither_appends_through_a_link_nor_blocks_on_a_fifo(tmp_path):
     target = tmp_path / "precious"
     target.write_bytes(b"keep")
