@@ -46,7 +46,8 @@ def unattended(directory: Path) -> Counters:
 
 def test_now_writes_the_count_before_returning_so_other_processes_see_it(tmp_path, fsyncs):
     counters = unattended(tmp_path)
-    counters.add(stored=1)  # pending
+    counters.add(stored=1)
+    counters.flush()  # a plain flush writes, without an fsync
     counters.add(now=True, dlq_files_admitted=2, dlq_bytes_admitted=300)
 
     [values] = file_values(tmp_path).values()
@@ -86,6 +87,26 @@ def test_retiring_fsyncs_the_file_before_handing_it_over(tmp_path, fsyncs):
     assert fsyncs == [name]
     [(retired, values)] = file_values(tmp_path).items()
     assert (retired, values[COUNTERS.index("stored")]) == (name.removesuffix(".counters") + ".retired", 4)
+
+
+def test_a_flush_with_sync_after_one_with_nothing_new_fsyncs_nothing(tmp_path, fsyncs):
+    counters = unattended(tmp_path)
+    counters.add(sync=True, stored=4)
+
+    counters.flush(sync=True)
+    counters.flush(sync=True)
+
+    assert len(fsyncs) == 1
+
+
+def test_the_flusher_round_writes_and_fsyncs_every_counters_file_of_the_process(tmp_path, fsyncs):
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=4)  # written, not fsync'd
+
+    stats.flush_all()
+
+    assert counters._path is not None
+    assert fsyncs == [counters._path.name]
 
 
 def test_a_flush_with_sync_before_any_count_creates_no_file(tmp_path, fsyncs):
