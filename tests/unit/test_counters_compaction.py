@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 from telhawk_ingest import fold, stats
 from telhawk_ingest.stats import ABSORB_AFTER_S, COUNTERS, Counters
 from tests.unit.test_stats import counters_file, listings
+from tests.unit.test_stats_ledger_reads import unattended
 
 # Old enough to be folded at once, however few such files there are (stats.MIN_BATCH).
 OLD = 2 * ABSORB_AFTER_S + 1
+# The real one, for the tests of when compactions run (the fixture below turns it off).
+COMPACT_IF_DUE = Counters.compact_if_due
 
 
 @pytest.fixture(autouse=True)
@@ -283,6 +286,45 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     cold_start(tmp_path, stored=1, ago=ABSORB_AFTER_S + 1)
     assert Counters(tmp_path).compact() == stats.MIN_BATCH
     assert reader_total(tmp_path) == stats.MIN_BATCH
+
+
+def test_only_a_process_with_a_counters_file_of_its_own_compacts_when_due(tmp_path, monkeypatch):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    cold_start(tmp_path, stored=1)
+    cold_start(tmp_path, stored=2)
+    reader = Counters(tmp_path)
+
+    reader.compact_if_due()
+
+    assert not any(stats._is_compacted(name) for name in files(tmp_path))
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=3)
+    owner.compact_if_due()
+    assert sum(stats._is_compacted(name) for name in files(tmp_path)) == 1
+    assert reader_total(tmp_path) == 6
+
+
+def test_a_failed_compaction_is_logged_and_not_tried_again_within_the_interval(tmp_path, monkeypatch,
+                                                                               caplog):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=1)
+    tries: list[float | None] = []
+
+    def failing(self: Counters, now: float | None = None) -> int:
+        if self is owner:  # not the other tests' counters the flusher thread may get to meanwhile
+            tries.append(now)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Counters, "compact", failing)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.compact_if_due()
+        owner.compact_if_due()
+
+    assert tries == [None]
+    assert [m for r in caplog.records if r.name == "telhawk_ingest.stats" and "compaction" in (
+        m := r.getMessage()) and str(tmp_path) in m] == [
+        f"counters: compaction in {tmp_path} failed: [Errno 28] No space left on device"]
 
 
 def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
