@@ -42,6 +42,20 @@ def test_counters_survive_a_restart_and_the_next_process_adopts_the_file(tmp_pat
     assert len(list(tmp_path.iterdir())) == 1
 
 
+def test_an_adopted_file_is_written_on_with_what_it_held_and_stays_the_only_file(tmp_path):
+    first = Counters(tmp_path)
+    first.add(stored=7)
+    first.retire()
+    second = Counters(tmp_path)
+
+    second.add(sync=True, stored=1)
+    assert on_disk(tmp_path) == 8  # what another process reads
+    second.add(sync=True, stored=1)
+
+    assert on_disk(tmp_path) == 9
+    assert len(list(tmp_path.iterdir())) == 1
+
+
 def test_a_crashed_process_file_still_counts(tmp_path):
     crashed = Counters(tmp_path)
     crashed.add(dlq_validation_failed=4)

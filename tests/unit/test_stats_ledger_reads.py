@@ -168,6 +168,15 @@ def test_a_counters_file_of_up_to_4096_bytes_counts_and_a_larger_one_counts_zero
     assert totals["stored"] == 7
 
 
+def test_an_adopted_retired_file_of_4096_bytes_counts_on(tmp_path):
+    (tmp_path / "full.retired").write_bytes(counters_file([7] + [0] * 510))  # 4096 bytes
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=1)
+
+    assert [p.suffix for p in tmp_path.iterdir()] == [".counters"]
+    assert counters.totals()["stored"] == 8
+
+
 def test_an_adopted_retired_file_over_the_size_limit_counts_from_zero(tmp_path):
     (tmp_path / "big.retired").write_bytes(counters_file([9] + [0] * 511))
     counters = Counters(tmp_path)

@@ -309,7 +309,7 @@ def test_a_counters_link_counts_nothing(tmp_path):
     assert not other.exists()
 
 
-def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path):
+def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path, caplog):
     directory = tmp_path / "counters"
     directory.mkdir()
     target = tmp_path / "precious"
@@ -319,13 +319,21 @@ def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path):
     os.mkfifo(fifo, 0o600)
 
     counters = Counters(directory)
-    finishes(lambda: counters.add(stored=7), unblock=fifo)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        finishes(lambda: counters.add(stored=7), unblock=fifo)
 
     assert target.read_bytes() == b"do not overwrite me"
     assert counters.totals()["stored"] == 7
     names = os.listdir(directory)
     assert len(names) == 1 and names[0].endswith(".counters")
     assert not os.path.islink(directory / names[0])
+    own = directory / names[0]  # each planted file was renamed to this name, then removed
+    assert [r.getMessage() for r in caplog.records if r.name == "telhawk_ingest.stats"] == [
+        f"counters: planted.retired is not a counters file ([Errno {errno.ELOOP}] "
+        f"{os.strerror(errno.ELOOP)}: '{own}'); removed, not adopted",
+        f"counters: zz-fifo.retired is not a counters file ([Errno {errno.EINVAL}] "
+        f"not a regular file (a FIFO): '{own}'); removed, not adopted",
+    ]
 
 
 def test_a_fifo_planted_in_place_of_a_process_own_counters_file_does_not_block_its_next_write(tmp_path):
