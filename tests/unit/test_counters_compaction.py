@@ -508,6 +508,14 @@ def test_a_link_planted_under_a_compacted_name_is_left_out_after_four_reads_and_
     assert made == [["compacted-a.totals", "compacted-b.totals", "d.counters"]] * 5
 
 
+def test_only_a_name_with_both_the_prefix_and_the_suffix_is_a_compacted_file(tmp_path):
+    # A process on a host named "compacted-a", and a file of another kind ending like a compacted one.
+    (tmp_path / "compacted-a-12-0123abcd.counters").write_bytes(counters_file([3]))
+    (tmp_path / "notes.totals").write_bytes(SUMS)
+
+    assert reader_total(tmp_path) == 3
+
+
 def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, caplog):
     path = compacted(tmp_path, b"not json\n")
     with caplog.at_level("ERROR", logger="telhawk_ingest.stats"):
