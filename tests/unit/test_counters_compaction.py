@@ -189,13 +189,14 @@ def test_a_compaction_stalled_past_its_budget_gives_its_claims_back(tmp_path, mo
 
 
 def test_a_frozen_process_whose_file_was_taken_goes_on_in_a_new_file_counting_nothing_twice(tmp_path):
-    frozen = Counters(tmp_path)
+    frozen = unattended(tmp_path)  # what it writes, not what a reader's flush would write for it
     frozen.add(stored=4, now=True)
     assert frozen._path is not None
     age(frozen._path, OLD)
     assert Counters(tmp_path).compact() == 1
 
-    frozen.add(stored=3, now=True)  # thawed
+    frozen.add(stored=3, now=True)  # thawed: written at once, in a new file
+    assert reader_total(tmp_path) == 7
     frozen.flush(sync=True)
 
     assert reader_total(tmp_path) == 7
