@@ -289,6 +289,26 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     assert reader_total(tmp_path) == stats.MIN_BATCH
 
 
+def test_a_batch_of_files_unchanged_for_exactly_the_threshold_is_folded(tmp_path):
+    now = float(int(time.time()))
+    for _ in range(stats.MIN_BATCH):
+        age(cold_start(tmp_path, stored=1), ABSORB_AFTER_S, now)
+
+    assert Counters(tmp_path).compact(now=now) == stats.MIN_BATCH
+
+
+def test_a_file_unchanged_for_exactly_twice_the_threshold_is_folded_without_waiting_for_a_batch(tmp_path):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), 2 * ABSORB_AFTER_S, now)
+
+    assert Counters(tmp_path).compact(now=now) == 1
+
+
+def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
+    assert Counters(tmp_path / "missing").compact() == 0
+    assert not (tmp_path / "missing").exists()
+
+
 def test_only_a_process_with_a_counters_file_of_its_own_compacts_when_due(tmp_path, monkeypatch):
     monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
     cold_start(tmp_path, stored=1)
