@@ -304,6 +304,25 @@ def test_a_file_unchanged_for_exactly_twice_the_threshold_is_folded_without_wait
     assert Counters(tmp_path).compact(now=now) == 1
 
 
+@pytest.mark.parametrize("later", [stats.RECENT_S, stats.RECORD_KEEP_S])
+def test_a_name_leaves_the_first_line_after_recent_s_and_its_record_after_a_day(tmp_path, later):
+    then = float(int(time.time()))
+    taken_first = cold_start(tmp_path, stored=1)
+    age(taken_first, OLD, then)
+    assert Counters(tmp_path).compact(now=then) == 1
+    [compacted_first] = [n for n in files(tmp_path) if stats._is_compacted(n)]
+    taken_later = cold_start(tmp_path, stored=2)
+    age(taken_later, OLD, then + later)
+
+    assert Counters(tmp_path).compact(now=then + later) == 1
+
+    [path] = [tmp_path / n for n in files(tmp_path) if stats._is_compacted(n)]
+    head, records = (orjson.loads(line) for line in path.read_bytes().split(b"\n"))
+    assert head["recent"] == sorted([taken_later.name, compacted_first])
+    kept = {taken_first.name} if later < stats.RECORD_KEEP_S else set()
+    assert set(records["absorbed"]) == {taken_later.name, compacted_first} | kept
+
+
 def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
     assert Counters(tmp_path / "missing").compact() == 0
     assert not (tmp_path / "missing").exists()
