@@ -323,6 +323,62 @@ def test_a_name_leaves_the_first_line_after_recent_s_and_its_record_after_a_day(
     assert set(records["absorbed"]) == {taken_later.name, compacted_first} | kept
 
 
+def test_a_compaction_removes_temp_files_of_folds_stopped_claim_stale_s_ago(tmp_path):
+    now = float(int(time.time()))
+    stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-a.totals"
+    fresh = tmp_path / f"{fold.TEMP_PREFIX}compacted-b.totals"
+    for path, ago in ((stale, fold.CLAIM_STALE_S), (fresh, fold.CLAIM_STALE_S - 1)):
+        path.write_bytes(b"{}")
+        age(path, ago, now)
+
+    assert Counters(tmp_path).compact(now=now) == 0
+
+    assert files(tmp_path) == [fresh.name]
+
+
+def test_one_compacted_file_alone_is_left_as_it_is_and_two_are_folded_into_one(tmp_path):
+    compacted(tmp_path, b'{"values":{"stored":5},"recent":[]}\n{"absorbed":{}}')
+
+    assert Counters(tmp_path).compact() == 0
+    assert files(tmp_path) == ["compacted-a.totals"]
+
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    assert Counters(tmp_path).compact() == 0  # no process file among them
+    [name] = files(tmp_path)
+    assert stats._is_compacted(name) and name not in ("compacted-a.totals", "compacted-b.totals")
+    assert reader_total(tmp_path) == 7
+
+
+def test_a_file_gone_while_a_compaction_looks_at_it_is_skipped_and_the_rest_are_folded(tmp_path,
+                                                                                    monkeypatch):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), OLD, now)
+    (tmp_path / "a.counters").write_bytes(counters_file([4]))
+    [gone] = [e for e in os.scandir(tmp_path) if e.name == "a.counters"]
+    os.unlink(gone.path)
+    listings(monkeypatch, tmp_path, gone=[gone])
+
+    assert Counters(tmp_path).compact(now=now) == 1
+
+
+def test_a_compacted_file_folded_away_while_a_compaction_reads_the_names_it_records_is_skipped(
+        tmp_path, monkeypatch):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), OLD, now)
+    compacted(tmp_path, SUMS)
+    real_load = stats._load_compacted
+
+    def folded_meanwhile(path: Path, full: bool = False) -> stats._Compacted | None:
+        if path.name == "compacted-a.totals" and not full:
+            path.unlink()  # another compaction took it
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", folded_meanwhile)
+
+    assert Counters(tmp_path).compact(now=now) == 1
+    assert reader_total(tmp_path) == 1
+
+
 def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
     assert Counters(tmp_path / "missing").compact() == 0
     assert not (tmp_path / "missing").exists()
