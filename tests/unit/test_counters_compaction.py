@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -377,6 +378,33 @@ def test_a_compacted_file_folded_away_while_a_compaction_reads_the_names_it_reco
 
     assert Counters(tmp_path).compact(now=now) == 1
     assert reader_total(tmp_path) == 1
+
+
+def test_a_leftover_claim_recorded_by_any_compacted_file_is_removed_not_folded_again(tmp_path,
+                                                                                   monkeypatch):
+    compacted(tmp_path, b'{"values":{"stored":5},"recent":["x.counters"]}\n{"absorbed":{}}')
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    leftover = tmp_path / f"x.counters{fold.CLAIM_MARK}0123456789ab"
+    leftover.write_bytes(counters_file([5]))  # what compacted-a.totals took, its claim left behind
+    listings(monkeypatch, tmp_path)  # by name: the file that records it is read first
+
+    Counters(tmp_path).compact(now=time.time() + fold.CLAIM_STALE_S)
+
+    assert not leftover.exists()
+    assert reader_total(tmp_path) == 7
+
+
+def test_a_compaction_claims_every_file_it_takes_under_one_id_of_its_own(tmp_path, monkeypatch):
+    for stored in (1, 2):
+        cold_start(tmp_path, stored=stored)
+    held: list[tuple] = []
+    monkeypatch.setattr(fold, "commit", lambda *args: held.append(args) or True)
+
+    assert Counters(tmp_path).compact() == 2
+
+    [(_, _, _, claimed, _)] = held
+    [mark] = {p.name.partition(fold.CLAIM_MARK)[2] for p in claimed}
+    assert re.fullmatch("[0-9a-f]{12}", mark)
 
 
 def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
