@@ -407,6 +407,26 @@ def test_a_compaction_claims_every_file_it_takes_under_one_id_of_its_own(tmp_pat
     assert re.fullmatch("[0-9a-f]{12}", mark)
 
 
+def test_a_claimed_compacted_file_gone_before_it_is_read_is_folded_as_nothing(tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}')
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    real_load = stats._load_compacted
+
+    def taken_over(path: Path, full: bool = False) -> stats._Compacted | None:
+        if full and fold.original(path.name) == "compacted-b.totals":
+            path.unlink()  # another fold took the claim over meanwhile
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", taken_over)
+
+    assert Counters(tmp_path).compact() == 0
+
+    monkeypatch.undo()
+    [name] = files(tmp_path)
+    assert stats._is_compacted(name)
+    assert reader_total(tmp_path) == 5
+
+
 def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
     assert Counters(tmp_path / "missing").compact() == 0
     assert not (tmp_path / "missing").exists()
