@@ -135,7 +135,7 @@ def test_a_failed_fsync_fails_every_caller_it_was_for_and_the_next_call_syncs_ag
     for who in range(1, CALLERS):
         error = outcomes[who]
         assert isinstance(error, OSError) and error.errno == errno.EIO, who
-        assert error.filename == str(tmp_path)
+        assert (error.strerror, error.filename) == (os.strerror(errno.EIO), str(tmp_path))
     assert len({id(outcomes[who]) for who in range(1, CALLERS)}) == CALLERS - 1  # one per caller
     timeline.note("call", 99)
     sync.sync()
