@@ -471,6 +471,41 @@ def test_a_failed_compaction_is_logged_and_not_tried_again_within_the_interval(t
         f"counters: compaction in {tmp_path} failed: [Errno 28] No space left on device"]
 
 
+class SteppedMonotonic:
+    """stats' `time` with a monotonic clock the test sets (everything else real)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_a_compaction_is_due_again_exactly_the_interval_after_the_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=1)
+    tries: list[float] = []
+    clock = SteppedMonotonic(1000.0)
+    monkeypatch.setattr(stats, "time", clock)
+
+    def compact(self: Counters, now: float | None = None) -> int:
+        if self is owner:  # not the other tests' counters the flusher thread may get to meanwhile
+            tries.append(clock.now)
+        return 0
+
+    monkeypatch.setattr(Counters, "compact", compact)
+
+    for at in (1000.0, 1000.0 + stats.COMPACT_INTERVAL_S - 1, 1000.0 + stats.COMPACT_INTERVAL_S):
+        clock.now = at
+        owner.compact_if_due()
+
+    assert tries == [1000.0, 1000.0 + stats.COMPACT_INTERVAL_S]
+
+
 def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
     """`owner` counts `stored` more, and its write lands just after a compaction claimed and read
     its (old) file; the compaction stops before its commit: returns the commit's arguments."""
