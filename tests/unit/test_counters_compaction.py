@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,9 +17,13 @@ from hypothesis import strategies as st
 
 from telhawk_ingest import fold, stats
 from telhawk_ingest.stats import ABSORB_AFTER_S, COUNTERS, Counters
+from tests.unit.test_stats import counters_file, listings
+from tests.unit.test_stats_ledger_reads import unattended
 
 # Old enough to be folded at once, however few such files there are (stats.MIN_BATCH).
 OLD = 2 * ABSORB_AFTER_S + 1
+# The real one, for the tests of when compactions run (the fixture below turns it off).
+COMPACT_IF_DUE = Counters.compact_if_due
 
 
 @pytest.fixture(autouse=True)
@@ -187,13 +192,14 @@ def test_a_compaction_stalled_past_its_budget_gives_its_claims_back(tmp_path, mo
 
 
 def test_a_frozen_process_whose_file_was_taken_goes_on_in_a_new_file_counting_nothing_twice(tmp_path):
-    frozen = Counters(tmp_path)
+    frozen = unattended(tmp_path)  # what it writes, not what a reader's flush would write for it
     frozen.add(stored=4, now=True)
     assert frozen._path is not None
     age(frozen._path, OLD)
     assert Counters(tmp_path).compact() == 1
 
-    frozen.add(stored=3, now=True)  # thawed
+    frozen.add(stored=3, now=True)  # thawed: written at once, in a new file
+    assert reader_total(tmp_path) == 7
     frozen.flush(sync=True)
 
     assert reader_total(tmp_path) == 7
@@ -286,6 +292,222 @@ def test_a_few_files_just_past_the_threshold_wait_for_a_batch(tmp_path):
     assert reader_total(tmp_path) == stats.MIN_BATCH
 
 
+def test_a_batch_of_files_unchanged_for_exactly_the_threshold_is_folded(tmp_path):
+    now = float(int(time.time()))
+    for _ in range(stats.MIN_BATCH):
+        age(cold_start(tmp_path, stored=1), ABSORB_AFTER_S, now)
+
+    assert Counters(tmp_path).compact(now=now) == stats.MIN_BATCH
+
+
+def test_a_file_unchanged_for_exactly_twice_the_threshold_is_folded_without_waiting_for_a_batch(tmp_path):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), 2 * ABSORB_AFTER_S, now)
+
+    assert Counters(tmp_path).compact(now=now) == 1
+
+
+@pytest.mark.parametrize("later", [stats.RECENT_S, stats.RECORD_KEEP_S])
+def test_a_name_leaves_the_first_line_after_recent_s_and_its_record_after_a_day(tmp_path, later):
+    then = float(int(time.time()))
+    taken_first = cold_start(tmp_path, stored=1)
+    age(taken_first, OLD, then)
+    assert Counters(tmp_path).compact(now=then) == 1
+    [compacted_first] = [n for n in files(tmp_path) if stats._is_compacted(n)]
+    taken_later = cold_start(tmp_path, stored=2)
+    age(taken_later, OLD, then + later)
+
+    assert Counters(tmp_path).compact(now=then + later) == 1
+
+    [path] = [tmp_path / n for n in files(tmp_path) if stats._is_compacted(n)]
+    head, records = (orjson.loads(line) for line in path.read_bytes().split(b"\n"))
+    assert head["recent"] == sorted([taken_later.name, compacted_first])
+    kept = {taken_first.name} if later < stats.RECORD_KEEP_S else set()
+    assert set(records["absorbed"]) == {taken_later.name, compacted_first} | kept
+
+
+def test_a_compaction_removes_temp_files_of_folds_stopped_claim_stale_s_ago(tmp_path):
+    now = float(int(time.time()))
+    stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-a.totals"
+    fresh = tmp_path / f"{fold.TEMP_PREFIX}compacted-b.totals"
+    for path, ago in ((stale, fold.CLAIM_STALE_S), (fresh, fold.CLAIM_STALE_S - 1)):
+        path.write_bytes(b"{}")
+        age(path, ago, now)
+
+    assert Counters(tmp_path).compact(now=now) == 0
+
+    assert files(tmp_path) == [fresh.name]
+
+
+def test_one_compacted_file_alone_is_left_as_it_is_and_two_are_folded_into_one(tmp_path):
+    compacted(tmp_path, b'{"values":{"stored":5},"recent":[]}\n{"absorbed":{}}')
+
+    assert Counters(tmp_path).compact() == 0
+    assert files(tmp_path) == ["compacted-a.totals"]
+
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    assert Counters(tmp_path).compact() == 0  # no process file among them
+    [name] = files(tmp_path)
+    assert stats._is_compacted(name) and name not in ("compacted-a.totals", "compacted-b.totals")
+    assert reader_total(tmp_path) == 7
+
+
+def test_a_file_gone_while_a_compaction_looks_at_it_is_skipped_and_the_rest_are_folded(tmp_path,
+                                                                                    monkeypatch):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), OLD, now)
+    (tmp_path / "a.counters").write_bytes(counters_file([4]))
+    [gone] = [e for e in os.scandir(tmp_path) if e.name == "a.counters"]
+    os.unlink(gone.path)
+    listings(monkeypatch, tmp_path, gone=[gone])
+
+    assert Counters(tmp_path).compact(now=now) == 1
+
+
+def test_a_compacted_file_folded_away_while_a_compaction_reads_the_names_it_records_is_skipped(
+        tmp_path, monkeypatch):
+    now = float(int(time.time()))
+    age(cold_start(tmp_path, stored=1), OLD, now)
+    compacted(tmp_path, SUMS)
+    real_load = stats._load_compacted
+
+    def folded_meanwhile(path: Path, full: bool = False) -> stats._Compacted | None:
+        if path.name == "compacted-a.totals" and not full:
+            path.unlink()  # another compaction took it
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", folded_meanwhile)
+
+    assert Counters(tmp_path).compact(now=now) == 1
+    assert reader_total(tmp_path) == 1
+
+
+def test_a_leftover_claim_recorded_by_any_compacted_file_is_removed_not_folded_again(tmp_path,
+                                                                                   monkeypatch):
+    compacted(tmp_path, b'{"values":{"stored":5},"recent":["x.counters"]}\n{"absorbed":{}}')
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    leftover = tmp_path / f"x.counters{fold.CLAIM_MARK}0123456789ab"
+    leftover.write_bytes(counters_file([5]))  # what compacted-a.totals took, its claim left behind
+    listings(monkeypatch, tmp_path)  # by name: the file that records it is read first
+
+    Counters(tmp_path).compact(now=time.time() + fold.CLAIM_STALE_S)
+
+    assert not leftover.exists()
+    assert reader_total(tmp_path) == 7
+
+
+def test_a_compaction_claims_every_file_it_takes_under_one_id_of_its_own(tmp_path, monkeypatch):
+    for stored in (1, 2):
+        cold_start(tmp_path, stored=stored)
+    held: list[tuple] = []
+    monkeypatch.setattr(fold, "commit", lambda *args: held.append(args) or True)
+
+    assert Counters(tmp_path).compact() == 2
+
+    [(_, _, _, claimed, _)] = held
+    [mark] = {p.name.partition(fold.CLAIM_MARK)[2] for p in claimed}
+    assert re.fullmatch("[0-9a-f]{12}", mark)
+
+
+def test_a_claimed_compacted_file_gone_before_it_is_read_is_folded_as_nothing(tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}')
+    compacted(tmp_path, b'{"values":{"stored":2},"recent":[]}\n{"absorbed":{}}', name="compacted-b.totals")
+    real_load = stats._load_compacted
+
+    def taken_over(path: Path, full: bool = False) -> stats._Compacted | None:
+        if full and fold.original(path.name) == "compacted-b.totals":
+            path.unlink()  # another fold took the claim over meanwhile
+        return real_load(path, full)
+
+    monkeypatch.setattr(stats, "_load_compacted", taken_over)
+
+    assert Counters(tmp_path).compact() == 0
+
+    monkeypatch.undo()
+    [name] = files(tmp_path)
+    assert stats._is_compacted(name)
+    assert reader_total(tmp_path) == 5
+
+
+def test_a_compaction_of_a_folder_that_does_not_exist_folds_nothing(tmp_path):
+    assert Counters(tmp_path / "missing").compact() == 0
+    assert not (tmp_path / "missing").exists()
+
+
+def test_only_a_process_with_a_counters_file_of_its_own_compacts_when_due(tmp_path, monkeypatch):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    cold_start(tmp_path, stored=1)
+    cold_start(tmp_path, stored=2)
+    reader = Counters(tmp_path)
+
+    reader.compact_if_due()
+
+    assert not any(stats._is_compacted(name) for name in files(tmp_path))
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=3)
+    owner.compact_if_due()
+    assert sum(stats._is_compacted(name) for name in files(tmp_path)) == 1
+    assert reader_total(tmp_path) == 6
+
+
+def test_a_failed_compaction_is_logged_and_not_tried_again_within_the_interval(tmp_path, monkeypatch,
+                                                                               caplog):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=1)
+    tries: list[float | None] = []
+
+    def failing(self: Counters, now: float | None = None) -> int:
+        if self is owner:  # not the other tests' counters the flusher thread may get to meanwhile
+            tries.append(now)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Counters, "compact", failing)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        owner.compact_if_due()
+        owner.compact_if_due()
+
+    assert tries == [None]
+    assert [m for r in caplog.records if r.name == "telhawk_ingest.stats" and "compaction" in (
+        m := r.getMessage()) and str(tmp_path) in m] == [
+        f"counters: compaction in {tmp_path} failed: [Errno 28] No space left on device"]
+
+
+class SteppedMonotonic:
+    """stats' `time` with a monotonic clock the test sets (everything else real)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_a_compaction_is_due_again_exactly_the_interval_after_the_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(Counters, "compact_if_due", COMPACT_IF_DUE)
+    owner = unattended(tmp_path)
+    owner.add(now=True, stored=1)
+    tries: list[float] = []
+    clock = SteppedMonotonic(1000.0)
+    monkeypatch.setattr(stats, "time", clock)
+
+    def compact(self: Counters, now: float | None = None) -> int:
+        if self is owner:  # not the other tests' counters the flusher thread may get to meanwhile
+            tries.append(clock.now)
+        return 0
+
+    monkeypatch.setattr(Counters, "compact", compact)
+
+    for at in (1000.0, 1000.0 + stats.COMPACT_INTERVAL_S - 1, 1000.0 + stats.COMPACT_INTERVAL_S):
+        clock.now = at
+        owner.compact_if_due()
+
+    assert tries == [1000.0, 1000.0 + stats.COMPACT_INTERVAL_S]
+
+
 def claimed_during_the_next_write(owner: Counters, monkeypatch: pytest.MonkeyPatch, stored: int) -> tuple:
     """`owner` counts `stored` more, and its write lands just after a compaction claimed and read
     its (old) file; the compaction stops before its commit: returns the commit's arguments."""
@@ -333,6 +555,18 @@ def test_a_write_into_a_file_claimed_by_a_compaction_not_yet_committed_is_correc
     assert reader_total(tmp_path) == 7
     assert owner.totals()["stored"] == 7
     assert caplog.records == []
+
+
+def test_totals_of_a_process_whose_taken_file_waits_for_its_commit_read_the_folder_once(tmp_path,
+                                                                                      monkeypatch):
+    owner, _ = written_into_a_claimed_file(tmp_path, monkeypatch)
+    owner.flush(sync=True)  # taken: assumed to hold 7; no record yet, the claim is there: wait
+    made = listings(monkeypatch, tmp_path)
+
+    assert owner.totals()["stored"] == 7
+    # The flush looks for a record of the file, then for its claim; the sum lists the folder once,
+    # and looks for the record again only when a compacted file it read names the file.
+    assert len(made) == 3
 
 
 def test_a_process_thawed_after_the_record_of_its_taken_file_expired_keeps_its_assumption_and_says_so(
@@ -428,6 +662,39 @@ def test_a_compacted_file_of_several_mebibytes_is_read_whole(tmp_path):
     assert reader_total(tmp_path) == 5
     assert stats._recorded(tmp_path, "host-59999-0000ea5f.counters") == (
         stats._as_values({"stored": 59_999}), True)
+
+
+def test_a_compacted_file_replaced_while_the_totals_are_read_is_read_again(tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS)
+
+    def replaced(n: int) -> None:
+        if n == 1:  # the next compaction's file takes its place after the reader listed it
+            os.rename(tmp_path / "compacted-a.totals", tmp_path / "compacted-b.totals")
+
+    made = listings(monkeypatch, tmp_path, replaced)
+
+    assert reader_total(tmp_path) == 5
+    assert made == [["compacted-a.totals"], ["compacted-b.totals"]]
+
+
+def test_a_link_planted_under_a_compacted_name_is_left_out_after_four_reads_and_the_rest_count(
+        tmp_path, monkeypatch):
+    compacted(tmp_path, SUMS, name="compacted-b.totals")
+    (tmp_path / "compacted-a.totals").symlink_to(tmp_path / "compacted-b.totals")
+    (tmp_path / "d.counters").write_bytes(counters_file([3]))
+
+    made = listings(monkeypatch, tmp_path)
+
+    assert reader_total(tmp_path) == 8
+    assert made == [["compacted-a.totals", "compacted-b.totals", "d.counters"]] * 5
+
+
+def test_only_a_name_with_both_the_prefix_and_the_suffix_is_a_compacted_file(tmp_path):
+    # A process on a host named "compacted-a", and a file of another kind ending like a compacted one.
+    (tmp_path / "compacted-a-12-0123abcd.counters").write_bytes(counters_file([3]))
+    (tmp_path / "notes.totals").write_bytes(SUMS)
+
+    assert reader_total(tmp_path) == 3
 
 
 def test_a_damaged_compacted_file_counts_nothing_and_is_reported_once(tmp_path, caplog):

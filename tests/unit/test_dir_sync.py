@@ -28,7 +28,7 @@ class Timeline:
     until `held` other callers are waiting for their turn."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, sync: DirSync, held: int,
-                 fail_round: int | None = None) -> None:
+                 fail_round: int | None = None, failure: Exception | None = None) -> None:
         self.events: list[tuple[int, str, int]] = []  # (sequence, kind, caller or fsync number)
         self._next = itertools.count()
         self._lock = threading.Lock()
@@ -46,7 +46,7 @@ class Timeline:
             real(path)
             if number == fail_round:
                 self.note("fsync end", number)
-                raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+                raise failure or OSError(errno.EIO, os.strerror(errno.EIO), str(path))
             self.note("fsync end", number)
 
         monkeypatch.setattr(files, "fsync_dir", fsync_dir)
@@ -73,7 +73,7 @@ def run_callers(sync: DirSync, timeline: Timeline, count: int) -> dict[int, Base
         try:
             sync.sync()
             outcomes[who] = None
-        except OSError as exc:
+        except Exception as exc:
             outcomes[who] = exc
         timeline.note("return", who)
 
@@ -135,12 +135,28 @@ def test_a_failed_fsync_fails_every_caller_it_was_for_and_the_next_call_syncs_ag
     for who in range(1, CALLERS):
         error = outcomes[who]
         assert isinstance(error, OSError) and error.errno == errno.EIO, who
-        assert error.filename == str(tmp_path)
+        assert (error.strerror, error.filename) == (os.strerror(errno.EIO), str(tmp_path))
     assert len({id(outcomes[who]) for who in range(1, CALLERS)}) == CALLERS - 1  # one per caller
     timeline.note("call", 99)
     sync.sync()
     timeline.note("return", 99)
     assert timeline.at("call", 99) < timeline.fsyncs()[-1][0]
+
+
+def test_an_fsync_ended_by_an_exception_of_another_kind_fails_every_caller_it_was_for(tmp_path,
+                                                                                    monkeypatch):
+    sync = DirSync(tmp_path)
+    timeline = Timeline(monkeypatch, sync, held=CALLERS - 1, fail_round=1, failure=RuntimeError("stopped"))
+
+    outcomes = run_callers(sync, timeline, CALLERS)
+
+    assert outcomes[0] is None
+    [leader] = [who for who in range(1, CALLERS) if isinstance(outcomes[who], RuntimeError)]
+    for who in set(range(1, CALLERS)) - {leader}:
+        error = outcomes[who]
+        assert isinstance(error, OSError), who
+        assert (error.errno, error.strerror, error.filename) == (
+            errno.EIO, "directory fsync did not complete", str(tmp_path))
 
 
 def test_an_fsync_that_cannot_open_the_directory_raises_in_the_caller(tmp_path):

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -185,6 +187,77 @@ def test_health_of_a_folder_removed_underneath_counts_nothing_in_it(dlq, three):
     assert {k: health[k] for k in ("pending_files", "pending_bytes", "corrupt_files", "unverified_files",
                                    "temp_files")} == {
         "pending_files": 0, "pending_bytes": 0, "corrupt_files": [], "unverified_files": 0, "temp_files": 0}
+
+
+def test_health_verifies_each_unread_file_in_turn_and_finds_a_corrupt_one_between_them(dlq, three):
+    corrupt = f"failed_150_{'ab' * 16}.json"  # second of the four by name
+    (dlq.path / corrupt).write_text("{")
+    cold = type(dlq)(dlq_settings(dlq))
+
+    health = cold.stats(verify_budget_s=5)
+
+    assert (health["corrupt_files"], health["unverified_files"]) == ([corrupt], 0)
+
+
+class SteppedClock:
+    """dlq's `time` with a monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_health_verifies_for_20_ms_by_default_and_starts_no_file_once_they_are_spent(dlq, three,
+                                                                                   monkeypatch):
+    cold = type(dlq)(dlq_settings(dlq))
+    clock = SteppedClock()
+    monkeypatch.setattr("telhawk_ingest.dlq.time", clock)
+    real_load = cold._load
+
+    def taking_10_ms(name: str) -> dict[str, Any] | None:
+        clock.now += 0.01
+        return real_load(name)
+
+    monkeypatch.setattr(cold, "_load", taking_10_ms)
+
+    assert cold.stats()["unverified_files"] == 1  # read at 0 and 10 ms; at 20 ms the budget is spent
+    assert cold.stats()["unverified_files"] == 0
+
+
+def test_a_corrupt_entry_replaced_by_a_new_file_is_no_longer_reported_even_before_it_is_read(dlq, three):
+    entry = f"failed_250_{'ab' * 16}"
+    path = dlq.path / f"{entry}.json"
+    path.write_text("{trunc")
+    assert dlq.stats(verify_budget_s=5)["corrupt_files"] == [path.name]
+    fixed = dlq.path / "fixed.tmp"
+    fixed.write_text(json.dumps({"id": entry, "envelope": {}, "reason": "storage_failed"}))
+
+    os.rename(fixed, path)  # a new inode under the name: what was learned of the old one no longer holds
+
+    health = dlq.stats(verify_budget_s=0)
+    assert (health["corrupt_files"], health["unverified_files"]) == ([], 1)
+
+
+def test_a_listing_bounded_in_time_leaves_a_corrupt_entry_out_of_its_total_once(dlq, three):
+    _, b, c = three
+    (dlq.path / f"failed_250_{'ab' * 16}.json").write_text("{")
+
+    assert listed(dlq, since=150) == [b, c]
+
+
+def test_health_of_a_base_path_removed_by_hand_has_no_free_space_figure_and_refuses(dlq, three):
+    shutil.rmtree(dlq.path)
+
+    health = dlq.stats()
+
+    assert health["free_bytes"] is None
+    assert health["refusal"] == f"dlq.base_path: {dlq.path} is not usable (No such file or directory)"
+    assert (health["pending_files"], health["accepting"]) == (0, False)
 
 
 def dlq_settings(dlq) -> DlqSettings:

@@ -60,6 +60,23 @@ def test_the_count_limit_still_applies_under_the_bytes(dlq):
     assert [e["id"] for page in every_page(dlq, limit=2, max_bytes=10**6) for e in page] == ids
 
 
+def test_a_page_holds_at_most_100_records_by_default(dlq):
+    ids = [write(dlq, n, 10) for n in range(101)]
+
+    page, total, cursor = dlq.list()
+
+    assert [e["id"] for e in page] == ids[:100]
+    assert (total, cursor) == (101, ids[99])
+
+
+def test_a_cursor_starts_the_page_after_the_entry_it_names(dlq):
+    ids = [write(dlq, n, 10) for n in range(5)]
+
+    page, total, cursor = dlq.list(limit=2, cursor=ids[1])
+
+    assert ([e["id"] for e in page], total, cursor) == (ids[2:4], 5, ids[3])
+
+
 def test_a_record_larger_than_a_page_is_listed_without_its_envelope_and_the_cursor_goes_past_it(dlq):
     small = write(dlq, 1, 100)
     big = write(dlq, 2, 50_000)

@@ -231,3 +231,20 @@ def test_private_dir_accepts_a_level_another_process_made_first(tmp_path, monkey
     made = private_dir(tmp_path / "a" / "b" / "c")
 
     assert made.is_dir() and raced == [tmp_path / "a" / "b"]
+
+
+def test_a_directory_is_unwritable_when_its_effective_user_may_not_write_and_search_it(tmp_path, monkeypatch):
+    # Root passes access(2) whatever the mode bits say: what a non-root user would get, faked.
+    asked: list[tuple[int, bool]] = []
+    real_access = os.access
+
+    def access(path: os.PathLike[str] | str, mode: int, **kw: bool) -> bool:
+        if Path(path) != tmp_path:
+            return real_access(path, mode, **kw)
+        asked.append((mode, kw.get("effective_ids", False)))
+        return False
+
+    monkeypatch.setattr(os, "access", access)
+
+    assert files.unwritable(tmp_path) == f"{tmp_path} is not writable by uid {os.geteuid()}"
+    assert asked == [(os.W_OK | os.X_OK, True)]  # the effective ids, as the kernel checks a create

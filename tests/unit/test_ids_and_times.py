@@ -73,7 +73,7 @@ def test_rfc3339_without_a_time_is_now(waits):
         # RFC 3339 section 5.6: "T" and "Z" may be lower case
         ("2023-11-14t22:13:20z", 1_700_000_000.0),
         ("2023-11-14T22:13:20.5z", 1_700_000_000.5),
-        ("2023-11-14Z", 1_699_920_000.0),  # a day in UTC: its midnight
+        ("2023-11-14Z", 1_699_920_000.0),  # a date in UTC: its midnight (Z is read as +00:00)
         ("2023-11-14", 1_699_920_000.0),
     ],
 )

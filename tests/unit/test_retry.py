@@ -182,6 +182,22 @@ def test_a_backend_that_keeps_answering_the_wrong_number_of_results_is_reported_
     ] * 2
 
 
+def test_a_backend_that_raises_is_logged_with_its_name_and_traceback_and_its_items_retried(waits, caplog):
+    def broken(batch):
+        raise RuntimeError("disk driver bug")
+
+    backend = ScriptedBackend(broken)
+
+    with caplog.at_level(logging.ERROR, logger="telhawk_ingest.retry"):
+        finals = store_with_retries(backend, [item(1)], POLICY)
+
+    [line] = [r for r in caplog.records if r.name == "telhawk_ingest.retry"]
+    assert (line.levelno, line.getMessage()) == (
+        logging.ERROR, "storage backend scripted raised instead of reporting outcomes")
+    assert line.exc_info is not None and line.exc_info[0] is RuntimeError
+    assert len(backend.calls) == 2 and finals[0].outcome.stored
+
+
 def test_by_default_waits_stop_growing_at_30_s_and_a_retry_after_counts_up_to_5_s():
     assert POLICY.delay(20) == 30.0
     assert POLICY.delay(1, retry_after=60.0) == 5.0

@@ -9,9 +9,13 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import pytest
 
 from telhawk_ingest import stats
 from telhawk_ingest.stats import COUNTERS, Counters
@@ -35,6 +39,20 @@ def test_counters_survive_a_restart_and_the_next_process_adopts_the_file(tmp_pat
     second.add(stored=1)
 
     assert second.totals()["stored"] == 8
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_adopted_file_is_written_on_with_what_it_held_and_stays_the_only_file(tmp_path):
+    first = Counters(tmp_path)
+    first.add(stored=7)
+    first.retire()
+    second = Counters(tmp_path)
+
+    second.add(sync=True, stored=1)
+    assert on_disk(tmp_path) == 8  # what another process reads
+    second.add(sync=True, stored=1)
+
+    assert on_disk(tmp_path) == 9
     assert len(list(tmp_path.iterdir())) == 1
 
 
@@ -158,6 +176,65 @@ def test_an_unreadable_counters_directory_reads_as_this_process_alone(tmp_path):
     counters.add(stored=3)
 
     assert counters.totals()["stored"] == 3
+
+
+# -- totals while the folder changes ----------------------------------------------------------------
+
+def listings(monkeypatch: pytest.MonkeyPatch, directory: Path,
+             change: Callable[[int], None] = lambda n: None,
+             gone: Sequence[os.DirEntry[str]] = ()) -> list[list[str]]:
+    """Each listing of `directory` the counters make in this thread, by name; `change(n)` runs
+    after listing n (from 1), before anything listed is read; `gone`: entries of files deleted
+    since, listed first every time (the folder changes under every read). Other listings (the
+    flusher thread's, other folders') pass."""
+    made: list[list[str]] = []
+    real_scandir = os.scandir
+    me = threading.get_ident()
+
+    def listing(path: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+        if Path(path) != directory or threading.get_ident() != me:
+            return list(real_scandir(path))
+        entries = [*gone, *sorted(real_scandir(path), key=lambda e: e.name)]
+        made.append([e.name for e in entries])
+        change(len(made))
+        return entries
+
+    monkeypatch.setattr(os, "scandir", listing)
+    return made
+
+
+def counters_file(values: list[int], count: int | None = None) -> bytes:
+    n = len(values) if count is None else count
+    return struct.pack("<4sI", b"THC1", n) + struct.pack(f"<{len(values)}q", *values)
+
+
+def test_a_file_adopted_while_the_totals_are_read_is_read_again_under_its_new_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.retired").write_bytes(counters_file([4]))
+    (tmp_path / "b.counters").write_bytes(counters_file([3]))
+
+    def adopted(n: int) -> None:
+        if n == 1:  # a starting process takes the retired file after the reader listed it
+            os.rename(tmp_path / "a.retired", tmp_path / "c.counters")
+
+    made = listings(monkeypatch, tmp_path, adopted)
+
+    assert Counters(tmp_path).totals()["stored"] == 7
+    assert made == [["a.retired", "b.counters"], ["b.counters", "c.counters"]]
+
+
+def test_a_file_that_vanishes_under_every_read_is_left_out_after_four_reads_and_the_rest_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.counters").write_bytes(counters_file([4]))
+    [gone] = os.scandir(tmp_path)
+    os.unlink(gone.path)
+    (tmp_path / "b.counters").write_bytes(counters_file([3]))
+    (tmp_path / "c.retired").write_bytes(counters_file([2]))
+
+    made = listings(monkeypatch, tmp_path, gone=[gone])
+
+    assert Counters(tmp_path).totals()["stored"] == 5
+    assert made == [["a.counters", "b.counters", "c.retired"]] * 5  # four reads, then a best effort
 
 
 def _child(directory: str, kill: bool) -> None:

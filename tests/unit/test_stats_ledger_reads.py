@@ -4,15 +4,13 @@ file (`snapshot`); and the size a counters file may have. Real files on a tempor
 from __future__ import annotations
 
 import os
-import struct
-import threading
 from pathlib import Path
 
 import pytest
 
 from telhawk_ingest import stats
 from telhawk_ingest.stats import COUNTERS, Counters
-from tests.unit.test_stats import wait_for
+from tests.unit.test_stats import counters_file, wait_for
 
 
 def file_values(directory: Path) -> dict[str, list[int]]:
@@ -20,23 +18,17 @@ def file_values(directory: Path) -> dict[str, list[int]]:
     return {p.name: stats._read(p) for p in sorted(directory.iterdir())}
 
 
-def counters_file(values: list[int], count: int | None = None) -> bytes:
-    n = len(values) if count is None else count
-    return struct.pack("<4sI", b"THC1", n) + struct.pack(f"<{len(values)}q", *values)
-
-
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    """The files under the test's tmp_path fsync'd by the test's own calls, by name. Counters of
-    earlier tests in this process stay open (their clean-shutdown hook holds them), and the flusher
-    thread fsyncs what `now` wrote once it wakes, at a moment of its own: neither is the call's."""
+    """The files under the test's tmp_path fsync'd during the test, by name. Counters of earlier
+    tests in this process stay open (their clean-shutdown hook holds them) and the flusher thread
+    may fsync them meanwhile: those are not the test's."""
     done: list[str] = []
     real_fsync = os.fsync
-    caller = threading.get_ident()
 
     def recording(fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
-        if path.startswith(f"{tmp_path}{os.sep}") and threading.get_ident() == caller:
+        if path.startswith(f"{tmp_path}{os.sep}"):
             done.append(os.path.basename(path))
         real_fsync(fd)
 
@@ -44,10 +36,18 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     return done
 
 
+def unattended(directory: Path) -> Counters:
+    """Counters the flusher thread leaves alone (it flushes every Counters of the process whenever
+    it wakes): each write and fsync of its file is then the test's own."""
+    counters = Counters(directory)
+    stats._live.discard(counters)
+    return counters
+
+
 def test_now_writes_the_count_before_returning_so_other_processes_see_it(tmp_path, fsyncs):
-    counters = Counters(tmp_path)
+    counters = unattended(tmp_path)
     counters.add(stored=1)
-    counters.flush()  # the flusher now waits out its interval: a plain add stays pending
+    counters.flush()  # a plain flush writes, without an fsync
     counters.add(now=True, dlq_files_admitted=2, dlq_bytes_admitted=300)
 
     [values] = file_values(tmp_path).values()
@@ -67,13 +67,46 @@ def test_sync_writes_and_fsyncs_the_counters_file(tmp_path, fsyncs):
 
 
 def test_a_flush_with_sync_fsyncs_even_what_was_already_written(tmp_path, fsyncs):
-    counters = Counters(tmp_path)
+    counters = unattended(tmp_path)
     counters.add(now=True, stored=4)
     assert fsyncs == []
 
     counters.flush(sync=True)
 
     assert fsyncs == [f"{next(iter(file_values(tmp_path)))}"]
+
+
+def test_retiring_fsyncs_the_file_before_handing_it_over(tmp_path, fsyncs):
+    counters = unattended(tmp_path)
+    counters.add(now=True, stored=4)  # written, not fsync'd
+    assert counters._path is not None
+    name = counters._path.name
+
+    counters.retire()
+
+    assert fsyncs == [name]
+    [(retired, values)] = file_values(tmp_path).items()
+    assert (retired, values[COUNTERS.index("stored")]) == (name.removesuffix(".counters") + ".retired", 4)
+
+
+def test_a_flush_with_sync_after_one_with_nothing_new_fsyncs_nothing(tmp_path, fsyncs):
+    counters = unattended(tmp_path)
+    counters.add(sync=True, stored=4)
+
+    counters.flush(sync=True)
+    counters.flush(sync=True)
+
+    assert len(fsyncs) == 1
+
+
+def test_the_flusher_round_writes_and_fsyncs_every_counters_file_of_the_process(tmp_path, fsyncs):
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=4)  # written, not fsync'd
+
+    stats.flush_all()
+
+    assert counters._path is not None
+    assert fsyncs == [counters._path.name]
 
 
 def test_a_flush_with_sync_before_any_count_creates_no_file(tmp_path, fsyncs):
@@ -133,6 +166,15 @@ def test_a_counters_file_of_up_to_4096_bytes_counts_and_a_larger_one_counts_zero
     totals = Counters(tmp_path).totals()
 
     assert totals["stored"] == 7
+
+
+def test_an_adopted_retired_file_of_4096_bytes_counts_on(tmp_path):
+    (tmp_path / "full.retired").write_bytes(counters_file([7] + [0] * 510))  # 4096 bytes
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=1)
+
+    assert [p.suffix for p in tmp_path.iterdir()] == [".counters"]
+    assert counters.totals()["stored"] == 8
 
 
 def test_an_adopted_retired_file_over_the_size_limit_counts_from_zero(tmp_path):

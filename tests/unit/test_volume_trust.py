@@ -227,6 +227,43 @@ def test_the_refusal_names_what_was_found_instead_of_a_regular_file(tmp_path):
     assert fifo.value.strerror == "not a regular file (a FIFO)"
 
 
+def test_a_file_over_the_cap_is_refused_with_its_size_and_name(tmp_path):
+    regular = tmp_path / "f"
+    regular.write_bytes(b"12345")
+
+    with pytest.raises(UnsafeFile) as err:
+        read_regular(regular, 4)
+
+    assert (err.value.errno, err.value.strerror, err.value.filename) == (
+        errno.EFBIG, "5 bytes, over the 4 this reader takes", str(regular))
+
+
+def test_a_file_that_grows_past_the_cap_after_its_size_was_checked_is_refused_after_one_byte_more(
+        tmp_path, monkeypatch):
+    grown = tmp_path / "f"
+    grown.write_bytes(b"x" * (1 << 20))  # exactly the cap: taken, by its size
+    real_read = os.read
+    me = threading.get_ident()
+    reads: list[int] = []
+
+    def reading(fd: int, n: int) -> bytes:
+        if threading.get_ident() == me and os.readlink(f"/proc/self/fd/{fd}") == str(grown):
+            if not reads:
+                with open(grown, "ab") as more:  # written by someone else once its size was checked
+                    more.write(b"yy")
+            reads.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", reading)
+
+    with pytest.raises(UnsafeFile) as err:
+        read_regular(grown, 1 << 20)
+
+    assert (err.value.errno, err.value.strerror, err.value.filename) == (
+        errno.EFBIG, f"over the {1 << 20} bytes this reader takes", str(grown))
+    assert reads == [1 << 20, 1]  # 1 MiB at a time, and no byte beyond the first one too many
+
+
 @pytest.mark.parametrize(("mode", "kind"), [
     (stat.S_IFIFO | 0o600, "a FIFO"),
     (stat.S_IFSOCK | 0o755, "a socket"),       # open(2) of a socket fails (ENXIO) before fstat
@@ -275,7 +312,7 @@ def test_a_counters_link_counts_nothing(tmp_path):
     assert not other.exists()
 
 
-def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path):
+def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path, caplog):
     directory = tmp_path / "counters"
     directory.mkdir()
     target = tmp_path / "precious"
@@ -285,13 +322,49 @@ def test_a_retired_counters_link_is_removed_and_never_written_through(tmp_path):
     os.mkfifo(fifo, 0o600)
 
     counters = Counters(directory)
-    finishes(lambda: counters.add(stored=7), unblock=fifo)
+    with caplog.at_level("WARNING", logger="telhawk_ingest.stats"):
+        finishes(lambda: counters.add(stored=7), unblock=fifo)
 
     assert target.read_bytes() == b"do not overwrite me"
     assert counters.totals()["stored"] == 7
     names = os.listdir(directory)
     assert len(names) == 1 and names[0].endswith(".counters")
     assert not os.path.islink(directory / names[0])
+    own = directory / names[0]  # each planted file was renamed to this name, then removed
+    assert [r.getMessage() for r in caplog.records if r.name == "telhawk_ingest.stats"] == [
+        f"counters: planted.retired is not a counters file ([Errno {errno.ELOOP}] "
+        f"{os.strerror(errno.ELOOP)}: '{own}'); removed, not adopted",
+        f"counters: zz-fifo.retired is not a counters file ([Errno {errno.EINVAL}] "
+        f"not a regular file (a FIFO): '{own}'); removed, not adopted",
+    ]
+
+
+def test_a_fifo_planted_in_place_of_a_process_own_counters_file_does_not_block_its_next_write(tmp_path):
+    counters = Counters(tmp_path)
+    counters.add(now=True, stored=1)
+    assert counters._path is not None
+    own = counters._path
+    own.unlink()
+    os.mkfifo(own, 0o600)
+
+    finishes(lambda: counters.add(now=True, stored=2), unblock=own)
+
+    assert finishes(counters.totals)["stored"] == 2  # what the removed file held went with it
+
+
+def test_a_link_planted_in_place_of_a_process_own_counters_file_is_never_written_through(tmp_path):
+    counters = Counters(tmp_path / "counters")
+    counters.add(now=True, stored=1)
+    assert counters._path is not None
+    own = counters._path
+    moved = tmp_path / "moved"
+    os.rename(own, moved)
+    own.symlink_to(moved)  # the same file, behind a link
+    before = moved.read_bytes()
+
+    finishes(lambda: counters.add(now=True, stored=2))
+
+    assert moved.read_bytes() == before
 
 
 def test_the_audit_log_neither_appends_through_a_link_nor_blocks_on_a_fifo(tmp_path):
