@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,14 +82,21 @@ def test_a_rewrite_of_a_triggered_entry_is_in_the_journal_every_reader_follows(t
     assert dlq.list(DlqFilter(reason="storage_failed", since=1_796_032_700))[1] == 1
 
 
-def test_a_triggered_entry_is_read_once_for_its_first_failure_and_an_unchanged_folder_not_at_all(
-        tmp_path, reads):
+def named_and_ordinary(tmp_path: Path, reads: list[str]) -> tuple[DeadLetterQueue, str, str]:
+    """A triggered entry named for a message that first failed in 2018, and an ordinary one that
+    failed now; the DLQ of another process, which has read nothing yet."""
     writer = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     with writer.reserve([triggered(1_514_764_800_000, 1_796_032_781.5)], named=True) as held:
         [named] = held.write()
     ordinary = writer.write(triggered(0, 1_796_032_900.0), now=1_796_032_900)
-    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))  # another process
+    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
     reads.clear()
+    return dlq, named, ordinary
+
+
+def test_a_triggered_entry_is_read_once_for_its_first_failure_and_an_unchanged_folder_not_at_all(
+        tmp_path, reads):
+    dlq, named, ordinary = named_and_ordinary(tmp_path, reads)
 
     assert dlq.oldest(1, 0) == [named]
     assert dlq.oldest(2, 0) == [named, ordinary]
@@ -106,12 +114,7 @@ def test_a_triggered_entry_is_read_once_for_its_first_failure_and_an_unchanged_f
 
 
 def test_a_time_filter_reads_a_triggered_entry_once_however_many_listings(tmp_path, reads):
-    writer = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))
-    with writer.reserve([triggered(1_514_764_800_000, 1_796_032_781.5)], named=True) as held:
-        [named] = held.write()
-    ordinary = writer.write(triggered(0, 1_796_032_900.0), now=1_796_032_900)
-    dlq = DeadLetterQueue(DlqSettings(base_path=tmp_path / "dlq", min_free_bytes=0))  # another process
-    reads.clear()
+    dlq, named, ordinary = named_and_ordinary(tmp_path, reads)
 
     for _ in range(3):  # the named entry failed before the window: placed, not listed
         assert [r["id"] for r in dlq.list(DlqFilter(since=1_796_032_800))[0]] == [ordinary]

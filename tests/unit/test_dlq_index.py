@@ -345,12 +345,18 @@ def test_an_error_match_past_the_indexed_text_is_found_in_the_file(tmp_path, rea
     assert f"{long_one}.json" in reads
 
 
-def test_an_entry_corrupt_when_indexed_and_replaced_since_is_listed(tmp_path):
-    path = tmp_path / "dlq"
+def indexed_with_a_corrupt_entry(path: Path) -> str:
+    """The usual entries and one that does not parse, indexed: the corrupt entry's id."""
     fill(path)
     broken = "failed_1700000099_" + "ab" * 16
     (path / f"{broken}.json").write_text("{not json")
     save_index(path)
+    return broken
+
+
+def test_an_entry_corrupt_when_indexed_and_replaced_since_is_listed(tmp_path):
+    path = tmp_path / "dlq"
+    broken = indexed_with_a_corrupt_entry(path)
     assert broken not in listed(queue(path), DlqFilter(reason="normalization_failed"))[0]
 
     good = record(99)
@@ -365,10 +371,7 @@ def test_an_entry_corrupt_when_indexed_and_replaced_since_is_listed(tmp_path):
 
 def test_an_entry_indexed_as_corrupt_matches_no_filter_not_even_one_every_text_matches(tmp_path):
     path = tmp_path / "dlq"
-    fill(path)
-    broken = "failed_1700000099_" + "ab" * 16
-    (path / f"{broken}.json").write_text("{not json")
-    save_index(path)
+    broken = indexed_with_a_corrupt_entry(path)
     assert [r.name for r in rows_of(path) if r.corrupt] == [f"{broken}.json"]
 
     flt = DlqFilter(error="")
