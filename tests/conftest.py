@@ -61,7 +61,9 @@ def mutant_test_limit(nodeid: str) -> float:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+def pytest_runtest_protocol(item: pytest.Item,
+                            nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """The limit covers the test's fixtures too: a mutant can hang one."""
     if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
         return (yield)
     limit = mutant_test_limit(item.nodeid)
