@@ -289,3 +289,13 @@ def test_threads_dead_lettering_at_once_share_directory_fsyncs_each_begun_after_
         assert order.seqs("fsync end", inode)[0] < renamed  # its data before its name
         assert any(renamed < s < e < answer for s, e in zip(starts, ends, strict=True)), entry_id
     assert sorted(os.listdir(dlq.path)) == sorted(f"{i}.json" for i, _ in answered.values())
+
+
+def test_one_kernel_reads_a_mountinfo_with_a_mount_point_that_is_not_utf8(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_bytes(b"27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+                     b"41 27 0:51 / /m\xe9dia rw - nfs4 srv:/x rw\n"  # a Latin-1 name, as the kernel gives it
+                     b"40 27 0:50 / /data rw - nfs4 srv:/y rw\n")
+
+    assert one_kernel(Path("/var/lib/telhawk/dlq"), info) is True
+    assert one_kernel(Path("/data/telhawk/dlq"), info) is False
