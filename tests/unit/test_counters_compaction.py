@@ -300,32 +300,6 @@ def test_a_batch_of_files_unchanged_for_exactly_the_threshold_is_folded(tmp_path
     assert Counters(tmp_path).compact(now=now) == stats.MIN_BATCH
 
 
-def test_a_file_unchanged_for_exactly_twice_the_threshold_is_folded_without_waiting_for_a_batch(tmp_path):
-    now = float(int(time.time()))
-    age(cold_start(tmp_path, stored=1), 2 * ABSORB_AFTER_S, now)
-
-    assert Counters(tmp_path).compact(now=now) == 1
-
-
-@pytest.mark.parametrize("later", [stats.RECENT_S, stats.RECORD_KEEP_S])
-def test_a_name_leaves_the_first_line_after_recent_s_and_its_record_after_a_day(tmp_path, later):
-    then = float(int(time.time()))
-    taken_first = cold_start(tmp_path, stored=1)
-    age(taken_first, OLD, then)
-    assert Counters(tmp_path).compact(now=then) == 1
-    [compacted_first] = [n for n in files(tmp_path) if stats._is_compacted(n)]
-    taken_later = cold_start(tmp_path, stored=2)
-    age(taken_later, OLD, then + later)
-
-    assert Counters(tmp_path).compact(now=then + later) == 1
-
-    [path] = [tmp_path / n for n in files(tmp_path) if stats._is_compacted(n)]
-    head, records = (orjson.loads(line) for line in path.read_bytes().split(b"\n"))
-    assert head["recent"] == sorted([taken_later.name, compacted_first])
-    kept = {taken_first.name} if later < stats.RECORD_KEEP_S else set()
-    assert set(records["absorbed"]) == {taken_later.name, compacted_first} | kept
-
-
 def test_a_compaction_removes_temp_files_of_folds_stopped_claim_stale_s_ago(tmp_path):
     now = float(int(time.time()))
     stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-a.totals"
@@ -790,24 +764,6 @@ def test_at_most_65_parsed_compacted_files_are_kept_then_the_cache_starts_again(
 # When a compaction starts, and what it takes.
 
 
-def test_a_compaction_of_a_folder_not_made_yet_absorbs_nothing(tmp_path):
-    assert Counters(tmp_path / "counters").compact() == 0
-    assert not (tmp_path / "counters").exists()
-
-
-def test_a_compaction_removes_the_temp_files_of_folds_that_stopped_long_ago_only(tmp_path):
-    cold_start(tmp_path, stored=1, ago=0)
-    stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-old.totals"
-    fresh = tmp_path / f"{fold.TEMP_PREFIX}compacted-new.totals"
-    for path in (stale, fresh):
-        path.write_bytes(SUMS)
-    age(stale, fold.CLAIM_STALE_S + 1)
-
-    assert Counters(tmp_path).compact() == 0
-
-    assert not stale.exists() and fresh.exists()
-
-
 def test_one_file_exactly_twice_the_quiet_time_old_is_folded_alone(tmp_path):
     now = float(int(time.time()))
     path = cold_start(tmp_path, stored=4)
@@ -829,16 +785,6 @@ def test_a_lone_compacted_file_is_not_rewritten_while_few_files_wait_for_a_batch
 
     assert files(tmp_path) == before
     assert reader_total(tmp_path) == stats.MIN_BATCH
-
-
-def test_two_compacted_files_are_folded_into_one_with_no_process_file_to_absorb(tmp_path):
-    compacted(tmp_path, SUMS + b'\n{"absorbed":{}}', "compacted-1.totals")
-    compacted(tmp_path, b'{"values":{"stored":7},"recent":[]}\n{"absorbed":{}}', "compacted-2.totals")
-
-    assert Counters(tmp_path).compact() == 0
-
-    assert [stats._is_compacted(n) for n in files(tmp_path)] == [True]
-    assert reader_totals(tmp_path) == {**dict.fromkeys(COUNTERS, 0), "stored": 12, "dlq_purged": 2}
 
 
 def test_a_name_leaves_the_skipped_names_once_recorded_recent_s_ago_and_its_record_stays(tmp_path):
