@@ -21,8 +21,9 @@ verdict but "killed" (survivors, timeouts, mutants left unchecked) is cleared to
 are checked against the tests as they are now. A killed mutant stays killed: tests are added far
 more often than weakened, and `--fresh` starts from nothing.
 
-A test still running after tests/conftest.py's MUTANT_TEST_LIMIT_S with a mutant applied fails, so
-a mutant that makes the code hang or crawl is reported when one test notices.
+With a mutant applied, a test that runs ten times longer than in mutmut's measuring run (at least
+20 s; tests/conftest.py) fails, so a mutant that makes the code hang or crawl is reported as soon as
+one test notices.
 
 Usage: scripts/mutate.py [--fresh] [MODULE ...]   (MODULE as in `retry`, `storage.local`; default: all)
        scripts/mutate.py --scores                 (print the scores of the last run again)
@@ -89,11 +90,12 @@ def recheck_undetected(modules: list[str]) -> int:
             continue
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
-        for name, code in codes.items():
-            if code is not None and status_by_exit_code[code] != "killed":
-                codes[name] = None
-                cleared += 1
-        meta.write_text(json.dumps(data))
+        again = [name for name, code in codes.items()
+                 if code is not None and status_by_exit_code[code] != "killed"]
+        if again:
+            codes.update(dict.fromkeys(again, None))
+            meta.write_text(json.dumps(data))
+            cleared += len(again)
     return cleared
 
 
