@@ -300,6 +300,25 @@ def test_a_batch_of_files_unchanged_for_exactly_the_threshold_is_folded(tmp_path
     assert Counters(tmp_path).compact(now=now) == stats.MIN_BATCH
 
 
+@pytest.mark.parametrize("later", [stats.RECENT_S, stats.RECORD_KEEP_S])
+def test_a_name_leaves_the_first_line_after_recent_s_and_its_record_after_a_day(tmp_path, later):
+    then = float(int(time.time()))
+    taken_first = cold_start(tmp_path, stored=1)
+    age(taken_first, OLD, then)
+    assert Counters(tmp_path).compact(now=then) == 1
+    [compacted_first] = [n for n in files(tmp_path) if stats._is_compacted(n)]
+    taken_later = cold_start(tmp_path, stored=2)
+    age(taken_later, OLD, then + later)
+
+    assert Counters(tmp_path).compact(now=then + later) == 1
+
+    [path] = [tmp_path / n for n in files(tmp_path) if stats._is_compacted(n)]
+    head, records = (orjson.loads(line) for line in path.read_bytes().split(b"\n"))
+    assert head["recent"] == sorted([taken_later.name, compacted_first])
+    kept = {taken_first.name} if later < stats.RECORD_KEEP_S else set()
+    assert set(records["absorbed"]) == {taken_later.name, compacted_first} | kept
+
+
 def test_a_compaction_removes_temp_files_of_folds_stopped_claim_stale_s_ago(tmp_path):
     now = float(int(time.time()))
     stale = tmp_path / f"{fold.TEMP_PREFIX}compacted-a.totals"
