@@ -395,8 +395,10 @@ def load_function_app(spec: FunctionSpec) -> AsgiApp:
 def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = None) -> Dispatcher:
     """Load every HTTP function (executing its module once) and put them behind one dispatcher with
     the local trigger endpoints (local/triggers.py), which warms the service up and starts the
-    schedules' timers at start-up, and writes the counters out at shutdown."""
+    schedules' timers at start-up, then freezes what start-up built out of the garbage collector's
+    full passes (heap.py), and writes the counters out at shutdown."""
     from telhawk_ingest.config import load_settings
+    from telhawk_ingest.heap import freeze_startup
     from telhawk_ingest.http import warm_up
     from telhawk_ingest.logs import configure
     from telhawk_ingest.service import service
@@ -411,6 +413,7 @@ def build_dispatcher(specs: Iterable[FunctionSpec], max_in_flight: int | None = 
     def start() -> None:
         warm_up()
         local.start_timers(service().settings.state_path / "local-schedules.lock")
+        freeze_startup()  # heap.py: full collections no longer walk what start-up built
 
     def stop() -> None:
         local.stop_timers()

@@ -14,6 +14,8 @@ import pytest
 from freezegun import freeze_time
 from hypothesis import HealthCheck, settings
 
+from telhawk_ingest import heap
+
 # pytest measures test durations (--durations, and mutmut's time limits) on real time, not the frozen
 # clock. And frozen time reaches the service in the worker threads the ASGI handlers hand it to:
 # freezegun's default list would give real time to any call with `threading` within five frames up
@@ -31,6 +33,10 @@ def _fresh_event_loop() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_event_loop)
+
+# The emulator's start-up and a Lambda handler's first invocation freeze their process's heap
+# (heap.py); this process runs them among its tests' objects, which must still be collected.
+heap.enabled = False
 
 # Mutation testing (mutmut names the mutant under test in MUTANT_UNDER_TEST): a test that runs far
 # longer than it did without the mutant fails, so a mutant that makes the code hang or crawl is

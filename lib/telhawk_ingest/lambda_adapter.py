@@ -8,7 +8,9 @@ template).
 
 After every invocation the process's counters are written to their file: Lambda freezes the
 process between invocations and may end it without notice, so the periodic flush (stats.py)
-cannot be relied on there.
+cannot be relied on there. After the first one, which builds the service, what the process has
+built is frozen out of the garbage collector's full passes (heap.py), as an emulator worker's is
+after start-up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import load_settings
+from .heap import freeze_startup
 from .logs import configure
 from .stats import flush_all
 
@@ -43,7 +46,7 @@ def lambda_handler(function: HttpFunction) -> Callable[[dict[str, Any], Any], di
         try:
             return adapter(event, context)
         finally:
-            flush_all()
+            _after_invocation()
 
     return handler
 
@@ -59,12 +62,22 @@ def lambda_entry(handle: Callable[[Mapping[str, Any]], Any]) -> Callable[[dict[s
         try:
             return handle(event)
         finally:
-            flush_all()
+            _after_invocation()
 
     return handler
 
 
 _logs_configured = False
+_frozen = False
+
+
+def _after_invocation() -> None:
+    """The counters to their file; after the first invocation, the start-up objects frozen."""
+    global _frozen
+    flush_all()
+    if not _frozen:
+        _frozen = True
+        freeze_startup()
 
 
 def _configure_logs() -> None:
