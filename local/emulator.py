@@ -53,6 +53,11 @@ DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
+# Worker processes when not told: one per CPU this process may run on, at most MAX_DEFAULT_WORKERS.
+# More processes than cores cost CPU for nothing: each has its own event loop, its own SQLite
+# writer and checkpointer, and they contend for the one write lock of the embedded store (README,
+# "The number of workers").
+MAX_DEFAULT_WORKERS = 4
 
 PATH_PARAMS_KEY = "telhawk.path_params"
 ROUTE_KEY = "telhawk.route"
@@ -528,7 +533,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
-    parser.add_argument("--workers", type=_positive, default=4, help="processes (default %(default)s)")
+    parser.add_argument("--workers", type=_positive, default=default_workers(),
+                        help="processes (default: one per CPU, at most 4; here %(default)s)")
     parser.add_argument(
         "--threads", type=_positive, default=16,
         help="threads per process for blocking service calls: storage, DLQ, fsync (default %(default)s)",
@@ -555,6 +561,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
     )
     return parser.parse_args(argv)
+
+
+def default_workers(cpus: set[int] | None = None) -> int:
+    """Worker processes when `--workers` is not given: the number of CPUs in `cpus` (default: those
+    this process may run on, `os.sched_getaffinity`; `os.cpu_count` where there is no such call),
+    between 1 and MAX_DEFAULT_WORKERS."""
+    if cpus is None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    else:
+        usable = len(cpus)
+    return max(1, min(MAX_DEFAULT_WORKERS, usable))
 
 
 def _positive(text: str) -> int:

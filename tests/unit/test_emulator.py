@@ -492,3 +492,15 @@ def test_an_alias_to_an_unknown_source_type_stops_the_emulator_before_it_serves(
 
     err = capsys.readouterr().err
     assert "emulator: normalizers.aliases.cisco_asa: 'cisco_asa_typo' is not a registered source type" in err
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_the_default_is_one_worker_per_cpu_at_most_four(cpus: int, workers: int) -> None:
+    assert emulator.default_workers(set(range(cpus))) == workers
+
+
+def test_without_workers_given_the_emulator_runs_one_per_usable_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(emulator.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+
+    assert emulator.parse_args([]).workers == 3
+    assert emulator.parse_args(["--workers", "7"]).workers == 7
