@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -280,3 +281,37 @@ def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch
     assert service_module._service is None
     assert "warming up the service failed" in caplog.text
     built.backend.close()
+
+
+
+def test_the_first_health_call_of_a_worker_reuses_its_start_up_listing_of_the_dlq(monkeypatch, tmp_path):
+    """The state folder lives in the DLQ folder: made after a worker's start-up listing (by its
+    first count here), it changed the DLQ folder and the next health call listed every entry again.
+    The emulator makes it before the workers start."""
+    from local.emulator import make_state_folder
+    from telhawk_ingest import service as service_module
+    from telhawk_ingest.config import load_settings
+    from telhawk_ingest.http import warm_up
+
+    dlq = tmp_path / "dlq"
+    dlq.mkdir(mode=0o700)
+    for n in range(3):
+        (dlq / f"failed_1796000000_{n:032x}.json").write_text("{}")
+    monkeypatch.setattr(service_module, "_service", None)
+    monkeypatch.setenv("INGEST_DLQ_BASE_PATH", str(dlq))
+    monkeypatch.setenv("INGEST_STORAGE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INGEST_STORAGE_BACKEND", "local")
+    make_state_folder(load_settings())  # the emulator, before it starts the workers
+    os.utime(dlq, (1796000000, 1796000000))  # the workers start later: their listings are trusted
+    warm_up()
+    svc = service_module._service
+    try:
+        listed = svc.dlq._listing
+        svc.counters.add(stored=1, now=True)  # the first count writes under the state folder
+        health = svc.healthz()
+
+        assert health["dlq_stats"]["pending_files"] == 3 and health["stored"] == 1
+        assert svc.dlq._listing is listed
+    finally:
+        svc.backend.close()
+        svc.counters.retire()
