@@ -4,7 +4,7 @@ A worker's start-up builds tens of thousands of objects that live as long as the
 modules, the settings, the OCSF schema and its compiled validators, the service. CPython's full
 (generation 2) collections traverse every tracked object each time they run, and under load one
 ran every second or so, holding the event loop for about 50 ms each time: that was the p99 of
-single-event requests (README, "Performance" → "The collector's full passes").
+single-event requests (README, "The collector's full passes, and one worker per CPU").
 
 `freeze_startup` moves what exists once start-up is over into the collector's permanent
 generation (`gc.freeze`, Python ≥ 3.7), so a full pass looks only at objects made after it;
