@@ -465,3 +465,33 @@ def test_a_replay_the_folder_cannot_take_exits_4_and_says_when_to_come_back(run,
     assert result.exit_code == 4
     assert "nothing was replayed" in result.stderr and "(retry after 5 s)" in result.stderr
     assert on_disk(folder) == ids
+
+
+def test_a_source_type_with_terminal_escapes_is_listed_as_text_through_a_pipe(run, folder):
+    """A HEC client chooses the source type: its escape sequences (retitle, clear, colour) must not
+    reach the terminal of whoever lists the DLQ, piped to `less -R` or a file included."""
+    hostile = "esc\x1b]0;PWNED\x07\x1b[2J\x1b[31mred\x00"
+    dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    dlq.write(make_record(envelope(1, hostile), "normalization_failed", "no normalizer", now=1_700_000_000.0),
+              now=1_700_000_000)
+
+    result = run("list")
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\x00" not in result.stdout
+    assert "esc\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mred\\x00" in result.stdout
+
+
+def test_a_source_type_is_neither_rich_markup_nor_longer_than_a_table_cell_shows(run, folder):
+    dlq = DeadLetterQueue(DlqSettings(base_path=folder, min_free_bytes=0))
+    for n, source_type in enumerate(["[link=https://example.invalid]click[/link][bold]x", "s" * 100_000]):
+        dlq.write(make_record(envelope(n, source_type), "normalization_failed", "no normalizer",
+                              now=1_700_000_000.0 + n), now=1_700_000_000 + n)
+
+    result = run("list")
+
+    assert result.exit_code == 0, result.output
+    assert "[link=https://example.invalid]click[/link][bold]x" in result.stdout
+    # The long one shows its first 79 characters (folded over a few lines) and an ellipsis.
+    assert "…" in result.stdout and result.stdout.count("s") < 79 + 100
+    assert len(result.stdout.splitlines()) < 20

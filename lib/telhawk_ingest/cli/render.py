@@ -6,6 +6,7 @@ Results go to stdout; messages, warnings and progress bars to stderr, so `--json
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,10 +16,14 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-# Columns of a listing, and how many characters of the error a table row shows.
+# Columns of a listing, and how many characters of the error (and of the source type) a table row
+# shows.
 LIST_COLUMNS = ("id", "timestamp", "reason", "source_type", "attempts", "error")
 ERROR_CHARS = 80
+# C0 and C1 control characters and DEL: shown as `\x1b` in a table cell.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 # Width of tables written to a file or a pipe (a terminal's own width is used otherwise): ids
@@ -50,12 +55,24 @@ def note(message: str) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table on stdout; every cell is shown as plain text (`printable`)."""
     view = Table(title=title, show_lines=False)
     for column in columns:
         view.add_column(column, overflow="fold", no_wrap=column in ("id", "timestamp"))
     for row in rows:
-        view.add_row(*("" if cell is None else str(cell) for cell in row))
+        view.add_row(*(Text(printable("" if cell is None else str(cell))) for cell in row))
     out().print(view)
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as an escape (`\\x1b`, `\\n`'s `\\x0a`).
+
+    Cells hold what HEC clients sent (a source type, an error quoting an event): escape sequences
+    in them must not retitle, clear or colour the terminal of whoever reads the table, also
+    through a pipe, a file or `less -R`, where rich leaves them as they are. Cells are not rich
+    markup either (`Text`), so `[link=...]` in a source type stays text.
+    """
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def entry_row(entry: Mapping[str, Any]) -> list[Any]:
@@ -66,7 +83,9 @@ def entry_row(entry: Mapping[str, Any]) -> list[Any]:
         error = error[:ERROR_CHARS - 1] + "…"
     if entry.get("truncated"):
         error = f"[envelope of {entry.get('envelope_bytes')} bytes not listed] {error}"
-    source_type = envelope.get("source_type", "") if isinstance(envelope, dict) else ""
+    source_type = str(envelope.get("source_type", "")) if isinstance(envelope, dict) else ""
+    if len(source_type) > ERROR_CHARS:
+        source_type = source_type[:ERROR_CHARS - 1] + "…"
     return [entry.get("id"), entry.get("timestamp"), entry.get("reason"), source_type,
             entry.get("attempts"), error]
 
