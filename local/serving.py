@@ -17,10 +17,11 @@ size limit for the request head), `DrainingServer` (uvicorn's server with a SIGT
 - Overload: more than `max_in_flight` ingest requests in one worker (`hec.max_in_flight`) are
   answered 503 with HEC code 9 and `Retry-After` by the service (telhawk_ingest.shedding), and
   counted in `requests_shed` (uvicorn's own `limit_concurrency` answers plain text, uncounted).
-- SIGTERM or SIGINT (Ctrl-C) drains a worker: requests already in the application finish, for at
-  most `graceful_timeout` seconds; every request that arrives meanwhile is answered 503 code 9
-  with `Retry-After` and `Connection: close`; then uvicorn closes the listener and the idle
-  connections, and the dispatcher's shutdown writes the counters. Further SIGTERM/SIGINT change
+- SIGTERM or SIGINT (Ctrl-C) drains a worker: requests already in the application finish, for
+  `graceful_timeout` seconds and then the _AFTER_DRAIN_S uvicorn gives what still runs while it
+  closes the listener and the idle connections (what is unfinished then is cancelled and answered
+  503); every request that arrives meanwhile is answered 503 code 9 with `Retry-After` and
+  `Connection: close`; the dispatcher's shutdown writes the counters. Further SIGTERM/SIGINT change
   nothing (Ctrl-C reaches the master and the workers, and the master then sends SIGTERM too);
   gunicorn's master kills what is left `graceful_timeout` + 5 seconds after the signal.
 """
