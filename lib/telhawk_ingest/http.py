@@ -297,6 +297,7 @@ async def handle_operator_body(
     413; too slow: 408; the client gone: 400; all in the operator shape and audited."""
     authorization = request.headers.get("authorization")
     body: bytes | ApiError = b""
+    read = False  # the whole body: the connection can take another request after the answer
     if request.method == method and _announces_body(request):
         svc = service()
         try:
@@ -306,6 +307,7 @@ async def handle_operator_body(
         else:
             try:
                 body = await read_body(request, limit, svc.settings.hec.body_read_timeout_seconds)
+                read = True
             except HecError as err:
                 body = ApiError(err.status, f"{err.detail or err.text}; nothing was done")
 
@@ -314,11 +316,11 @@ async def handle_operator_body(
             raise body
         return call(who, query, body)
 
-    return await _operator(request, method, run)
+    return await _operator(request, method, run, body_read=read)
 
 
 async def _operator(request: Request, method: str | tuple[str, ...],
-                    call: Callable[[Operator, Query], dict[str, Any]]) -> Response:
+                    call: Callable[[Operator, Query], dict[str, Any]], body_read: bool = False) -> Response:
     authorization = request.headers.get("authorization")
     query = query_pairs(request)
     where = {"method": request.method, "path": request.scope["path"]}
@@ -337,7 +339,7 @@ async def _operator(request: Request, method: str | tuple[str, ...],
             svc.audit.record(who.name, "refused", 0, {**where, "status": err.status, "error": err.message})
             raise
 
-    return await _answer(request, (method,) if isinstance(method, str) else method, run)
+    return await _answer(request, (method,) if isinstance(method, str) else method, run, body_read)
 
 
 @metrics.timed
@@ -362,13 +364,19 @@ def _refuse_body(sent: bool) -> None:
                             "nothing was done")
 
 
-async def _answer(request: Request, methods: tuple[str, ...], run: Callable[[], dict[str, Any]]) -> Response:
+async def _answer(request: Request, methods: tuple[str, ...], run: Callable[[], dict[str, Any]],
+                  body_read: bool = False) -> Response:
     """A JSON answer from `run` (in a worker thread), or the operator-shaped error: 405, its
-    ApiError, or a logged 500."""
+    ApiError, or a logged 500. With `Connection: close` when the request announced a body that was
+    not read (`body_read`): a client that got its refusal before sending the body may send the next
+    request on the connection in its place, and the server would read it as the body."""
+    close = not body_read and _announces_body(request)
     if request.method not in methods:
-        return respond(Reply.api(ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")))
+        return respond(Reply.api(ApiError(405, f"{request.method} is not allowed here; use {methods[0]}")),
+                       close=close)
     try:
-        return respond(await asyncio.to_thread(_reply, run, request.method, request.scope.get("path")))
+        return respond(await asyncio.to_thread(_reply, run, request.method, request.scope.get("path")),
+                       close=close)
     except asyncio.CancelledError:
         return respond(SHUTTING_DOWN, close=True)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from telhawk_ingest.storage.base import retry
 from tests.fakes import ScriptedBackend
-from tests.functional.conftest import HEC_TOKEN
+from tests.functional.conftest import HEC_TOKEN, OPERATOR_TOKEN
 from tests.functional.test_ingest import CISCO, SSHD_EVENT, stored_docs
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -315,3 +315,27 @@ def test_the_first_health_call_of_a_worker_reuses_its_start_up_listing_of_the_dl
     finally:
         svc.backend.close()
         svc.counters.retire()
+
+
+def test_an_operator_refusal_given_before_the_body_is_read_closes_the_connection(client):
+    """A client refused before sending its body may send its next request in the body's place."""
+    bad = {"Authorization": "Bearer wrong", "Content-Length": "10000000", "Content-Type": "application/json"}
+
+    replay = call(client, never_called(), bad, path="/api/v1/dlq/replay")
+    purge = call(client, never_called(), {**bad, "Authorization": f"Bearer {OPERATOR_TOKEN}"},
+                 path="/api/v1/dlq/purge", method="DELETE")
+    health = call(client, never_called(), {"Content-Length": "10"}, path="/healthz", method="GET")
+
+    assert replay[0] == 401 and replay[1]["connection"] == "close"
+    assert purge[0] == 400 and purge[1]["connection"] == "close"  # purge takes no body
+    assert health[0] == 400 and health[1]["connection"] == "close"
+
+
+def test_an_operator_call_whose_body_was_read_keeps_the_connection(client):
+    body = json.dumps({"filter": {}}).encode()
+    status, headers, answer = call(client, whole(body), {
+        "Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Length": str(len(body)),
+        "Content-Type": "application/json"}, path="/api/v1/dlq/replay")
+
+    assert (status, answer["matched"]) == (200, 0)  # an empty DLQ, replayed whole
+    assert "connection" not in headers
