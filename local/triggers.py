@@ -56,6 +56,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
+from telhawk_ingest.bodies import BodyTooLarge, declared_length, receive_body
+
 log = logging.getLogger(__name__)
 
 LOCAL_STACK = "local"
@@ -71,6 +75,9 @@ SPOOL_INTERVAL_S = 1.0
 # SQS's default when a queue has no redrive policy is to keep a message for ever; locally it is
 # delivered this many times at most.
 DEFAULT_MAX_RECEIVES = 5
+# The largest body the local trigger endpoints read (posted messages, records, invocations); larger
+# ones are answered 413 (before they are read when Content-Length says so). As the push route's.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -244,18 +251,23 @@ class LocalTriggers:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope.get("path") or "/", scope["method"]
-        body = await _read(receive)
+        too_large = {"error": f"the body is larger than the maximum of {MAX_BODY_BYTES} bytes"}
+        declared = declared_length(scope.get("headers") or [])
+        if declared is not None and declared > MAX_BODY_BYTES:
+            return await _respond(send, 413, too_large, close=True)  # before any of it is read
+        try:
+            body = await receive_body(receive, MAX_BODY_BYTES)
+        except ClientDisconnect:
+            return None
+        except BodyTooLarge:
+            return await _respond(send, 413, too_large, close=True)
         query = dict(_query(scope))
         try:
             status, answer = await self._answer(method, path, body, query)
         except Exception as exc:
             log.exception("local trigger endpoint %s failed", path)
             status, answer = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        data = json.dumps(answer).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        await _respond(send, status, answer)
 
     async def _answer(self, method: str, path: str, body: bytes, query: Mapping[str, str]
                       ) -> tuple[int, Any]:
@@ -432,15 +444,13 @@ class LocalTriggers:
         self._stop.set()
 
 
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _respond(send: Send, status: int, answer: Any, close: bool = False) -> None:
+    data = json.dumps(answer).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    if close:  # answered without reading the body: the connection cannot take another request
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _query(scope: Mapping[str, Any]) -> list[tuple[str, str]]:

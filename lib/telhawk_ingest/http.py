@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -41,6 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import metrics
+from .bodies import BodyTooLarge, declared_length, receive_body
 from .config import HecToken
 from .errors import ApiError, HecError
 from .hec import HecRequest, endpoint_kind
@@ -104,8 +105,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     more is read), 408 (code 6) when the body is not whole within `timeout`, 400 (code 6) when the
     client disconnects first.
     """
-    declared = _first_header(request, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = declared_length(request.scope["headers"])
+    if declared is not None and declared > limit:
         raise HecError(6, status=413, detail=f"Content-Length of {declared} too large (maximum is {limit})")
     try:
         async with asyncio.timeout(timeout):
@@ -117,43 +118,6 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise HecError(6, status=408, detail=f"the body did not arrive within {timeout:g} s") from None
     except ClientDisconnect:
         raise HecError(6, detail="the client disconnected before sending the whole body") from None
-
-
-class BodyTooLarge(Exception):
-    """A body passed its limit while being read (`receive_body`)."""
-
-
-async def receive_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
-    """The whole request body from an ASGI `receive`, at most `limit` bytes.
-
-    Raises BodyTooLarge as soon as more arrived (nothing more is read), ClientDisconnect when the
-    client leaves first.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        if not message.get("more_body", False):
-            if not chunks:
-                return chunk
-            chunks.append(chunk)
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def _first_header(request: Request, name: bytes) -> str | None:
-    """The first value of a header, as `request.headers.get` gives it (uvicorn lower-cases names),
-    without building Starlette's Headers for it."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _announces_body(request: Request) -> bool:

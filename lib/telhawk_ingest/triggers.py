@@ -48,12 +48,12 @@ import orjson
 from starlette.requests import ClientDisconnect
 
 from . import stats
+from .bodies import BodyTooLarge, declared_length, receive_body
 from .config import HecToken, TriggerScope
 from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
 from .errors import DEFAULT_RETRY_AFTER, DLQUnavailable, HecError
 from .hec import HecRequest, parse_events, parse_raw, read_body
-from .http import BodyTooLarge, receive_body
 from .logs import log_event
 from .service import Prepared, Service, service
 
@@ -578,19 +578,26 @@ MAX_PUSH_BYTES = 16 * 1024 * 1024
 def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
     """ASGI middleware in front of a functions-framework CloudEvent app: a Pub/Sub push body is
     handed on as a binary-mode CloudEvent (`push_to_cloud_event`); CloudEvents in binary or
-    structured mode go through untouched. A body over `max_bytes` is answered 413."""
+    structured mode go through untouched. A body over `max_bytes` is answered 413, before any of
+    it is read when its Content-Length says so."""
+
+    async def too_large(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"body too large"})
 
     async def adapted(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await app(scope, receive, send)
+        declared = declared_length(scope["headers"])
+        if declared is not None and declared > max_bytes:
+            return await too_large(send)
         try:
             pushed = await receive_body(receive, max_bytes)
         except ClientDisconnect:
             return None
         except BodyTooLarge:
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
-            return await send({"type": "http.response.body", "body": b"body too large"})
+            return await too_large(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         headers, body = push_to_cloud_event(headers, pushed)
         scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]}

@@ -3,9 +3,11 @@ template.yaml, and Lambda's partial-batch and redelivery semantics, against scri
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+from local import triggers as local_triggers
 from local.emulator import read_functions
 from local.triggers import LocalTriggers, Trigger, rate_seconds
 
@@ -139,3 +141,39 @@ def test_schedules_fire_on_their_rate_in_the_one_process_holding_the_lock(tmp_pa
         first.stop_timers()
     assert first._timer is not None and second._timer is None
     assert all(t.endswith("Z") for t in times)  # EventBridge's scheduled event time
+
+
+def post(local: LocalTriggers, path: str, chunks: list[bytes], declared: int | None = None
+         ) -> tuple[int, dict[str, str], dict]:
+    """One POST straight into the endpoints' ASGI app: (status, headers, JSON answer)."""
+    last = len(chunks) - 1
+    pending = [{"type": "http.request", "body": c, "more_body": i < last} for i, c in enumerate(chunks)]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return pending.pop(0)  # IndexError: more was read than the client sent
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b""}
+    asyncio.run(local(scope, receive, send))
+    return (sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]},
+            json.loads(sent[1]["body"]))
+
+
+def test_a_body_over_the_endpoints_limit_is_answered_413_reading_no_more_of_it(tmp_path, monkeypatch):
+    local, trigger, calls = scripted(tmp_path, "sqs", [])
+    monkeypatch.setattr(local_triggers, "MAX_BODY_BYTES", 100)
+    message = json.dumps({"messages": [{"body": "x" * 40}]}).encode()
+
+    declared = post(local, trigger.endpoint, [], declared=101)  # nothing of it is read
+    streamed = post(local, trigger.endpoint, [b" " * 60, b" " * 60, b"never read"])
+    taken = post(local, trigger.endpoint, [message[:30], message[30:]])
+
+    assert declared[0] == streamed[0] == 413
+    assert declared[1]["connection"] == streamed[1]["connection"] == "close"
+    assert "larger than the maximum" in declared[2]["error"]
+    assert (taken[0], taken[2]["records"], len(calls)) == (200, 1, 1)  # within the limit: delivered
+    assert "connection" not in taken[1]

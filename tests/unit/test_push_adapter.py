@@ -15,8 +15,10 @@ MESSAGE = {"data": "aGVsbG8=", "messageId": "m-1", "publishTime": "2026-03-01T10
 PUSH = orjson.dumps({"message": MESSAGE, "subscription": "projects/p/subscriptions/s"})
 
 
-def serve(chunks: list[dict[str, Any]], max_bytes: int = 1 << 20) -> tuple[list[dict[str, Any]], list]:
-    """(what the adapter sent, [(scope, body) the function was given])."""
+def serve(chunks: list[dict[str, Any]], max_bytes: int = 1 << 20, declared: int | None = None
+          ) -> tuple[list[dict[str, Any]], list]:
+    """(what the adapter sent, [(scope, body) the function was given]); `declared`: the request's
+    Content-Length."""
     sent: list[dict[str, Any]] = []
     called: list = []
     pending = list(chunks)
@@ -30,7 +32,10 @@ def serve(chunks: list[dict[str, Any]], max_bytes: int = 1 << 20) -> tuple[list[
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         called.append((scope, (await receive())["body"]))
 
-    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"application/json")]}
+    headers = [(b"content-type", b"application/json")]
+    if declared is not None:
+        headers.append((b"content-length", str(declared).encode()))
+    scope = {"type": "http", "method": "POST", "headers": headers}
     asyncio.run(push_adapter(app, max_bytes)(scope, receive, send))
     return sent, called
 
@@ -54,6 +59,13 @@ def test_a_body_over_the_cap_is_answered_413_and_never_reaches_the_function():
     assert called == []
     assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
     assert sent[1]["body"] == b"body too large"
+
+
+def test_a_declared_body_over_the_cap_is_answered_413_before_a_byte_of_it_is_read():
+    sent, called = serve([], max_bytes=10, declared=11)  # receive() would fail: nothing is queued
+
+    assert called == []
+    assert sent[0]["status"] == 413 and (b"connection", b"close") in sent[0]["headers"]
 
 
 def test_a_body_of_exactly_the_cap_is_taken():
