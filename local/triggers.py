@@ -58,7 +58,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect
 
-from telhawk_ingest.bodies import BodyTooLarge, declared_length, receive_body
+from telhawk_ingest.bodies import BodyTooLarge, receive_body
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +251,12 @@ class LocalTriggers:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope.get("path") or "/", scope["method"]
-        too_large = {"error": f"the body is larger than the maximum of {MAX_BODY_BYTES} bytes"}
-        declared = declared_length(scope.get("headers") or [])
-        if declared is not None and declared > MAX_BODY_BYTES:
-            return await _respond(send, 413, too_large, close=True)  # before any of it is read
         try:
-            body = await receive_body(receive, MAX_BODY_BYTES)
+            body = await receive_body(receive, MAX_BODY_BYTES, scope.get("headers") or ())
         except ClientDisconnect:
             return None
-        except BodyTooLarge:
+        except BodyTooLarge:  # answered without reading (the rest of) the body
+            too_large = {"error": f"the body is larger than the maximum of {MAX_BODY_BYTES} bytes"}
             return await _respond(send, 413, too_large, close=True)
         query = dict(_query(scope))
         try:

@@ -10,25 +10,27 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 
-def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
-    """The body size an ASGI request's first `Content-Length` declares, None without one or when it
-    is not a plain decimal number (the server then reads and counts the body itself)."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
 class BodyTooLarge(Exception):
-    """A body passed its limit while being read (`receive_body`)."""
+    """A body over its limit (`receive_body`): `declared` is the Content-Length that said so before
+    anything was read, None when the body passed the limit while being read."""
+
+    def __init__(self, declared: int | None = None) -> None:
+        super().__init__(declared)
+        self.declared = declared
 
 
-async def receive_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
-    """The whole request body from an ASGI `receive`, at most `limit` bytes.
+async def receive_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int,
+                       headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """The whole request body from an ASGI `receive`, at most `limit` bytes; `headers`: the
+    request's (the ASGI scope's), whose Content-Length is checked first.
 
-    Raises BodyTooLarge as soon as more arrived (nothing more is read), ClientDisconnect when the
-    client leaves first.
+    Raises BodyTooLarge before anything is read when the Content-Length is over `limit`, and as
+    soon as more arrived otherwise (nothing more is read); ClientDisconnect when the client leaves
+    first.
     """
+    declared = _declared_length(headers)
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(declared)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -45,3 +47,12 @@ async def receive_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: 
             chunks.append(chunk)
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The body size the first `Content-Length` declares, None without one or when it is not a
+    plain decimal number (the body is then counted as it is read)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import metrics
-from .bodies import BodyTooLarge, declared_length, receive_body
+from .bodies import BodyTooLarge, receive_body
 from .config import HecToken
 from .errors import ApiError, HecError
 from .hec import HecRequest, endpoint_kind
@@ -105,14 +105,12 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     more is read), 408 (code 6) when the body is not whole within `timeout`, 400 (code 6) when the
     client disconnects first.
     """
-    declared = declared_length(request.scope["headers"])
-    if declared is not None and declared > limit:
-        raise HecError(6, status=413, detail=f"Content-Length of {declared} too large (maximum is {limit})")
     try:
         async with asyncio.timeout(timeout):
-            return await receive_body(request.receive, limit)
-    except BodyTooLarge:
-        detail = f"the body is larger than the maximum of {limit} bytes"
+            return await receive_body(request.receive, limit, request.scope["headers"])
+    except BodyTooLarge as exc:
+        detail = (f"the body is larger than the maximum of {limit} bytes" if exc.declared is None
+                  else f"Content-Length of {exc.declared} too large (maximum is {limit})")
         raise HecError(6, status=413, detail=detail) from None
     except TimeoutError:
         raise HecError(6, status=408, detail=f"the body did not arrive within {timeout:g} s") from None

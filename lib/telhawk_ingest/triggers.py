@@ -48,7 +48,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 
 from . import stats
-from .bodies import BodyTooLarge, declared_length, receive_body
+from .bodies import BodyTooLarge, receive_body
 from .config import HecToken, TriggerScope
 from .dlq import make_record
 from .envelope import Envelope, parse_time, rfc3339
@@ -581,23 +581,17 @@ def push_adapter(app: AsgiApp, max_bytes: int = MAX_PUSH_BYTES) -> AsgiApp:
     structured mode go through untouched. A body over `max_bytes` is answered 413, before any of
     it is read when its Content-Length says so."""
 
-    async def too_large(send: Send) -> None:
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": b"body too large"})
-
     async def adapted(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await app(scope, receive, send)
-        declared = declared_length(scope["headers"])
-        if declared is not None and declared > max_bytes:
-            return await too_large(send)
         try:
-            pushed = await receive_body(receive, max_bytes)
+            pushed = await receive_body(receive, max_bytes, scope["headers"])
         except ClientDisconnect:
             return None
         except BodyTooLarge:
-            return await too_large(send)
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+            return await send({"type": "http.response.body", "body": b"body too large"})
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         headers, body = push_to_cloud_event(headers, pushed)
         scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]}
