@@ -78,16 +78,17 @@ def printable(text: str) -> str:
 def entry_row(entry: Mapping[str, Any]) -> list[Any]:
     """One listing entry as a table row (LIST_COLUMNS); a truncated entry says so in its error."""
     envelope = entry.get("envelope") or {}
-    error = str(entry.get("error", ""))
-    if len(error) > ERROR_CHARS:
-        error = error[:ERROR_CHARS - 1] + "…"
+    error = _shortened(str(entry.get("error", "")))
     if entry.get("truncated"):
         error = f"[envelope of {entry.get('envelope_bytes')} bytes not listed] {error}"
-    source_type = str(envelope.get("source_type", "")) if isinstance(envelope, dict) else ""
-    if len(source_type) > ERROR_CHARS:
-        source_type = source_type[:ERROR_CHARS - 1] + "…"
+    source_type = _shortened(str(envelope.get("source_type", ""))) if isinstance(envelope, dict) else ""
     return [entry.get("id"), entry.get("timestamp"), entry.get("reason"), source_type,
             entry.get("attempts"), error]
+
+
+def _shortened(text: str) -> str:
+    """At most ERROR_CHARS characters, the last an ellipsis when some were cut."""
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS - 1] + "…"
 
 
 def classes(listed: list[dict[str, Any]] | None) -> str:
