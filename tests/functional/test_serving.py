@@ -283,7 +283,6 @@ def test_warm_up_builds_the_service_at_start_and_a_failure_only_logs(monkeypatch
     built.backend.close()
 
 
-
 def test_the_first_health_call_of_a_worker_reuses_its_start_up_listing_of_the_dlq(monkeypatch, tmp_path):
     """The state folder lives in the DLQ folder: made after a worker's start-up listing (by its
     first count here), it changed the DLQ folder and the next health call listed every entry again.

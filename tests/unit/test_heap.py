@@ -91,10 +91,13 @@ def test_a_lambda_entry_point_freezes_after_its_first_invocation_only(tmp_path: 
         }}
         counts = [gc.get_freeze_count()]
         codes = []
-        for _ in range(2):
+        for n in range(2):
             codes.append(json.loads(handler(event, None)["body"])["code"])
             counts.append(gc.get_freeze_count())
-        print(json.dumps({{"counts": counts, "codes": codes}}))
+            if n == 0:
+                made_later = [object()]  # made between the invocations: never frozen
+        tracked = any(o is made_later for o in gc.get_objects())  # frozen ones are not listed
+        print(json.dumps({{"counts": counts, "codes": codes, "later_still_collected": tracked}}))
     """, tmp_path)
 
     before, first, second = result["counts"]
@@ -103,3 +106,4 @@ def test_a_lambda_entry_point_freezes_after_its_first_invocation_only(tmp_path: 
     # Frozen once: a later invocation freezes nothing more (frozen objects freed by their reference
     # counts leave the count, so it may drop).
     assert second <= first
+    assert result["later_still_collected"]
